@@ -1,0 +1,2 @@
+//! `kvmtrace-recorder`: a KVM vCPU loop that records MSR accesses, MONITOR/MWAIT
+//! and INIT/RESET/SHUTDOWN transitions, asking the replayer's engine what to answer.

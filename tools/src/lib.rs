@@ -1,0 +1,1 @@
+//! The `kvmtrace` command line, as a library so tests can drive it.

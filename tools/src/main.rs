@@ -1,0 +1,3 @@
+fn main() {
+    println!("kvmtrace {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,531 @@
+//! Trace events: what a guest did at the hypervisor boundary, and what came of it.
+//!
+//! A trace is an append-only log of [`Record`]s. Guest-visible state at any point is
+//! the fold of the records before it (see the replayer). Every outcome says who
+//! decided it ([`DecidedBy`]): the kernel (observe mode, import, state read back
+//! from KVM) or the VMM (intercept mode: the live policy answered the exit).
+//!
+//! Names follow KVM: `MsrRead`/`MsrWrite` are RDMSR/WRMSR (or `KVM_GET/SET_MSRS`
+//! with [`Origin::Host`]), outcomes use the words of SEMANTICS.md §0.
+
+use serde::{Deserialize, Serialize};
+
+/// One entry of the log: a global sequence number, the vCPU it happened on, the
+/// monotonic time since the trace began, and the event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub seq: u64,
+    pub vcpu: u32,
+    /// Nanoseconds since the trace began (CLOCK_MONOTONIC based).
+    pub time_ns: u64,
+    pub event: Event,
+}
+
+/// Who performed an MSR access: the guest (RDMSR/WRMSR) or the VMM through
+/// `KVM_GET_MSRS`/`KVM_SET_MSRS` (`host_initiated` in the kernel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    Guest,
+    Host,
+}
+
+/// Who decided an outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecidedBy {
+    /// The kernel decided on its own (observe mode, ftrace import, state read back).
+    Kernel,
+    /// The VMM answered an exit with what its live policy decided (intercept mode).
+    Vmm,
+}
+
+/// Why KVM deflected an MSR access to user space (`run->msr.reason`,
+/// `KVM_MSR_EXIT_REASON_*`, SEMANTICS.md §4 and §6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MsrExitReason {
+    /// `KVM_MSR_EXIT_REASON_INVAL` (1 << 0): the handler faulted (r = 1 or r < 0).
+    Inval,
+    /// `KVM_MSR_EXIT_REASON_UNKNOWN` (1 << 1): the MSR is unknown to KVM (r = 2).
+    Unknown,
+    /// `KVM_MSR_EXIT_REASON_FILTER` (1 << 2): refused by the MSR filter (r = 3).
+    Filter,
+}
+
+impl MsrExitReason {
+    /// The uapi bit of this reason.
+    pub const fn bit(self) -> u32 {
+        match self {
+            MsrExitReason::Inval => 1 << 0,
+            MsrExitReason::Unknown => 1 << 1,
+            MsrExitReason::Filter => 1 << 2,
+        }
+    }
+
+    /// The reason for a single uapi bit, if it is one.
+    pub const fn from_bit(bit: u32) -> Option<Self> {
+        match bit {
+            1 => Some(MsrExitReason::Inval),
+            2 => Some(MsrExitReason::Unknown),
+            4 => Some(MsrExitReason::Filter),
+            _ => None,
+        }
+    }
+}
+
+/// What user space answered a deflected MSR access with (`run->msr.data/error`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserAnswer {
+    /// error = 0 on a read: EDX:EAX = value.
+    Value(u64),
+    /// error = 0 on a write.
+    Ok,
+    /// error != 0: KVM injects `#GP(0)`.
+    Gp,
+}
+
+/// The outcome of an MSR access (SEMANTICS.md §0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MsrOutcome {
+    /// Read succeeded with this value.
+    Value(u64),
+    /// Write succeeded.
+    Ok,
+    /// The access faulted: `#GP(0)` injected (guest) or the `KVM_SET/GET_MSRS`
+    /// entry refused (host).
+    InjectGp,
+    /// Deflected to user space (`KVM_EXIT_X86_RDMSR/WRMSR`) for `reason`, then
+    /// answered with `answer`.
+    UserExit {
+        reason: MsrExitReason,
+        answer: UserAnswer,
+    },
+    /// `KVM_RUN` failed with this errno (e.g. 1 = EPERM for a bad MCi_CTL write
+    /// before 6.0): the guest is dead.
+    VmFailed { errno: i32 },
+}
+
+/// The outcome of a MONITOR or MWAIT (SEMANTICS.md §1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MwaitOutcome {
+    /// Skipped: RIP advanced past the instruction.
+    Nop,
+    /// `#UD` injected.
+    InjectUd,
+    /// Not intercepted (`KVM_X86_DISABLE_EXITS_MWAIT`): hardware executed it.
+    NotIntercepted,
+}
+
+/// What caused a `KVM_EXIT_SHUTDOWN`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShutdownCause {
+    TripleFault,
+    Other,
+}
+
+/// What followed a shutdown (SEMANTICS.md §2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterShutdown {
+    /// The vCPU was put into its RESET state.
+    Reset,
+    /// The vCPU was INITed (SVM since 5.15 does this in the kernel).
+    Init,
+    /// The VM was stopped.
+    Stop,
+    /// Nothing changed in the kernel (VMX, `kvm_pvm`): the VMM resumed the vCPU
+    /// with its registers as they were at the fault, possibly past the fault.
+    Resume,
+}
+
+/// Where an INIT came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InitSource {
+    /// An INIT IPI sent by vCPU `from` through a user-space local APIC.
+    Ipi { from: u32 },
+    /// INIT as the response to a triple-fault shutdown.
+    Shutdown,
+    /// The VMM INITed the vCPU on its own.
+    Host,
+    /// The in-kernel LAPIC performed the INIT (seen as state after `KVM_RUN`
+    /// returned EAGAIN).
+    Kernel,
+}
+
+/// What ended a trace (or a vCPU's part of it).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The guest reported it was done.
+    Finished,
+    /// The guest is dead (`KVM_RUN` failed, e.g. EPERM).
+    VmFailed { errno: i32 },
+    /// Stopped after a shutdown.
+    Shutdown,
+    /// The recorder stopped the guest (time or event limit, signal, write error).
+    Stopped { why: String },
+    /// An exit the recorder cannot continue from (e.g. emulation failure of an
+    /// instruction other than MONITOR/MWAIT).
+    Error { message: String },
+}
+
+/// Which part of the capture lost events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LostSource {
+    /// `--on-full drop`: the vCPU-to-writer channel was full.
+    Channel,
+    /// The kernel's trace ring buffer overran (observe mode).
+    Tracefs,
+    /// Lines of an imported text that were malformed and skipped (`--lenient`).
+    Import,
+}
+
+/// IPI delivery mode, as `kvm_apic_ipi` prints it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IpiMode {
+    Fixed,
+    LowestPriority,
+    Smi,
+    Nmi,
+    Init,
+    Sipi,
+    Other(u8),
+}
+
+/// A segment register as `struct kvm_segment` holds it. `attr` packs the
+/// attribute bits in the VMX access-rights layout: type 3:0, S 4, DPL 6:5,
+/// P 7, AVL 12, L 13, D/B 14, G 15, unusable 16.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Segment {
+    pub selector: u16,
+    pub base: u64,
+    pub limit: u32,
+    pub attr: u32,
+}
+
+/// GDTR or IDTR.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DescTable {
+    pub base: u64,
+    pub limit: u16,
+}
+
+/// The architectural state that RESET and INIT define (SEMANTICS.md §2), as read
+/// with `KVM_GET_REGS`/`SREGS`/`DEBUGREGS`/`MSRS`/`MP_STATE`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ArchState {
+    /// RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8..R15 (encoding order).
+    pub gprs: [u64; 16],
+    pub rip: u64,
+    pub rflags: u64,
+    pub cr0: u64,
+    pub cr2: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+    pub cs: Segment,
+    pub ds: Segment,
+    pub es: Segment,
+    pub fs: Segment,
+    pub gs: Segment,
+    pub ss: Segment,
+    pub ldtr: Segment,
+    pub tr: Segment,
+    pub gdtr: DescTable,
+    pub idtr: DescTable,
+    /// DR0..DR3.
+    pub dr: [u64; 4],
+    pub dr6: u64,
+    pub dr7: u64,
+    pub apic_base: u64,
+    /// `KVM_MP_STATE_*`: RUNNABLE 0, UNINITIALIZED 1, INIT_RECEIVED 2, HALTED 3,
+    /// SIPI_RECEIVED 4.
+    pub mp_state: u32,
+    /// MSRs read back with the state (index, value), sorted by index.
+    pub msrs: Vec<(u32, u64)>,
+}
+
+impl ArchState {
+    pub const RAX: usize = 0;
+    pub const RCX: usize = 1;
+    pub const RDX: usize = 2;
+
+    pub fn rdx(&self) -> u64 {
+        self.gprs[Self::RDX]
+    }
+
+    /// The value of an MSR read back with this state, if it was.
+    pub fn msr(&self, index: u32) -> Option<u64> {
+        self.msrs
+            .binary_search_by_key(&index, |&(i, _)| i)
+            .ok()
+            .map(|i| self.msrs[i].1)
+    }
+}
+
+/// One `kvm_cpuid_entry2`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CpuidEntry {
+    pub function: u32,
+    pub index: u32,
+    /// `KVM_CPUID_FLAG_*` (bit 0: significant index).
+    pub flags: u32,
+    pub eax: u32,
+    pub ebx: u32,
+    pub ecx: u32,
+    pub edx: u32,
+}
+
+/// One range of a `KVM_X86_SET_MSR_FILTER` filter (SEMANTICS.md §4).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MsrFilterRange {
+    /// `KVM_MSR_FILTER_READ` 1 | `KVM_MSR_FILTER_WRITE` 2.
+    pub flags: u32,
+    pub base: u32,
+    pub nmsrs: u32,
+    /// One bit per MSR, 1 = allow; at most 0x600 bytes.
+    pub bitmap: Vec<u8>,
+}
+
+/// A whole MSR filter as the VMM set it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MsrFilter {
+    /// `KVM_MSR_FILTER_DEFAULT_DENY`.
+    pub default_deny: bool,
+    pub ranges: Vec<MsrFilterRange>,
+}
+
+/// Everything that can happen at the boundary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    // ---- MSR accesses (SEMANTICS.md §0, §3, §4, §5) ----
+    /// RDMSR by the guest, or `KVM_GET_MSRS` by the VMM.
+    MsrRead {
+        index: u32,
+        origin: Origin,
+        outcome: MsrOutcome,
+        decided_by: DecidedBy,
+        /// How the recorder saw the access when its capture machinery (deny-all
+        /// filter, user-space MSR exits) routed it: the exit reason KVM gave.
+        /// `None` when the kernel handled it (observe mode) or for host accesses.
+        capture: Option<MsrExitReason>,
+    },
+    /// WRMSR by the guest, or `KVM_SET_MSRS` by the VMM.
+    MsrWrite {
+        index: u32,
+        value: u64,
+        origin: Origin,
+        outcome: MsrOutcome,
+        decided_by: DecidedBy,
+        capture: Option<MsrExitReason>,
+    },
+
+    // ---- MONITOR / MWAIT (SEMANTICS.md §1) ----
+    Monitor {
+        rip: u64,
+        rax: u64,
+        ecx: u32,
+        edx: u32,
+        outcome: MwaitOutcome,
+        decided_by: DecidedBy,
+    },
+    Mwait {
+        rip: u64,
+        eax: u32,
+        ecx: u32,
+        outcome: MwaitOutcome,
+        decided_by: DecidedBy,
+    },
+
+    // ---- RESET / INIT / SIPI / SHUTDOWN (SEMANTICS.md §2) ----
+    /// A triple fault (`KVM_EXIT_SHUTDOWN`) and what followed it.
+    Shutdown {
+        rip: u64,
+        cause: ShutdownCause,
+        then: AfterShutdown,
+        decided_by: DecidedBy,
+    },
+    /// The vCPU's RESET state (right after `KVM_CREATE_VCPU`, or a later reset).
+    Reset {
+        state: ArchState,
+        decided_by: DecidedBy,
+    },
+    /// An INIT: the state before and after.
+    Init {
+        source: InitSource,
+        before: ArchState,
+        after: ArchState,
+        decided_by: DecidedBy,
+    },
+    /// A startup IPI received by this vCPU.
+    Sipi { from: u32, vector: u8 },
+    /// An IPI as the kernel traced it (`kvm_apic_ipi`), sent by this vCPU.
+    Ipi { dst: u32, vector: u8, mode: IpiMode },
+
+    // ---- Configuration: what the VMM set up (folded into state) ----
+    /// `KVM_SET_CPUID2` on this vCPU.
+    Cpuid { entries: Vec<CpuidEntry> },
+    /// `KVM_CAP_DISABLE_QUIRKS` (cap 116) or `KVM_CAP_DISABLE_QUIRKS2` (213):
+    /// the argument as passed.
+    QuirksDisabled { cap: u32, mask: u64 },
+    /// The scenario's own `KVM_X86_SET_MSR_FILTER` (never the capture filter,
+    /// which the header records).
+    MsrFilter { filter: MsrFilter },
+    /// The scenario's own `KVM_CAP_X86_USER_SPACE_MSR` mask (INVAL 1, UNKNOWN 2,
+    /// FILTER 4).
+    UserSpaceMsr { mask: u32 },
+    /// `KVM_X86_SETUP_MCE` with this MCG_CAP.
+    SetupMce { mcg_cap: u64 },
+
+    // ---- Guest I/O and control flow ----
+    /// A port I/O exit (console, report port).
+    Io {
+        port: u16,
+        size: u8,
+        write: bool,
+        data: u32,
+    },
+    /// An exception the kernel injected that no other event explains
+    /// (`kvm_inj_exception` in observe mode or import).
+    Exception {
+        vector: u8,
+        error_code: Option<u32>,
+        reinjected: bool,
+    },
+    /// `KVM_EXIT_HLT`.
+    Halt,
+    /// An exit the recorder did not understand, recorded raw and flagged.
+    RawExit { exit_reason: u32, data: Vec<u8> },
+    /// Events that could not be recorded (`--on-full drop`, ring overrun, skipped
+    /// import lines): the trace is tainted by `count` lost events.
+    Lost { source: LostSource, count: u64 },
+    /// The end of this vCPU's run.
+    End { reason: EndReason },
+}
+
+/// The kind of an event, for statistics and filters (`stats --json` `by_kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    MsrRead,
+    MsrWrite,
+    Monitor,
+    Mwait,
+    Shutdown,
+    Reset,
+    Init,
+    Sipi,
+    Ipi,
+    Cpuid,
+    QuirksDisabled,
+    MsrFilter,
+    UserSpaceMsr,
+    SetupMce,
+    Io,
+    Exception,
+    Halt,
+    RawExit,
+    Lost,
+    End,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 20] = [
+        EventKind::MsrRead,
+        EventKind::MsrWrite,
+        EventKind::Monitor,
+        EventKind::Mwait,
+        EventKind::Shutdown,
+        EventKind::Reset,
+        EventKind::Init,
+        EventKind::Sipi,
+        EventKind::Ipi,
+        EventKind::Cpuid,
+        EventKind::QuirksDisabled,
+        EventKind::MsrFilter,
+        EventKind::UserSpaceMsr,
+        EventKind::SetupMce,
+        EventKind::Io,
+        EventKind::Exception,
+        EventKind::Halt,
+        EventKind::RawExit,
+        EventKind::Lost,
+        EventKind::End,
+    ];
+
+    /// The snake_case name used in JSON and on the command line.
+    pub const fn name(self) -> &'static str {
+        match self {
+            EventKind::MsrRead => "msr_read",
+            EventKind::MsrWrite => "msr_write",
+            EventKind::Monitor => "monitor",
+            EventKind::Mwait => "mwait",
+            EventKind::Shutdown => "shutdown",
+            EventKind::Reset => "reset",
+            EventKind::Init => "init",
+            EventKind::Sipi => "sipi",
+            EventKind::Ipi => "ipi",
+            EventKind::Cpuid => "cpuid",
+            EventKind::QuirksDisabled => "quirks_disabled",
+            EventKind::MsrFilter => "msr_filter",
+            EventKind::UserSpaceMsr => "user_space_msr",
+            EventKind::SetupMce => "setup_mce",
+            EventKind::Io => "io",
+            EventKind::Exception => "exception",
+            EventKind::Halt => "halt",
+            EventKind::RawExit => "raw_exit",
+            EventKind::Lost => "lost",
+            EventKind::End => "end",
+        }
+    }
+}
+
+impl Event {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::MsrRead { .. } => EventKind::MsrRead,
+            Event::MsrWrite { .. } => EventKind::MsrWrite,
+            Event::Monitor { .. } => EventKind::Monitor,
+            Event::Mwait { .. } => EventKind::Mwait,
+            Event::Shutdown { .. } => EventKind::Shutdown,
+            Event::Reset { .. } => EventKind::Reset,
+            Event::Init { .. } => EventKind::Init,
+            Event::Sipi { .. } => EventKind::Sipi,
+            Event::Ipi { .. } => EventKind::Ipi,
+            Event::Cpuid { .. } => EventKind::Cpuid,
+            Event::QuirksDisabled { .. } => EventKind::QuirksDisabled,
+            Event::MsrFilter { .. } => EventKind::MsrFilter,
+            Event::UserSpaceMsr { .. } => EventKind::UserSpaceMsr,
+            Event::SetupMce { .. } => EventKind::SetupMce,
+            Event::Io { .. } => EventKind::Io,
+            Event::Exception { .. } => EventKind::Exception,
+            Event::Halt => EventKind::Halt,
+            Event::RawExit { .. } => EventKind::RawExit,
+            Event::Lost { .. } => EventKind::Lost,
+            Event::End { .. } => EventKind::End,
+        }
+    }
+
+    /// Who decided this event's outcome, for events that have one.
+    pub fn decided_by(&self) -> Option<DecidedBy> {
+        match self {
+            Event::MsrRead { decided_by, .. }
+            | Event::MsrWrite { decided_by, .. }
+            | Event::Monitor { decided_by, .. }
+            | Event::Mwait { decided_by, .. }
+            | Event::Shutdown { decided_by, .. }
+            | Event::Reset { decided_by, .. }
+            | Event::Init { decided_by, .. } => Some(*decided_by),
+            _ => None,
+        }
+    }
+}

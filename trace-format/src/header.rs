@@ -1,0 +1,134 @@
+//! The trace header: the environment a trace was recorded in (rr records uname and
+//! CPUID the same way), so that a replay can model the host that produced it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{CpuidEntry, MsrFilter};
+
+/// How the events of a trace were captured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureMode {
+    /// Every filterable MSR access exits to the recorder, whose live policy answers
+    /// (outcomes `decided_by: vmm`).
+    Intercept,
+    /// The kernel decides; its decisions are read from KVM tracepoints
+    /// (outcomes `decided_by: kernel`).
+    Observe,
+    /// Converted from kernel tracepoint text (`kvmtrace import ftrace`).
+    Import,
+    /// Synthesised (`kvmtrace synth`), as if recorded in intercept mode.
+    Synth,
+}
+
+/// The CPU vendor of the host, from CPUID leaf 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CpuVendor {
+    Intel,
+    Amd,
+    Hygon,
+    Other,
+}
+
+/// The in-kernel interrupt controller configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Irqchip {
+    /// No `KVM_CREATE_IRQCHIP`: the VMM emulates the local APIC (or there is none).
+    None,
+    /// `KVM_CREATE_IRQCHIP`: in-kernel LAPIC, IOAPIC and PIC.
+    Kernel,
+    /// `KVM_CAP_SPLIT_IRQCHIP`: in-kernel LAPIC only.
+    Split,
+}
+
+/// What the recording host was and what its KVM offered.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// `uname -r`, e.g. "6.18.44".
+    pub kernel_release: String,
+    /// The KVM vendor module: "kvm_intel", "kvm_amd", "kvm_pvm", or "" if unknown.
+    pub kvm_module: String,
+    pub cpu_vendor: Option<CpuVendor>,
+    /// CPUID brand string.
+    pub cpu_model: String,
+    /// `KVM_CHECK_EXTENSION` results that matter: (capability number, value).
+    pub caps: Vec<(u32, i64)>,
+    /// `KVM_CAP_DISABLE_QUIRKS2`: the valid quirk mask (0 if the cap is absent).
+    pub valid_quirks: u64,
+    /// `KVM_GET_MSR_INDEX_LIST`.
+    pub msr_index_list: Vec<u32>,
+    /// `KVM_GET_MSR_FEATURE_INDEX_LIST`.
+    pub msr_feature_list: Vec<u32>,
+    /// `KVM_GET_SUPPORTED_CPUID`.
+    pub supported_cpuid: Vec<CpuidEntry>,
+}
+
+/// The VM as the scenario configured it (not the capture machinery).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmConfig {
+    pub vcpus: u32,
+    pub memory_bytes: u64,
+    /// The guest CPUID set with `KVM_SET_CPUID2` at start (per-vCPU changes are
+    /// `Cpuid` events).
+    pub cpuid: Vec<CpuidEntry>,
+    /// Quirks disabled at start (`KVM_X86_QUIRK_*` bits).
+    pub disabled_quirks: u64,
+    /// The scenario's own MSR filter, if any.
+    pub msr_filter: Option<MsrFilter>,
+    /// The scenario's own user-space MSR exit mask (INVAL 1, UNKNOWN 2, FILTER 4).
+    pub user_space_msr: u32,
+    pub irqchip: Option<Irqchip>,
+    /// MCG_CAP passed to `KVM_X86_SETUP_MCE`, if the VMM set up MCE at start.
+    pub mcg_cap: Option<u64>,
+}
+
+/// How the trace was captured, kept apart from the VM config: capture machinery
+/// is not part of the modelled VM (DESIGN.md, Policies).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureInfo {
+    pub mode: CaptureMode,
+    /// The recorder's own (deny-all) MSR filter in intercept mode.
+    pub filter: Option<MsrFilter>,
+    /// The recorder's own user-space MSR exit mask in intercept mode.
+    pub user_space_msr: u32,
+    /// Free-form details (tracefs instance, import source file, synth pattern).
+    pub detail: String,
+}
+
+impl Default for CaptureInfo {
+    fn default() -> Self {
+        CaptureInfo {
+            mode: CaptureMode::Intercept,
+            filter: None,
+            user_space_msr: 0,
+            detail: String::new(),
+        }
+    }
+}
+
+/// The guest code that ran.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payload {
+    /// Scenario name or payload file name.
+    pub name: String,
+    /// SHA-256 of the guest code bytes, lower-case hex ("" if none).
+    pub sha256: String,
+}
+
+/// The trace header (written once, after the file preamble).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceHeader {
+    /// The kvmtrace version that wrote the trace.
+    pub tool_version: String,
+    pub host: HostInfo,
+    pub vm: VmConfig,
+    pub capture: CaptureInfo,
+    /// The name of the policy that answered exits live ("" in observe/import).
+    pub live_policy: String,
+    pub payload: Payload,
+    /// Wall-clock start in nanoseconds since the Unix epoch; 0 where determinism
+    /// matters more (synth, golden files).
+    pub started_unix_ns: u64,
+}
