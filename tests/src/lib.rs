@@ -14,21 +14,4 @@ pub fn kvmtrace_bin() -> PathBuf {
     p.join("kvmtrace")
 }
 
-/// Whether `/dev/kvm` can be opened read-write. Prints why not, so a skip never
-/// looks like a pass.
-pub fn require_kvm(test: &str) -> bool {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        Ok(_) => {
-            println!("KVM-TEST-RAN {test}");
-            true
-        }
-        Err(e) => {
-            println!("KVM-TEST-SKIPPED {test}: cannot open /dev/kvm: {e}");
-            false
-        }
-    }
-}
+pub use kvmtrace_recorder::kvm_check::require_kvm;
