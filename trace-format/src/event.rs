@@ -303,7 +303,8 @@ pub struct MsrFilter {
     pub ranges: Vec<MsrFilterRange>,
 }
 
-/// Everything that can happen at the boundary.
+/// Everything that can happen at the boundary. RESET/INIT states are boxed: they
+/// are rare, and the common MSR events should stay small.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Event {
@@ -356,14 +357,14 @@ pub enum Event {
     },
     /// The vCPU's RESET state (right after `KVM_CREATE_VCPU`, or a later reset).
     Reset {
-        state: ArchState,
+        state: Box<ArchState>,
         decided_by: DecidedBy,
     },
     /// An INIT: the state before and after.
     Init {
         source: InitSource,
-        before: ArchState,
-        after: ArchState,
+        before: Box<ArchState>,
+        after: Box<ArchState>,
         decided_by: DecidedBy,
     },
     /// A startup IPI received by this vCPU.
