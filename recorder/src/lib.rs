@@ -4,6 +4,8 @@
 //! (Skeleton: the recorder issue fills this in; keep the public signatures.)
 
 pub mod kvm_check;
+pub mod layout;
+pub mod scenarios;
 
 use std::path::PathBuf;
 
