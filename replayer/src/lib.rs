@@ -10,6 +10,7 @@
 //! - [`diff`]: two recordings aligned by guest action.
 //! - [`corpus`]: bless and check a directory of traces for CI.
 
+pub mod decide;
 pub mod engine;
 mod model;
 pub mod names;
@@ -20,7 +21,13 @@ pub mod quirks;
 pub mod rules;
 pub mod state;
 
+pub use decide::Action;
 pub use engine::{Engine, Prediction, StatePrediction};
 pub use model::compare_state;
 pub use policy::{Policy, PolicyError, Vendor};
 pub use rules::Rule;
+pub mod replay;
+pub mod report;
+
+pub use replay::{Replay, replay};
+pub use report::{Divergence, PolicyReport, ReplayReport};
