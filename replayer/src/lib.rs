@@ -15,7 +15,7 @@ pub mod engine;
 mod model;
 pub mod names;
 pub mod policy;
-mod policy_file;
+pub mod policy_file;
 pub mod presets;
 pub mod quirks;
 pub mod rules;

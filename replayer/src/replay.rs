@@ -249,7 +249,11 @@ impl Lane {
                     recorded: OutcomeView::msr(outcome, true),
                     policy: OutcomeView::msr(&po, false),
                     rule: p.rule,
-                    consequence_of: self.tainted(vcpu, &deps(*index)),
+                    consequence_of: if p.rule.reads_state() {
+                        self.tainted(vcpu, &deps(*index))
+                    } else {
+                        None
+                    },
                 })
             }
             Event::MsrWrite {
@@ -267,7 +271,7 @@ impl Lane {
                     return None;
                 };
                 let agrees = msr_agrees(&po, outcome);
-                let cause = if agrees {
+                let cause = if agrees || !p.rule.reads_state() {
                     None
                 } else {
                     self.tainted(vcpu, &deps(*index))
@@ -314,7 +318,11 @@ impl Lane {
                     recorded: OutcomeView::mwait(*outcome),
                     policy: OutcomeView::mwait(po),
                     rule: p.rule,
-                    consequence_of: self.tainted(vcpu, &[0x1a0]),
+                    consequence_of: if p.rule.reads_state() {
+                        self.tainted(vcpu, &[0x1a0])
+                    } else {
+                        None
+                    },
                 })
             }
             Event::Shutdown { then, .. } => {
@@ -344,14 +352,14 @@ impl Lane {
             }
             Event::Reset { state, .. } => {
                 let p = self.engine.reset_prediction(vcpu);
-                let d = self.state_step(&p, state);
+                let d = self.state_step(rec, &p, state, false);
                 let merged = merge_state(&p, state);
                 self.engine.apply_reset(vcpu, &merged);
                 d
             }
             Event::Init { before, after, .. } => {
                 let p = self.engine.init_prediction(vcpu, before);
-                let d = self.state_step(&p, after);
+                let d = self.state_step(rec, &p, after, true);
                 let merged = merge_state(&p, after);
                 self.engine.apply_init(vcpu, &merged);
                 d
@@ -363,7 +371,13 @@ impl Lane {
         }
     }
 
-    fn state_step(&mut self, p: &StatePrediction, rec: &ArchState) -> Option<Pending> {
+    fn state_step(
+        &mut self,
+        r: &Record,
+        p: &StatePrediction,
+        rec: &ArchState,
+        init: bool,
+    ) -> Option<Pending> {
         match compare_state(p, rec) {
             None => {
                 self.matched();
@@ -372,13 +386,30 @@ impl Lane {
             Some((field, pv, rv)) => {
                 self.report.outcomes += 1;
                 self.report.modelled += 1;
+                // State this policy now holds differently: MSRs and APIC base.
+                let mut keys: Vec<u32> = p
+                    .state
+                    .msrs
+                    .iter()
+                    .filter(|&&(i, v)| rec.msr(i).is_some_and(|x| x != v))
+                    .map(|&(i, _)| i)
+                    .collect();
+                if p.state.apic_base != rec.apic_base {
+                    keys.push(0x1b);
+                }
+                if let Some(t) = self.taint(r.vcpu) {
+                    for k in keys {
+                        t.set(k, r.seq);
+                    }
+                }
+                let rule = self.engine.state_rule(&field, init, p.rule);
                 Some(Pending {
                     recorded: OutcomeView::State {
                         field: field.clone(),
                         value: rv,
                     },
                     policy: OutcomeView::State { field, value: pv },
-                    rule: p.rule,
+                    rule,
                     consequence_of: None,
                 })
             }

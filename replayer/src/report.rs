@@ -407,7 +407,7 @@ impl ReplayReport {
 
 /// One divergence in a few lines: where, what, recorded vs policy, why.
 pub fn render_divergence(d: &Divergence) -> String {
-    let mut o = String::new();
+    let mut o = String::from("\n");
     for (seq, vcpu, text) in &d.context {
         let _ = writeln!(o, "      #{seq:<8} vcpu {vcpu}  {text}");
     }

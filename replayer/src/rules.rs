@@ -96,3 +96,47 @@ rules! {
     HWCR_BITS = "hwcr_write=bits_18_24: only bits 18 and 24", "§5", "6.7+";
     HWCR_WRITE = "HWCR write", "§5", "all";
 }
+
+rules! {
+    MISC_ENABLE_RESET_0 = "misc_enable_reset=0", "§1 §2", "≤5.19";
+    MISC_ENABLE_RESET_1800 = "misc_enable_reset=0x1800", "§1 §2", "6.0+";
+    INIT_CR0_PRESERVE = "init_preserves_cd_nw=true: CR0 = 0x10 | old CD/NW", "§2", "5.15+";
+    INIT_CR0_RESET = "init_preserves_cd_nw=false: CR0 = 0x60000010", "§2", "≤5.14";
+    SVM_DTR_KEPT = "svm_init_zero_dtr_base=false: GDTR/IDTR bases kept at INIT", "§2", "≤5.14";
+    SVM_DTR_ZERO = "svm_init_zero_dtr_base=true: GDTR/IDTR bases zeroed at INIT", "§2", "5.15+";
+}
+
+/// Rules whose outcome does not depend on folded MSR/CPUID state (only on the
+/// policy's switches, the access and its value): a divergence under one of them
+/// is always direct.
+const STATELESS: [Rule; 21] = [
+    UNMODELED,
+    FILTER_DENY,
+    X2APIC_UNFILTERABLE,
+    DEFLECT_UNFILTERABLE_FALSE,
+    IGNORE_MSRS,
+    HOST_ZERO_ADVERTISED,
+    HOST_UNKNOWN,
+    USER_RULE,
+    MWAIT_NO_QUIRK,
+    MWAIT_QUIRK_ENABLED,
+    FEAT_CTL_NO_HANDLER,
+    FEAT_CTL_INVALID_SUPPORTED,
+    MCE_CTL_EPERM,
+    MCE_CTL_GP,
+    MCE_CTL_BIT0,
+    MCE_CTL2_NONE,
+    MCG_EXT_CTL_NO_HANDLER,
+    HWCR_BITS,
+    SHUTDOWN_SVM_INIT,
+    SHUTDOWN_SVM_REINIT,
+    SHUTDOWN_VMX,
+];
+
+impl Rule {
+    /// Whether the outcome under this rule depends on state folded from
+    /// earlier events (so a divergence can be a consequence of an earlier one).
+    pub fn reads_state(&self) -> bool {
+        !STATELESS.contains(self) && *self != SHUTDOWN_PVM
+    }
+}

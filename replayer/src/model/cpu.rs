@@ -245,6 +245,23 @@ impl Engine {
         }
     }
 
+    /// The rule behind the value of `field` in a RESET (`init` false) or INIT
+    /// prediction: the switch that decides that field.
+    pub(crate) fn state_rule(&self, field: &str, init: bool, default: rules::Rule) -> rules::Rule {
+        let sw = &self.policy.switches;
+        match field {
+            "IA32_MISC_ENABLE" if sw.misc_enable_reset == 0 => rules::MISC_ENABLE_RESET_0,
+            "IA32_MISC_ENABLE" => rules::MISC_ENABLE_RESET_1800,
+            "cr0" if init && sw.init_preserves_cd_nw => rules::INIT_CR0_PRESERVE,
+            "cr0" if init => rules::INIT_CR0_RESET,
+            "gdtr" | "idtr" if init && self.svm() && sw.svm_init_zero_dtr_base => {
+                rules::SVM_DTR_ZERO
+            }
+            "gdtr" | "idtr" if init && self.svm() => rules::SVM_DTR_KEPT,
+            _ => default,
+        }
+    }
+
     /// Fold a RESET (recorded or predicted state).
     pub(crate) fn apply_reset(&mut self, vcpu: u32, s: &ArchState) {
         let me = s
