@@ -29,5 +29,5 @@ pub use rules::Rule;
 pub mod replay;
 pub mod report;
 
-pub use replay::{Replay, replay};
+pub use replay::{Replay, ReplayError, replay, replay_reader};
 pub use report::{Divergence, PolicyReport, ReplayReport};
