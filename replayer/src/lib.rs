@@ -31,3 +31,6 @@ pub mod report;
 
 pub use replay::{Replay, ReplayError, replay, replay_reader};
 pub use report::{Divergence, PolicyReport, ReplayReport};
+pub mod diff;
+pub use diff::{DiffReport, diff};
+pub mod corpus;
