@@ -174,14 +174,11 @@ fn outcome_diff(a: &Event, b: &Event) -> Option<(OutcomeView, OutcomeView)> {
         | (Event::Mwait { outcome: oa, .. }, Event::Mwait { outcome: ob, .. }) => {
             (oa != ob).then(|| (OutcomeView::mwait(*oa), OutcomeView::mwait(*ob)))
         }
-        (Event::Shutdown { then: ta, .. }, Event::Shutdown { then: tb, .. }) => {
-            (ta != tb).then(|| {
-                (
-                    OutcomeView::Then { then: *ta },
-                    OutcomeView::Then { then: *tb },
-                )
-            })
-        }
+        (Event::Shutdown { then: ta, .. }, Event::Shutdown { then: tb, .. }) => (ta != tb)
+            .then_some((
+                OutcomeView::Then { then: *ta },
+                OutcomeView::Then { then: *tb },
+            )),
         (Event::Reset { state: sa, .. }, Event::Reset { state: sb, .. })
         | (Event::Init { after: sa, .. }, Event::Init { after: sb, .. }) => state_diff(sa, sb),
         _ => None,
@@ -363,6 +360,6 @@ mod tests {
         assert_eq!(r.only_in_b_count, 1);
         assert_eq!(r.only_in_b[0].seq, 2);
         assert_eq!(r.only_in_a_count, 0);
-        assert!(diff("a", &a, "a", &a).differs() == false);
+        assert!(!diff("a", &a, "a", &a).differs());
     }
 }
