@@ -66,7 +66,10 @@ fn main() {
     .iter()
     .map(|p| Policy::resolve(p, &header).unwrap())
     .collect();
-    let (t8, _) = time(eight);
+    let (t8, rep8) = time(eight);
+    if std::env::var_os("SHOW").is_some() {
+        println!("{}", rep8.render(3));
+    }
     println!(
         "8 policies: {:.3} s, ratio {:.2} (bar <= 0.6 x 8 = 4.8)",
         t8,

@@ -205,6 +205,8 @@ impl Taint {
 
 struct Lane {
     engine: Engine,
+    /// Per vCPU: the behaviour of the event that made this policy's guest die.
+    killed_by: Vec<Option<Behaviour>>,
     taint: Vec<Taint>,
     report: PolicyReport,
     matching: u64,
@@ -237,6 +239,7 @@ impl Lane {
         let name = engine.policy().name.clone();
         Lane {
             engine,
+            killed_by: Vec::new(),
             taint: Vec::new(),
             report: PolicyReport {
                 name,
@@ -294,8 +297,16 @@ impl Lane {
     }
 
     fn step_at(&mut self, records: &[Record], i: usize, tail: &[Record]) {
-        if let Some(d) = self.step(&records[i]) {
+        let rec = &records[i];
+        if let Some(d) = self.step(rec) {
             self.diverge(d, records, i, tail);
+        }
+        if self.engine.dead_since(rec.vcpu) == Some(rec.seq) {
+            let v = rec.vcpu as usize;
+            if self.killed_by.len() <= v {
+                self.killed_by.resize(v + 1, None);
+            }
+            self.killed_by[v] = Some(Behaviour::of_event(&rec.event));
         }
     }
 
@@ -323,6 +334,8 @@ impl Lane {
                 policy: OutcomeView::Dead { since },
                 rule: rules::GUEST_DEAD,
                 consequence_of: Some(since),
+                // Counted under the behaviour that killed the guest.
+                behaviour: self.killed_by.get(vcpu as usize).copied().flatten(),
             });
         }
         match &rec.event {
@@ -358,6 +371,7 @@ impl Lane {
                     } else {
                         None
                     },
+                    behaviour: None,
                 })
             }
             Event::MsrWrite {
@@ -404,6 +418,7 @@ impl Lane {
                     policy: OutcomeView::msr(&po, false),
                     rule: p.rule,
                     consequence_of: cause,
+                    behaviour: None,
                 })
             }
             Event::Monitor { outcome, .. } | Event::Mwait { outcome, .. } => {
@@ -427,6 +442,7 @@ impl Lane {
                     } else {
                         None
                     },
+                    behaviour: None,
                 })
             }
             Event::Shutdown { then, .. } => {
@@ -452,6 +468,7 @@ impl Lane {
                     policy: OutcomeView::Then { then: po },
                     rule: p.rule,
                     consequence_of: None,
+                    behaviour: None,
                 })
             }
             Event::Reset { state, .. } => {
@@ -515,6 +532,7 @@ impl Lane {
                     policy: OutcomeView::State { field, value: pv },
                     rule,
                     consequence_of: None,
+                    behaviour: None,
                 })
             }
         }
@@ -523,7 +541,9 @@ impl Lane {
     fn diverge(&mut self, d: Pending, records: &[Record], i: usize, tail: &[Record]) {
         let r = &mut self.report;
         r.divergences += 1;
-        let behaviour = Behaviour::of_event(&records[i].event);
+        let behaviour = d
+            .behaviour
+            .unwrap_or_else(|| Behaviour::of_event(&records[i].event));
         r.by_behaviour.add(behaviour);
         if d.consequence_of.is_some() {
             r.consequent += 1;
@@ -586,6 +606,8 @@ struct Pending {
     policy: OutcomeView,
     rule: Rule,
     consequence_of: Option<u64>,
+    /// Overrides the event's own behaviour (dead-guest consequences).
+    behaviour: Option<Behaviour>,
 }
 
 fn recorded_view(e: &Event) -> OutcomeView {

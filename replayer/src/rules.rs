@@ -109,7 +109,7 @@ rules! {
 /// Rules whose outcome does not depend on folded MSR/CPUID state (only on the
 /// policy's switches, the access and its value): a divergence under one of them
 /// is always direct.
-const STATELESS: [Rule; 21] = [
+const STATELESS: [Rule; 23] = [
     UNMODELED,
     FILTER_DENY,
     X2APIC_UNFILTERABLE,
@@ -122,6 +122,9 @@ const STATELESS: [Rule; 21] = [
     MWAIT_QUIRK_ENABLED,
     FEAT_CTL_NO_HANDLER,
     FEAT_CTL_INVALID_SUPPORTED,
+    // valid_bits come from guest CPUID and MCG_CAP (configuration), not MSRs.
+    FEAT_CTL_INVALID_CPUID,
+    FEAT_CTL_INVALID_GUEST,
     MCE_CTL_EPERM,
     MCE_CTL_GP,
     MCE_CTL_BIT0,
