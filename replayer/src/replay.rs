@@ -153,6 +153,18 @@ pub fn replay_reader<R: std::io::Read + std::io::Seek>(
     threads: Option<usize>,
     salvage_ok: bool,
 ) -> Result<ReplayReport, ReplayError> {
+    replay_reader_with_progress(reader, policies, threads, salvage_ok, &mut |_, _| {})
+}
+
+/// [`replay_reader`], calling `progress(chunks_done, chunks_total)` after each
+/// chunk (for a progress bar in the CLI).
+pub fn replay_reader_with_progress<R: std::io::Read + std::io::Seek>(
+    reader: &mut kvmtrace_format::TraceReader<R>,
+    policies: Vec<Policy>,
+    threads: Option<usize>,
+    salvage_ok: bool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ReplayReport, ReplayError> {
     let header = reader.header().clone();
     let mut r = Replay::new(&header, policies).with_trace_name(reader.name().to_string());
     match threads {
@@ -162,7 +174,10 @@ pub fn replay_reader<R: std::io::Read + std::io::Seek>(
     }
     for i in 0..reader.chunk_count() {
         match reader.read_chunk(i) {
-            Ok(recs) => r.feed(&recs),
+            Ok(recs) => {
+                r.feed(&recs);
+                progress(i + 1, reader.chunk_count());
+            }
             Err(_) if salvage_ok => break,
             Err(source) => {
                 return Err(ReplayError::ReadChunk {
