@@ -133,14 +133,14 @@ pub(crate) fn read_head<R: Read + Seek>(
         "preamble",
     )?;
     if n < MAGIC.len() || pre[..8] != MAGIC {
-        let why = if n < MAGIC.len() && pre[..n] == MAGIC[..n] {
+        let why = if n == 0 {
+            "the file is empty".to_string()
+        } else if n < MAGIC.len() && pre[..n] == MAGIC[..n] {
             return Err(FormatError::Truncated {
                 file: name.into(),
                 at: Location::at(0),
                 what: format!("the file is only {n} bytes long"),
             });
-        } else if n == 0 {
-            "the file is empty".to_string()
         } else {
             format!("it starts with {:02x?}, not \"KVMTRACE\"", &pre[..n.min(8)])
         };
@@ -203,7 +203,10 @@ pub(crate) fn read_head<R: Read + Seek>(
         });
     }
     read_at(src, name, body_at, &mut body, len, at, "header")?;
-    let crc = crc32fast::hash(&body);
+    let mut h = crc32fast::Hasher::new();
+    h.update(&pre);
+    h.update(&body);
+    let crc = h.finalize();
     if crc != le32(&hf[4..8]) {
         return Err(FormatError::Corrupt {
             file: name.into(),
