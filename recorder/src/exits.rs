@@ -687,9 +687,7 @@ impl Vcpu {
                 },
                 _ => continue,
             };
-            if let Some(tx) = ctx.ctl.get(t as usize) {
-                let _ = tx.send(msg);
-            }
+            ctx.deliver(self.index, t, msg);
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod guest;
 pub mod kvm_check;
 pub mod kvm_extra;
 pub mod layout;
+pub mod observe;
 pub mod payload;
 pub mod scenarios;
 pub mod sink;
@@ -25,7 +26,7 @@ pub mod writer;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use kvmtrace_format::{
@@ -34,7 +35,7 @@ use kvmtrace_format::{
 use kvmtrace_replayer::{Engine, Policy, PolicyError};
 use sha2::{Digest, Sha256};
 
-use crate::scenarios::{HostStep, ScenarioParams, ScenarioSpec, VcpuStart};
+use crate::scenarios::{HostStep, ScenarioParams, ScenarioSpec};
 use crate::vcpu::{Vcpu, VmCtx, host_msr_step};
 use crate::writer::{OutStats, Shared, Writer};
 
@@ -253,11 +254,6 @@ fn check_spec(spec: &ScenarioSpec) -> Result<(), RecordError> {
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
-/// The signal that interrupts a vCPU's `KVM_RUN` (EINTR) when the VM stops.
-fn kick_signal() -> libc::c_int {
-    vmm_sys_util::signal::SIGRTMIN() + 2
-}
-
 fn run(
     cfg: &RecordConfig,
     spec: &ScenarioSpec,
@@ -414,27 +410,8 @@ fn run(
     }
 
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| crossbeam_channel::unbounded()).unzip();
-    let ctx = VmCtx {
-        spec,
-        mem: &mem,
-        engine: &engine,
-        mode: cfg.mode,
-        ctl: txs,
-        running: AtomicU32::new(
-            spec.starts
-                .iter()
-                .filter(|s| matches!(s, VcpuStart::LongMode { .. }))
-                .count() as u32,
-        ),
-        stop: AtomicBool::new(false),
-        resets,
-        cpuid1_eax,
-        errors: Mutex::new(Vec::new()),
-        raw_exits: AtomicU32::new(0),
-        alive: (0..n).map(|_| AtomicBool::new(false)).collect(),
-        tids: (0..n).map(|_| AtomicU64::new(0)).collect(),
-    };
-    let _ = vmm_sys_util::signal::register_signal_handler(kick_signal(), kick_handler);
+    let ctx = VmCtx::new(spec, &mem, &engine, cfg.mode, txs, resets, cpuid1_eax);
+    let _ = vmm_sys_util::signal::register_signal_handler(vcpu::kick_signal(), kick_handler);
 
     let t0 = Instant::now();
     let mut stats = OutStats::default();
@@ -468,14 +445,8 @@ fn run(
         while !handles.iter().all(|h| h.is_finished()) {
             if ctx.stop.load(Ordering::SeqCst) || shared.failed() {
                 ctx.stop.store(true, Ordering::SeqCst);
-                for (i, alive) in ctx.alive.iter().enumerate() {
-                    if alive.load(Ordering::SeqCst) {
-                        let tid = ctx.tids[i].load(Ordering::SeqCst) as libc::pthread_t;
-                        // SAFETY: `tid` is a thread of this scope that has not been
-                        // joined (scoped threads are joined when the scope ends), so
-                        // the id is valid; the signal has a no-op handler.
-                        unsafe { libc::pthread_kill(tid, kick_signal()) };
-                    }
+                for i in 0..ctx.alive.len() {
+                    ctx.kick(i);
                 }
             }
             std::thread::sleep(Duration::from_millis(5));

@@ -2,8 +2,8 @@
 //! wake-up after HLT, finished) around `KVM_RUN`. Exit handling is in `exits`.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use kvm_ioctls::VcpuFd;
@@ -47,15 +47,94 @@ pub struct VmCtx<'a> {
     pub raw_exits: AtomicU32,
     /// Per-vCPU: the thread is inside its run loop (signals may be sent to it).
     pub alive: Vec<AtomicBool>,
-    pub tids: Vec<std::sync::atomic::AtomicU64>,
+    pub tids: Vec<AtomicU64>,
+    /// Per-vCPU: messages sent to it, and messages it has handled.
+    pub sent: Vec<AtomicU64>,
+    pub acks: Vec<AtomicU64>,
+}
+
+/// How long a sender keeps kicking a vCPU that has not taken its message.
+const DELIVER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The signal that interrupts a vCPU's `KVM_RUN` (EINTR); its handler does nothing.
+pub fn kick_signal() -> libc::c_int {
+    vmm_sys_util::signal::SIGRTMIN() + 2
 }
 
 impl VmCtx<'_> {
+    pub fn new<'a>(
+        spec: &'a ScenarioSpec,
+        mem: &'a GuestMemoryMmap,
+        engine: &'a Mutex<Engine>,
+        mode: CaptureMode,
+        ctl: Vec<Sender<Ctl>>,
+        resets: Vec<ArchState>,
+        cpuid1_eax: u32,
+    ) -> VmCtx<'a> {
+        let n = spec.vcpus as usize;
+        let atomics = || (0..n).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
+        VmCtx {
+            spec,
+            mem,
+            engine,
+            mode,
+            ctl,
+            running: AtomicU32::new(
+                spec.starts
+                    .iter()
+                    .filter(|s| matches!(s, VcpuStart::LongMode { .. }))
+                    .count() as u32,
+            ),
+            stop: AtomicBool::new(false),
+            resets,
+            cpuid1_eax,
+            errors: Mutex::new(Vec::new()),
+            raw_exits: AtomicU32::new(0),
+            alive: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            tids: atomics(),
+            sent: atomics(),
+            acks: atomics(),
+        }
+    }
+
     pub fn fail(&self, message: String) {
         if let Ok(mut e) = self.errors.lock() {
             e.push(message);
         }
         self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Interrupt vCPU `t`'s `KVM_RUN` if its thread is in the run loop.
+    pub fn kick(&self, t: usize) {
+        if self.alive[t].load(Ordering::SeqCst) {
+            let tid = self.tids[t].load(Ordering::SeqCst) as libc::pthread_t;
+            // SAFETY: `alive` is set after `tids[t]` and cleared before the thread
+            // leaves its run loop; scoped threads are joined only when the scope
+            // ends, so `tid` names a live, unjoined thread. The signal's handler
+            // is a no-op registered before any vCPU thread started.
+            unsafe { libc::pthread_kill(tid, kick_signal()) };
+        }
+    }
+
+    /// Send `msg` to vCPU `t` and kick it until it has taken the message (an
+    /// IPI takes effect at once, not at the target's next exit), for at most
+    /// `DELIVER_TIMEOUT`.
+    pub fn deliver(&self, from: u32, t: u32, msg: Ctl) {
+        let ti = t as usize;
+        let Some(tx) = self.ctl.get(ti) else { return };
+        let n = self.sent[ti].fetch_add(1, Ordering::SeqCst) + 1;
+        if tx.send(msg).is_err() || t == from {
+            return;
+        }
+        let deadline = Instant::now() + DELIVER_TIMEOUT;
+        while self.acks[ti].load(Ordering::SeqCst) < n
+            && self.alive[ti].load(Ordering::SeqCst)
+            && !self.stop.load(Ordering::SeqCst)
+            && Instant::now() < deadline
+        {
+            self.kick(ti);
+            std::thread::sleep(Duration::from_micros(200));
+        }
     }
 }
 
@@ -231,7 +310,7 @@ impl Vcpu {
 
     /// Handle one message. `waiting` is the current wait (None = running).
     /// Returns the wait state after it (None = run).
-    fn handle_ctl(&mut self, ctx: &VmCtx<'_>, msg: Ctl, waiting: Option<Wait>) -> Option<Wait> {
+    fn handle_msg(&mut self, ctx: &VmCtx<'_>, msg: Ctl, waiting: Option<Wait>) -> Option<Wait> {
         match msg {
             Ctl::Init { from } => {
                 if let Err(e) = self.init(ctx, InitSource::Ipi { from }) {
@@ -257,6 +336,12 @@ impl Vcpu {
                 waiting
             }
         }
+    }
+
+    fn handle_ctl(&mut self, ctx: &VmCtx<'_>, msg: Ctl, waiting: Option<Wait>) -> Option<Wait> {
+        let next = self.handle_msg(ctx, msg, waiting);
+        ctx.acks[self.index as usize].fetch_add(1, Ordering::SeqCst);
+        next
     }
 
     /// INIT this vCPU with the state the live policy computes (or the ≥5.15
@@ -327,9 +412,7 @@ impl Vcpu {
             HostStep::WriteMsr { vcpu, .. } | HostStep::ReadMsr { vcpu, .. }
                 if *vcpu != self.index =>
             {
-                if let Some(tx) = ctx.ctl.get(*vcpu as usize) {
-                    let _ = tx.send(Ctl::HostStep(step.clone()));
-                }
+                ctx.deliver(self.index, *vcpu, Ctl::HostStep(step.clone()));
             }
             _ => host_msr_step(&self.fd, ctx.engine, &mut self.out, self.index, step),
         }
