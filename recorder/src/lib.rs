@@ -125,6 +125,8 @@ pub enum RecordError {
     #[error("scenario {name}: {what}")]
     BadSpec { name: String, what: String },
     #[error(transparent)]
+    Scenario(scenarios::ScenarioError),
+    #[error(transparent)]
     Payload(#[from] payload::PayloadError),
     #[error(transparent)]
     Vm(#[from] vm::VmError),
@@ -170,15 +172,12 @@ pub fn record(cfg: &RecordConfig) -> Result<RecordSummary, RecordError> {
             if let Some(n) = cfg.vcpus {
                 check_vcpus(n)?;
             }
-            let spec =
-                scenarios::build(name, &params).ok_or_else(|| RecordError::UnknownScenario {
-                    name: name.clone(),
-                    known: scenarios::list()
-                        .iter()
-                        .map(|s| s.name)
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                })?;
+            let spec = scenarios::try_build(name, &params).map_err(|e| match e {
+                scenarios::ScenarioError::Unknown { name, known } => {
+                    RecordError::UnknownScenario { name, known }
+                }
+                other => RecordError::Scenario(other),
+            })?;
             record_spec(cfg, &spec)
         }
         (None, Some(path)) => {
