@@ -194,6 +194,8 @@ impl Vcpu {
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Exit::Interrupted,
             Err(e) => Exit::RunFailed { errno: e.errno() },
         };
+        self.runs += 1;
+        self.out.set_run_index(self.runs);
         self.handle(ctx, exit)
     }
 

@@ -15,6 +15,7 @@ pub mod guest;
 pub mod kvm_check;
 pub mod kvm_extra;
 pub mod layout;
+pub mod merge;
 pub mod observe;
 pub mod payload;
 pub mod scenarios;
@@ -346,12 +347,17 @@ fn run(
         cpuids.push(c);
     }
 
+    let observe = cfg.mode == CaptureMode::Observe;
+    let mut held: Vec<(u64, kvmtrace_format::Record)> = Vec::new();
     let shared = Shared::new(n as usize);
     let writer = Writer::start(&cfg.output, &header, shared.clone())?;
 
     // Configuration events, then the scenario's setup steps.
     {
         let mut out = writer.out(0, cfg.on_full, cfg.discard_events);
+        if observe {
+            out.hold();
+        }
         let mut log = |vcpu: u32, event: Event| {
             let mut eng = engine.lock().unwrap_or_else(|p| p.into_inner());
             let rec = out.stamp_for(vcpu, event);
@@ -406,6 +412,7 @@ fn run(
             setup_step(&fds, &engine, &mut out, step);
         }
         out.close();
+        held.extend(out.take_held());
     }
 
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| crossbeam_channel::unbounded()).unzip();
@@ -418,14 +425,19 @@ fn run(
     std::thread::scope(|s| {
         let mut handles = Vec::new();
         for ((i, fd), rx) in fds.into_iter().enumerate().zip(rxs) {
+            let mut out = writer.out(i as u32, cfg.on_full, cfg.discard_events);
+            if observe {
+                out.hold();
+            }
             let v = Vcpu {
                 index: i as u32,
                 fd,
-                out: writer.out(i as u32, cfg.on_full, cfg.discard_events),
+                out,
                 rx,
                 start: spec.starts[i].clone(),
                 icr_hi: 0,
                 last_fault: (u64::MAX, 0),
+                runs: 0,
             };
             let ctx = &ctx;
             match std::thread::Builder::new()
@@ -451,8 +463,9 @@ fn run(
             std::thread::sleep(Duration::from_millis(5));
         }
         for h in handles {
-            if let Ok(st) = h.join() {
+            if let Ok((st, h)) = h.join() {
                 stats.add(&st);
+                held.extend(h);
             }
         }
     });
@@ -460,6 +473,12 @@ fn run(
     if let Some(e) = spawn_error {
         let _ = writer.finish();
         return Err(RecordError::SpawnThread(e));
+    }
+    if observe {
+        // No kernel capture is wired in yet: the merge still numbers the
+        // recorder's own events in run order.
+        let merged = merge::merge(std::mem::take(&mut held), Vec::new(), 0);
+        writer.send_records(merged);
     }
     let ws = writer.finish()?;
     let summary = RecordSummary {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use kvm_ioctls::VcpuFd;
 use kvmtrace_format::{
-    ArchState, CaptureMode, DecidedBy, EndReason, Event, InitSource, MsrOutcome, Origin,
+    ArchState, CaptureMode, DecidedBy, EndReason, Event, InitSource, MsrOutcome, Origin, Record,
 };
 use kvmtrace_replayer::Engine;
 use vm_memory::GuestMemoryMmap;
@@ -169,13 +169,16 @@ pub struct Vcpu {
     pub icr_hi: u32,
     /// Consecutive exception reports at the same RIP (runaway guard).
     pub last_fault: (u64, u32),
+    /// `KVM_RUN` returns so far (observe mode's merge key).
+    pub runs: u64,
 }
 
 const WAIT_POLL: Duration = Duration::from_millis(20);
 
 impl Vcpu {
     /// Run to the end; the `End` event is recorded here.
-    pub fn run(mut self, ctx: &VmCtx<'_>) -> crate::writer::OutStats {
+    /// Returns the vCPU's counters and, in observe mode, its held records.
+    pub fn run(mut self, ctx: &VmCtx<'_>) -> (crate::writer::OutStats, Vec<(u64, Record)>) {
         let i = self.index as usize;
         // SAFETY: pthread_self has no preconditions; it returns this thread's id,
         // which stays valid until the scope joins this thread.
@@ -189,7 +192,7 @@ impl Vcpu {
         }
         self.out.emit(Event::End { reason });
         self.out.close();
-        self.out.stats
+        (self.out.stats, self.out.take_held())
     }
 
     /// Returns the end reason and whether the vCPU was counted as running.

@@ -107,10 +107,29 @@ pub struct EventOut {
     discard: bool,
     lost_pending: u64,
     sample_start: Option<Instant>,
+    /// Observe mode: records are held here with the vCPU's `KVM_RUN` return
+    /// count, to be merged with the kernel's events after the run (`merge`).
+    hold: Option<Vec<(u64, Record)>>,
+    run_index: u64,
     pub stats: OutStats,
 }
 
 impl EventOut {
+    /// Hold records instead of sending them (observe mode).
+    pub fn hold(&mut self) {
+        self.hold = Some(Vec::new());
+    }
+
+    /// The held records, each with its run index.
+    pub fn take_held(&mut self) -> Vec<(u64, Record)> {
+        self.hold.take().unwrap_or_default()
+    }
+
+    /// How many times this vCPU's `KVM_RUN` has returned (observe mode's merge key).
+    pub fn set_run_index(&mut self, n: u64) {
+        self.run_index = n;
+    }
+
     pub fn vcpu(&self) -> u32 {
         self.vcpu
     }
@@ -159,6 +178,10 @@ impl EventOut {
             return;
         }
         self.stats.events += 1;
+        if let Some(h) = &mut self.hold {
+            h.push((self.run_index, rec));
+            return;
+        }
         if self.batch.is_empty() {
             self.batch_first_ns = rec.time_ns;
             if self.lost_pending > 0 {
@@ -318,7 +341,16 @@ impl Writer {
             discard,
             lost_pending: 0,
             sample_start: None,
+            hold: None,
+            run_index: 0,
             stats: OutStats::default(),
+        }
+    }
+
+    /// Send finished records (already numbered) straight to the writer.
+    pub fn send_records(&self, records: Vec<Record>) {
+        for batch in records.chunks(BATCH) {
+            let _ = self.tx.send(batch.to_vec());
         }
     }
 

@@ -274,3 +274,24 @@ fn init_sipi_through_user_space_lapic() {
     );
     assert_eq!(end_of(&recs, 1), EndReason::Finished);
 }
+
+/// Observe mode: the recorder's own events come out numbered in run order.
+#[test]
+fn observe_mode_records_in_run_order() {
+    if !kvmtrace_recorder::kvm_check::require_kvm("observe_mode_records_in_run_order") {
+        return;
+    }
+    let out = tmp("observe_mwait.kvt");
+    let mut cfg = RecordConfig::new(&out);
+    cfg.scenario = Some("mwait".into());
+    cfg.mode = CaptureMode::Observe;
+    record(&cfg).unwrap();
+    let (header, recs) = read_trace(&out);
+    assert_eq!(header.capture.mode, CaptureMode::Observe);
+    assert!(recs.iter().enumerate().all(|(i, r)| r.seq == i as u64));
+    assert!(
+        recs.iter()
+            .any(|r| matches!(r.event, Event::Monitor { .. }))
+    );
+    assert!(matches!(recs.last().unwrap().event, Event::End { .. }));
+}
