@@ -76,3 +76,58 @@ fn rdmsr_wrmsr_round_trip() {
         }
     ));
 }
+
+/// `record --payload`: a flat binary and the same code as a 64-bit ELF.
+#[test]
+fn flat_and_elf_payloads() {
+    if !kvmtrace_recorder::kvm_check::require_kvm("flat_and_elf_payloads") {
+        return;
+    }
+    let mut a = asm();
+    rdmsr_(&mut a, 0x10);
+    report_r15(&mut a);
+    done(&mut a);
+    let code = assemble(a);
+    let flat = tmp("payload.bin");
+    std::fs::write(&flat, &code).unwrap();
+    // A minimal ELF: one PT_LOAD at CODE_ADDR.
+    let mut elf = vec![0u8; 120];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    elf[4] = 2;
+    elf[5] = 1;
+    elf[18..20].copy_from_slice(&62u16.to_le_bytes());
+    elf[24..32].copy_from_slice(&kvmtrace_recorder::layout::CODE_ADDR.to_le_bytes());
+    elf[32..40].copy_from_slice(&64u64.to_le_bytes());
+    elf[54..56].copy_from_slice(&56u16.to_le_bytes());
+    elf[56..58].copy_from_slice(&1u16.to_le_bytes());
+    elf[64..68].copy_from_slice(&1u32.to_le_bytes());
+    elf[72..80].copy_from_slice(&120u64.to_le_bytes());
+    elf[80..88].copy_from_slice(&kvmtrace_recorder::layout::CODE_ADDR.to_le_bytes());
+    elf[96..104].copy_from_slice(&(code.len() as u64).to_le_bytes());
+    elf[104..112].copy_from_slice(&(code.len() as u64).to_le_bytes());
+    elf.extend_from_slice(&code);
+    let elf_path = tmp("payload.elf");
+    std::fs::write(&elf_path, &elf).unwrap();
+    for (payload, vcpus) in [(flat, 1), (elf_path, 2)] {
+        let out = tmp("payload.kvt");
+        let mut cfg = RecordConfig::new(&out);
+        cfg.payload = Some(payload.clone());
+        cfg.vcpus = Some(vcpus);
+        kvmtrace_recorder::record(&cfg).unwrap();
+        let (header, recs) = read_trace(&out);
+        assert_eq!(header.vm.vcpus, vcpus);
+        assert_eq!(header.payload.sha256.len(), 64);
+        let ends = recs
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.event,
+                    Event::End {
+                        reason: EndReason::Finished
+                    }
+                )
+            })
+            .count();
+        assert_eq!(ends, vcpus as usize, "{payload:?}");
+    }
+}
