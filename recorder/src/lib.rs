@@ -5,6 +5,7 @@
 
 pub mod kvm_check;
 pub mod layout;
+pub mod observe;
 pub mod scenarios;
 
 use std::path::PathBuf;
