@@ -76,7 +76,7 @@ pub enum RecordError {
 
 /// The built-in scenarios.
 pub fn scenarios() -> Vec<ScenarioInfo> {
-    Vec::new()
+    scenarios::list()
 }
 
 /// Run a guest and record it.
