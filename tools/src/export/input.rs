@@ -1,31 +1,12 @@
-//! Opening a `.kvt` for export and fidelity (one place to adapt to the reader).
+//! Opening a `.kvt` for export and fidelity: the format crate's streaming reader.
 
 use std::path::Path;
 
-use kvmtrace_format::{Record, TraceHeader};
+use kvmtrace_format::TraceReader;
 
-/// An opened trace: its header and a streaming record iterator.
-pub struct Input {
-    header: TraceHeader,
-}
+pub type Input = TraceReader;
 
-impl Input {
-    pub fn header(&self) -> &TraceHeader {
-        &self.header
-    }
-
-    pub fn records(&mut self) -> impl Iterator<Item = Result<Record, String>> + '_ {
-        std::iter::empty()
-    }
-}
-
-/// Open a trace for streaming.
+/// Open a trace for streaming (records are decoded a chunk at a time).
 pub fn open_trace(path: &Path) -> anyhow::Result<Input> {
-    let _ = Input {
-        header: TraceHeader::default(),
-    };
-    anyhow::bail!(
-        "{}: reading .kvt files needs kvmtrace_format::TraceReader (not merged yet)",
-        path.display()
-    )
+    Ok(TraceReader::open(path)?)
 }

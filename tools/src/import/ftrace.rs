@@ -223,6 +223,11 @@ where
         source: e,
     };
 
+    // A binary file is told apart before any line is cut from it.
+    reader.fill().map_err(|e| read_err(&file, e))?;
+    if reader.buf[..reader.end].contains(&0) {
+        return Err(ImportError::Binary { file, line: 1 });
+    }
     loop {
         let range = match reader.next().map_err(|e| read_err(&file, e))? {
             NextLine::Eof => break,

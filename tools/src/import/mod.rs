@@ -200,7 +200,8 @@ pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
     Ok(0)
 }
 
-/// Stream the import into a `.kvt` file.
+/// Stream the import into a `.kvt` file (`NAME.incomplete` until it is whole:
+/// a failed import leaves no file that looks good).
 fn write_trace(
     file: std::fs::File,
     name: &str,
@@ -209,19 +210,21 @@ fn write_trace(
     opts: &ImportOptions,
     pb: &indicatif::ProgressBar,
 ) -> anyhow::Result<ImportSummary> {
-    let _ = (output, &header);
-    // The trace writer (engineer "format") is not merged yet: parse and count.
-    let sum = import_ftrace::<_, std::convert::Infallible>(
-        file,
-        name,
-        opts,
-        &mut |_| Ok(()),
-        &mut |b| pb.set_position(b),
-    )?;
-    anyhow::bail!(
-        "parsed {} lines, but writing .kvt files needs kvmtrace_format::TraceWriter (not merged yet)",
-        sum.lines
-    )
+    let mut writer = kvmtrace_format::create(output, &header)?;
+    let sum = import_ftrace(file, name, opts, &mut |r| writer.push(&r), &mut |b| {
+        pb.set_position(b)
+    });
+    match sum {
+        Ok(sum) => {
+            writer.finish()?;
+            Ok(sum)
+        }
+        Err(e) => {
+            drop(writer);
+            let _ = std::fs::remove_file(kvmtrace_format::incomplete_path(output));
+            Err(e.into())
+        }
+    }
 }
 
 #[cfg(test)]
