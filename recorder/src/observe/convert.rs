@@ -104,6 +104,15 @@ impl Converter {
         }
     }
 
+    /// Name one more thread's vCPU (`VcpuMap::Fixed`; ignored for `InOrder`).
+    pub fn add_tid(&mut self, tid: u32, vcpu: u32) {
+        if let VcpuMap::Fixed(pairs) = &mut self.map {
+            if !pairs.iter().any(|&(t, _)| t == tid) {
+                pairs.push((tid, vcpu));
+            }
+        }
+    }
+
     /// The vCPUs seen so far, as (tid, vcpu).
     pub fn vcpus(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
         self.vcpus.iter().map(|v| (v.tid, v.vcpu))
@@ -208,7 +217,11 @@ impl Converter {
                 error_code,
                 reinjected,
             } => {
-                if vector == 13 && error_code == Some(0) && !reinjected && st.gp_explained > 0 {
+                if vector == 13
+                    && matches!(error_code, None | Some(0))
+                    && !reinjected
+                    && st.gp_explained > 0
+                {
                     st.gp_explained -= 1;
                     stats.exceptions_explained += 1;
                 } else {
