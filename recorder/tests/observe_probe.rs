@@ -9,8 +9,10 @@ use kvmtrace_recorder::kvm_check::require_kvm;
 use kvmtrace_recorder::observe::{CaptureConfig, TracefsCapture, current_tid};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
-/// mov ecx,0x10; rdmsr; mov ecx,0x1b; rdmsr; mov ecx,0x3a; rdmsr (#GP); hlt
-const CODE: [u8; 25] = [
+/// xor eax,eax; cpuid; mov ecx,0x10; rdmsr; mov ecx,0x1b; rdmsr;
+/// mov ecx,0x3a; rdmsr (#GP); hlt
+const CODE: [u8; 30] = [
+    0x66, 0x31, 0xc0, 0x0f, 0xa2, //
     0x66, 0xb9, 0x10, 0, 0, 0, 0x0f, 0x32, //
     0x66, 0xb9, 0x1b, 0, 0, 0, 0x0f, 0x32, //
     0x66, 0xb9, 0x3a, 0, 0, 0, 0x0f, 0x32, //
