@@ -42,48 +42,7 @@ fn observe_kvm_msr_lines_arrive() {
     assert!(dir.is_dir());
     cap.set_vcpu(tid, 0);
 
-    let kvm = Kvm::new().unwrap();
-    let vm = kvm.create_vm().unwrap();
-    let mem: GuestMemoryMmap<()> =
-        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
-    mem.write_slice(&CODE, GuestAddress(0x1000)).unwrap();
-    // Real-mode IVT entry 13 (#GP) -> 0000:1100, a HLT.
-    mem.write_slice(&[0x00, 0x11, 0x00, 0x00], GuestAddress(13 * 4))
-        .unwrap();
-    mem.write_slice(&[0xf4], GuestAddress(0x1100)).unwrap();
-    let host = mem.get_host_address(GuestAddress(0)).unwrap() as u64;
-    let region = kvm_userspace_memory_region {
-        slot: 0,
-        guest_phys_addr: 0,
-        memory_size: 0x10000,
-        userspace_addr: host,
-        flags: 0,
-    };
-    // SAFETY: `mem` maps 0x10000 bytes at `host` and outlives the VM.
-    unsafe { vm.set_user_memory_region(region).unwrap() };
-    let mut vcpu = vm.create_vcpu(0).unwrap();
-    let mut sregs = vcpu.get_sregs().unwrap();
-    sregs.cs.base = 0;
-    sregs.cs.selector = 0;
-    vcpu.set_sregs(&sregs).unwrap();
-    let mut regs = vcpu.get_regs().unwrap();
-    regs.rip = 0x1000;
-    regs.rflags = 2;
-    vcpu.set_regs(&regs).unwrap();
-    let mut exits = Vec::new();
-    for _ in 0..4 {
-        match vcpu.run() {
-            Ok(VcpuExit::Hlt) => {
-                exits.push("hlt".to_string());
-                break;
-            }
-            Ok(other) => exits.push(format!("{other:?}")),
-            Err(e) => {
-                exits.push(format!("error {e}"));
-                break;
-            }
-        }
-    }
+    let exits = run_guest(&CODE);
     // The clock sync marker ties Instant (CLOCK_MONOTONIC) to the trace clock.
     let mut start_mono = None;
     for _ in 0..100 {
@@ -142,6 +101,106 @@ fn observe_kvm_msr_lines_arrive() {
     );
 }
 
+/// Run a real-mode guest with `code` at 0x1000 (IVT #GP -> a HLT at 0x1100)
+/// until HLT; returns the exits seen.
+fn run_guest(code: &[u8]) -> Vec<String> {
+    let kvm = Kvm::new().unwrap();
+    let vm = kvm.create_vm().unwrap();
+    let mem: GuestMemoryMmap<()> =
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+    mem.write_slice(code, GuestAddress(0x1000)).unwrap();
+    // Real-mode IVT entry 13 (#GP) -> 0000:1100, a HLT.
+    mem.write_slice(&[0x00, 0x11, 0x00, 0x00], GuestAddress(13 * 4))
+        .unwrap();
+    mem.write_slice(&[0xf4], GuestAddress(0x1100)).unwrap();
+    let host = mem.get_host_address(GuestAddress(0)).unwrap() as u64;
+    let region = kvm_userspace_memory_region {
+        slot: 0,
+        guest_phys_addr: 0,
+        memory_size: 0x10000,
+        userspace_addr: host,
+        flags: 0,
+    };
+    // SAFETY: `mem` maps 0x10000 bytes at `host` and outlives the VM.
+    unsafe { vm.set_user_memory_region(region).unwrap() };
+    let mut vcpu = vm.create_vcpu(0).unwrap();
+    let mut sregs = vcpu.get_sregs().unwrap();
+    sregs.cs.base = 0;
+    sregs.cs.selector = 0;
+    vcpu.set_sregs(&sregs).unwrap();
+    let mut regs = vcpu.get_regs().unwrap();
+    regs.rip = 0x1000;
+    regs.rflags = 2;
+    vcpu.set_regs(&regs).unwrap();
+    let mut exits = Vec::new();
+    for _ in 0..4 {
+        match vcpu.run() {
+            Ok(VcpuExit::Hlt) => {
+                exits.push("hlt".to_string());
+                break;
+            }
+            Ok(other) => exits.push(format!("{other:?}")),
+            Err(e) => {
+                exits.push(format!("error {e}"));
+                break;
+            }
+        }
+    }
+    exits
+}
+
 fn cap_mono_sane(events: &[kvmtrace_recorder::observe::Observed]) -> bool {
     events.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns)
+}
+
+/// mov ecx,0x10; mov ebx,100000; 1: rdmsr; dec ebx; jnz 1b; hlt
+const LOOP: [u8; 19] = [
+    0x66, 0xb9, 0x10, 0, 0, 0, //
+    0x66, 0xbb, 0xa0, 0x86, 0x01, 0x00, //
+    0x0f, 0x32, 0x66, 0x4b, 0x75, 0xfa, //
+    0xf4,
+];
+
+/// Observe-mode cost on this host and overrun accounting with a tiny ring:
+/// `cargo test -p kvmtrace-recorder --test observe_probe -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement for docs/host-notes.md, not a test"]
+fn observe_overhead_and_overrun() {
+    if !require_kvm("observe_overhead_and_overrun") {
+        return;
+    }
+    let tid = current_tid().unwrap();
+    let t = std::time::Instant::now();
+    run_guest(&LOOP);
+    let plain = t.elapsed();
+    for (buffer_kb, live) in [(8192, false), (8192, true), (4, true)] {
+        let mut cap = TracefsCapture::start(&CaptureConfig {
+            tids: vec![tid],
+            buffer_kb,
+            read_while_running: live,
+            ..Default::default()
+        })
+        .unwrap();
+        cap.set_vcpu(tid, 0);
+        let t = std::time::Instant::now();
+        run_guest(&LOOP);
+        let traced = t.elapsed();
+        let (events, stats) = cap.stop();
+        let msrs = events
+            .iter()
+            .filter(|o| matches!(o.event, Event::MsrRead { .. }))
+            .count();
+        let lost: u64 = events
+            .iter()
+            .filter_map(|o| match o.event {
+                Event::Lost { count, .. } => Some(count),
+                _ => None,
+            })
+            .sum();
+        println!(
+            "buffer {buffer_kb} KiB, live read {live}: untraced {plain:?}, traced {traced:?} (x{:.2}), {msrs} kvm_msr events + {lost} lost = {}; {stats:?}",
+            traced.as_secs_f64() / plain.as_secs_f64(),
+            msrs as u64 + lost
+        );
+    }
 }

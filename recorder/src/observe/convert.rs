@@ -46,6 +46,19 @@ pub struct Observed {
     pub event: Event,
 }
 
+impl Observed {
+    /// The record of this event, with time relative to `base_mono_ns` (the
+    /// trace clock at the trace's start, e.g. `TracefsCapture::mono_ns_at`).
+    pub fn into_record(self, seq: u64, base_mono_ns: u64) -> kvmtrace_format::Record {
+        kvmtrace_format::Record {
+            seq,
+            vcpu: self.vcpu,
+            time_ns: self.ts_ns.saturating_sub(base_mono_ns),
+            event: self.event,
+        }
+    }
+}
+
 /// How tasks map to vCPUs.
 #[derive(Clone, Debug)]
 pub enum VcpuMap {

@@ -88,6 +88,11 @@ pub struct CaptureConfig {
     pub follow_forks: bool,
     /// Ring buffer per CPU.
     pub buffer_kb: u32,
+    /// Read `trace_pipe` while the guest runs (default). `false` reads it all
+    /// at `stop` (the buffer must hold the whole run; overruns are counted):
+    /// the baseline that separates the kernel's tracepoint cost from the
+    /// reading side's.
+    pub read_while_running: bool,
 }
 
 impl Default for CaptureConfig {
@@ -96,6 +101,7 @@ impl Default for CaptureConfig {
             tids: Vec::new(),
             follow_forks: false,
             buffer_kb: 8192,
+            read_while_running: true,
         }
     }
 }
@@ -252,9 +258,15 @@ impl TracefsCapture {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let reader = {
             let (stop, shared) = (stop.clone(), shared.clone());
+            let live = cfg.read_while_running;
             std::thread::Builder::new()
                 .name("kvmtrace-tracefs".into())
-                .spawn(move || read_pipe(pipe, &stop, &shared))
+                .spawn(move || {
+                    while !live && !stop.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    read_pipe(pipe, &stop, &shared)
+                })
                 .map_err(ObserveError::Spawn)?
         };
         Ok(TracefsCapture {
