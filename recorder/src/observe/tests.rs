@@ -86,6 +86,26 @@ fn line_layouts() {
             "kvm_apic_ipi",
             "dst 1 vec 0 (INIT|physical|assert|edge|dst)",
         ),
+        // x86-tsc / counter clocks print a bare integer
+        (
+            "   qemu-kvm-9 [000] d..1. 123456789012345: kvm_msr: msr_read 10 = 0x1",
+            "qemu-kvm",
+            9,
+            0,
+            123_456_789_012_345,
+            "kvm_msr",
+            "msr_read 10 = 0x1",
+        ),
+        // tgid unknown
+        (
+            "           <...>-13007 (-------) [000] ..... 1.000001: kvm_msr: msr_read 10 = 0x1",
+            "<...>",
+            13007,
+            0,
+            1_000_001_000,
+            "kvm_msr",
+            "msr_read 10 = 0x1",
+        ),
         // <...> task (comm not cached), CRLF line end
         (
             "           <...>-13007   [000] ..... 580.717973: kvm_userspace_exit: reason error (11)\r",

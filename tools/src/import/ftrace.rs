@@ -90,6 +90,8 @@ pub struct ImportSummary {
     pub ring_lost: u64,
     pub vcpus: u32,
     pub convert: ConvertStats,
+    /// The text did not end in a newline: its last line may be cut short.
+    pub unterminated: bool,
 }
 
 /// A line reader with a fixed buffer: lines longer than `MAX_LINE` are reported,
@@ -101,6 +103,7 @@ struct LineReader<R> {
     end: usize,
     eof: bool,
     consumed: u64,
+    unterminated: bool,
 }
 
 enum NextLine {
@@ -118,6 +121,7 @@ impl<R: Read> LineReader<R> {
             end: 0,
             eof: false,
             consumed: 0,
+            unterminated: false,
         }
     }
 
@@ -181,6 +185,7 @@ impl<R: Read> LineReader<R> {
                 let range = self.start..self.end;
                 self.consumed += range.len() as u64;
                 self.start = self.end;
+                self.unterminated = true;
                 return Ok(NextLine::Line(range));
             }
             self.fill()?;
@@ -377,6 +382,7 @@ where
         }
     }
     sum.bytes = reader.consumed;
+    sum.unterminated = reader.unterminated;
     progress(reader.consumed);
     if !seen_event_line {
         if let Some((line, why, text)) = leading_junk {

@@ -190,6 +190,12 @@ pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
         c.userspace_exits,
         c.ipis
     )?;
+    if sum.unterminated {
+        writeln!(
+            err,
+            "warning: {name} does not end in a newline: its last line may be cut short"
+        )?;
+    }
     if sum.ring_lost > 0 {
         writeln!(
             err,
