@@ -47,6 +47,18 @@ pub struct Observed {
 }
 
 impl Observed {
+    /// The key that merges kernel events into the recorder's own per-vCPU
+    /// stream exactly: sort a vCPU's events by key, kernel events by
+    /// `merge_key()`, the recorder's by `user_merge_key(returns_seen)`, where
+    /// `returns_seen` counts that vCPU's `KVM_RUN` returns so far (every
+    /// return, errors and EINTR included: each has its `kvm_userspace_exit`
+    /// line). A kernel event of run k comes after the user-space handling of
+    /// return k and before that of return k + 1. After a ring-buffer overrun
+    /// (`Lost`) the counts no longer line up: fall back to time.
+    pub fn merge_key(&self) -> u64 {
+        self.run_index.saturating_mul(2).saturating_add(1)
+    }
+
     /// The record of this event, with time relative to `base_mono_ns` (the
     /// trace clock at the trace's start, e.g. `TracefsCapture::mono_ns_at`).
     pub fn into_record(self, seq: u64, base_mono_ns: u64) -> kvmtrace_format::Record {
@@ -57,6 +69,12 @@ impl Observed {
             event: self.event,
         }
     }
+}
+
+/// The merge key of a user-space event after `returns_seen` `KVM_RUN` returns
+/// (see `Observed::merge_key`).
+pub fn user_merge_key(returns_seen: u64) -> u64 {
+    returns_seen.saturating_mul(2)
 }
 
 /// How tasks map to vCPUs.

@@ -14,7 +14,7 @@ pub mod line;
 /// Live capture from a private tracefs instance (`record --mode observe`).
 pub mod tracefs;
 
-pub use convert::{ConvertError, ConvertStats, Converter, Observed, VcpuMap};
+pub use convert::{ConvertError, ConvertStats, Converter, Observed, VcpuMap, user_merge_key};
 pub use fields::{FieldError, KvmEvent, RunReturn, parse_event};
 pub use line::{EventLine, LineError, LineKind, parse_line};
 pub use tracefs::{CaptureConfig, CaptureStats, ObserveError, TracefsCapture, current_tid};

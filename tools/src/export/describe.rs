@@ -1,7 +1,7 @@
 //! How an event is shown in a timeline: a short name, a category, whether it is
 //! a marker (INIT/SIPI/SHUTDOWN/RESET), and its fields as flat arguments.
 
-use kvmtrace_format::{Event, MsrOutcome, UserAnswer};
+use kvmtrace_format::{Event, IpiMode, MsrOutcome, UserAnswer};
 
 /// One argument value.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,17 +56,32 @@ pub fn name(e: &Event) -> String {
         Event::Sipi { .. } => "SIPI".into(),
         Event::Shutdown { .. } => "SHUTDOWN".into(),
         Event::Reset { .. } => "RESET".into(),
-        Event::RawExit { exit_reason, .. } => format!("exit {exit_reason}"),
+        Event::RawExit { exit_reason, .. } => match exit_reason {
+            8 => "SHUTDOWN exit".into(),
+            17 => "exit INTERNAL_ERROR".into(),
+            29 => "exit X86_RDMSR (deflected)".into(),
+            30 => "exit X86_WRMSR (deflected)".into(),
+            r => format!("exit {r}"),
+        },
         Event::Io { port, write, .. } => format!("{} {port:#x}", if *write { "out" } else { "in" }),
         other => other.kind().name().to_string(),
     }
 }
 
-/// INIT, SIPI, SHUTDOWN and RESET are drawn as markers.
+/// INIT, SIPI, SHUTDOWN and RESET are drawn as markers, also as the kernel
+/// traced them (`kvm_apic_ipi` INIT/SIPI, `KVM_EXIT_SHUTDOWN`).
 pub fn is_marker(e: &Event) -> bool {
     matches!(
         e,
-        Event::Init { .. } | Event::Sipi { .. } | Event::Shutdown { .. } | Event::Reset { .. }
+        Event::Init { .. }
+            | Event::Sipi { .. }
+            | Event::Shutdown { .. }
+            | Event::Reset { .. }
+            | Event::Ipi {
+                mode: IpiMode::Init | IpiMode::Sipi,
+                ..
+            }
+            | Event::RawExit { exit_reason: 8, .. }
     )
 }
 

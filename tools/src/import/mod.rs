@@ -39,6 +39,9 @@ pub struct ImportArgs {
     /// instead of failing on the first one.
     #[arg(long)]
     pub lenient: bool,
+    /// Print the summary as one JSON document.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn valid_release(r: &str) -> bool {
@@ -170,26 +173,50 @@ pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
     let sum = write_trace(file, &name, &args.output, header, &opts, &pb)?;
     pb.finish_and_clear();
     let c = &sum.convert;
-    writeln!(
-        out,
-        "imported {} lines ({} KVM, {} other events skipped{}) into {}: {} records, {} vCPUs, {} MSR accesses, {} exceptions ({} explained by MSR #GP), {} user-space exits, {} IPIs",
-        sum.lines,
-        sum.kvm_lines,
-        sum.other_events,
-        if sum.skipped > 0 {
-            format!(", {} malformed lines skipped", sum.skipped)
-        } else {
-            String::new()
-        },
-        args.output.display(),
-        sum.records,
-        sum.vcpus,
-        c.msr,
-        c.exceptions,
-        c.exceptions_explained,
-        c.userspace_exits,
-        c.ipis
-    )?;
+    if args.json {
+        let doc = serde_json::json!({
+            "input": name,
+            "output": args.output.display().to_string(),
+            "lines": sum.lines,
+            "bytes": sum.bytes,
+            "kvm_lines": sum.kvm_lines,
+            "other_events": sum.other_events,
+            "skipped": sum.skipped,
+            "ring_lost": sum.ring_lost,
+            "records": sum.records,
+            "vcpus": sum.vcpus,
+            "msr": c.msr,
+            "exceptions": c.exceptions,
+            "exceptions_explained": c.exceptions_explained,
+            "userspace_exits": c.userspace_exits,
+            "ipis": c.ipis,
+            "cpuid": c.cpuid,
+            "unterminated": sum.unterminated,
+        });
+        serde_json::to_writer(&mut *out, &doc)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "imported {} lines ({} KVM, {} other events skipped{}) into {}: {} records, {} vCPUs, {} MSR accesses, {} exceptions ({} explained by MSR #GP), {} user-space exits, {} IPIs",
+            sum.lines,
+            sum.kvm_lines,
+            sum.other_events,
+            if sum.skipped > 0 {
+                format!(", {} malformed lines skipped", sum.skipped)
+            } else {
+                String::new()
+            },
+            args.output.display(),
+            sum.records,
+            sum.vcpus,
+            c.msr,
+            c.exceptions,
+            c.exceptions_explained,
+            c.userspace_exits,
+            c.ipis
+        )?;
+    }
     if sum.unterminated {
         writeln!(
             err,

@@ -253,6 +253,7 @@ fn command_round_trip_import_export() {
         kernel: Some("6.1.0".into()),
         vendor: Some("intel".into()),
         lenient: false,
+        json: true,
     };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     assert_eq!(super::run(&args, &mut out, &mut err).unwrap(), 0);
