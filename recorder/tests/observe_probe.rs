@@ -25,10 +25,17 @@ fn observe_kvm_msr_lines_arrive() {
         return;
     }
     let tid = current_tid().expect("/proc/thread-self");
-    let mut cap = match TracefsCapture::start(&CaptureConfig {
-        tids: vec![tid],
-        ..Default::default()
-    }) {
+    // Started from another thread, as a recorder's main thread would for its
+    // vCPU threads: the clock marker it writes must pass the pid filter.
+    let started = std::thread::spawn(move || {
+        TracefsCapture::start(&CaptureConfig {
+            tids: vec![tid],
+            ..Default::default()
+        })
+    })
+    .join()
+    .unwrap();
+    let mut cap = match started {
         Ok(c) => c,
         Err(e) => {
             println!("KVM-TEST-SKIPPED observe_kvm_msr_lines_arrive: tracefs unavailable: {e}");
