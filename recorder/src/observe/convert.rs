@@ -18,7 +18,9 @@
 //! - `kvm_cpuid` lines teach the guest's CPUID: each new or changed leaf emits a
 //!   `Cpuid` event with every leaf seen so far on that vCPU.
 
-use kvmtrace_format::{CpuidEntry, DecidedBy, EndReason, Event, IpiMode, MsrOutcome, Origin};
+use kvmtrace_format::{
+    CpuidEntry, DecidedBy, EndReason, Event, IpiMode, MsrOutcome, MwaitOutcome, Origin,
+};
 
 use super::fields::{KvmEvent, RunReturn};
 
@@ -94,6 +96,39 @@ struct VcpuState {
     gp_explained: u8,
     runs: u64,
     cpuid: Vec<CpuidEntry>,
+    /// A MONITOR/MWAIT intercept (`kvm_exit`) whose outcome the next line of
+    /// this vCPU tells: `kvm_inj_exception: #UD` or anything else (NOP).
+    pending_mwait: Option<PendingMwait>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PendingMwait {
+    monitor: bool,
+    rip: u64,
+    ts_ns: u64,
+    run_index: u64,
+}
+
+fn mwait_event(p: PendingMwait, outcome: MwaitOutcome) -> Event {
+    // The tracepoint does not show RAX/ECX/EDX.
+    if p.monitor {
+        Event::Monitor {
+            rip: p.rip,
+            rax: 0,
+            ecx: 0,
+            edx: 0,
+            outcome,
+            decided_by: DecidedBy::Kernel,
+        }
+    } else {
+        Event::Mwait {
+            rip: p.rip,
+            eax: 0,
+            ecx: 0,
+            outcome,
+            decided_by: DecidedBy::Kernel,
+        }
+    }
 }
 
 /// Counters for the summary.
@@ -107,6 +142,8 @@ pub struct ConvertStats {
     pub ipis: u64,
     pub ipis_skipped: u64,
     pub cpuid: u64,
+    /// MONITOR/MWAIT intercepts (`kvm_exit`, VMX/SVM hosts).
+    pub mwait: u64,
     pub exit_entry: u64,
     /// Events of tasks that are not the recorder's vCPUs (`VcpuMap::Fixed`).
     pub foreign: u64,
@@ -183,15 +220,45 @@ impl Converter {
         ev: KvmEvent,
         out: &mut impl FnMut(Observed),
     ) -> Result<(), ConvertError> {
-        if ev == KvmEvent::ExitOrEntry {
-            self.stats.exit_entry += 1;
-            return Ok(());
-        }
         let Some(i) = self.state(tid)? else {
             self.stats.foreign += 1;
             return Ok(());
         };
         let st = &mut self.vcpus[i];
+        if let Some(p) = st.pending_mwait.take() {
+            // SEMANTICS.md §1: a #UD injected right after the intercept is the
+            // kernel's answer; anything else means it skipped the instruction.
+            let ud = matches!(
+                ev,
+                KvmEvent::InjException {
+                    vector: 6,
+                    reinjected: false,
+                    ..
+                }
+            );
+            out(Observed {
+                ts_ns: p.ts_ns,
+                tid,
+                vcpu: st.vcpu,
+                run_index: p.run_index,
+                event: mwait_event(
+                    p,
+                    if ud {
+                        MwaitOutcome::InjectUd
+                    } else {
+                        MwaitOutcome::Nop
+                    },
+                ),
+            });
+            if ud {
+                self.stats.exceptions_explained += 1;
+                return Ok(());
+            }
+        }
+        if ev == KvmEvent::ExitOrEntry {
+            self.stats.exit_entry += 1;
+            return Ok(());
+        }
         let (vcpu, run_index) = (st.vcpu, st.runs);
         let mut emit = |event| {
             out(Observed {
@@ -327,8 +394,33 @@ impl Converter {
                     });
                 }
             }
+            KvmEvent::MwaitExit { monitor, rip } => {
+                stats.mwait += 1;
+                st.pending_mwait = Some(PendingMwait {
+                    monitor,
+                    rip,
+                    ts_ns,
+                    run_index,
+                });
+            }
             KvmEvent::ExitOrEntry => {}
         }
         Ok(())
+    }
+
+    /// The end of the input: a MONITOR/MWAIT intercept with no later line of
+    /// its vCPU was skipped (NOP).
+    pub fn finish(&mut self, out: &mut impl FnMut(Observed)) {
+        for st in &mut self.vcpus {
+            if let Some(p) = st.pending_mwait.take() {
+                out(Observed {
+                    ts_ns: p.ts_ns,
+                    tid: st.tid,
+                    vcpu: st.vcpu,
+                    run_index: p.run_index,
+                    event: mwait_event(p, MwaitOutcome::Nop),
+                });
+            }
+        }
     }
 }

@@ -346,6 +346,7 @@ impl TracefsCapture {
             let _ = h.join();
         }
         let mut out = self.drain();
+        self.converter.finish(&mut |o| out.push(o));
         if let Some(inst) = &self.instance {
             self.stats.overrun = read_overrun(&inst.dir);
         }

@@ -381,6 +381,20 @@ where
             return Err(ImportError::Write(Box::new(e)));
         }
     }
+    // MONITOR/MWAIT intercepts still waiting for their outcome were skipped.
+    let mut tail = Vec::new();
+    conv.finish(&mut |o| tail.push(o));
+    for o in tail {
+        let rec = Record {
+            seq,
+            vcpu: o.vcpu,
+            time_ns: o.ts_ns.saturating_sub(base_ts.unwrap_or(o.ts_ns)),
+            event: o.event,
+        };
+        seq += 1;
+        sum.records += 1;
+        sink(rec).map_err(|e| ImportError::Write(Box::new(e)))?;
+    }
     sum.bytes = reader.consumed;
     sum.unterminated = reader.unterminated;
     progress(reader.consumed);
