@@ -17,6 +17,10 @@
 //!   on the sending vCPU.
 //! - `kvm_cpuid` lines teach the guest's CPUID: each new or changed leaf emits a
 //!   `Cpuid` event with every leaf seen so far on that vCPU.
+//! - `kvm_exit` for MONITOR/MWAIT (VMX/SVM hosts; this pvm host has no
+//!   `kvm_exit` lines) becomes `Monitor`/`Mwait` decided by the kernel: `InjectUd`
+//!   when the vCPU's next line is `kvm_inj_exception: #UD`, else `Nop`
+//!   (SEMANTICS.md §1). RAX/ECX/EDX are not in the tracepoint and read 0.
 
 use kvmtrace_format::{
     CpuidEntry, DecidedBy, EndReason, Event, IpiMode, MsrOutcome, MwaitOutcome, Origin,
