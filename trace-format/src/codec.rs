@@ -1,0 +1,831 @@
+//! The record encoding inside a chunk (FORMAT.md, "Records"), and chunk frames.
+//!
+//! Each chunk is decodable on its own: the delta state (previous sequence number,
+//! time, vCPU, and the per-(vCPU, MSR) value predictor) starts fresh in every
+//! chunk, so chunks decode in parallel and a salvage keeps any complete chunk.
+//!
+//! MSR accesses, the bulk of every trace, are encoded by hand: sequence numbers
+//! are implicit (+1), times are deltas, and MSR values are residuals against a
+//! prediction from the last value and last delta of the same (vCPU, index),
+//! scaled by elapsed time (the TSC advances with time, so a TSC read costs only
+//! its jitter). Every other event is a bincode body.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::event::{
+    DecidedBy, Event, EventKind, MsrExitReason, MsrOutcome, Origin, Record, UserAnswer,
+};
+use crate::wire::{
+    self, CHUNK_FRAME_LEN, CHUNK_TARGET_BYTES, ChunkFrame, Cursor, MAX_CHUNK_BYTES,
+    MAX_EVENT_BYTES, PayloadError, put_varint, zigzag,
+};
+
+/// Number of event kinds with a code.
+pub const KIND_COUNT: usize = KINDS.len();
+
+/// The kind of each record-tag code, in code order (FORMAT.md, "Kind codes").
+/// Codes are part of the format: new kinds are only ever appended.
+pub const KINDS: [EventKind; 20] = [
+    EventKind::MsrRead,
+    EventKind::MsrWrite,
+    EventKind::Monitor,
+    EventKind::Mwait,
+    EventKind::Shutdown,
+    EventKind::Reset,
+    EventKind::Init,
+    EventKind::Sipi,
+    EventKind::Ipi,
+    EventKind::Cpuid,
+    EventKind::QuirksDisabled,
+    EventKind::MsrFilter,
+    EventKind::UserSpaceMsr,
+    EventKind::SetupMce,
+    EventKind::Io,
+    EventKind::Exception,
+    EventKind::Halt,
+    EventKind::RawExit,
+    EventKind::Lost,
+    EventKind::End,
+];
+
+/// The stable code of a kind in the record tag.
+#[inline]
+pub const fn kind_code(k: EventKind) -> u8 {
+    match k {
+        EventKind::MsrRead => 0,
+        EventKind::MsrWrite => 1,
+        EventKind::Monitor => 2,
+        EventKind::Mwait => 3,
+        EventKind::Shutdown => 4,
+        EventKind::Reset => 5,
+        EventKind::Init => 6,
+        EventKind::Sipi => 7,
+        EventKind::Ipi => 8,
+        EventKind::Cpuid => 9,
+        EventKind::QuirksDisabled => 10,
+        EventKind::MsrFilter => 11,
+        EventKind::UserSpaceMsr => 12,
+        EventKind::SetupMce => 13,
+        EventKind::Io => 14,
+        EventKind::Exception => 15,
+        EventKind::Halt => 16,
+        EventKind::RawExit => 17,
+        EventKind::Lost => 18,
+        EventKind::End => 19,
+    }
+}
+
+// Record tag bits.
+const TAG_KIND: u8 = 0x1f;
+const TAG_SEQ: u8 = 0x20;
+const TAG_VCPU: u8 = 0x40;
+const TAG_RESERVED: u8 = 0x80;
+
+// MSR attribute byte.
+const ATTR_HOST: u8 = 0x01;
+const ATTR_VMM: u8 = 0x02;
+const ATTR_CAPTURE_SHIFT: u8 = 2;
+const ATTR_OUTCOME_SHIFT: u8 = 4;
+const ATTR_RESERVED: u8 = 0x80;
+
+const OUT_VALUE: u8 = 0;
+const OUT_OK: u8 = 1;
+const OUT_GP: u8 = 2;
+const OUT_USER: u8 = 3;
+const OUT_VMFAILED: u8 = 4;
+
+/// Statistics of a run of records: what the footer summarises.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChunkStats {
+    pub events: u64,
+    pub by_kind: [u64; KIND_COUNT],
+    /// Distinct vCPUs, sorted.
+    pub vcpus: Vec<u32>,
+    pub last_seq: u64,
+    pub last_time_ns: u64,
+}
+
+impl ChunkStats {
+    pub fn add(&mut self, r: &Record) {
+        self.events += 1;
+        self.by_kind[kind_code(r.event.kind()) as usize] += 1;
+        self.add_vcpu(r.vcpu);
+        self.last_seq = r.seq;
+        self.last_time_ns = r.time_ns;
+    }
+
+    fn add_vcpu(&mut self, v: u32) {
+        if let Err(i) = self.vcpus.binary_search(&v) {
+            self.vcpus.insert(i, v);
+        }
+    }
+
+    pub fn merge(&mut self, o: &ChunkStats) {
+        if o.events == 0 {
+            return;
+        }
+        self.events += o.events;
+        for (a, b) in self.by_kind.iter_mut().zip(o.by_kind.iter()) {
+            *a += b;
+        }
+        for &v in &o.vcpus {
+            self.add_vcpu(v);
+        }
+        self.last_seq = o.last_seq;
+        self.last_time_ns = o.last_time_ns;
+    }
+}
+
+/// A finished chunk: the frame bytes ready to append to a trace, and what the
+/// footer needs to know about it.
+#[derive(Clone, Debug)]
+pub struct EncodedChunk {
+    /// The whole frame: frame header then compressed payload.
+    pub bytes: Vec<u8>,
+    pub uncompressed_len: u32,
+    pub count: u32,
+    pub first_seq: u64,
+    pub first_time_ns: u64,
+    pub stats: ChunkStats,
+}
+
+// ---- the MSR value predictor ----
+
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+#[derive(Clone, Copy)]
+struct MsrState {
+    last: u64,
+    /// The last change of the value (wrapping, as signed).
+    delta: i64,
+    /// The time between the last two values.
+    dt: i64,
+    time: u64,
+}
+
+/// Predicts an MSR's next value from its last value and last delta, scaled by
+/// elapsed time; keyed by (vCPU, index). FORMAT.md, "MSR value prediction".
+#[derive(Default)]
+struct Predictor {
+    keys: HashMap<u64, usize, BuildHasherDefault<KeyHasher>>,
+    states: Vec<MsrState>,
+    last_key: u64,
+    last_slot: usize,
+}
+
+#[inline]
+fn scale(delta: i64, dt: i64, last_dt: i64) -> i64 {
+    if delta == 0 || dt == last_dt || last_dt <= 0 || dt < 0 {
+        return delta;
+    }
+    match delta.checked_mul(dt) {
+        Some(p) => p / last_dt,
+        None => {
+            let q = i128::from(delta) * i128::from(dt) / i128::from(last_dt);
+            q.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+        }
+    }
+}
+
+impl Predictor {
+    /// The slot of a key, or None if it was never seen in this chunk.
+    #[inline]
+    fn slot(&mut self, key: u64) -> Option<usize> {
+        if !self.states.is_empty() && self.last_key == key {
+            return Some(self.last_slot);
+        }
+        let s = *self.keys.get(&key)?;
+        self.last_key = key;
+        self.last_slot = s;
+        Some(s)
+    }
+
+    #[inline]
+    fn predict(&mut self, key: u64, time: u64) -> u64 {
+        match self.slot(key) {
+            None => 0,
+            Some(s) => {
+                let st = &self.states[s];
+                let dt = time.wrapping_sub(st.time) as i64;
+                st.last.wrapping_add(scale(st.delta, dt, st.dt) as u64)
+            }
+        }
+    }
+
+    #[inline]
+    fn update(&mut self, key: u64, time: u64, value: u64) {
+        match self.slot(key) {
+            Some(s) => {
+                let st = &mut self.states[s];
+                st.delta = value.wrapping_sub(st.last) as i64;
+                st.dt = time.wrapping_sub(st.time) as i64;
+                st.last = value;
+                st.time = time;
+            }
+            None => {
+                let s = self.states.len();
+                self.states.push(MsrState {
+                    last: value,
+                    delta: 0,
+                    dt: 0,
+                    time,
+                });
+                self.keys.insert(key, s);
+                self.last_key = key;
+                self.last_slot = s;
+            }
+        }
+    }
+}
+
+#[inline]
+fn msr_key(vcpu: u32, index: u32) -> u64 {
+    (u64::from(vcpu) << 32) | u64::from(index)
+}
+
+// ---- encoding ----
+
+/// Encodes records into chunk frames. The recorder's writer thread owns one (so
+/// nothing of this runs on vCPU threads); [`crate::TraceWriter`] uses one too.
+pub struct ChunkEncoder {
+    buf: Vec<u8>,
+    count: u32,
+    first_seq: u64,
+    first_time: u64,
+    prev_seq: u64,
+    prev_time: u64,
+    prev_vcpu: u32,
+    pred: Predictor,
+    stats: ChunkStats,
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+    scratch: Vec<u8>,
+}
+
+impl Default for ChunkEncoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The zstd level of chunk payloads.
+pub const ZSTD_LEVEL: i32 = 3;
+
+impl ChunkEncoder {
+    pub fn new() -> Self {
+        ChunkEncoder {
+            buf: Vec::with_capacity(CHUNK_TARGET_BYTES + 1024),
+            count: 0,
+            first_seq: 0,
+            first_time: 0,
+            prev_seq: 0,
+            prev_time: 0,
+            prev_vcpu: 0,
+            pred: Predictor::default(),
+            stats: ChunkStats::default(),
+            compressor: None,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Records in the open chunk.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Encoded (uncompressed) bytes in the open chunk.
+    pub fn encoded_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True once the open chunk holds about 64 KiB: time to [`Self::finish_chunk`].
+    pub fn is_full(&self) -> bool {
+        self.buf.len() >= CHUNK_TARGET_BYTES
+    }
+
+    /// Appends a record to the open chunk. Fails (leaving the chunk as it was)
+    /// only if the record's body exceeds the 1 MiB event limit.
+    pub fn push(&mut self, r: &Record) -> Result<(), String> {
+        if self.count == 0 {
+            self.first_seq = r.seq;
+            self.first_time = r.time_ns;
+            self.prev_seq = r.seq.wrapping_sub(1);
+            self.prev_time = r.time_ns;
+            self.prev_vcpu = 0;
+        }
+        let start = self.buf.len();
+        if let Err(e) = self.encode(r) {
+            self.buf.truncate(start);
+            return Err(e);
+        }
+        if self.buf.len() - start > MAX_EVENT_BYTES {
+            self.buf.truncate(start);
+            return Err(format!(
+                "a {} record encodes to {} bytes, over the {} limit",
+                r.event.kind().name(),
+                self.buf.len() - start,
+                MAX_EVENT_BYTES
+            ));
+        }
+        self.count += 1;
+        self.prev_seq = r.seq;
+        self.prev_time = r.time_ns;
+        self.prev_vcpu = r.vcpu;
+        self.stats.add(r);
+        Ok(())
+    }
+
+    fn encode(&mut self, r: &Record) -> Result<(), String> {
+        let kind = r.event.kind();
+        let mut tag = kind_code(kind);
+        let seq_implicit = r.seq == self.prev_seq.wrapping_add(1);
+        if !seq_implicit {
+            tag |= TAG_SEQ;
+        }
+        if r.vcpu != self.prev_vcpu {
+            tag |= TAG_VCPU;
+        }
+        self.buf.push(tag);
+        if !seq_implicit {
+            let d = r.seq.wrapping_sub(self.prev_seq.wrapping_add(1)) as i64;
+            put_varint(&mut self.buf, zigzag(d));
+        }
+        if r.vcpu != self.prev_vcpu {
+            put_varint(&mut self.buf, u64::from(r.vcpu));
+        }
+        put_varint(
+            &mut self.buf,
+            zigzag(r.time_ns.wrapping_sub(self.prev_time) as i64),
+        );
+        match &r.event {
+            Event::MsrRead {
+                index,
+                origin,
+                outcome,
+                decided_by,
+                capture,
+            } => {
+                self.msr_common(*index, *origin, *outcome, *decided_by, *capture);
+                self.outcome(r.vcpu, *index, r.time_ns, outcome);
+            }
+            Event::MsrWrite {
+                index,
+                value,
+                origin,
+                outcome,
+                decided_by,
+                capture,
+            } => {
+                self.msr_common(*index, *origin, *outcome, *decided_by, *capture);
+                self.value(r.vcpu, *index, r.time_ns, *value);
+                self.outcome(r.vcpu, *index, r.time_ns, outcome);
+            }
+            other => {
+                bincode::serde::encode_into_std_write(
+                    other,
+                    &mut self.buf,
+                    wire::bincode_config::<MAX_EVENT_BYTES>(),
+                )
+                .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn msr_common(
+        &mut self,
+        index: u32,
+        origin: Origin,
+        outcome: MsrOutcome,
+        decided_by: DecidedBy,
+        capture: Option<MsrExitReason>,
+    ) {
+        let mut attr = 0u8;
+        if origin == Origin::Host {
+            attr |= ATTR_HOST;
+        }
+        if decided_by == DecidedBy::Vmm {
+            attr |= ATTR_VMM;
+        }
+        let cap = match capture {
+            None => 0,
+            Some(MsrExitReason::Inval) => 1,
+            Some(MsrExitReason::Unknown) => 2,
+            Some(MsrExitReason::Filter) => 3,
+        };
+        attr |= cap << ATTR_CAPTURE_SHIFT;
+        let out = match outcome {
+            MsrOutcome::Value(_) => OUT_VALUE,
+            MsrOutcome::Ok => OUT_OK,
+            MsrOutcome::InjectGp => OUT_GP,
+            MsrOutcome::UserExit { .. } => OUT_USER,
+            MsrOutcome::VmFailed { .. } => OUT_VMFAILED,
+        };
+        attr |= out << ATTR_OUTCOME_SHIFT;
+        self.buf.push(attr);
+        put_varint(&mut self.buf, u64::from(index));
+    }
+
+    #[inline]
+    fn value(&mut self, vcpu: u32, index: u32, time: u64, v: u64) {
+        let key = msr_key(vcpu, index);
+        let p = self.pred.predict(key, time);
+        put_varint(&mut self.buf, zigzag(v.wrapping_sub(p) as i64));
+        self.pred.update(key, time, v);
+    }
+
+    fn outcome(&mut self, vcpu: u32, index: u32, time: u64, o: &MsrOutcome) {
+        match *o {
+            MsrOutcome::Value(v) => self.value(vcpu, index, time, v),
+            MsrOutcome::Ok | MsrOutcome::InjectGp => {}
+            MsrOutcome::UserExit { reason, answer } => {
+                let r = match reason {
+                    MsrExitReason::Inval => 0u8,
+                    MsrExitReason::Unknown => 1,
+                    MsrExitReason::Filter => 2,
+                };
+                let a = match answer {
+                    UserAnswer::Value(_) => 0u8,
+                    UserAnswer::Ok => 1,
+                    UserAnswer::Gp => 2,
+                };
+                self.buf.push(r | (a << 2));
+                if let UserAnswer::Value(v) = answer {
+                    self.value(vcpu, index, time, v);
+                }
+            }
+            MsrOutcome::VmFailed { errno } => {
+                put_varint(&mut self.buf, zigzag(i64::from(errno)));
+            }
+        }
+    }
+
+    /// Compresses and frames the open chunk, and starts a new one. `None` if the
+    /// chunk is empty (empty chunks are never written).
+    pub fn finish_chunk(&mut self) -> Result<Option<EncodedChunk>, String> {
+        if self.count == 0 {
+            return Ok(None);
+        }
+        let comp = match &mut self.compressor {
+            Some(c) => c,
+            None => self
+                .compressor
+                .insert(zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| e.to_string())?),
+        };
+        let bound = zstd::zstd_safe::compress_bound(self.buf.len());
+        self.scratch.clear();
+        self.scratch.reserve(bound);
+        comp.compress_to_buffer(&self.buf, &mut self.scratch)
+            .map_err(|e| e.to_string())?;
+        let frame = frame_chunk(
+            &self.scratch,
+            self.buf.len() as u32,
+            self.count,
+            self.first_seq,
+            self.first_time,
+        );
+        let stats = std::mem::take(&mut self.stats);
+        let out = EncodedChunk {
+            bytes: frame,
+            uncompressed_len: self.buf.len() as u32,
+            count: self.count,
+            first_seq: self.first_seq,
+            first_time_ns: self.first_time,
+            stats,
+        };
+        self.buf.clear();
+        self.count = 0;
+        self.pred = Predictor::default();
+        Ok(Some(out))
+    }
+}
+
+fn frame_chunk(
+    compressed: &[u8],
+    uncompressed_len: u32,
+    count: u32,
+    first_seq: u64,
+    first_time_ns: u64,
+) -> Vec<u8> {
+    let mut f = ChunkFrame {
+        compressed_len: compressed.len() as u32,
+        uncompressed_len,
+        count,
+        first_seq,
+        first_time_ns,
+        crc: 0,
+    };
+    let hdr = f.to_bytes();
+    f.crc = ChunkFrame::compute_crc(&hdr, compressed);
+    let mut out = Vec::with_capacity(CHUNK_FRAME_LEN + compressed.len());
+    out.extend_from_slice(&f.to_bytes());
+    out.extend_from_slice(compressed);
+    out
+}
+
+/// Encodes a batch of records into one finished chunk frame (for a writer
+/// thread that batches itself). Batches of more than ~64 KiB of encoded events
+/// are allowed up to the 64 MiB chunk limit.
+pub fn encode_chunk(records: &[Record]) -> Result<Option<EncodedChunk>, String> {
+    let mut e = ChunkEncoder::new();
+    for r in records {
+        e.push(r)?;
+        if e.encoded_len() as u64 > MAX_CHUNK_BYTES - MAX_EVENT_BYTES as u64 {
+            return Err("batch exceeds the 64 MiB chunk limit".into());
+        }
+    }
+    e.finish_chunk()
+}
+
+// ---- decoding ----
+
+/// Decodes a decompressed chunk payload of `count` records.
+pub(crate) fn decode_payload(
+    payload: &[u8],
+    count: u32,
+    first_seq: u64,
+    first_time: u64,
+) -> Result<Vec<Record>, PayloadError> {
+    let mut out = Vec::with_capacity((count as usize).min(1 << 16));
+    let mut c = Cursor::new(payload);
+    let mut pred = Predictor::default();
+    let mut prev_seq = first_seq.wrapping_sub(1);
+    let mut prev_time = first_time;
+    let mut prev_vcpu = 0u32;
+    for _ in 0..count {
+        let tag = c.u8()?;
+        if tag & TAG_RESERVED != 0 {
+            return Err(c.err(format!("record tag {tag:#04x} has the reserved bit set")));
+        }
+        let code = tag & TAG_KIND;
+        let Some(&kind) = KINDS.get(code as usize) else {
+            return Err(c.err(format!("unknown event kind code {code}")));
+        };
+        let seq = if tag & TAG_SEQ != 0 {
+            prev_seq.wrapping_add(1).wrapping_add(c.zigzag()? as u64)
+        } else {
+            prev_seq.wrapping_add(1)
+        };
+        let vcpu = if tag & TAG_VCPU != 0 {
+            c.varint_u32()?
+        } else {
+            prev_vcpu
+        };
+        let time_ns = prev_time.wrapping_add(c.zigzag()? as u64);
+        let event = match kind {
+            EventKind::MsrRead | EventKind::MsrWrite => {
+                decode_msr(&mut c, &mut pred, kind, vcpu, time_ns)?
+            }
+            _ => {
+                let rest = &payload[c.pos..];
+                let (ev, used): (Event, usize) = bincode::serde::decode_from_slice(
+                    rest,
+                    wire::bincode_config::<MAX_EVENT_BYTES>(),
+                )
+                .map_err(|e| c.err(format!("{} body does not decode: {e}", kind.name())))?;
+                if ev.kind() != kind {
+                    return Err(c.err(format!(
+                        "tag says {} but the body is {}",
+                        kind.name(),
+                        ev.kind().name()
+                    )));
+                }
+                c.pos += used;
+                ev
+            }
+        };
+        out.push(Record {
+            seq,
+            vcpu,
+            time_ns,
+            event,
+        });
+        prev_seq = seq;
+        prev_time = time_ns;
+        prev_vcpu = vcpu;
+    }
+    if !c.is_empty() {
+        return Err(c.err(format!(
+            "{} bytes left after the last of {count} records",
+            payload.len() - c.pos
+        )));
+    }
+    Ok(out)
+}
+
+#[inline]
+fn decode_value(
+    c: &mut Cursor<'_>,
+    pred: &mut Predictor,
+    key: u64,
+    time: u64,
+) -> Result<u64, PayloadError> {
+    let r = c.zigzag()?;
+    let v = pred.predict(key, time).wrapping_add(r as u64);
+    pred.update(key, time, v);
+    Ok(v)
+}
+
+#[inline]
+fn decode_msr(
+    c: &mut Cursor<'_>,
+    pred: &mut Predictor,
+    kind: EventKind,
+    vcpu: u32,
+    time: u64,
+) -> Result<Event, PayloadError> {
+    let attr = c.u8()?;
+    if attr & ATTR_RESERVED != 0 {
+        return Err(c.err(format!(
+            "MSR attribute byte {attr:#04x} has the reserved bit set"
+        )));
+    }
+    let origin = if attr & ATTR_HOST != 0 {
+        Origin::Host
+    } else {
+        Origin::Guest
+    };
+    let decided_by = if attr & ATTR_VMM != 0 {
+        DecidedBy::Vmm
+    } else {
+        DecidedBy::Kernel
+    };
+    let capture = match (attr >> ATTR_CAPTURE_SHIFT) & 3 {
+        0 => None,
+        1 => Some(MsrExitReason::Inval),
+        2 => Some(MsrExitReason::Unknown),
+        _ => Some(MsrExitReason::Filter),
+    };
+    let out_code = (attr >> ATTR_OUTCOME_SHIFT) & 7;
+    let index = c.varint_u32()?;
+    let key = msr_key(vcpu, index);
+    let value = if kind == EventKind::MsrWrite {
+        Some(decode_value(c, pred, key, time)?)
+    } else {
+        None
+    };
+    let outcome = match out_code {
+        OUT_VALUE => MsrOutcome::Value(decode_value(c, pred, key, time)?),
+        OUT_OK => MsrOutcome::Ok,
+        OUT_GP => MsrOutcome::InjectGp,
+        OUT_USER => {
+            let b = c.u8()?;
+            let reason = match b & 3 {
+                0 => MsrExitReason::Inval,
+                1 => MsrExitReason::Unknown,
+                2 => MsrExitReason::Filter,
+                _ => return Err(c.err(format!("bad user-exit reason in byte {b:#04x}"))),
+            };
+            let answer = match b >> 2 {
+                0 => UserAnswer::Value(decode_value(c, pred, key, time)?),
+                1 => UserAnswer::Ok,
+                2 => UserAnswer::Gp,
+                _ => return Err(c.err(format!("bad user-exit answer in byte {b:#04x}"))),
+            };
+            MsrOutcome::UserExit { reason, answer }
+        }
+        OUT_VMFAILED => {
+            let e = c.zigzag()?;
+            let errno = i32::try_from(e).map_err(|_| c.err(format!("errno {e} out of range")))?;
+            MsrOutcome::VmFailed { errno }
+        }
+        other => return Err(c.err(format!("unknown MSR outcome code {other}"))),
+    };
+    Ok(match value {
+        Some(value) => Event::MsrWrite {
+            index,
+            value,
+            origin,
+            outcome,
+            decided_by,
+            capture,
+        },
+        None => Event::MsrRead {
+            index,
+            origin,
+            outcome,
+            decided_by,
+            capture,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rd(seq: u64, vcpu: u32, t: u64, index: u32, v: u64) -> Record {
+        Record {
+            seq,
+            vcpu,
+            time_ns: t,
+            event: Event::MsrRead {
+                index,
+                origin: Origin::Guest,
+                outcome: MsrOutcome::Value(v),
+                decided_by: DecidedBy::Vmm,
+                capture: Some(MsrExitReason::Filter),
+            },
+        }
+    }
+
+    fn round_trip(recs: &[Record]) -> usize {
+        let mut e = ChunkEncoder::new();
+        for r in recs {
+            e.push(r).unwrap();
+        }
+        let n = e.encoded_len();
+        let payload = e.buf.clone();
+        let back =
+            decode_payload(&payload, recs.len() as u32, recs[0].seq, recs[0].time_ns).unwrap();
+        assert_eq!(back, recs);
+        n
+    }
+
+    #[test]
+    fn tsc_reads_cost_little() {
+        let mut recs = Vec::new();
+        let (mut t, mut tsc) = (1000u64, 5_000_000u64);
+        for i in 0..1000u64 {
+            let dt = 3000 + (i * 7919) % 4000;
+            t += dt;
+            tsc += dt * 5 / 2 + (i % 3);
+            recs.push(rd(i, 0, t, 0x10, tsc));
+        }
+        let n = round_trip(&recs);
+        // tag, 2-byte time delta, attr, index, ~1-byte residual.
+        assert!(n < 1000 * 7, "{n}");
+    }
+
+    #[test]
+    fn out_of_order_seq_and_vcpus() {
+        let recs = vec![
+            rd(5, 1, 100, 0x10, 7),
+            rd(3, 0, 90, 0x10, u64::MAX),
+            rd(4, 2, 50, 0x3a, 0),
+            rd(u64::MAX, 1, u64::MAX, 0x10, 1),
+            rd(0, 1, 0, 0x10, 2),
+        ];
+        round_trip(&recs);
+    }
+
+    #[test]
+    fn kind_codes_are_the_table() {
+        for (i, k) in KINDS.iter().enumerate() {
+            assert_eq!(kind_code(*k) as usize, i);
+        }
+        assert_eq!(KINDS.len(), EventKind::ALL.len());
+    }
+
+    #[test]
+    fn scale_table() {
+        for (delta, dt, last_dt, want) in [
+            (0i64, 10i64, 5i64, 0i64),
+            (100, 10, 10, 100),
+            (100, 20, 10, 200),
+            (100, 5, 0, 100),
+            (100, -5, 10, 100),
+            (i64::MAX, 4, 2, i64::MAX),
+            (i64::MIN, 4, 2, i64::MIN),
+        ] {
+            assert_eq!(scale(delta, dt, last_dt), want, "{delta} {dt} {last_dt}");
+        }
+    }
+
+    #[test]
+    fn garbage_payload_is_an_error() {
+        for p in [
+            &[0xffu8][..],
+            &[0x00],
+            &[0x13, 0x00, 0xff, 0xff],
+            &[0x00, 0x00, 0x70, 0x10],
+        ] {
+            assert!(decode_payload(p, 1, 0, 0).is_err(), "{p:?}");
+        }
+        // Extra bytes after the records.
+        let mut e = ChunkEncoder::new();
+        e.push(&rd(0, 0, 0, 1, 1)).unwrap();
+        let mut p = e.buf.clone();
+        p.push(0);
+        assert!(decode_payload(&p, 1, 0, 0).is_err());
+    }
+}
