@@ -169,9 +169,9 @@ fn size_and_codec(dir: &Path, events: u64) -> anyhow::Result<Value> {
     let json_zstd = json_lines_zstd_size(&records)?;
 
     let t = Instant::now();
-    let f = TraceFile::open(&path)?;
+    let mut f = TraceFile::open(&path)?;
     let mut n = 0u64;
-    for r in f.records()? {
+    for r in f.records() {
         let r = r?;
         n += 1;
         std::hint::black_box(&r);
