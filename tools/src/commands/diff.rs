@@ -39,6 +39,12 @@ fn action(e: &Event) -> Option<String> {
 fn outcome(e: &Event) -> String {
     use super::text::{msr_outcome, mwait_outcome};
     match e {
+        // TSC values differ on every run: compare that the read succeeded.
+        Event::MsrRead {
+            index: 0x10,
+            outcome: kvmtrace_format::MsrOutcome::Value(_),
+            ..
+        } => "value (tsc)".into(),
         Event::MsrRead { outcome, .. } | Event::MsrWrite { outcome, .. } => msr_outcome(outcome),
         Event::Monitor { outcome, .. } | Event::Mwait { outcome, .. } => {
             mwait_outcome(outcome).to_string()
