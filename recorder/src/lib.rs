@@ -5,6 +5,7 @@
 
 pub mod kvm_check;
 pub mod layout;
+pub mod observe;
 pub mod scenarios;
 
 use std::path::PathBuf;
@@ -75,7 +76,7 @@ pub enum RecordError {
 
 /// The built-in scenarios.
 pub fn scenarios() -> Vec<ScenarioInfo> {
-    Vec::new()
+    scenarios::list()
 }
 
 /// Run a guest and record it.
