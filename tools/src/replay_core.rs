@@ -122,7 +122,7 @@ impl Run {
         // (prediction as text, equal?, rule, the record as this policy would
         // have had it)
         let mut folded = None;
-        let verdict: Option<(String, String, bool, &'static str)> = match &rec.event {
+        let verdict: Option<(String, String, bool, String)> = match &rec.event {
             Event::MsrRead {
                 index,
                 origin,
@@ -163,7 +163,7 @@ impl Run {
                         text::mwait_outcome(outcome).to_string(),
                         text::mwait_outcome(&o).to_string(),
                         o == *outcome,
-                        p.rule,
+                        p.rule.to_string(),
                     )
                 })
             }
@@ -174,13 +174,13 @@ impl Run {
                         format!("{then:?}").to_lowercase(),
                         format!("{o:?}").to_lowercase(),
                         o == *then,
-                        p.rule,
+                        p.rule.to_string(),
                     )
                 })
             }
             Event::Reset { state, .. } => {
                 let p = self.engine.reset_state(rec.vcpu);
-                let rule = p.rule;
+                let rule = p.rule.to_string();
                 p.outcome.map(|o| {
                     let same = o == **state;
                     let diff = state_diff(state, &o);
@@ -196,7 +196,7 @@ impl Run {
             }
             Event::Init { before, after, .. } => {
                 let p = self.engine.init_state(rec.vcpu, before);
-                let rule = p.rule;
+                let rule = p.rule.to_string();
                 p.outcome.map(|o| {
                     let same = o == **after;
                     let diff = state_diff(after, &o);
@@ -236,7 +236,7 @@ impl Run {
         p: Prediction<MsrOutcome>,
         recorded: &MsrOutcome,
         folded: &mut Option<Record>,
-    ) -> Option<(String, String, bool, &'static str)> {
+    ) -> Option<(String, String, bool, String)> {
         let o = p.outcome?;
         let same = o == *recorded;
         if !same {
@@ -251,7 +251,7 @@ impl Run {
             text::msr_outcome(recorded),
             text::msr_outcome(&o),
             same,
-            p.rule,
+            p.rule.to_string(),
         ))
     }
 
@@ -266,7 +266,7 @@ impl Run {
         }
     }
 
-    fn diverge(&mut self, rec: &Record, recorded: String, policy: String, rule: &'static str) {
+    fn diverge(&mut self, rec: &Record, recorded: String, policy: String, rule: String) {
         let key = Self::state_key(rec);
         // A divergence is consequent when this policy's state for the same MSR
         // (or the vCPU's RESET/INIT state) already departed from the recording.
@@ -302,7 +302,7 @@ impl Run {
                 event: text::describe(&rec.event),
                 recorded,
                 policy,
-                rule: rule.to_string(),
+                rule,
                 kind: if caused_by.is_some() {
                     "consequent"
                 } else {
