@@ -458,3 +458,134 @@ fn tour() {
         );
     });
 }
+
+/// One thing the guest saw: a value it reported (its scenarios report fault
+/// markers and values read), with the MSR access or MONITOR/MWAIT just before
+/// it, if the trace has one (intercept mode), to name where two views part.
+/// Exceptions are left out: the scenarios' code is straight-line apart from the
+/// INIT/SIPI waits, so the reports of two runs align one to one.
+#[derive(Debug)]
+struct Seen {
+    data: u32,
+    /// Exceptions the guest's IDT stubs reported since the previous report.
+    faults: u32,
+    after: Option<String>,
+}
+
+/// What the guest saw, per vCPU, in order.
+fn guest_view(t: &Trace, vcpus: u32) -> Vec<Vec<Seen>> {
+    (0..vcpus)
+        .map(|v| {
+            let mut last = None;
+            let mut faults = 0;
+            let mut seen = Vec::new();
+            for e in t.events(v) {
+                match e {
+                    Event::Io {
+                        port,
+                        write: true,
+                        data,
+                        ..
+                    } if *port == ports::REPORT => {
+                        seen.push(Seen {
+                            data: *data,
+                            faults,
+                            after: last.clone(),
+                        });
+                        faults = 0;
+                    }
+                    Event::Io {
+                        port, write: true, ..
+                    } if *port == ports::EXCEPTION => faults += 1,
+                    Event::MsrRead { index, origin, .. } => {
+                        last = Some(format!("{origin:?} RDMSR {index:#x}"));
+                    }
+                    Event::MsrWrite {
+                        index,
+                        value,
+                        origin,
+                        ..
+                    } => last = Some(format!("{origin:?} WRMSR {index:#x} = {value:#x}")),
+                    Event::Monitor { .. } => last = Some("MONITOR".into()),
+                    Event::Mwait { .. } => last = Some("MWAIT".into()),
+                    _ => {}
+                }
+            }
+            seen
+        })
+        .collect()
+}
+
+/// The live `host` policy against the kernel, seen from the guest: each scenario
+/// recorded in intercept mode and in observe mode (the kernel decides MSRs) must
+/// show the guest the same reports and the same exceptions. A difference is a
+/// place where the `host` model disagrees with this machine's kernel. Prints
+/// every scenario's first difference; fails if any.
+/// `cargo test -p kvmtrace-recorder --test scenarios_kvm -- --ignored --nocapture`
+#[test]
+#[ignore = "a fidelity probe of the host policy; run by hand"]
+fn guest_view_intercept_vs_observe() {
+    if !require_kvm("guest_view_intercept_vs_observe") {
+        return;
+    }
+    let mut differ = Vec::new();
+    for s in kvmtrace_recorder::scenarios() {
+        let mut views = Vec::new();
+        for mode in [CaptureMode::Intercept, CaptureMode::Observe] {
+            let output = out_path(&format!("{}-{mode:?}", s.name));
+            let cfg = RecordConfig {
+                scenario: Some(s.name.to_string()),
+                payload: None,
+                output: output.clone(),
+                policy: "host".to_string(),
+                mode,
+                vcpus: None,
+                iterations: Some(100),
+                on_full: OnFull::Wait,
+                discard_events: false,
+            };
+            record(&cfg).unwrap_or_else(|e| panic!("recording {} ({mode:?}): {e}", s.name));
+            let records = TraceReader::open(&output)
+                .and_then(|mut r| r.read_all())
+                .unwrap_or_else(|e| panic!("reading {}: {e}", output.display()));
+            let _ = std::fs::remove_file(&output);
+            let vcpus = records.iter().map(|r| r.vcpu + 1).max().unwrap_or(0);
+            views.push(guest_view(
+                &Trace {
+                    name: s.name.to_string(),
+                    records,
+                },
+                vcpus,
+            ));
+        }
+        let (intercept, observe) = (&views[0], &views[1]);
+        let mut diffs = Vec::new();
+        for (v, (a, b)) in intercept.iter().zip(observe).enumerate() {
+            if a.len() != b.len() {
+                diffs.push(format!("vCPU {v}: {} reports / {}", a.len(), b.len()));
+            }
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                if (x.data, x.faults) != (y.data, y.faults) {
+                    diffs.push(format!(
+                        "vCPU {v} report {i} (after {}): intercept {:#x} ({} faults before) / observe {:#x} ({} faults before)",
+                        x.after.as_deref().unwrap_or("-"),
+                        x.data,
+                        x.faults,
+                        y.data,
+                        y.faults
+                    ));
+                }
+            }
+        }
+        if diffs.is_empty() {
+            println!("{:<22} same", s.name);
+        } else {
+            println!("{:<22} DIFFERS in {} reports:", s.name, diffs.len());
+            for d in diffs.iter().take(40) {
+                println!("    {d}");
+            }
+            differ.push(s.name);
+        }
+    }
+    assert!(differ.is_empty(), "host policy != kernel in {differ:?}");
+}
