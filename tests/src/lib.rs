@@ -15,3 +15,78 @@ pub fn kvmtrace_bin() -> PathBuf {
 }
 
 pub use kvmtrace_recorder::kvm_check::require_kvm;
+
+/// What one `kvmtrace` run produced.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run `kvmtrace ARGS` and capture everything.
+pub fn kvmtrace<I, S>(args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = std::process::Command::new(kvmtrace_bin())
+        .args(args)
+        .output()
+        .expect("run kvmtrace");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A fresh, empty directory for one test (removed when dropped).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(test: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "kvmtrace-test-{test}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `kvmtrace synth` into `dir/name`, asserting success.
+pub fn synth(dir: &TempDir, name: &str, pattern: &str, events: u64, seed: u64) -> PathBuf {
+    let p = dir.join(name);
+    let r = kvmtrace([
+        "synth",
+        "--pattern",
+        pattern,
+        "--events",
+        &events.to_string(),
+        "--seed",
+        &seed.to_string(),
+        "-o",
+        p.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(r.code, 0, "synth failed: {r:?}");
+    p
+}

@@ -1,8 +1,24 @@
 //! `kvmtrace import ftrace TEXT -o FILE`: kernel tracepoint text to a trace.
-//! (Stub: the observe/import issue fills this in; keep `ImportArgs` and `run`.)
+//!
+//! The text is what users paste from tracefs `trace`, `trace_pipe` or
+//! `trace-cmd report`; the line parser and converter are shared with observe
+//! mode (`kvmtrace_recorder::observe`). The header says `capture.mode = Import`:
+//! an imported trace starts from unknown state (the replayer lets a first read
+//! teach a value), and its host is `--kernel/--vendor` or, without them, this
+//! machine (said on stderr).
 
-use std::io::Write;
+pub mod ftrace;
+
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+
+use kvmtrace_format::{CaptureInfo, CaptureMode, CpuVendor, HostInfo, TraceHeader};
+use kvmtrace_recorder::observe::host;
+
+pub use ftrace::{
+    ImportError, ImportOptions, ImportSummary, import_ftrace, import_lines_per_s, import_to_vec,
+    synthetic_text,
+};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ImportArgs {
@@ -12,9 +28,237 @@ pub struct ImportArgs {
     pub input: PathBuf,
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Kernel release that produced the text (e.g. 6.1.0); default: this machine's.
+    #[arg(long)]
+    pub kernel: Option<String>,
+    /// KVM vendor module of the machine that produced the text: intel, amd or pvm;
+    /// default: this machine's.
+    #[arg(long)]
+    pub vendor: Option<String>,
+    /// Skip malformed lines (counted and recorded as `Lost { source: import }`)
+    /// instead of failing on the first one.
+    #[arg(long)]
+    pub lenient: bool,
+    /// Print the summary as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn valid_release(r: &str) -> bool {
+    let mut parts = r.split(['.', '-', '+', '_']);
+    let major = parts.next().unwrap_or("");
+    let minor = parts.next().unwrap_or("");
+    !major.is_empty()
+        && major.bytes().all(|b| b.is_ascii_digit())
+        && !minor.is_empty()
+        && minor.bytes().all(|b| b.is_ascii_digit())
+        && r.len() < 128
+}
+
+/// The header host of an import: what the flags say, this machine for the rest.
+/// Returns the host and a note for stderr when this machine was assumed.
+pub fn import_host(
+    kernel: Option<&str>,
+    vendor: Option<&str>,
+) -> anyhow::Result<(HostInfo, Option<String>)> {
+    if let Some(k) = kernel {
+        if !valid_release(k) {
+            anyhow::bail!("--kernel {k:?}: not a kernel release like 6.1.0 or 5.15.0-91-generic");
+        }
+    }
+    let vendor_info = match vendor {
+        None => None,
+        Some("intel") => Some(("kvm_intel", Some(CpuVendor::Intel))),
+        Some("amd") => Some(("kvm_amd", Some(CpuVendor::Amd))),
+        Some("pvm") => Some(("kvm_pvm", None)),
+        Some(other) => anyhow::bail!("--vendor {other:?}: expected intel, amd or pvm"),
+    };
+    if let (Some(k), Some((module, cpu))) = (kernel, vendor_info) {
+        let info = HostInfo {
+            kernel_release: k.to_string(),
+            kvm_module: module.to_string(),
+            cpu_vendor: cpu,
+            ..Default::default()
+        };
+        return Ok((info, None));
+    }
+    let (mut info, queried) = host::this_host();
+    let mut assumed = Vec::new();
+    match kernel {
+        Some(k) => info.kernel_release = k.to_string(),
+        None => assumed.push(format!("kernel {}", info.kernel_release)),
+    }
+    match vendor_info {
+        Some((module, cpu)) => {
+            // Another vendor's module: this machine's KVM lists do not apply.
+            if info.kvm_module != module {
+                info = HostInfo {
+                    kernel_release: info.kernel_release,
+                    kvm_module: module.to_string(),
+                    cpu_vendor: cpu,
+                    ..Default::default()
+                };
+            }
+        }
+        None => assumed.push(format!(
+            "vendor module {}",
+            if info.kvm_module.is_empty() {
+                "unknown"
+            } else {
+                &info.kvm_module
+            }
+        )),
+    }
+    let kvm = if queried && info.msr_index_list.is_empty() && info.supported_cpuid.is_empty() {
+        ""
+    } else if queried {
+        ", MSR index list and supported CPUID queried from /dev/kvm"
+    } else {
+        ", /dev/kvm not available: no MSR index list or supported CPUID"
+    };
+    let note = format!(
+        "import: assuming the text came from this machine ({}{kvm}); pass --kernel and --vendor if it did not",
+        assumed.join(", ")
+    );
+    Ok((info, Some(note)))
+}
+
+/// The header of an imported trace.
+pub fn import_header(host: HostInfo, source: &str) -> TraceHeader {
+    TraceHeader {
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        host,
+        capture: CaptureInfo {
+            mode: CaptureMode::Import,
+            detail: format!("ftrace text {source}"),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "importing {bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+    ) {
+        pb.set_style(style);
+    }
+    pb
 }
 
 pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
-    let _ = (args, out, err);
-    anyhow::bail!("import is not implemented yet")
+    if args.format != "ftrace" {
+        anyhow::bail!(
+            "import format {:?}: only `ftrace` is supported",
+            args.format
+        );
+    }
+    let (host_info, note) = import_host(args.kernel.as_deref(), args.vendor.as_deref())?;
+    if let Some(note) = note {
+        writeln!(err, "{note}")?;
+    }
+    let name = args.input.display().to_string();
+    let file =
+        std::fs::File::open(&args.input).map_err(|e| anyhow::anyhow!("opening {name}: {e}"))?;
+    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let header = import_header(host_info, &name);
+    let opts = ImportOptions {
+        lenient: args.lenient,
+    };
+    let pb = progress_bar(total);
+    let sum = write_trace(file, &name, &args.output, header, &opts, &pb)?;
+    pb.finish_and_clear();
+    let c = &sum.convert;
+    if args.json {
+        let doc = serde_json::json!({
+            "input": name,
+            "output": args.output.display().to_string(),
+            "lines": sum.lines,
+            "bytes": sum.bytes,
+            "kvm_lines": sum.kvm_lines,
+            "other_events": sum.other_events,
+            "skipped": sum.skipped,
+            "ring_lost": sum.ring_lost,
+            "records": sum.records,
+            "vcpus": sum.vcpus,
+            "msr": c.msr,
+            "exceptions": c.exceptions,
+            "exceptions_explained": c.exceptions_explained,
+            "userspace_exits": c.userspace_exits,
+            "ipis": c.ipis,
+            "cpuid": c.cpuid,
+            "unterminated": sum.unterminated,
+        });
+        serde_json::to_writer(&mut *out, &doc)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "imported {} lines ({} KVM, {} other events skipped{}) into {}: {} records, {} vCPUs, {} MSR accesses, {} exceptions ({} explained by MSR #GP), {} user-space exits, {} IPIs",
+            sum.lines,
+            sum.kvm_lines,
+            sum.other_events,
+            if sum.skipped > 0 {
+                format!(", {} malformed lines skipped", sum.skipped)
+            } else {
+                String::new()
+            },
+            args.output.display(),
+            sum.records,
+            sum.vcpus,
+            c.msr,
+            c.exceptions,
+            c.exceptions_explained,
+            c.userspace_exits,
+            c.ipis
+        )?;
+    }
+    if sum.unterminated {
+        writeln!(
+            err,
+            "warning: {name} does not end in a newline: its last line may be cut short"
+        )?;
+    }
+    if sum.ring_lost > 0 {
+        writeln!(
+            err,
+            "warning: the text reports {} events lost by the kernel ring buffer",
+            sum.ring_lost
+        )?;
+    }
+    Ok(0)
 }
+
+/// Stream the import into a `.kvt` file (`NAME.incomplete` until it is whole:
+/// a failed import leaves no file that looks good).
+fn write_trace(
+    file: std::fs::File,
+    name: &str,
+    output: &std::path::Path,
+    header: TraceHeader,
+    opts: &ImportOptions,
+    pb: &indicatif::ProgressBar,
+) -> anyhow::Result<ImportSummary> {
+    let mut writer = kvmtrace_format::create(output, &header)?;
+    let sum = import_ftrace(file, name, opts, &mut |r| writer.push(&r), &mut |b| {
+        pb.set_position(b)
+    });
+    match sum {
+        Ok(sum) => {
+            writer.finish()?;
+            Ok(sum)
+        }
+        Err(e) => {
+            drop(writer);
+            let _ = std::fs::remove_file(kvmtrace_format::incomplete_path(output));
+            Err(e.into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

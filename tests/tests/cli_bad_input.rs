@@ -1,0 +1,221 @@
+//! Every command given bad input exits 2 with one line naming the file and what
+//! was wrong; usage errors exit 2 (issue 3, "Bad input").
+
+use kvmtrace_tests::{TempDir, kvmtrace, synth};
+
+/// Commands that read one trace, as argument lists with `{}` for the file.
+const READERS: &[&[&str]] = &[
+    &["dump", "{}"],
+    &["dump", "{}", "--json"],
+    &["stats", "{}"],
+    &["stats", "{}", "--json"],
+    &["info", "{}"],
+    &["verify", "{}"],
+    &["replay", "{}", "--policy", "host"],
+];
+
+fn with_file(args: &[&str], file: &str) -> Vec<String> {
+    args.iter()
+        .map(|a| {
+            if *a == "{}" {
+                file.to_string()
+            } else {
+                a.to_string()
+            }
+        })
+        .collect()
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+fn assert_bad(args: &[String], file_hint: &str) {
+    let r = kvmtrace(args);
+    if args[0] == "verify" && r.code == 1 {
+        // verify reports a damaged (cut) file as a finding, exit 1, naming it.
+        assert!(first_line(&r.stdout).contains(file_hint), "{args:?}: {r:?}");
+        assert!(first_line(&r.stdout).contains("DAMAGED"), "{args:?}: {r:?}");
+        return;
+    }
+    assert_eq!(r.code, 2, "{args:?} should exit 2: {r:?}");
+    assert!(
+        r.stdout.is_empty() || !r.stdout.contains("panicked"),
+        "{args:?}: {r:?}"
+    );
+    assert!(
+        !r.stderr.contains("panicked"),
+        "{args:?} panicked: {}",
+        r.stderr
+    );
+    assert!(
+        first_line(&r.stderr).contains(file_hint),
+        "{args:?}: first stderr line should name {file_hint}: {}",
+        r.stderr
+    );
+}
+
+#[test]
+fn missing_file() {
+    let d = TempDir::new("missing");
+    let f = d.join("nope.kvt");
+    for args in READERS {
+        assert_bad(&with_file(args, f.to_str().unwrap()), "nope.kvt");
+    }
+}
+
+#[test]
+fn directory_instead_of_file() {
+    let d = TempDir::new("dir");
+    let f = d.join("adir.kvt");
+    std::fs::create_dir(&f).unwrap();
+    for args in READERS {
+        assert_bad(&with_file(args, f.to_str().unwrap()), "adir.kvt");
+    }
+}
+
+#[test]
+fn garbage_file() {
+    let d = TempDir::new("garbage");
+    let f = d.join("garbage.kvt");
+    let bytes: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(&f, bytes).unwrap();
+    for args in READERS {
+        assert_bad(&with_file(args, f.to_str().unwrap()), "garbage.kvt");
+    }
+}
+
+#[test]
+fn empty_file() {
+    let d = TempDir::new("empty");
+    let f = d.join("empty.kvt");
+    std::fs::write(&f, b"").unwrap();
+    for args in READERS {
+        assert_bad(&with_file(args, f.to_str().unwrap()), "empty.kvt");
+    }
+}
+
+#[test]
+fn truncated_file_cut_in_the_header() {
+    let d = TempDir::new("trunc");
+    let good = synth(&d, "good.kvt", "msr-loop", 2000, 1);
+    let bytes = std::fs::read(&good).unwrap();
+    let f = d.join("cut.kvt");
+    std::fs::write(&f, &bytes[..bytes.len().min(12)]).unwrap();
+    for args in READERS {
+        assert_bad(&with_file(args, f.to_str().unwrap()), "cut.kvt");
+    }
+}
+
+#[test]
+fn truncated_file_cut_mid_chunk_reading_commands_fail_verify_says_damaged() {
+    let d = TempDir::new("trunc2");
+    let good = synth(&d, "good.kvt", "msr-loop", 200_000, 1);
+    let bytes = std::fs::read(&good).unwrap();
+    let f = d.join("cut.kvt");
+    std::fs::write(&f, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let fs = f.to_str().unwrap();
+    for args in [
+        &["dump", "{}"][..],
+        &["stats", "{}"],
+        &["replay", "{}", "--policy", "host"],
+    ] {
+        assert_bad(&with_file(args, fs), "cut.kvt");
+    }
+    let r = kvmtrace(["verify", fs]);
+    assert_eq!(r.code, 1, "verify of a damaged trace exits 1: {r:?}");
+    assert!(r.stdout.contains("cut.kvt"), "{r:?}");
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    for args in [
+        &["dump"][..],
+        &["stats", "--frobnicate", "x.kvt"],
+        &[
+            "synth",
+            "--pattern",
+            "nope",
+            "--events",
+            "10",
+            "-o",
+            "x.kvt",
+        ],
+        &[
+            "synth",
+            "--pattern",
+            "msr-loop",
+            "--events",
+            "ten",
+            "-o",
+            "x.kvt",
+        ],
+        &["replay", "x.kvt"],
+        &["record", "-o", "x.kvt"],
+        &["no-such-command"],
+    ] {
+        let r = kvmtrace(args);
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+    }
+}
+
+#[test]
+fn bad_dump_range() {
+    let d = TempDir::new("range");
+    let f = synth(&d, "t.kvt", "msr-loop", 100, 1);
+    let r = kvmtrace(["dump", f.to_str().unwrap(), "50-10"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(first_line(&r.stderr).contains("50-10"), "{r:?}");
+}
+
+#[test]
+fn unknown_policy_lists_the_known_ones() {
+    let d = TempDir::new("policy");
+    let f = synth(&d, "t.kvt", "msr-loop", 100, 1);
+    let r = kvmtrace(["replay", f.to_str().unwrap(), "--policy", "kvm-9.99"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("kvm-9.99"), "{r:?}");
+    for known in ["kvm-5.10", "kvm-6.18", "host"] {
+        assert!(r.stderr.contains(known), "should list {known}: {r:?}");
+    }
+}
+
+#[test]
+fn unknown_scenario_lists_the_known_ones() {
+    let d = TempDir::new("scenario");
+    let out = d.join("x.kvt");
+    let r = kvmtrace([
+        "record",
+        "--scenario",
+        "no-such-scenario",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("no-such-scenario"), "{r:?}");
+    assert!(
+        r.stderr.contains("tour"),
+        "should list the known scenarios: {r:?}"
+    );
+    assert!(!out.exists(), "no output file for a failed record");
+}
+
+#[test]
+fn synth_to_unwritable_path_fails_cleanly() {
+    let r = kvmtrace([
+        "synth",
+        "--pattern",
+        "msr-loop",
+        "--events",
+        "10",
+        "-o",
+        "/nonexistent-dir/x.kvt",
+    ]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        first_line(&r.stderr).contains("/nonexistent-dir/x.kvt"),
+        "{r:?}"
+    );
+}

@@ -1,0 +1,129 @@
+//! `kvmtrace info FILE [--json]`: the header (host, kernel, caps, VM config,
+//! capture mode, live policy, payload) and taints such as lost events.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use kvmtrace_format::Event;
+
+use crate::cli::FileJsonArgs;
+use crate::trace_io::TraceFile;
+
+pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow::Result<i32> {
+    let mut t = TraceFile::open(&args.file)?;
+    // Taints live in the event stream (Lost events) and in how vCPUs ended.
+    let mut lost: BTreeMap<String, u64> = BTreeMap::new();
+    let mut ends = Vec::new();
+    let mut events = 0u64;
+    for rec in t.records() {
+        let rec = rec?;
+        events += 1;
+        match &rec.event {
+            Event::Lost { source, count } => {
+                *lost
+                    .entry(format!("{source:?}").to_lowercase())
+                    .or_default() += count
+            }
+            Event::End { reason } => ends.push((rec.vcpu, reason.clone())),
+            _ => {}
+        }
+    }
+    let h = t.header();
+    let mut taints = Vec::new();
+    for (src, n) in &lost {
+        taints.push(format!("lost {n} events ({src})"));
+    }
+    if args.json {
+        let mut v = serde_json::to_value(h)?;
+        v["file"] = serde_json::json!(args.file.display().to_string());
+        v["events"] = serde_json::json!(events);
+        v["taints"] = serde_json::json!(taints);
+        v["lost"] = serde_json::json!(lost);
+        v["ends"] = serde_json::to_value(&ends)?;
+        super::write_json(out, &v)?;
+        return Ok(0);
+    }
+    let cap = &h.capture;
+    writeln!(out, "file          {}", args.file.display())?;
+    writeln!(out, "tool          kvmtrace {}", h.tool_version)?;
+    writeln!(
+        out,
+        "host          kernel {} module {} vendor {:?} ({})",
+        h.host.kernel_release, h.host.kvm_module, h.host.cpu_vendor, h.host.cpu_model
+    )?;
+    let caps: Vec<String> = h
+        .host
+        .caps
+        .iter()
+        .map(|(c, v)| format!("{c}={v:#x}"))
+        .collect();
+    writeln!(out, "kvm caps      {}", caps.join(" "))?;
+    writeln!(out, "valid quirks  {:#x}", h.host.valid_quirks)?;
+    writeln!(
+        out,
+        "msr lists     {} indices, {} feature MSRs, {} supported CPUID leaves",
+        h.host.msr_index_list.len(),
+        h.host.msr_feature_list.len(),
+        h.host.supported_cpuid.len()
+    )?;
+    writeln!(
+        out,
+        "vm            {} vCPUs, {} MiB, {} CPUID leaves, disabled quirks {:#x}, irqchip {:?}",
+        h.vm.vcpus,
+        h.vm.memory_bytes >> 20,
+        h.vm.cpuid.len(),
+        h.vm.disabled_quirks,
+        h.vm.irqchip
+    )?;
+    writeln!(
+        out,
+        "vm msr        user-space exits {:#x}, filter {}, mcg_cap {}",
+        h.vm.user_space_msr,
+        h.vm.msr_filter
+            .as_ref()
+            .map_or("none".to_string(), |f| format!(
+                "{} ranges, default {}",
+                f.ranges.len(),
+                if f.default_deny { "deny" } else { "allow" }
+            )),
+        h.vm.mcg_cap.map_or("-".into(), |c| format!("{c:#x}"))
+    )?;
+    writeln!(
+        out,
+        "capture       {:?} (user-space exits {:#x}{}) {}",
+        cap.mode,
+        cap.user_space_msr,
+        if cap.filter.is_some() {
+            ", capture filter"
+        } else {
+            ""
+        },
+        cap.detail
+    )?;
+    writeln!(
+        out,
+        "live policy   {}",
+        if h.live_policy.is_empty() {
+            "-"
+        } else {
+            &h.live_policy
+        }
+    )?;
+    writeln!(out, "payload       {} {}", h.payload.name, h.payload.sha256)?;
+    writeln!(
+        out,
+        "started       {} ns since the epoch",
+        h.started_unix_ns
+    )?;
+    writeln!(out, "events        {events}")?;
+    writeln!(
+        out,
+        "taints        {}",
+        if taints.is_empty() {
+            "none".to_string()
+        } else {
+            taints.join("; ")
+        }
+    )?;
+    Ok(0)
+}

@@ -1,0 +1,63 @@
+//! One module per command; `run` dispatches. Each command writes its report to
+//! `out` (stdout: one JSON document with `--json`, human text otherwise) and
+//! progress/diagnostics to `err`.
+
+pub mod bench;
+pub mod corpus;
+pub mod demo;
+pub mod diff;
+pub mod dump;
+pub mod info;
+pub mod policies;
+pub mod record;
+pub mod replay;
+pub mod scenarios;
+pub mod stats;
+pub mod synth;
+pub mod text;
+pub mod verify;
+
+use std::io::Write;
+
+use crate::cli::{Command, CorpusCommand};
+
+/// Run one command; `Ok(code)` is 0 (ok) or 1 (divergence / check failed), an
+/// error means bad input or usage (exit 2).
+pub fn run(cmd: Command, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
+    match cmd {
+        Command::Record(a) => record::run(&a, out, err),
+        Command::Scenarios(a) => scenarios::run(&a, out, err),
+        Command::Replay(a) => replay::run(&a, out, err),
+        Command::Policies(a) => policies::run(&a, out, err),
+        Command::Dump(a) => dump::run(&a, out, err),
+        Command::Stats(a) => stats::run(&a, out, err),
+        Command::Verify(a) => verify::run(&a, out, err),
+        Command::Info(a) => info::run(&a, out, err),
+        Command::Diff(a) => diff::run(&a, out, err),
+        Command::Synth(a) => synth::run(&a, out, err),
+        Command::Corpus(CorpusCommand::Check(a)) => corpus::check(&a, out, err),
+        Command::Corpus(CorpusCommand::Bless(a)) => corpus::bless(&a, out, err),
+        Command::Import(a) => crate::import::run(&a, out, err),
+        Command::Export(a) => crate::export::run(&a, out, err),
+        Command::Fidelity(a) => crate::fidelity::run(&a, out, err),
+        Command::Bench(a) => bench::run(&a, out, err),
+        Command::Demo(a) => demo::run(&a, out, err),
+    }
+}
+
+/// The error chain, once: the first line says what failed, each cause follows
+/// on its own numbered line (STYLE.md, "Errors").
+pub fn format_error(e: &anyhow::Error) -> String {
+    let mut s = format!("kvmtrace: error: {e}\n");
+    for (i, cause) in e.chain().skip(1).enumerate() {
+        s.push_str(&format!("  {}: {cause}\n", i + 1));
+    }
+    s
+}
+
+/// Write a JSON document and a newline.
+pub fn write_json(out: &mut dyn Write, v: &serde_json::Value) -> anyhow::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
