@@ -34,6 +34,10 @@ const BATCH_AGE_NS: u64 = 250_000_000;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// One in `SAMPLE` pushes is timed for `vcpu_ns_per_event`.
 const SAMPLE: u64 = 16;
+/// A timed sample longer than this was preempted (2 cores shared by many
+/// processes): it measures the scheduler, not the recorder, and is left out
+/// of `vcpu_ns_per_event` (counted in `OutStats::preempted`).
+const PREEMPTED_NS: u64 = 20_000;
 
 /// State shared by the vCPU threads and the writer.
 #[derive(Debug)]
@@ -73,6 +77,7 @@ pub struct OutStats {
     pub sampled: u64,
     pub sampled_ns: u64,
     pub send_ns: u64,
+    pub preempted: u64,
 }
 
 impl OutStats {
@@ -83,6 +88,7 @@ impl OutStats {
         self.sampled += o.sampled;
         self.sampled_ns += o.sampled_ns;
         self.send_ns += o.send_ns;
+        self.preempted += o.preempted;
     }
 
     /// Time on the vCPU thread per event: the sampled stamp+push cost plus the
@@ -201,8 +207,13 @@ impl EventOut {
         let time_ns = rec.time_ns;
         self.batch.push(rec);
         if let Some(t0) = self.sample_start.take() {
-            self.stats.sampled += 1;
-            self.stats.sampled_ns += t0.elapsed().as_nanos() as u64;
+            let ns = t0.elapsed().as_nanos() as u64;
+            if ns > PREEMPTED_NS {
+                self.stats.preempted += 1;
+            } else {
+                self.stats.sampled += 1;
+                self.stats.sampled_ns += ns;
+            }
         }
         if self.batch.len() >= BATCH || time_ns.saturating_sub(self.batch_first_ns) > BATCH_AGE_NS {
             self.send();
