@@ -1,50 +1,155 @@
 //! The engine: a policy plus the guest-visible state it has folded so far.
-//! (Skeleton: the replayer issue fills this in; keep the public signatures.)
+//!
+//! The recorder asks an engine what KVM would answer (`msr_read`, `mwait`, ...)
+//! and then folds the record with the outcome it used (`apply`); the replayer
+//! does the same with each policy's own outcome (open loop, DESIGN.md).
 
 use kvmtrace_format::{
-    AfterShutdown, ArchState, MsrOutcome, MwaitOutcome, Origin, Record, TraceHeader,
+    AfterShutdown, ArchState, CpuidEntry, Event, Irqchip, MsrFilter, MsrOutcome, MwaitOutcome,
+    Origin, Record, TraceHeader,
 };
 
-use crate::policy::Policy;
+use crate::model::Store;
+use crate::policy::{Policy, QuirkApi};
+use crate::quirks;
+use crate::rules::{self, Rule};
+use crate::state::{self, CpuidBits, Filter, VcpuState, VmState};
 
 /// What a policy predicts for one action: `outcome` is `None` where the model
 /// cannot know (TSC value, an MSR it does not model): such outcomes are
-/// `unmodeled`, never agreement or divergence. `rule` names the rule that decided.
+/// `unmodeled`, never agreement or divergence. `rule` names the rule that decided
+/// (switch or quirk, SEMANTICS.md section, release).
+///
+/// A predicted `MsrOutcome::UserExit` carries a placeholder `answer`
+/// (`UserAnswer::Gp`): the answer is the VMM's, not KVM's; the replay compares
+/// the reason and takes the answer from the recording.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Prediction<T> {
     pub outcome: Option<T>,
-    pub rule: &'static str,
+    pub rule: Rule,
 }
 
 impl<T> Prediction<T> {
     pub fn unmodeled() -> Self {
         Prediction {
             outcome: None,
-            rule: "unmodeled",
+            rule: rules::UNMODELED,
         }
     }
+
+    pub fn new(outcome: T, rule: Rule) -> Self {
+        Prediction {
+            outcome: Some(outcome),
+            rule,
+        }
+    }
+}
+
+/// A predicted RESET/INIT state: which parts of `state` the model knows.
+/// `state.msrs` holds only the MSRs the model knows (sorted); segment attributes
+/// are known unless `attrs_known` is false (vendor `pvm`, see host-notes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatePrediction {
+    pub state: ArchState,
+    pub attrs_known: bool,
+    pub rule: Rule,
 }
 
 /// A policy and the state folded from the events so far.
 #[derive(Clone, Debug)]
 pub struct Engine {
-    policy: Policy,
+    pub(crate) policy: Policy,
+    pub(crate) vm: VmState,
+    pub(crate) vcpus: Vec<VcpuState>,
+    /// Where a vCPU is dead (`vm_failed`), the seq that killed it.
+    pub(crate) dead: Vec<Option<u64>>,
+    pub(crate) template: VcpuState,
+    /// Initial CPUID from the header, applied to vCPUs created later.
+    header_cpuid: Vec<CpuidEntry>,
+    header_mcg_cap: Option<u64>,
 }
 
 impl Engine {
     pub fn new(policy: Policy, header: &TraceHeader) -> Engine {
-        let _ = header;
-        Engine { policy }
+        let irqchip = header.vm.irqchip.unwrap_or(Irqchip::None);
+        let vm = VmState {
+            disabled_quirks: 0,
+            user_space_msr: 0,
+            filter: None,
+            irqchip,
+        };
+        let template = VcpuState::created(u32::MAX, policy.switches.misc_enable_reset, irqchip);
+        let mut e = Engine {
+            policy,
+            vm,
+            vcpus: Vec::new(),
+            dead: Vec::new(),
+            template,
+            header_cpuid: header.vm.cpuid.clone(),
+            header_mcg_cap: header.vm.mcg_cap,
+        };
+        // The scenario's configuration, in the order a VMM applies it: quirks,
+        // user-space MSR mask and filter (VM ioctls), then per vCPU CPUID and MCE.
+        e.disable_quirks(quirks_cap(&e.policy), header.vm.disabled_quirks);
+        e.vm.disabled_quirks |= e.policy.disabled_quirks;
+        e.set_user_space_msr(header.vm.user_space_msr);
+        if let Some(f) = &header.vm.msr_filter {
+            e.set_msr_filter(f);
+        }
+        let n = (header.vm.vcpus as usize).clamp(1, state::MAX_VCPUS);
+        for i in 0..n {
+            e.create_vcpu(i as u32);
+        }
+        e
     }
 
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
 
+    /// The folded state of `vcpu` (a fresh vCPU's if it never appeared).
+    pub fn vcpu_state(&self, vcpu: u32) -> &VcpuState {
+        self.vcpus.get(vcpu as usize).unwrap_or(&self.template)
+    }
+
+    pub fn vm_state(&self) -> &VmState {
+        &self.vm
+    }
+
+    /// The seq of the `vm_failed` that killed `vcpu`, if it is dead.
+    pub fn dead_since(&self, vcpu: u32) -> Option<u64> {
+        self.dead.get(vcpu as usize).copied().flatten()
+    }
+
+    fn create_vcpu(&mut self, id: u32) {
+        let v = VcpuState::created(id, self.policy.switches.misc_enable_reset, self.vm.irqchip);
+        self.vcpus.push(v);
+        self.dead.push(None);
+        let cpuid = std::mem::take(&mut self.header_cpuid);
+        if !cpuid.is_empty() {
+            self.set_cpuid(id, &cpuid);
+        }
+        self.header_cpuid = cpuid;
+        if let Some(cap) = self.header_mcg_cap {
+            self.setup_mce(id, cap);
+        }
+    }
+
+    /// The vCPU's state for folding, creating vCPUs up to `vcpu` (bounded).
+    pub(crate) fn vcpu_mut(&mut self, vcpu: u32) -> Option<&mut VcpuState> {
+        let i = vcpu as usize;
+        if i >= state::MAX_VCPUS {
+            return None;
+        }
+        while self.vcpus.len() <= i {
+            self.create_vcpu(self.vcpus.len() as u32);
+        }
+        Some(&mut self.vcpus[i])
+    }
+
     /// RDMSR (guest) or `KVM_GET_MSRS` (host) of `index` on `vcpu`.
     pub fn msr_read(&self, vcpu: u32, index: u32, origin: Origin) -> Prediction<MsrOutcome> {
-        let _ = (vcpu, index, origin);
-        Prediction::unmodeled()
+        self.decide_msr(vcpu, index, None, origin).0
     }
 
     /// WRMSR (guest) or `KVM_SET_MSRS` (host).
@@ -55,40 +160,189 @@ impl Engine {
         value: u64,
         origin: Origin,
     ) -> Prediction<MsrOutcome> {
-        let _ = (vcpu, index, value, origin);
-        Prediction::unmodeled()
+        self.decide_msr(vcpu, index, Some(value), origin).0
     }
 
     pub fn monitor(&self, vcpu: u32) -> Prediction<MwaitOutcome> {
-        let _ = vcpu;
-        Prediction::unmodeled()
+        self.decide_mwait(vcpu)
     }
 
     pub fn mwait(&self, vcpu: u32) -> Prediction<MwaitOutcome> {
-        let _ = vcpu;
-        Prediction::unmodeled()
+        self.decide_mwait(vcpu)
     }
 
-    /// What follows a triple-fault shutdown.
+    /// What follows a triple-fault shutdown. `Resume` means "no change in the
+    /// kernel" (VMX, pvm): the VMM then stops or resumes; replay treats a
+    /// recorded `Stop` as agreeing with it.
     pub fn shutdown(&self, vcpu: u32) -> Prediction<AfterShutdown> {
-        let _ = vcpu;
-        Prediction::unmodeled()
+        self.decide_shutdown(vcpu)
     }
 
     /// The RESET state of `vcpu` right after `KVM_CREATE_VCPU`.
     pub fn reset_state(&self, vcpu: u32) -> Prediction<ArchState> {
-        let _ = vcpu;
-        Prediction::unmodeled()
+        let p = self.reset_prediction(vcpu);
+        Prediction::new(p.state, p.rule)
     }
 
     /// The state after an INIT of `vcpu`, which was in `before`.
     pub fn init_state(&self, vcpu: u32, before: &ArchState) -> Prediction<ArchState> {
-        let _ = (vcpu, before);
-        Prediction::unmodeled()
+        let p = self.init_prediction(vcpu, before);
+        Prediction::new(p.state, p.rule)
     }
 
     /// Fold one event, with the outcome it had, into the state.
     pub fn apply(&mut self, rec: &Record) {
-        let _ = rec;
+        match &rec.event {
+            Event::MsrWrite {
+                index,
+                value,
+                origin,
+                outcome,
+                ..
+            } => {
+                let (pred, store) = self.decide_msr(rec.vcpu, *index, Some(*value), *origin);
+                // Where the model agrees, it knows what the kernel stored; where it
+                // does not (a kernel-decided outcome), store the value as written.
+                let store = if pred.outcome == Some(MsrOutcome::Ok) {
+                    store
+                } else {
+                    Store::raw(*index, *value)
+                };
+                self.apply_msr_write(rec.seq, rec.vcpu, outcome, store);
+            }
+            Event::MsrRead { outcome, .. } => {
+                if let MsrOutcome::VmFailed { .. } = outcome {
+                    self.kill(rec.vcpu, rec.seq);
+                }
+            }
+            Event::Shutdown { then, .. } => self.apply_shutdown(rec.vcpu, *then),
+            Event::Reset { state, .. } => self.apply_reset(rec.vcpu, state),
+            Event::Init { after, .. } => self.apply_init(rec.vcpu, after),
+            _ => self.apply_config(rec),
+        }
+    }
+
+    /// Fold the configuration and control events (no outcome of their own).
+    pub(crate) fn apply_config(&mut self, rec: &Record) {
+        match &rec.event {
+            Event::Sipi { .. } => {
+                if let Some(v) = self.vcpu_mut(rec.vcpu) {
+                    v.mp_state = 0;
+                }
+            }
+            Event::Cpuid { entries } => self.set_cpuid(rec.vcpu, entries),
+            Event::QuirksDisabled { cap, mask } => self.disable_quirks(*cap, *mask),
+            Event::MsrFilter { filter } => self.set_msr_filter(filter),
+            Event::UserSpaceMsr { mask } => self.set_user_space_msr(*mask),
+            Event::SetupMce { mcg_cap } => self.setup_mce(rec.vcpu, *mcg_cap),
+            Event::End {
+                reason: kvmtrace_format::EndReason::VmFailed { .. },
+            } => self.kill(rec.vcpu, rec.seq),
+            _ => {}
+        }
+    }
+
+    pub(crate) fn kill(&mut self, vcpu: u32, seq: u64) {
+        if self.vcpu_mut(vcpu).is_some() {
+            let d = &mut self.dead[vcpu as usize];
+            if d.is_none() {
+                *d = Some(seq);
+            }
+        }
+    }
+
+    /// Fold an MSR write with `outcome` (the recorded one, or a policy's own in
+    /// replay): only an in-kernel success changes KVM's state.
+    pub(crate) fn apply_msr_write(
+        &mut self,
+        seq: u64,
+        vcpu: u32,
+        outcome: &MsrOutcome,
+        store: Store,
+    ) {
+        match outcome {
+            MsrOutcome::Ok => {
+                let quirk_on = self.vm.quirk(quirks::MISC_ENABLE_NO_MWAIT);
+                if let Some(v) = self.vcpu_mut(vcpu) {
+                    store.apply(v, quirk_on);
+                }
+            }
+            MsrOutcome::VmFailed { .. } => self.kill(vcpu, seq),
+            _ => {}
+        }
+    }
+
+    /// `KVM_SET_CPUID2` (runtime update of CPUID.1:ECX[3] when
+    /// MISC_ENABLE_NO_MWAIT is disabled, §1).
+    pub(crate) fn set_cpuid(&mut self, vcpu: u32, entries: &[CpuidEntry]) {
+        let quirk_on = self.vm.quirk(quirks::MISC_ENABLE_NO_MWAIT);
+        if let Some(v) = self.vcpu_mut(vcpu) {
+            v.cpuid = CpuidBits::from_entries(entries);
+            if !quirk_on && v.cpuid.has_leaf1 {
+                v.cpuid.mwait = v.misc_enable & (1 << 18) != 0;
+            }
+        }
+    }
+
+    /// `KVM_CAP_DISABLE_QUIRKS` (116) / `KVM_CAP_DISABLE_QUIRKS2` (213), per
+    /// `quirk_api` (§6). A refused call changes nothing.
+    pub(crate) fn disable_quirks(&mut self, cap: u32, mask: u64) {
+        let s = &self.policy.switches;
+        let valid = s.valid_quirks;
+        let d = &mut self.vm.disabled_quirks;
+        match (s.quirk_api, cap) {
+            (QuirkApi::V1Assign | QuirkApi::V2Assign, 116) => *d = mask,
+            (QuirkApi::V2Sticky, 116) => {
+                *d |= mask
+                    & match valid {
+                        crate::policy::ValidQuirks::Mask(m) => m,
+                        crate::policy::ValidQuirks::Any => u64::MAX,
+                    }
+            }
+            (QuirkApi::V2Assign, 213) if valid.allows(mask) => *d = mask,
+            (QuirkApi::V2Sticky, 213) if valid.allows(mask) => *d |= mask,
+            _ => {}
+        }
+    }
+
+    /// `KVM_CAP_X86_USER_SPACE_MSR` (§4): unknown bits are EINVAL since 5.19.
+    pub(crate) fn set_user_space_msr(&mut self, mask: u32) {
+        if self.policy.switches.msr_flags_validated && mask & !7 != 0 {
+            return;
+        }
+        self.vm.user_space_msr = mask;
+    }
+
+    /// `KVM_X86_SET_MSR_FILTER` (§4): an invalid filter keeps the old one.
+    pub(crate) fn set_msr_filter(&mut self, f: &MsrFilter) {
+        if state::filter_invalid(f).is_none() {
+            self.vm.filter = Filter::compile(f);
+        }
+    }
+
+    /// `KVM_X86_SETUP_MCE` (§5): bank count 1..=32, MCi_CTL and MCG_CTL to ~0.
+    pub(crate) fn setup_mce(&mut self, vcpu: u32, mcg_cap: u64) {
+        let banks = (mcg_cap & 0xff) as usize;
+        if banks == 0 || banks > state::MAX_MCE_BANKS {
+            return;
+        }
+        if let Some(v) = self.vcpu_mut(vcpu) {
+            v.mcg_cap = mcg_cap;
+            if mcg_cap & state::MCG_CTL_P != 0 {
+                v.mcg_ctl = !0;
+            }
+            for b in 0..banks {
+                v.mce_banks[b * 4] = !0;
+            }
+        }
+    }
+}
+
+/// The cap a header's "quirks disabled at start" went through: QUIRKS2 where
+/// the policy's kernel has it.
+fn quirks_cap(p: &Policy) -> u32 {
+    match p.switches.quirk_api {
+        QuirkApi::V1Assign => 116,
+        _ => 213,
     }
 }

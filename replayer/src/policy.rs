@@ -1,28 +1,405 @@
-//! Policies as data: a base model, switches, quirks and per-MSR rules.
-//! (Skeleton: the replayer issue fills this in; keep the public signatures.)
+//! Policies as data (Xen `cpu-policy` style): a base model with a vendor, one
+//! switch per behaviour that changed in KVM history (SEMANTICS.md §8), the quirks
+//! a VMM disabled (real `KVM_X86_QUIRK_*` bits, §6) and per-MSR rules.
+//!
+//! Nothing here decides an outcome: `crate::model` reads these fields.
 
-use kvmtrace_format::TraceHeader;
+use std::path::Path;
+
+use kvmtrace_format::{CpuVendor, TraceHeader};
+use serde::{Deserialize, Serialize};
+
+use crate::presets;
+use crate::quirks;
 
 /// The KVM vendor module a policy models.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Vendor {
+    /// `kvm_intel` (VMX).
     Intel,
+    /// `kvm_amd` (SVM).
     Amd,
+    /// `kvm_pvm`: common x86 code of the real kernel, its own vendor part, guest
+    /// code run by KVM's instruction emulator (HOST.md, `docs/host-notes.md`).
     Pvm,
 }
 
+impl Vendor {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Vendor::Intel => "intel",
+            Vendor::Amd => "amd",
+            Vendor::Pvm => "pvm",
+        }
+    }
+
+    /// The vendor a trace was recorded with: the KVM module first, the CPU vendor
+    /// as a fallback, Intel when nothing is known.
+    pub fn of_header(header: &TraceHeader) -> Vendor {
+        match header.host.kvm_module.as_str() {
+            "kvm_intel" => Vendor::Intel,
+            "kvm_amd" => Vendor::Amd,
+            "kvm_pvm" => Vendor::Pvm,
+            _ => match header.host.cpu_vendor {
+                Some(CpuVendor::Amd) | Some(CpuVendor::Hygon) => Vendor::Amd,
+                _ => Vendor::Intel,
+            },
+        }
+    }
+}
+
+/// `quirk_api` (SEMANTICS.md §6): how `KVM_CAP_DISABLE_QUIRKS{,2}` change the set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum QuirkApi {
+    /// ≤5.18: only `KVM_CAP_DISABLE_QUIRKS`, `disabled = args[0]`, any bits.
+    #[serde(rename = "v1-assign")]
+    V1Assign,
+    /// 5.19–6.15: `KVM_CAP_DISABLE_QUIRKS2` validates against the valid mask,
+    /// then overwrites.
+    #[serde(rename = "v2-assign")]
+    V2Assign,
+    /// 6.16+: `disabled |= args & supported` (no re-enabling).
+    #[serde(rename = "v2-sticky")]
+    V2Sticky,
+}
+
+/// `valid_quirks`: `any` (no `KVM_CAP_DISABLE_QUIRKS2`) or the mask it reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ValidQuirks {
+    Any,
+    Mask(u64),
+}
+
+impl ValidQuirks {
+    pub fn allows(self, mask: u64) -> bool {
+        match self {
+            ValidQuirks::Any => true,
+            ValidQuirks::Mask(m) => mask & !m == 0,
+        }
+    }
+}
+
+impl Serialize for ValidQuirks {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ValidQuirks::Any => s.serialize_str("any"),
+            ValidQuirks::Mask(m) => s.serialize_u64(*m),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ValidQuirks {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ValidQuirks;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"any\" or a quirk mask")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ValidQuirks, E> {
+                if v == "any" {
+                    Ok(ValidQuirks::Any)
+                } else {
+                    Err(E::custom(format!(
+                        "invalid value {v:?}, expected \"any\" or a quirk mask"
+                    )))
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ValidQuirks, E> {
+                Ok(ValidQuirks::Mask(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ValidQuirks, E> {
+                u64::try_from(v)
+                    .map(ValidQuirks::Mask)
+                    .map_err(|_| E::custom("a quirk mask cannot be negative"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+macro_rules! switch_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name { $($(#[$vm])* #[serde(rename = $s)] $v),+ }
+        impl $name {
+            pub const fn name(self) -> &'static str {
+                match self { $($name::$v => $s),+ }
+            }
+        }
+    };
+}
+
+switch_enum!(
+    /// `init_model` (SEMANTICS.md §2): pre-5.15 vendor reset code or the 5.15
+    /// consolidated `kvm_vcpu_reset`.
+    InitModel { Legacy = "legacy", Consolidated = "consolidated" }
+);
+switch_enum!(
+    /// `svm_shutdown` (SEMANTICS.md §2): what SVM does on a triple fault.
+    SvmShutdown {
+        /// ≤5.14: `clear_page(vmcb); init_vmcb()`.
+        ReinitVmcb = "reinit_vmcb",
+        /// ≥5.15 (265e43530cb2): `kvm_vcpu_reset(vcpu, INIT)`.
+        Init = "init",
+    }
+);
+switch_enum!(
+    /// `feat_ctl_host_bits` (SEMANTICS.md §3): which bits a host write of
+    /// IA32_FEAT_CTL may set.
+    FeatCtlHostBits {
+        /// ≤6.1: the guest-CPUID-derived valid bits.
+        GuestCpuid = "guest_cpuid",
+        /// ≥6.2 (d2a00af2061d): all of `KVM_SUPPORTED_FEATURE_CONTROL`.
+        Supported = "supported",
+    }
+);
+switch_enum!(
+    /// `msr_filter_scope` (SEMANTICS.md §0): which accesses the filter sees.
+    MsrFilterScope {
+        /// 5.10–5.18: every non-host access (also KVM-internal ones).
+        AllGuest = "all_guest",
+        /// 5.19+: RDMSR/WRMSR and their emulation only.
+        RdmsrWrmsr = "rdmsr_wrmsr",
+    }
+);
+switch_enum!(
+    /// `mce_bad_write` (SEMANTICS.md §5): a refused MCi_CTL/STATUS write.
+    MceBadWrite {
+        /// ≤5.19: r = -1, `KVM_RUN` fails with EPERM.
+        Eperm = "eperm",
+        /// ≥6.0 (2368048bf5c2): r = 1, `#GP`.
+        Gp = "gp",
+    }
+);
+switch_enum!(
+    /// `inj_exception_fmt` (SEMANTICS.md §6): the `kvm_inj_exception` text.
+    InjExceptionFmt { Legacy = "legacy", V6 = "v6" }
+);
+switch_enum!(
+    /// `hwcr_write` (x86.c `kvm_set_msr_common`, MSR_K7_HWCR; SEMANTICS.md §5
+    /// "HWCR writes"): which HWCR values a write may store.
+    HwcrWrite {
+        /// ≤6.6: 0 or exactly bit 18 (bits 3, 6, 8 ignored); writing 0 keeps the
+        /// old value (McStatusWrEn cannot be cleared once set).
+        SetOnly = "set_only",
+        /// ≥6.7 (598a790fc20f, 8b0e00fba934): any of bits 18 and 24, stored.
+        Bits18_24 = "bits_18_24",
+    }
+);
+
+/// One switch per behaviour that changed in KVM history (SEMANTICS.md §8, same
+/// names), plus the few this crate found while checking source (documented
+/// per field).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Switches {
+    pub quirk_api: QuirkApi,
+    pub valid_quirks: ValidQuirks,
+    /// `KVM_X86_QUIRK_MWAIT_NEVER_UD_FAULTS` exists (6.0+); before, MONITOR/MWAIT
+    /// are always NOPs (§1).
+    pub mwait_quirk_exists: bool,
+    /// MISC_ENABLE at RESET (§1): 0 (≤5.19) or 0x1800 (6.0+).
+    pub misc_enable_reset: u64,
+    /// Guest writes may not toggle MISC_ENABLE bits 11/12 (#GP); bit 7 ignored (§1).
+    pub misc_enable_guest_ro: bool,
+    pub init_model: InitModel,
+    /// INIT keeps the guest's CR0.CD/NW (§2, 4c72ab5aa6e0).
+    pub init_preserves_cd_nw: bool,
+    /// SVM INIT zeroes GDTR/IDTR bases (§2).
+    pub svm_init_zero_dtr_base: bool,
+    pub svm_shutdown: SvmShutdown,
+    pub feat_ctl_host_bits: FeatCtlHostBits,
+    /// 6.12+: host read / host write of 0 of an advertised MSR KVM does not
+    /// handle succeeds (§0, §3).
+    pub host_zero_write_advertised: bool,
+    pub msr_filter_scope: MsrFilterScope,
+    /// 5.19+: unknown bits of the user-space MSR mask and filter flags → EINVAL (§4).
+    pub msr_flags_validated: bool,
+    /// Deflect faulting unfilterable (x2APIC) MSRs to user space (§4): true in
+    /// every real kernel; false models the unmerged 2022 v1 patch.
+    pub deflect_unfilterable: bool,
+    pub mce_bad_write: MceBadWrite,
+    /// MCi_CTL tolerates bit 0 as well as bit 10 (§5, 6.0).
+    pub mce_ctl_bit0_ok: bool,
+    /// MCi_CTL2 (0x280+i) emulated (§5, 6.0).
+    pub mce_ctl2: bool,
+    pub inj_exception_fmt: InjExceptionFmt,
+    /// Not in §8: SGX/SGX_LC bits count in FEAT_CTL valid_bits (SGX
+    /// virtualisation, not in 5.10; §3).
+    #[serde(default = "yes")]
+    pub feat_ctl_sgx: bool,
+    /// Not in §8: HWCR write rule (see [`HwcrWrite`]).
+    #[serde(default = "hwcr_default")]
+    pub hwcr_write: HwcrWrite,
+    /// Not in §8: the `kvm.ignore_msrs` module parameter (default off, §0).
+    #[serde(default)]
+    pub ignore_msrs: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn hwcr_default() -> HwcrWrite {
+    HwcrWrite::Bits18_24
+}
+
+impl Switches {
+    /// Every switch as (name, value as text), in §8 order.
+    pub fn entries(&self) -> Vec<(&'static str, String)> {
+        let b = |v: bool| v.to_string();
+        vec![
+            ("quirk_api", self.quirk_api_name().to_string()),
+            (
+                "valid_quirks",
+                match self.valid_quirks {
+                    ValidQuirks::Any => "any".to_string(),
+                    ValidQuirks::Mask(m) => format!("{m:#x}"),
+                },
+            ),
+            ("mwait_quirk_exists", b(self.mwait_quirk_exists)),
+            (
+                "misc_enable_reset",
+                format!("{:#x}", self.misc_enable_reset),
+            ),
+            ("misc_enable_guest_ro", b(self.misc_enable_guest_ro)),
+            ("init_model", self.init_model.name().to_string()),
+            ("init_preserves_cd_nw", b(self.init_preserves_cd_nw)),
+            ("svm_init_zero_dtr_base", b(self.svm_init_zero_dtr_base)),
+            ("svm_shutdown", self.svm_shutdown.name().to_string()),
+            (
+                "feat_ctl_host_bits",
+                self.feat_ctl_host_bits.name().to_string(),
+            ),
+            (
+                "host_zero_write_advertised",
+                b(self.host_zero_write_advertised),
+            ),
+            ("msr_filter_scope", self.msr_filter_scope.name().to_string()),
+            ("msr_flags_validated", b(self.msr_flags_validated)),
+            ("deflect_unfilterable", b(self.deflect_unfilterable)),
+            ("mce_bad_write", self.mce_bad_write.name().to_string()),
+            ("mce_ctl_bit0_ok", b(self.mce_ctl_bit0_ok)),
+            ("mce_ctl2", b(self.mce_ctl2)),
+            (
+                "inj_exception_fmt",
+                self.inj_exception_fmt.name().to_string(),
+            ),
+            ("feat_ctl_sgx", b(self.feat_ctl_sgx)),
+            ("hwcr_write", self.hwcr_write.name().to_string()),
+            ("ignore_msrs", b(self.ignore_msrs)),
+        ]
+    }
+
+    fn quirk_api_name(&self) -> &'static str {
+        match self.quirk_api {
+            QuirkApi::V1Assign => "v1-assign",
+            QuirkApi::V2Assign => "v2-assign",
+            QuirkApi::V2Sticky => "v2-sticky",
+        }
+    }
+
+    /// The switch names, for error messages.
+    pub fn names() -> Vec<&'static str> {
+        presets::kvm_6_18::switches()
+            .entries()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
+    }
+}
+
+/// What a per-MSR rule answers a read with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadRule {
+    /// `{ value = N }`: the read succeeds with N.
+    Value(u64),
+    /// `"gp"`: the handler faults (r = 1; §0 decides #GP or INVAL deflection).
+    Gp,
+    /// `"passthrough"`: whatever was recorded (counted as unmodeled).
+    Passthrough,
+}
+
+/// What a per-MSR rule does with a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteRule {
+    Gp,
+    Ok,
+    Passthrough,
+}
+
+/// A per-MSR rule (DESIGN.md schema): `index` or `range` (inclusive), and what
+/// reads and writes do. It replaces KVM's handler; the filter (§0, §4) still
+/// comes first. The first rule that matches wins.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MsrRule {
+    pub first: u32,
+    pub last: u32,
+    pub read: Option<ReadRule>,
+    pub write: Option<WriteRule>,
+}
+
+impl MsrRule {
+    pub fn matches(&self, index: u32) -> bool {
+        self.first <= index && index <= self.last
+    }
+}
+
 /// A complete policy.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Policy {
     pub name: String,
+    /// The preset this policy starts from (`kvm-6.18`, ...).
+    pub base: String,
+    /// The mainline release the switches model, e.g. "6.18".
+    pub release: String,
     pub vendor: Vendor,
+    pub switches: Switches,
+    /// Quirks this policy disables on top of what the trace's VMM disabled
+    /// (`KVM_X86_QUIRK_*` bits, §6).
+    pub disabled_quirks: u64,
+    /// Per-MSR rules, first match wins.
+    pub msr: Vec<MsrRule>,
+    /// MSRs the kernel advertises (`KVM_GET_MSR_INDEX_LIST`), when known from the
+    /// recording host (`host`); `None` uses the vendor's list (§0, §3).
+    pub advertised_msrs: Option<Vec<u32>>,
+}
+
+/// The first place two policies differ.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PolicyDifference {
+    pub field: String,
+    pub a: String,
+    pub b: String,
+}
+
+impl std::fmt::Display for PolicyDifference {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}: {} vs {}", self.field, self.a, self.b)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("unknown policy {name:?}; known: {known}")]
+    #[error("unknown policy {name:?}; known: {known} (or a path to a .toml policy file)")]
     Unknown { name: String, known: String },
+    #[error("cannot read policy file {path}: {source}")]
+    ReadFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
 }
 
 impl Policy {
@@ -33,19 +410,155 @@ impl Policy {
         ]
     }
 
+    /// Every preset (not `host`), with vendor Intel.
+    pub fn presets() -> Vec<Policy> {
+        presets::ALL
+            .iter()
+            .map(|p| (p.build)(Vendor::Intel))
+            .collect()
+    }
+
+    /// A preset by name with `vendor`, or `None`; `host` needs a header.
+    pub fn preset(name: &str, vendor: Vendor) -> Option<Policy> {
+        presets::ALL
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| (p.build)(vendor))
+    }
+
     /// A preset by name, `host` resolved against `header`, or a TOML policy file.
+    /// Presets take their vendor from the trace (`Vendor::of_header`).
     pub fn resolve(spec: &str, header: &TraceHeader) -> Result<Policy, PolicyError> {
-        let _ = header;
-        if Self::preset_names().contains(&spec) {
-            Ok(Policy {
-                name: spec.to_string(),
-                vendor: Vendor::Pvm,
+        if spec == "host" {
+            return Ok(presets::host::from_header(header));
+        }
+        if let Some(p) = Self::preset(spec, Vendor::of_header(header)) {
+            return Ok(p);
+        }
+        let looks_like_path = spec.ends_with(".toml") || spec.contains('/');
+        if looks_like_path || Path::new(spec).is_file() {
+            return crate::policy_file::load(Path::new(spec), header);
+        }
+        Err(PolicyError::Unknown {
+            name: spec.to_string(),
+            known: Self::preset_names().join(", "),
+        })
+    }
+
+    /// Whether quirk `bit` is disabled by this policy itself.
+    pub fn disables(&self, bit: u64) -> bool {
+        self.disabled_quirks & bit != 0
+    }
+
+    /// The first difference between two policies (name excluded), in the order
+    /// vendor, switches (§8 order), disabled quirks, MSR rules; `None` if equal.
+    pub fn first_difference(&self, other: &Policy) -> Option<PolicyDifference> {
+        let d = |field: &str, a: String, b: String| {
+            (a != b).then(|| PolicyDifference {
+                field: field.to_string(),
+                a,
+                b,
             })
-        } else {
-            Err(PolicyError::Unknown {
-                name: spec.to_string(),
-                known: Self::preset_names().join(", "),
-            })
+        };
+        if let Some(x) = d(
+            "vendor",
+            self.vendor.name().into(),
+            other.vendor.name().into(),
+        ) {
+            return Some(x);
+        }
+        for ((n, a), (_, b)) in self
+            .switches
+            .entries()
+            .into_iter()
+            .zip(other.switches.entries())
+        {
+            if let Some(x) = d(&format!("switches.{n}"), a, b) {
+                return Some(x);
+            }
+        }
+        if let Some(x) = d(
+            "disabled_quirks",
+            quirks::names_of(self.disabled_quirks),
+            quirks::names_of(other.disabled_quirks),
+        ) {
+            return Some(x);
+        }
+        let n = self.msr.len().max(other.msr.len());
+        for i in 0..n {
+            let show = |r: Option<&MsrRule>| match r {
+                Some(r) => format!("{r:?}"),
+                None => "none".into(),
+            };
+            if let Some(x) = d(
+                &format!("msr[{i}]"),
+                show(self.msr.get(i)),
+                show(other.msr.get(i)),
+            ) {
+                return Some(x);
+            }
+        }
+        d(
+            "advertised_msrs",
+            format!("{:?}", self.advertised_msrs),
+            format!("{:?}", other.advertised_msrs),
+        )
+    }
+
+    /// A serializable description (for `kvmtrace policies --json`).
+    pub fn describe(&self) -> PolicyDescription {
+        PolicyDescription {
+            name: self.name.clone(),
+            base: self.base.clone(),
+            release: self.release.clone(),
+            vendor: self.vendor,
+            provenance: presets::ALL
+                .iter()
+                .find(|p| p.name == self.base)
+                .map(|p| p.provenance)
+                .unwrap_or(""),
+            switches: self
+                .switches
+                .entries()
+                .into_iter()
+                .map(|(n, v)| (n.to_string(), v))
+                .collect(),
+            disabled_quirks: quirks::list_of(self.disabled_quirks),
+            msr_rules: self.msr.len(),
         }
     }
+}
+
+/// What `kvmtrace policies --json` prints for one policy.
+#[derive(Clone, Debug, Serialize)]
+pub struct PolicyDescription {
+    pub name: String,
+    pub base: String,
+    pub release: String,
+    pub vendor: Vendor,
+    pub provenance: &'static str,
+    /// Every switch with its value, in §8 order (a JSON object).
+    #[serde(serialize_with = "ser_pairs")]
+    pub switches: Vec<(String, String)>,
+    pub disabled_quirks: Vec<&'static str>,
+    pub msr_rules: usize,
+}
+
+/// Descriptions of every preset (vendor "from the trace" shown as intel) and of
+/// `host` for `header` if given.
+pub fn describe_presets(header: Option<&TraceHeader>) -> Vec<PolicyDescription> {
+    let mut v: Vec<_> = Policy::presets().iter().map(Policy::describe).collect();
+    if let Some(h) = header {
+        v.push(presets::host::from_header(h).describe());
+    }
+    v
+}
+
+fn ser_pairs<S: serde::Serializer>(v: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(v.len()))?;
+    for (k, x) in v {
+        m.serialize_entry(k, x)?;
+    }
+    m.end()
 }

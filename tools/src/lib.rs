@@ -10,5 +10,6 @@ pub mod export;
 pub mod fidelity;
 pub mod import;
 pub mod progress;
+pub mod replay_core;
 pub mod synth;
 pub mod trace_io;

@@ -52,6 +52,8 @@ pub const PROBES: &[Probe] = &[
     p(mc_status(0) + 2, &[0], &[]),
     // §5: MCi_CTL2 without MCG_CMCI_P; MCG_EXT_CTL (VMX only).
     p(mc_ctl2(0), &[0, 30, 31], &[]),
+    p(mc_ctl2(10), &[0], &[]),
+    p(mc_ctl(31), &[0], &[]),
     p(0x4d0, &[0], &[]),
     // §5: HWCR: 6.18 takes bits 18 and 24; 5.10 only bit 18 (3, 6, 8 ignored).
     p(MSR_HWCR, &[3, 18, 24, 30], &[]),
@@ -77,6 +79,9 @@ pub const PROBES: &[Probe] = &[
     p(0xc001_0114, &[4], &[]),
     p(0xc001_0117, &[0], &[]),
     p(0xc001_0140, &[0], &[]),
+    // §4: x2APIC MSRs with x2APIC off (ID, TPR) fault.
+    p(0x802, &[0], &[]),
+    p(0x808, &[0], &[]),
     // KVM PV: poll control.
     p(0x4b56_4d05, &[0], &[]),
 ];

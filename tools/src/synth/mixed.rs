@@ -295,6 +295,8 @@ impl Gen<'_, '_> {
                 reason: MsrExitReason::Inval,
                 answer: UserAnswer::Gp,
             },
+            // Bank 10 of 10 and the range the scenario's filter denies.
+            0x428 | MSR_KVM_PV_BASE => MsrOutcome::InjectGp,
             _ => match self.msrs.get(&(vcpu, index)) {
                 Some(&v) => MsrOutcome::Value(v),
                 None => MsrOutcome::Value(0),
@@ -463,6 +465,15 @@ pub fn generate(
         tsc_base,
         msrs: BTreeMap::new(),
     };
+    // What a 6.18 VMX host holds at start, for the engine's unmodeled reads.
+    for v in 0..VCPUS {
+        g.msrs.insert((v, MSR_MISC_ENABLE), 0x1800);
+        g.msrs.insert((v, MSR_MCG_CAP), MCG_CAP);
+        g.msrs.insert((v, MSR_APIC_BASE), reset_state(v).apic_base);
+        for bank in 0..(MCG_CAP & 0xff) as u32 {
+            g.msrs.insert((v, MSR_MC0_CTL + 4 * bank), u64::MAX);
+        }
+    }
     let mut live = vec![true; VCPUS as usize];
     script(&mut g, &mut live)?;
 

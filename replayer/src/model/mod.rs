@@ -1,0 +1,12 @@
+//! The KVM model: given the folded state and the next action, the outcome.
+//!
+//! - `msr`: the MSR pipeline of §0 and the handlers of §1, §3, §4, §5.
+//! - `cpu`: MONITOR/MWAIT (§1), RESET/INIT/SHUTDOWN (§2).
+
+mod cpu;
+mod msr;
+
+pub use cpu::compare_state;
+pub(crate) use msr::Store;
+#[cfg(test)]
+mod tests;

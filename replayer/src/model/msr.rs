@@ -1,0 +1,495 @@
+//! The MSR access pipeline (SEMANTICS.md §0) and the in-kernel handlers the
+//! model owns. One `match` on the index per direction; MSRs not listed are
+//! unmodeled (their outcome is taken from the recording).
+
+use kvmtrace_format::{MsrExitReason, MsrOutcome, Origin, UserAnswer};
+
+use crate::engine::{Engine, Prediction};
+use crate::policy::{FeatCtlHostBits, HwcrWrite, MceBadWrite, ReadRule, Vendor, WriteRule};
+use crate::rules::{self, Rule};
+use crate::state::*;
+
+pub const MSR_IA32_FEAT_CTL: u32 = 0x3a;
+pub const MSR_IA32_APICBASE: u32 = 0x1b;
+pub const MSR_IA32_MCG_CAP: u32 = 0x179;
+pub const MSR_IA32_MCG_STATUS: u32 = 0x17a;
+pub const MSR_IA32_MCG_CTL: u32 = 0x17b;
+pub const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
+pub const MSR_IA32_MCG_EXT_CTL: u32 = 0x4d0;
+pub const MSR_K7_HWCR: u32 = 0xc001_0015;
+
+/// MISC_ENABLE bits (§1).
+const ME_EMON: u64 = 1 << 7;
+const ME_BTS_UNAVAIL: u64 = 1 << 11;
+const ME_PEBS_UNAVAIL: u64 = 1 << 12;
+const ME_MWAIT: u64 = 1 << 18;
+
+/// The in-kernel handler's return code (§0): r = 0 with the read value, 1, -1, 2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum R {
+    Ok(u64),
+    Fault,
+    Fatal,
+    Unknown,
+    /// The model does not know this MSR (or a `passthrough` rule).
+    Unmodeled,
+}
+
+/// What a successful write stores in KVM's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Store {
+    None,
+    /// MISC_ENABLE, and CPUID.1:ECX[3] := bit 18 when MISC_ENABLE_NO_MWAIT is
+    /// disabled (applied by `apply`).
+    MiscEnable(u64),
+    FeatCtl(u64),
+    Hwcr(u64),
+    ApicBase(u64),
+    McgStatus(u64),
+    McgCtl(u64),
+    McgExtCtl(u64),
+    Bank(usize, u64),
+    Ctl2(usize, u64),
+}
+
+impl Store {
+    /// What a write the kernel accepted stores, where the model would have
+    /// refused it (folding a recorded outcome the model disagrees with).
+    pub(crate) fn raw(index: u32, value: u64) -> Store {
+        match index {
+            MSR_IA32_MISC_ENABLE => Store::MiscEnable(value),
+            MSR_IA32_FEAT_CTL => Store::FeatCtl(value),
+            MSR_K7_HWCR => Store::Hwcr(value),
+            MSR_IA32_APICBASE => Store::ApicBase(value),
+            MSR_IA32_MCG_STATUS => Store::McgStatus(value),
+            MSR_IA32_MCG_CTL => Store::McgCtl(value),
+            MSR_IA32_MCG_EXT_CTL => Store::McgExtCtl(value),
+            0x400..=0x47f => Store::Bank((index - 0x400) as usize, value),
+            0x280..=0x29f => Store::Ctl2((index - 0x280) as usize, value),
+            _ => Store::None,
+        }
+    }
+
+    pub(crate) fn apply(self, v: &mut VcpuState, quirk_no_mwait: bool) {
+        match self {
+            Store::None => {}
+            Store::MiscEnable(x) => {
+                let toggled = (v.misc_enable ^ x) & ME_MWAIT != 0;
+                v.misc_enable = x;
+                if !quirk_no_mwait && toggled && v.cpuid.has_leaf1 {
+                    v.cpuid.mwait = x & ME_MWAIT != 0;
+                }
+            }
+            Store::FeatCtl(x) => v.feat_ctl = x,
+            Store::Hwcr(x) => v.hwcr = x,
+            Store::ApicBase(x) => v.apic_base = x,
+            Store::McgStatus(x) => v.mcg_status = x,
+            Store::McgCtl(x) => v.mcg_ctl = x,
+            Store::McgExtCtl(x) => v.mcg_ext_ctl = x,
+            Store::Bank(i, x) => {
+                if let Some(b) = v.mce_banks.get_mut(i) {
+                    *b = x;
+                }
+            }
+            Store::Ctl2(i, x) => {
+                if let Some(b) = v.mci_ctl2.get_mut(i) {
+                    *b = x;
+                }
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// The whole pipeline: `value` is `Some` for a write. Returns the prediction
+    /// and, for a write the kernel would accept, what it stores.
+    pub(crate) fn decide_msr(
+        &self,
+        vcpu: u32,
+        index: u32,
+        value: Option<u64>,
+        origin: Origin,
+    ) -> (Prediction<MsrOutcome>, Store) {
+        if vcpu as usize >= MAX_VCPUS {
+            return (Prediction::unmodeled(), Store::None);
+        }
+        let v = self.vcpu_state(vcpu);
+        let host = origin == Origin::Host;
+        let write = value.is_some();
+        let x2apic = (0x800..=0x8ff).contains(&index);
+
+        // §0/§4 kvm_msr_allowed: guest RDMSR/WRMSR only; x2APIC never filtered.
+        if !host
+            && !x2apic
+            && let Some(f) = &self.vm.filter
+            && !f.allows(index, write)
+        {
+            return (
+                self.deflect(MsrExitReason::Filter, false, write, rules::FILTER_DENY),
+                Store::None,
+            );
+        }
+
+        let (r, rule, store) = match self.user_rule(index, value) {
+            Some(x) => x,
+            None => match value {
+                None => {
+                    let (r, rule) = self.read_handler(v, index, host);
+                    (r, rule, Store::None)
+                }
+                Some(data) => self.write_handler(v, index, data, host),
+            },
+        };
+
+        let ok = |x: u64, rule: Rule| {
+            let o = if write {
+                MsrOutcome::Ok
+            } else {
+                MsrOutcome::Value(x)
+            };
+            Prediction::new(o, rule)
+        };
+        match r {
+            R::Unmodeled => (Prediction::unmodeled(), Store::None),
+            R::Ok(x) => (ok(x, rule), store),
+            R::Unknown if self.policy.switches.ignore_msrs => {
+                (ok(0, rules::IGNORE_MSRS), Store::None)
+            }
+            R::Unknown if host => {
+                // 6.12+: host read, or host write of 0, of an advertised MSR (§0).
+                if self.policy.switches.host_zero_write_advertised
+                    && value.unwrap_or(0) == 0
+                    && self.advertised(index)
+                {
+                    (ok(0, rules::HOST_ZERO_ADVERTISED), Store::None)
+                } else {
+                    (Prediction::new(MsrOutcome::InjectGp, rule), Store::None)
+                }
+            }
+            // Host accesses are never deflected: a failing entry is refused.
+            _ if host => (Prediction::new(MsrOutcome::InjectGp, rule), Store::None),
+            R::Unknown => (
+                self.deflect(MsrExitReason::Unknown, x2apic, write, rule),
+                Store::None,
+            ),
+            R::Fault => (
+                self.deflect(MsrExitReason::Inval, x2apic, write, rule),
+                Store::None,
+            ),
+            R::Fatal => {
+                let p = self.deflect(MsrExitReason::Inval, x2apic, write, rule);
+                // WRMSR with r < 0 and no deflection: KVM_RUN returns r (EPERM).
+                if write && p.outcome == Some(MsrOutcome::InjectGp) {
+                    (
+                        Prediction::new(MsrOutcome::VmFailed { errno: 1 }, rule),
+                        Store::None,
+                    )
+                } else {
+                    (p, Store::None)
+                }
+            }
+        }
+    }
+
+    /// §0: deflect to user space if `reason` is in the mask (and, with
+    /// `deflect_unfilterable = false`, the MSR is filterable), else #GP.
+    fn deflect(
+        &self,
+        reason: MsrExitReason,
+        unfilterable: bool,
+        write: bool,
+        rule: Rule,
+    ) -> Prediction<MsrOutcome> {
+        let _ = write;
+        if self.vm.user_space_msr & reason.bit() != 0 {
+            if unfilterable && !self.policy.switches.deflect_unfilterable {
+                return Prediction::new(MsrOutcome::InjectGp, rules::DEFLECT_UNFILTERABLE_FALSE);
+            }
+            let rule = if reason == MsrExitReason::Filter {
+                rule
+            } else {
+                rules::DEFLECT
+            };
+            return Prediction::new(
+                MsrOutcome::UserExit {
+                    reason,
+                    answer: UserAnswer::Gp,
+                },
+                rule,
+            );
+        }
+        Prediction::new(MsrOutcome::InjectGp, rule)
+    }
+
+    fn advertised(&self, index: u32) -> bool {
+        match &self.policy.advertised_msrs {
+            Some(l) => l.binary_search(&index).is_ok(),
+            // SVM lists FEAT_CTL in emulated_msrs (§3); kvm_pvm does not (HOST.md).
+            None => self.policy.vendor == Vendor::Amd && index == MSR_IA32_FEAT_CTL,
+        }
+    }
+
+    fn user_rule(&self, index: u32, value: Option<u64>) -> Option<(R, Rule, Store)> {
+        if self.policy.msr.is_empty() {
+            return None;
+        }
+        let rule = self.policy.msr.iter().find(|r| r.matches(index))?;
+        let r = match value {
+            None => match rule.read? {
+                ReadRule::Value(x) => R::Ok(x),
+                ReadRule::Gp => R::Fault,
+                ReadRule::Passthrough => R::Unmodeled,
+            },
+            Some(_) => match rule.write? {
+                WriteRule::Ok => R::Ok(0),
+                WriteRule::Gp => R::Fault,
+                WriteRule::Passthrough => R::Unmodeled,
+            },
+        };
+        Some((r, rules::USER_RULE, Store::None))
+    }
+
+    fn read_handler(&self, v: &VcpuState, index: u32, host: bool) -> (R, Rule) {
+        let vendor = self.policy.vendor;
+        let bank_num = v.bank_num();
+        match index {
+            // ---- §3 IA32_FEAT_CTL: VMX only ----
+            MSR_IA32_FEAT_CTL if vendor == Vendor::Intel => {
+                (R::Ok(v.feat_ctl), rules::FEAT_CTL_READ)
+            }
+            MSR_IA32_FEAT_CTL => (R::Unknown, rules::FEAT_CTL_NO_HANDLER),
+            // ---- §1 ----
+            MSR_IA32_MISC_ENABLE => (R::Ok(v.misc_enable), rules::MISC_ENABLE_READ),
+            // ---- §4 APIC base and x2APIC ----
+            MSR_IA32_APICBASE => (R::Ok(v.apic_base), rules::APIC_BASE_READ),
+            0x800..=0x8ff => {
+                if !self.vm.lapic_in_kernel() || !v.x2apic_mode() {
+                    (R::Fault, rules::X2APIC_OFF)
+                } else if index == 0x802 {
+                    // x2APIC ID = vcpu_id (HOST.md: 0x802 reads 0 on vCPU 0).
+                    (R::Ok(v.id as u64), rules::APIC_BASE_READ)
+                } else {
+                    // LAPIC register contents are not modelled.
+                    (R::Unmodeled, rules::UNMODELED)
+                }
+            }
+            // ---- §5 MCE ----
+            MSR_IA32_MCG_CAP => (R::Ok(v.mcg_cap), rules::MCE_READ),
+            MSR_IA32_MCG_STATUS => (R::Ok(v.mcg_status), rules::MCE_READ),
+            MSR_IA32_MCG_CTL => {
+                if v.mcg_cap & MCG_CTL_P == 0 && !host {
+                    (R::Fault, rules::MCG_CTL_BAD)
+                } else {
+                    (R::Ok(v.mcg_ctl), rules::MCE_READ)
+                }
+            }
+            MSR_IA32_MCG_EXT_CTL if vendor == Vendor::Intel => {
+                if !host && v.feat_ctl & FEAT_CTL_LMCE == 0 {
+                    (R::Fault, rules::MCG_EXT_CTL_BAD)
+                } else {
+                    (R::Ok(v.mcg_ext_ctl), rules::MCE_READ)
+                }
+            }
+            MSR_IA32_MCG_EXT_CTL => (R::Unknown, rules::MCG_EXT_CTL_NO_HANDLER),
+            0x400..=0x47f => {
+                let off = (index - 0x400) as usize;
+                if off / 4 >= bank_num {
+                    (R::Fault, rules::MCE_BANK_RANGE)
+                } else {
+                    (R::Ok(v.mce_banks[off]), rules::MCE_READ)
+                }
+            }
+            0x280..=0x29f => {
+                let i = (index - 0x280) as usize;
+                if !self.policy.switches.mce_ctl2 {
+                    (R::Unknown, rules::MCE_CTL2_NONE)
+                } else if i >= bank_num {
+                    (R::Fault, rules::MCE_BANK_RANGE)
+                } else {
+                    (R::Ok(v.mci_ctl2[i]), rules::MCE_READ)
+                }
+            }
+            MSR_K7_HWCR => (R::Ok(v.hwcr), rules::HWCR_READ),
+            _ => (R::Unmodeled, rules::UNMODELED),
+        }
+    }
+
+    fn write_handler(&self, v: &VcpuState, index: u32, data: u64, host: bool) -> (R, Rule, Store) {
+        let s = &self.policy.switches;
+        let vendor = self.policy.vendor;
+        let bank_num = v.bank_num();
+        let fail = |rule| (R::Fault, rule, Store::None);
+        match index {
+            // ---- §3 IA32_FEAT_CTL (vmx_set_msr) ----
+            MSR_IA32_FEAT_CTL if vendor == Vendor::Intel => {
+                let valid = v.feat_ctl_valid(s.feat_ctl_sgx);
+                let locked = !host && v.feat_ctl & FEAT_CTL_LOCKED != 0;
+                match s.feat_ctl_host_bits {
+                    FeatCtlHostBits::GuestCpuid => {
+                        if data & !valid != 0 {
+                            return fail(rules::FEAT_CTL_INVALID_CPUID);
+                        }
+                        if locked {
+                            return fail(rules::FEAT_CTL_LOCKED);
+                        }
+                        (R::Ok(0), rules::FEAT_CTL_OK_CPUID, Store::FeatCtl(data))
+                    }
+                    FeatCtlHostBits::Supported => {
+                        if locked {
+                            return fail(rules::FEAT_CTL_LOCKED);
+                        }
+                        if host && data & !FEAT_CTL_SUPPORTED != 0 {
+                            return fail(rules::FEAT_CTL_INVALID_SUPPORTED);
+                        }
+                        if !host && data & !valid != 0 {
+                            return fail(rules::FEAT_CTL_INVALID_GUEST);
+                        }
+                        (R::Ok(0), rules::FEAT_CTL_OK_SUPPORTED, Store::FeatCtl(data))
+                    }
+                }
+            }
+            MSR_IA32_FEAT_CTL => (R::Unknown, rules::FEAT_CTL_NO_HANDLER, Store::None),
+            // ---- §1 MISC_ENABLE (kvm_set_msr_common) ----
+            MSR_IA32_MISC_ENABLE => {
+                let old = v.misc_enable;
+                let mut data = data;
+                if !host && s.misc_enable_guest_ro {
+                    if (old ^ data) & (ME_BTS_UNAVAIL | ME_PEBS_UNAVAIL) != 0 {
+                        return fail(rules::MISC_ENABLE_RO);
+                    }
+                    data = (data & !ME_EMON) | (old & ME_EMON);
+                }
+                let quirk_on = self.vm.quirk(crate::quirks::MISC_ENABLE_NO_MWAIT);
+                if !quirk_on && (old ^ data) & ME_MWAIT != 0 {
+                    if !v.cpuid.sse3 {
+                        return fail(rules::MISC_ENABLE_NO_SSE3);
+                    }
+                    return (
+                        R::Ok(0),
+                        rules::MISC_ENABLE_MWAIT_SYNC,
+                        Store::MiscEnable(data),
+                    );
+                }
+                (R::Ok(0), rules::MISC_ENABLE_WRITE, Store::MiscEnable(data))
+            }
+            // ---- §4 APIC base (kvm_set_apic_base) ----
+            MSR_IA32_APICBASE => {
+                let reserved = (!0u64 << v.cpuid.maxphyaddr)
+                    | 0x2ff
+                    | if v.cpuid.x2apic { 0 } else { APIC_BASE_EXTD };
+                let mode = |x: u64| x & (APIC_BASE_EN | APIC_BASE_EXTD);
+                let (old, new) = (mode(v.apic_base), mode(data));
+                if data & reserved != 0 || new == APIC_BASE_EXTD {
+                    return fail(rules::APIC_BASE_RESERVED);
+                }
+                let x2 = APIC_BASE_EN | APIC_BASE_EXTD;
+                if !host && ((old == x2 && new == APIC_BASE_EN) || (old == 0 && new == x2)) {
+                    return fail(rules::APIC_BASE_TRANSITION);
+                }
+                (R::Ok(0), rules::APIC_BASE_WRITE, Store::ApicBase(data))
+            }
+            0x800..=0x8ff => {
+                if !self.vm.lapic_in_kernel() || !v.x2apic_mode() {
+                    fail(rules::X2APIC_OFF)
+                } else {
+                    (R::Unmodeled, rules::UNMODELED, Store::None)
+                }
+            }
+            // ---- §5 MCE (set_msr_mce) ----
+            MSR_IA32_MCG_STATUS => (R::Ok(0), rules::MCE_WRITE, Store::McgStatus(data)),
+            MSR_IA32_MCG_CTL => {
+                if v.mcg_cap & MCG_CTL_P == 0 && (data != 0 || !host) {
+                    return fail(rules::MCG_CTL_BAD);
+                }
+                if data != 0 && data != !0 {
+                    return fail(rules::MCG_CTL_BAD);
+                }
+                (R::Ok(0), rules::MCE_WRITE, Store::McgCtl(data))
+            }
+            MSR_IA32_MCG_EXT_CTL if vendor == Vendor::Intel => {
+                if (!host && v.feat_ctl & FEAT_CTL_LMCE == 0) || data & !1 != 0 {
+                    return fail(rules::MCG_EXT_CTL_BAD);
+                }
+                (R::Ok(0), rules::MCE_WRITE, Store::McgExtCtl(data))
+            }
+            MSR_IA32_MCG_EXT_CTL => (R::Unknown, rules::MCG_EXT_CTL_NO_HANDLER, Store::None),
+            0x400..=0x47f => {
+                let off = (index - 0x400) as usize;
+                if off / 4 >= bank_num {
+                    return fail(rules::MCE_BANK_RANGE);
+                }
+                let bad = match s.mce_bad_write {
+                    MceBadWrite::Eperm => R::Fatal,
+                    MceBadWrite::Gp => R::Fault,
+                };
+                match off % 4 {
+                    0 => {
+                        let tolerated = if s.mce_ctl_bit0_ok {
+                            (1 << 10) | 1
+                        } else {
+                            1 << 10
+                        };
+                        if data != 0 && (data | tolerated) != !0 {
+                            let rule = match s.mce_bad_write {
+                                MceBadWrite::Eperm => rules::MCE_CTL_EPERM,
+                                MceBadWrite::Gp => rules::MCE_CTL_GP,
+                            };
+                            return (bad, rule, Store::None);
+                        }
+                        let rule = if s.mce_ctl_bit0_ok && data != 0 && data != !0 {
+                            rules::MCE_CTL_BIT0
+                        } else {
+                            rules::MCE_WRITE
+                        };
+                        (R::Ok(0), rule, Store::Bank(off, data))
+                    }
+                    1 if !host && data != 0 && !v.can_set_mci_status() => {
+                        let rule = match s.mce_bad_write {
+                            MceBadWrite::Eperm => rules::MCE_STATUS_EPERM,
+                            MceBadWrite::Gp => rules::MCE_STATUS_GP,
+                        };
+                        (bad, rule, Store::None)
+                    }
+                    _ => (R::Ok(0), rules::MCE_WRITE, Store::Bank(off, data)),
+                }
+            }
+            0x280..=0x29f => {
+                let i = (index - 0x280) as usize;
+                if !s.mce_ctl2 {
+                    return (R::Unknown, rules::MCE_CTL2_NONE, Store::None);
+                }
+                if i >= bank_num
+                    || (v.mcg_cap & MCG_CMCI_P == 0 && (data != 0 || !host))
+                    || data & !((1 << 30) | 0x7fff) != 0
+                {
+                    return fail(rules::MCE_CTL2_BAD);
+                }
+                (R::Ok(0), rules::MCE_WRITE, Store::Ctl2(i, data))
+            }
+            // ---- §5 HWCR (kvm_set_msr_common MSR_K7_HWCR) ----
+            MSR_K7_HWCR => {
+                let data = data & !(0x40 | 0x100 | 0x8);
+                match s.hwcr_write {
+                    HwcrWrite::SetOnly => {
+                        if data == 1 << 18 {
+                            (R::Ok(0), rules::HWCR_WRITE, Store::Hwcr(data))
+                        } else if data != 0 {
+                            fail(rules::HWCR_SET_ONLY)
+                        } else {
+                            // Accepted, but McStatusWrEn cannot be cleared.
+                            (R::Ok(0), rules::HWCR_SET_ONLY, Store::None)
+                        }
+                    }
+                    HwcrWrite::Bits18_24 => {
+                        if data & !((1 << 18) | (1 << 24)) != 0 {
+                            fail(rules::HWCR_BITS)
+                        } else {
+                            (R::Ok(0), rules::HWCR_WRITE, Store::Hwcr(data))
+                        }
+                    }
+                }
+            }
+            _ => (R::Unmodeled, rules::UNMODELED, Store::None),
+        }
+    }
+}

@@ -1,0 +1,559 @@
+//! Open-loop replay (DESIGN.md): every recorded outcome is predicted by each
+//! policy and compared; then the *policy's* outcome is folded into that policy's
+//! state, so a write accepted by B but refused when recorded changes B's later
+//! reads. Many policies in one pass, one lane per policy, lanes in parallel
+//! (rayon); each lane is sequential, so the output does not depend on threads.
+
+use kvmtrace_format::{AfterShutdown, ArchState, Event, MsrOutcome, Origin, Record, TraceHeader};
+use rayon::prelude::*;
+
+use crate::engine::{Engine, StatePrediction};
+use crate::model::{Store, compare_state};
+use crate::policy::Policy;
+use crate::report::{
+    Behaviour, ByBehaviour, Divergence, OutcomeView, PolicyReport, ReplayReport, describe_event,
+};
+use crate::rules::{self, Rule};
+
+/// How many records before a divergence are kept as its context.
+const CONTEXT: usize = 3;
+
+/// One pass over a trace against many policies.
+pub struct Replay {
+    trace: String,
+    events: u64,
+    lanes: Vec<Lane>,
+    /// The last records of the previous chunk (context across chunk borders).
+    tail: Vec<Record>,
+    parallel: bool,
+}
+
+impl Replay {
+    /// Divergences kept in full per policy (counts are always exact).
+    pub const KEEP: usize = 100;
+
+    pub fn new(header: &TraceHeader, policies: Vec<Policy>) -> Replay {
+        let lanes = policies
+            .into_iter()
+            .map(|p| Lane::new(Engine::new(p, header)))
+            .collect();
+        Replay {
+            trace: header.payload.name.clone(),
+            events: 0,
+            lanes,
+            tail: Vec::new(),
+            parallel: true,
+        }
+    }
+
+    /// The name the report gives the trace (default: the payload name).
+    pub fn with_trace_name(mut self, name: impl Into<String>) -> Replay {
+        self.trace = name.into();
+        self
+    }
+
+    /// Run lanes on the calling thread only (the output is identical).
+    pub fn sequential(mut self) -> Replay {
+        self.parallel = false;
+        self
+    }
+
+    /// Feed the next records (in trace order), chunk by chunk.
+    pub fn feed(&mut self, records: &[Record]) {
+        self.events += records.len() as u64;
+        let tail = &self.tail;
+        if self.parallel && self.lanes.len() > 1 {
+            self.lanes
+                .par_iter_mut()
+                .for_each(|l| l.feed(records, tail));
+        } else {
+            for l in &mut self.lanes {
+                l.feed(records, tail);
+            }
+        }
+        let keep_from = records.len().saturating_sub(CONTEXT);
+        if records.len() >= CONTEXT {
+            self.tail.clear();
+        } else {
+            let excess = (self.tail.len() + records.len()).saturating_sub(CONTEXT);
+            self.tail.drain(..excess.min(self.tail.len()));
+        }
+        self.tail.extend_from_slice(&records[keep_from..]);
+    }
+
+    pub fn finish(self) -> ReplayReport {
+        ReplayReport {
+            trace: self.trace,
+            events: self.events,
+            policies: self.lanes.into_iter().map(Lane::finish).collect(),
+        }
+    }
+}
+
+/// Replay a whole record slice against `policies`.
+pub fn replay(header: &TraceHeader, records: &[Record], policies: Vec<Policy>) -> ReplayReport {
+    let mut r = Replay::new(header, policies);
+    r.feed(records);
+    r.finish()
+}
+
+/// Per-vCPU: MSR indices whose state under this policy differs from the
+/// recording, with the seq of the divergence that made them differ.
+#[derive(Default, Clone)]
+struct Taint {
+    keys: Vec<(u32, u64)>,
+}
+
+impl Taint {
+    fn get(&self, key: u32) -> Option<u64> {
+        self.keys.iter().find(|(k, _)| *k == key).map(|&(_, s)| s)
+    }
+    fn set(&mut self, key: u32, seq: u64) {
+        if self.get(key).is_none() {
+            self.keys.push((key, seq));
+        }
+    }
+    fn clear(&mut self, key: u32) {
+        self.keys.retain(|(k, _)| *k != key);
+    }
+}
+
+struct Lane {
+    engine: Engine,
+    taint: Vec<Taint>,
+    report: PolicyReport,
+    matching: u64,
+}
+
+/// The MSRs whose state an access to `index` depends on (for `consequent`).
+fn deps(index: u32) -> [u32; 2] {
+    match index {
+        // MCi_STATUS: can_set_mci_status reads HWCR (§5).
+        0x400..=0x47f if (index - 0x400) % 4 == 1 => [index, 0xc001_0015],
+        // MCG_EXT_CTL needs FEAT_CTL.LMCE (§5).
+        0x4d0 => [index, 0x3a],
+        // x2APIC MSRs depend on the APIC mode (§4).
+        0x800..=0x8ff => [index, 0x1b],
+        _ => [index, index],
+    }
+}
+
+/// Whether a predicted MSR outcome agrees with the recorded one: a deflection
+/// agrees on its reason (the answer is the VMM's).
+fn msr_agrees(pred: &MsrOutcome, rec: &MsrOutcome) -> bool {
+    match (pred, rec) {
+        (MsrOutcome::UserExit { reason: a, .. }, MsrOutcome::UserExit { reason: b, .. }) => a == b,
+        _ => pred == rec,
+    }
+}
+
+impl Lane {
+    fn new(engine: Engine) -> Lane {
+        let name = engine.policy().name.clone();
+        Lane {
+            engine,
+            taint: Vec::new(),
+            report: PolicyReport {
+                name,
+                divergences: 0,
+                direct: 0,
+                consequent: 0,
+                agreement: 0.0,
+                coverage: 0.0,
+                unmodeled: 0,
+                first: None,
+                by_behaviour: ByBehaviour::default(),
+                outcomes: 0,
+                modelled: 0,
+                kept: Vec::new(),
+            },
+            matching: 0,
+        }
+    }
+
+    fn taint(&mut self, vcpu: u32) -> Option<&mut Taint> {
+        let i = vcpu as usize;
+        if i >= crate::state::MAX_VCPUS {
+            return None;
+        }
+        if self.taint.len() <= i {
+            self.taint.resize(i + 1, Taint::default());
+        }
+        Some(&mut self.taint[i])
+    }
+
+    fn tainted(&self, vcpu: u32, keys: &[u32]) -> Option<u64> {
+        let t = self.taint.get(vcpu as usize)?;
+        keys.iter().filter_map(|k| t.get(*k)).min()
+    }
+
+    fn feed(&mut self, records: &[Record], tail: &[Record]) {
+        for (i, rec) in records.iter().enumerate() {
+            if let Some(d) = self.step(rec) {
+                self.diverge(d, records, i, tail);
+            }
+        }
+    }
+
+    fn matched(&mut self) {
+        self.report.outcomes += 1;
+        self.report.modelled += 1;
+        self.matching += 1;
+    }
+
+    fn unmodeled(&mut self) {
+        self.report.outcomes += 1;
+        self.report.unmodeled += 1;
+    }
+
+    /// Predict, compare and fold one record; a divergence if any (before its
+    /// context and explanation are filled in).
+    fn step(&mut self, rec: &Record) -> Option<Pending> {
+        let vcpu = rec.vcpu;
+        let has_outcome = rec.event.decided_by().is_some();
+        if has_outcome && let Some(since) = self.engine.dead_since(vcpu) {
+            self.report.outcomes += 1;
+            self.report.modelled += 1;
+            return Some(Pending {
+                recorded: recorded_view(&rec.event),
+                policy: OutcomeView::Dead { since },
+                rule: rules::GUEST_DEAD,
+                consequence_of: Some(since),
+            });
+        }
+        match &rec.event {
+            Event::MsrRead {
+                index,
+                origin,
+                outcome,
+                ..
+            } => {
+                let (p, _) = self.engine.decide_msr(vcpu, *index, None, *origin);
+                let Some(po) = p.outcome else {
+                    self.unmodeled();
+                    if let MsrOutcome::VmFailed { .. } = outcome {
+                        self.engine.kill(vcpu, rec.seq);
+                    }
+                    return None;
+                };
+                if msr_agrees(&po, outcome) {
+                    self.matched();
+                    return None;
+                }
+                self.report.outcomes += 1;
+                self.report.modelled += 1;
+                if let MsrOutcome::VmFailed { .. } = po {
+                    self.engine.kill(vcpu, rec.seq);
+                }
+                Some(Pending {
+                    recorded: OutcomeView::msr(outcome, true),
+                    policy: OutcomeView::msr(&po, false),
+                    rule: p.rule,
+                    consequence_of: if p.rule.reads_state() {
+                        self.tainted(vcpu, &deps(*index))
+                    } else {
+                        None
+                    },
+                })
+            }
+            Event::MsrWrite {
+                index,
+                value,
+                origin,
+                outcome,
+                ..
+            } => {
+                let (p, store) = self.engine.decide_msr(vcpu, *index, Some(*value), *origin);
+                let Some(po) = p.outcome else {
+                    // Unmodeled: fold what was recorded.
+                    self.unmodeled();
+                    self.engine.apply(rec);
+                    return None;
+                };
+                let agrees = msr_agrees(&po, outcome);
+                let cause = if agrees || !p.rule.reads_state() {
+                    None
+                } else {
+                    self.tainted(vcpu, &deps(*index))
+                };
+                // The policy's state differs from the recording's when exactly
+                // one side stored the write.
+                let stored_p = po == MsrOutcome::Ok;
+                let stored_r = *outcome == MsrOutcome::Ok;
+                let store_changes_state = store != Store::None;
+                if let Some(t) = self.taint(vcpu) {
+                    if stored_p != stored_r && (store_changes_state || stored_r) {
+                        t.set(*index, cause.unwrap_or(rec.seq));
+                    } else if stored_p && stored_r && !matches!(*index, 0x1a0 | 0xc001_0015) {
+                        t.clear(*index);
+                    }
+                }
+                self.engine.apply_msr_write(rec.seq, vcpu, &po, store);
+                if agrees {
+                    self.matched();
+                    return None;
+                }
+                self.report.outcomes += 1;
+                self.report.modelled += 1;
+                Some(Pending {
+                    recorded: OutcomeView::msr(outcome, true),
+                    policy: OutcomeView::msr(&po, false),
+                    rule: p.rule,
+                    consequence_of: cause,
+                })
+            }
+            Event::Monitor { outcome, .. } | Event::Mwait { outcome, .. } => {
+                let p = self.engine.mwait(vcpu);
+                let Some(po) = p.outcome else {
+                    self.unmodeled();
+                    return None;
+                };
+                if po == *outcome {
+                    self.matched();
+                    return None;
+                }
+                self.report.outcomes += 1;
+                self.report.modelled += 1;
+                Some(Pending {
+                    recorded: OutcomeView::mwait(*outcome),
+                    policy: OutcomeView::mwait(po),
+                    rule: p.rule,
+                    consequence_of: if p.rule.reads_state() {
+                        self.tainted(vcpu, &[0x1a0])
+                    } else {
+                        None
+                    },
+                })
+            }
+            Event::Shutdown { then, .. } => {
+                let p = self.engine.shutdown(vcpu);
+                let Some(po) = p.outcome else {
+                    self.unmodeled();
+                    self.engine.apply(rec);
+                    return None;
+                };
+                // "No change in the kernel" agrees with the VMM stopping too.
+                let agrees =
+                    po == *then || (po == AfterShutdown::Resume && *then == AfterShutdown::Stop);
+                self.engine
+                    .apply_shutdown(vcpu, if agrees { *then } else { po });
+                if agrees {
+                    self.matched();
+                    return None;
+                }
+                self.report.outcomes += 1;
+                self.report.modelled += 1;
+                Some(Pending {
+                    recorded: OutcomeView::Then { then: *then },
+                    policy: OutcomeView::Then { then: po },
+                    rule: p.rule,
+                    consequence_of: None,
+                })
+            }
+            Event::Reset { state, .. } => {
+                let p = self.engine.reset_prediction(vcpu);
+                let d = self.state_step(rec, &p, state, false);
+                let merged = merge_state(&p, state);
+                self.engine.apply_reset(vcpu, &merged);
+                d
+            }
+            Event::Init { before, after, .. } => {
+                let p = self.engine.init_prediction(vcpu, before);
+                let d = self.state_step(rec, &p, after, true);
+                let merged = merge_state(&p, after);
+                self.engine.apply_init(vcpu, &merged);
+                d
+            }
+            _ => {
+                self.engine.apply_config(rec);
+                None
+            }
+        }
+    }
+
+    fn state_step(
+        &mut self,
+        r: &Record,
+        p: &StatePrediction,
+        rec: &ArchState,
+        init: bool,
+    ) -> Option<Pending> {
+        match compare_state(p, rec) {
+            None => {
+                self.matched();
+                None
+            }
+            Some((field, pv, rv)) => {
+                self.report.outcomes += 1;
+                self.report.modelled += 1;
+                // State this policy now holds differently: MSRs and APIC base.
+                let mut keys: Vec<u32> = p
+                    .state
+                    .msrs
+                    .iter()
+                    .filter(|&&(i, v)| rec.msr(i).is_some_and(|x| x != v))
+                    .map(|&(i, _)| i)
+                    .collect();
+                if p.state.apic_base != rec.apic_base {
+                    keys.push(0x1b);
+                }
+                if let Some(t) = self.taint(r.vcpu) {
+                    for k in keys {
+                        t.set(k, r.seq);
+                    }
+                }
+                let rule = self.engine.state_rule(&field, init, p.rule);
+                Some(Pending {
+                    recorded: OutcomeView::State {
+                        field: field.clone(),
+                        value: rv,
+                    },
+                    policy: OutcomeView::State { field, value: pv },
+                    rule,
+                    consequence_of: None,
+                })
+            }
+        }
+    }
+
+    fn diverge(&mut self, d: Pending, records: &[Record], i: usize, tail: &[Record]) {
+        let r = &mut self.report;
+        r.divergences += 1;
+        let behaviour = Behaviour::of_event(&records[i].event);
+        r.by_behaviour.add(behaviour);
+        if d.consequence_of.is_some() {
+            r.consequent += 1;
+        } else {
+            r.direct += 1;
+        }
+        if r.kept.len() >= Replay::KEEP {
+            return;
+        }
+        let rec = &records[i];
+        let mut context = Vec::new();
+        let start = i.saturating_sub(CONTEXT);
+        let from_tail = CONTEXT - (i - start);
+        for c in tail[tail.len().saturating_sub(from_tail)..]
+            .iter()
+            .chain(&records[start..i])
+        {
+            context.push((c.seq, c.vcpu, describe_event(&c.event)));
+        }
+        let explanation = explain(&r.name, &d, rec);
+        let div = Divergence {
+            seq: rec.seq,
+            vcpu: rec.vcpu,
+            time_ns: rec.time_ns,
+            event: describe_event(&rec.event),
+            recorded: d.recorded,
+            decided_by: rec.event.decided_by(),
+            policy: d.policy,
+            rule: d.rule.into(),
+            behaviour,
+            direct: d.consequence_of.is_none(),
+            consequence_of: d.consequence_of,
+            explanation,
+            context,
+        };
+        if r.first.is_none() {
+            r.first = Some(div.clone());
+        }
+        r.kept.push(div);
+    }
+
+    fn finish(mut self) -> PolicyReport {
+        let r = &mut self.report;
+        r.agreement = if r.modelled == 0 {
+            0.0
+        } else {
+            self.matching as f64 / r.modelled as f64
+        };
+        r.coverage = if r.outcomes == 0 {
+            0.0
+        } else {
+            r.modelled as f64 / r.outcomes as f64
+        };
+        self.report
+    }
+}
+
+struct Pending {
+    recorded: OutcomeView,
+    policy: OutcomeView,
+    rule: Rule,
+    consequence_of: Option<u64>,
+}
+
+fn recorded_view(e: &Event) -> OutcomeView {
+    match e {
+        Event::MsrRead { outcome, .. } | Event::MsrWrite { outcome, .. } => {
+            OutcomeView::msr(outcome, true)
+        }
+        Event::Monitor { outcome, .. } | Event::Mwait { outcome, .. } => {
+            OutcomeView::mwait(*outcome)
+        }
+        Event::Shutdown { then, .. } => OutcomeView::Then { then: *then },
+        _ => OutcomeView::State {
+            field: "state".into(),
+            value: "recorded".into(),
+        },
+    }
+}
+
+/// The policy's state where it knows it, the recording's elsewhere.
+fn merge_state(p: &StatePrediction, rec: &ArchState) -> ArchState {
+    let mut s = p.state.clone();
+    if !p.attrs_known {
+        for (d, r) in [
+            (&mut s.cs, &rec.cs),
+            (&mut s.ds, &rec.ds),
+            (&mut s.es, &rec.es),
+            (&mut s.fs, &rec.fs),
+            (&mut s.gs, &rec.gs),
+            (&mut s.ss, &rec.ss),
+            (&mut s.ldtr, &rec.ldtr),
+            (&mut s.tr, &rec.tr),
+        ] {
+            d.attr = r.attr;
+        }
+    }
+    let mut msrs = rec.msrs.clone();
+    for &(i, v) in &p.state.msrs {
+        match msrs.binary_search_by_key(&i, |&(k, _)| k) {
+            Ok(j) => msrs[j].1 = v,
+            Err(j) => msrs.insert(j, (i, v)),
+        }
+    }
+    s.msrs = msrs;
+    s
+}
+
+/// One sentence: what the policy does, what was recorded, which rule decided.
+fn explain(policy: &str, d: &Pending, rec: &Record) -> String {
+    let who = match rec.event.decided_by() {
+        Some(kvmtrace_format::DecidedBy::Kernel) => "the kernel decided",
+        Some(kvmtrace_format::DecidedBy::Vmm) => "the recording's live policy decided",
+        None => "recorded",
+    };
+    let cause = match d.consequence_of {
+        Some(s) => format!(
+            "; a consequence of the divergence at #{s}, after which {policy}'s state differs from the recording's"
+        ),
+        None => String::new(),
+    };
+    let origin = match &rec.event {
+        Event::MsrRead {
+            origin: Origin::Host,
+            ..
+        }
+        | Event::MsrWrite {
+            origin: Origin::Host,
+            ..
+        } => " (host access: never filtered nor deflected)",
+        _ => "",
+    };
+    format!(
+        "{policy} gives {} where {who} {}: {}{origin}{cause}",
+        d.policy, d.recorded, d.rule
+    )
+}

@@ -1,0 +1,439 @@
+//! Replay results: divergences that explain themselves, per-policy summaries
+//! (DESIGN.md JSON contract) and the human rendering.
+
+use std::fmt::Write as _;
+
+use kvmtrace_format::{
+    AfterShutdown, DecidedBy, Event, InitSource, MsrExitReason, MsrOutcome, MwaitOutcome, Origin,
+    UserAnswer,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::names::msr_label;
+use crate::rules::Rule;
+
+/// The behaviour a divergence belongs to (issue 4's five seed behaviours).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Behaviour {
+    Mwait,
+    ResetInit,
+    Shutdown,
+    FeatCtl,
+    X2apic,
+    Mce,
+    Other,
+}
+
+impl Behaviour {
+    pub const ALL: [Behaviour; 7] = [
+        Behaviour::Mwait,
+        Behaviour::ResetInit,
+        Behaviour::Shutdown,
+        Behaviour::FeatCtl,
+        Behaviour::X2apic,
+        Behaviour::Mce,
+        Behaviour::Other,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Behaviour::Mwait => "mwait",
+            Behaviour::ResetInit => "reset_init",
+            Behaviour::Shutdown => "shutdown",
+            Behaviour::FeatCtl => "feat_ctl",
+            Behaviour::X2apic => "x2apic",
+            Behaviour::Mce => "mce",
+            Behaviour::Other => "other",
+        }
+    }
+
+    /// The behaviour an MSR belongs to.
+    pub fn of_msr(index: u32) -> Behaviour {
+        match index {
+            0x1a0 => Behaviour::Mwait,
+            0x3a => Behaviour::FeatCtl,
+            0x1b | 0x800..=0x8ff => Behaviour::X2apic,
+            0x179..=0x17b | 0x4d0 | 0x400..=0x47f | 0x280..=0x29f | 0xc001_0015 => Behaviour::Mce,
+            _ => Behaviour::Other,
+        }
+    }
+
+    pub fn of_event(e: &Event) -> Behaviour {
+        match e {
+            Event::MsrRead { index, .. } | Event::MsrWrite { index, .. } => {
+                Behaviour::of_msr(*index)
+            }
+            Event::Monitor { .. } | Event::Mwait { .. } => Behaviour::Mwait,
+            Event::Reset { .. } | Event::Init { .. } | Event::Sipi { .. } => Behaviour::ResetInit,
+            Event::Shutdown { .. } => Behaviour::Shutdown,
+            _ => Behaviour::Other,
+        }
+    }
+}
+
+/// An outcome as reports show it (JSON: `{"outcome": "value", "value": 5}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum OutcomeView {
+    Value {
+        value: u64,
+    },
+    Ok,
+    InjectGp,
+    /// `answer` is the VMM's (from the recording), `None` where unknown.
+    UserExit {
+        reason: MsrExitReason,
+        answer: Option<UserAnswer>,
+    },
+    VmFailed {
+        errno: i32,
+    },
+    Nop,
+    InjectUd,
+    NotIntercepted,
+    /// What followed a shutdown.
+    Then {
+        then: AfterShutdown,
+    },
+    /// A RESET/INIT state, shown by the first field that differs.
+    State {
+        field: String,
+        value: String,
+    },
+    /// The guest is dead under this policy (an earlier `vm_failed`).
+    Dead {
+        since: u64,
+    },
+}
+
+impl OutcomeView {
+    pub fn msr(o: &MsrOutcome, answer_known: bool) -> OutcomeView {
+        match *o {
+            MsrOutcome::Value(value) => OutcomeView::Value { value },
+            MsrOutcome::Ok => OutcomeView::Ok,
+            MsrOutcome::InjectGp => OutcomeView::InjectGp,
+            MsrOutcome::UserExit { reason, answer } => OutcomeView::UserExit {
+                reason,
+                answer: answer_known.then_some(answer),
+            },
+            MsrOutcome::VmFailed { errno } => OutcomeView::VmFailed { errno },
+        }
+    }
+
+    pub fn mwait(o: MwaitOutcome) -> OutcomeView {
+        match o {
+            MwaitOutcome::Nop => OutcomeView::Nop,
+            MwaitOutcome::InjectUd => OutcomeView::InjectUd,
+            MwaitOutcome::NotIntercepted => OutcomeView::NotIntercepted,
+        }
+    }
+}
+
+impl std::fmt::Display for OutcomeView {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            OutcomeView::Value { value } => write!(f, "value {value:#x}"),
+            OutcomeView::Ok => f.write_str("ok"),
+            OutcomeView::InjectGp => f.write_str("inject_gp"),
+            OutcomeView::UserExit { reason, answer } => {
+                let r = match reason {
+                    MsrExitReason::Inval => "inval",
+                    MsrExitReason::Unknown => "unknown",
+                    MsrExitReason::Filter => "filter",
+                };
+                match answer {
+                    Some(UserAnswer::Value(v)) => write!(f, "user_exit({r}) -> value {v:#x}"),
+                    Some(UserAnswer::Ok) => write!(f, "user_exit({r}) -> ok"),
+                    Some(UserAnswer::Gp) => write!(f, "user_exit({r}) -> #GP"),
+                    None => write!(f, "user_exit({r})"),
+                }
+            }
+            OutcomeView::VmFailed { errno } => write!(f, "vm_failed(errno {errno})"),
+            OutcomeView::Nop => f.write_str("nop"),
+            OutcomeView::InjectUd => f.write_str("inject_ud"),
+            OutcomeView::NotIntercepted => f.write_str("not_intercepted"),
+            OutcomeView::Then { then } => write!(f, "then {}", then_name(*then)),
+            OutcomeView::State { field, value } => write!(f, "{field} = {value}"),
+            OutcomeView::Dead { since } => write!(f, "guest dead since seq {since}"),
+        }
+    }
+}
+
+fn then_name(t: AfterShutdown) -> &'static str {
+    match t {
+        AfterShutdown::Reset => "reset",
+        AfterShutdown::Init => "init",
+        AfterShutdown::Stop => "stop",
+        AfterShutdown::Resume => "resume (no change in the kernel)",
+    }
+}
+
+/// One event, in words, with the MSR's name.
+pub fn describe_event(e: &Event) -> String {
+    let who = |o: &Origin, g: &'static str, h: &'static str| match o {
+        Origin::Guest => g,
+        Origin::Host => h,
+    };
+    match e {
+        Event::MsrRead { index, origin, .. } => {
+            format!(
+                "{} {}",
+                who(origin, "guest RDMSR", "host KVM_GET_MSRS"),
+                msr_label(*index)
+            )
+        }
+        Event::MsrWrite {
+            index,
+            value,
+            origin,
+            ..
+        } => format!(
+            "{} {} = {value:#x}",
+            who(origin, "guest WRMSR", "host KVM_SET_MSRS"),
+            msr_label(*index)
+        ),
+        Event::Monitor { rip, .. } => format!("MONITOR at rip {rip:#x}"),
+        Event::Mwait { rip, .. } => format!("MWAIT at rip {rip:#x}"),
+        Event::Shutdown { rip, .. } => format!("triple-fault shutdown at rip {rip:#x}"),
+        Event::Reset { .. } => "RESET state (KVM_CREATE_VCPU)".to_string(),
+        Event::Init { source, .. } => format!(
+            "INIT ({})",
+            match source {
+                InitSource::Ipi { from } => format!("IPI from vCPU {from}"),
+                InitSource::Shutdown => "after shutdown".into(),
+                InitSource::Host => "by the VMM".into(),
+                InitSource::Kernel => "in-kernel LAPIC".into(),
+            }
+        ),
+        Event::Sipi { from, vector } => format!("SIPI vector {vector:#x} from vCPU {from}"),
+        Event::Cpuid { entries } => format!("KVM_SET_CPUID2 ({} entries)", entries.len()),
+        Event::QuirksDisabled { cap, mask } => format!(
+            "KVM_ENABLE_CAP({cap}) disable quirks {}",
+            crate::quirks::names_of(*mask)
+        ),
+        Event::MsrFilter { filter } => format!(
+            "KVM_X86_SET_MSR_FILTER ({} ranges, default {})",
+            filter.ranges.len(),
+            if filter.default_deny { "deny" } else { "allow" }
+        ),
+        Event::UserSpaceMsr { mask } => format!("KVM_CAP_X86_USER_SPACE_MSR mask {mask:#x}"),
+        Event::SetupMce { mcg_cap } => format!("KVM_X86_SETUP_MCE mcg_cap {mcg_cap:#x}"),
+        Event::Io {
+            port, write, data, ..
+        } => {
+            format!(
+                "{} port {port:#x} data {data:#x}",
+                if *write { "OUT" } else { "IN" }
+            )
+        }
+        Event::Exception { vector, .. } => format!("exception {vector}"),
+        Event::Halt => "HLT".into(),
+        Event::RawExit { exit_reason, .. } => format!("raw exit {exit_reason}"),
+        Event::Lost { count, .. } => format!("{count} events lost"),
+        Event::End { reason } => format!("end ({reason:?})"),
+        Event::Ipi { dst, vector, mode } => format!("IPI {mode:?} vector {vector} to {dst}"),
+    }
+}
+
+/// A divergence: the recorded outcome and the policy's, and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Divergence {
+    pub seq: u64,
+    pub vcpu: u32,
+    pub time_ns: u64,
+    /// The event in words, e.g. `guest WRMSR MC0_CTL (0x400) = 0x1`.
+    pub event: String,
+    pub recorded: OutcomeView,
+    pub decided_by: Option<DecidedBy>,
+    pub policy: OutcomeView,
+    /// The rule that gave the policy's outcome.
+    pub rule: RuleView,
+    pub behaviour: Behaviour,
+    /// `true`: caused by this event alone; `false`: a consequence of the
+    /// divergence at `consequence_of`.
+    pub direct: bool,
+    pub consequence_of: Option<u64>,
+    /// One sentence that explains the divergence.
+    pub explanation: String,
+    /// The events just before (seq and text), for the human report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context: Vec<(u64, u32, String)>,
+}
+
+/// A [`Rule`] as stored in reports (owned, so reports can be read back).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleView {
+    pub name: String,
+    pub section: String,
+    pub release: String,
+}
+
+impl From<Rule> for RuleView {
+    fn from(r: Rule) -> Self {
+        RuleView {
+            name: r.name.into(),
+            section: r.section.into(),
+            release: r.release.into(),
+        }
+    }
+}
+
+/// Divergences per behaviour (all keys present, fixed order).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ByBehaviour {
+    pub mwait: u64,
+    pub reset_init: u64,
+    pub shutdown: u64,
+    pub feat_ctl: u64,
+    pub x2apic: u64,
+    pub mce: u64,
+    pub other: u64,
+}
+
+impl ByBehaviour {
+    pub fn add(&mut self, b: Behaviour) {
+        *self.get_mut(b) += 1;
+    }
+
+    pub fn get_mut(&mut self, b: Behaviour) -> &mut u64 {
+        match b {
+            Behaviour::Mwait => &mut self.mwait,
+            Behaviour::ResetInit => &mut self.reset_init,
+            Behaviour::Shutdown => &mut self.shutdown,
+            Behaviour::FeatCtl => &mut self.feat_ctl,
+            Behaviour::X2apic => &mut self.x2apic,
+            Behaviour::Mce => &mut self.mce,
+            Behaviour::Other => &mut self.other,
+        }
+    }
+
+    pub fn get(&self, b: Behaviour) -> u64 {
+        let mut c = self.clone();
+        *c.get_mut(b)
+    }
+}
+
+/// One policy's result (the DESIGN.md JSON keys; the rest is skipped in JSON).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PolicyReport {
+    pub name: String,
+    pub divergences: u64,
+    pub direct: u64,
+    pub consequent: u64,
+    /// Matching outcomes / modelled outcomes (0 when nothing was modelled).
+    pub agreement: f64,
+    /// Modelled outcomes / all outcomes.
+    pub coverage: f64,
+    pub unmodeled: u64,
+    pub first: Option<Divergence>,
+    pub by_behaviour: ByBehaviour,
+    /// Events with an outcome.
+    #[serde(skip)]
+    pub outcomes: u64,
+    #[serde(skip)]
+    pub modelled: u64,
+    /// The first divergences in full (at most `Replay::KEEP`).
+    #[serde(skip)]
+    pub kept: Vec<Divergence>,
+}
+
+/// The result of one replay (DESIGN.md: `kvmtrace replay --json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplayReport {
+    pub trace: String,
+    pub events: u64,
+    pub policies: Vec<PolicyReport>,
+}
+
+impl ReplayReport {
+    /// Any divergence under any policy (exit code 1).
+    pub fn diverged(&self) -> bool {
+        self.policies.iter().any(|p| p.divergences > 0)
+    }
+
+    /// The human report: a compact table per policy, then the first divergences
+    /// of each with their context and explanation.
+    pub fn render(&self, max_divergences: usize) -> String {
+        let mut o = String::new();
+        let _ = writeln!(o, "trace {}: {} events", self.trace, self.events);
+        let _ = writeln!(
+            o,
+            "{:<24} {:>10} {:>8} {:>10} {:>9} {:>8} {:>9}  by behaviour",
+            "policy", "divergent", "direct", "consequent", "agreement", "coverage", "unmodeled"
+        );
+        for p in &self.policies {
+            let by: Vec<String> = Behaviour::ALL
+                .iter()
+                .filter(|b| p.by_behaviour.get(**b) > 0)
+                .map(|b| format!("{} {}", b.name(), p.by_behaviour.get(*b)))
+                .collect();
+            let _ = writeln!(
+                o,
+                "{:<24} {:>10} {:>8} {:>10} {:>8.2}% {:>7.2}% {:>9}  {}",
+                p.name,
+                p.divergences,
+                p.direct,
+                p.consequent,
+                p.agreement * 100.0,
+                p.coverage * 100.0,
+                p.unmodeled,
+                if by.is_empty() {
+                    "-".to_string()
+                } else {
+                    by.join(", ")
+                }
+            );
+        }
+        for p in &self.policies {
+            if p.kept.is_empty() {
+                continue;
+            }
+            let _ = writeln!(o, "\n{}: first divergences", p.name);
+            for d in p.kept.iter().take(max_divergences) {
+                o.push_str(&render_divergence(d));
+            }
+            if p.divergences as usize > max_divergences.min(p.kept.len()) {
+                let _ = writeln!(
+                    o,
+                    "  ... {} more",
+                    p.divergences as usize - max_divergences.min(p.kept.len())
+                );
+            }
+        }
+        o
+    }
+}
+
+/// One divergence in a few lines: where, what, recorded vs policy, why.
+pub fn render_divergence(d: &Divergence) -> String {
+    let mut o = String::from("\n");
+    for (seq, vcpu, text) in &d.context {
+        let _ = writeln!(o, "      #{seq:<8} vcpu {vcpu}  {text}");
+    }
+    let _ = writeln!(
+        o,
+        "  ->  #{:<8} vcpu {}  {}  [{}{}]",
+        d.seq,
+        d.vcpu,
+        d.event,
+        d.behaviour.name(),
+        match d.consequence_of {
+            Some(s) if !d.direct => format!(", consequence of #{s}"),
+            _ => ", direct".into(),
+        }
+    );
+    let _ = writeln!(
+        o,
+        "        recorded: {}{}   policy: {}",
+        d.recorded,
+        match d.decided_by {
+            Some(DecidedBy::Kernel) => " (kernel)",
+            Some(DecidedBy::Vmm) => " (vmm)",
+            None => "",
+        },
+        d.policy
+    );
+    let _ = writeln!(o, "        why: {}", d.explanation);
+    o
+}

@@ -1,0 +1,303 @@
+//! The guest-visible state the models depend on, folded from the trace header
+//! and events only (never from the capture machinery: DESIGN.md, Policies).
+
+use kvmtrace_format::{CpuidEntry, Irqchip, MsrFilter};
+
+/// KVM_MAX_MCE_BANKS: `mcg_cap` until `KVM_X86_SETUP_MCE` (§5).
+pub const MAX_MCE_BANKS: usize = 32;
+/// The largest vCPU index a trace may use (KVM_MAX_VCPUS with
+/// CONFIG_KVM_MAX_NR_VCPUS = 4096); beyond it events are unmodeled.
+pub const MAX_VCPUS: usize = 4096;
+
+pub const MCG_CTL_P: u64 = 1 << 8;
+pub const MCG_CMCI_P: u64 = 1 << 10;
+pub const MCG_LMCE_P: u64 = 1 << 27;
+
+/// IA32_FEAT_CTL bits (§3).
+pub const FEAT_CTL_LOCKED: u64 = 1 << 0;
+pub const FEAT_CTL_VMX_INSIDE_SMX: u64 = 1 << 1;
+pub const FEAT_CTL_VMX_OUTSIDE_SMX: u64 = 1 << 2;
+pub const FEAT_CTL_SGX_LC: u64 = 1 << 17;
+pub const FEAT_CTL_SGX: u64 = 1 << 18;
+pub const FEAT_CTL_LMCE: u64 = 1 << 20;
+/// `KVM_SUPPORTED_FEATURE_CONTROL`.
+pub const FEAT_CTL_SUPPORTED: u64 = 0x160007;
+
+pub const APIC_BASE_BSP: u64 = 1 << 8;
+pub const APIC_BASE_EXTD: u64 = 1 << 10;
+pub const APIC_BASE_EN: u64 = 1 << 11;
+pub const APIC_DEFAULT: u64 = 0xfee0_0000;
+
+/// The guest CPUID bits the models read, per vCPU (`KVM_SET_CPUID2`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CpuidBits {
+    /// A leaf-1 entry exists (runtime CPUID updates need one).
+    pub has_leaf1: bool,
+    /// CPUID.1:EAX of an exact (index 0) leaf-1 entry (consolidated INIT RDX, §2).
+    pub leaf1_eax: Option<u32>,
+    /// CPUID.1:ECX[3].
+    pub mwait: bool,
+    /// CPUID.1:ECX[0].
+    pub sse3: bool,
+    /// CPUID.1:ECX[5].
+    pub vmx: bool,
+    /// CPUID.1:ECX[21].
+    pub x2apic: bool,
+    /// CPUID.7.0:EBX[2].
+    pub sgx: bool,
+    /// CPUID.7.0:ECX[30].
+    pub sgx_lc: bool,
+    /// Vendor string AuthenticAMD or HygonGenuine (`can_set_mci_status`, §5).
+    pub amd_or_hygon: bool,
+    /// CPUID.0x80000008:EAX[7:0], 36 when absent.
+    pub maxphyaddr: u8,
+}
+
+impl CpuidBits {
+    pub fn from_entries(entries: &[CpuidEntry]) -> CpuidBits {
+        let find = |f: u32, i: u32| {
+            entries
+                .iter()
+                .find(|e| e.function == f && (e.index == i || e.flags & 1 == 0))
+        };
+        let mut c = CpuidBits {
+            maxphyaddr: 36,
+            ..CpuidBits::default()
+        };
+        if let Some(l0) = find(0, 0) {
+            // "AuthenticAMD" = ebx "Auth", edx "enti", ecx "cAMD"; Hygon "HygonGenuine".
+            c.amd_or_hygon = (l0.ebx, l0.edx, l0.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163)
+                || (l0.ebx, l0.edx, l0.ecx) == (0x6f67_7948, 0x6e65_476e, 0x656e_6975);
+        }
+        if let Some(l1) = find(1, 0) {
+            c.has_leaf1 = true;
+            c.leaf1_eax = entries
+                .iter()
+                .find(|e| e.function == 1 && e.index == 0)
+                .map(|e| e.eax);
+            c.sse3 = l1.ecx & 1 != 0;
+            c.mwait = l1.ecx & (1 << 3) != 0;
+            c.vmx = l1.ecx & (1 << 5) != 0;
+            c.x2apic = l1.ecx & (1 << 21) != 0;
+        }
+        if let Some(l7) = find(7, 0) {
+            c.sgx = l7.ebx & (1 << 2) != 0;
+            c.sgx_lc = l7.ecx & (1 << 30) != 0;
+        }
+        if let Some(e) = find(0x8000_0008, 0) {
+            let w = (e.eax & 0xff) as u8;
+            if w != 0 {
+                c.maxphyaddr = w.min(52);
+            }
+        }
+        c
+    }
+}
+
+/// Per-vCPU state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VcpuState {
+    pub id: u32,
+    pub misc_enable: u64,
+    pub feat_ctl: u64,
+    pub hwcr: u64,
+    pub apic_base: u64,
+    pub mcg_cap: u64,
+    pub mcg_status: u64,
+    pub mcg_ctl: u64,
+    pub mcg_ext_ctl: u64,
+    /// MCi_CTL/STATUS/ADDR/MISC, 4 per bank.
+    pub mce_banks: [u64; MAX_MCE_BANKS * 4],
+    pub mci_ctl2: [u64; MAX_MCE_BANKS],
+    pub cpuid: CpuidBits,
+    pub cr0: u64,
+    pub mp_state: u32,
+}
+
+impl VcpuState {
+    /// The state at `KVM_CREATE_VCPU` (RESET, §2; MCE §5; FEAT_CTL 0, §3).
+    pub fn created(id: u32, misc_enable_reset: u64, irqchip: Irqchip) -> VcpuState {
+        VcpuState {
+            id,
+            misc_enable: misc_enable_reset,
+            feat_ctl: 0,
+            hwcr: 0,
+            apic_base: reset_apic_base(id),
+            mcg_cap: MAX_MCE_BANKS as u64,
+            mcg_status: 0,
+            mcg_ctl: 0,
+            mcg_ext_ctl: 0,
+            mce_banks: [0; MAX_MCE_BANKS * 4],
+            mci_ctl2: [0; MAX_MCE_BANKS],
+            cpuid: CpuidBits {
+                maxphyaddr: 36,
+                ..CpuidBits::default()
+            },
+            cr0: 0x6000_0010,
+            mp_state: reset_mp_state(id, irqchip),
+        }
+    }
+
+    pub fn bank_num(&self) -> usize {
+        (self.mcg_cap & 0xff) as usize
+    }
+
+    pub fn x2apic_mode(&self) -> bool {
+        self.apic_base & (APIC_BASE_EN | APIC_BASE_EXTD) == APIC_BASE_EN | APIC_BASE_EXTD
+    }
+
+    /// `msr_ia32_feature_control_valid_bits` (§3).
+    pub fn feat_ctl_valid(&self, sgx_supported: bool) -> u64 {
+        let mut v = FEAT_CTL_LOCKED;
+        if self.cpuid.vmx {
+            v |= FEAT_CTL_VMX_INSIDE_SMX | FEAT_CTL_VMX_OUTSIDE_SMX;
+        }
+        if sgx_supported && self.cpuid.sgx {
+            v |= FEAT_CTL_SGX;
+        }
+        if sgx_supported && self.cpuid.sgx_lc {
+            v |= FEAT_CTL_SGX_LC;
+        }
+        if self.mcg_cap & MCG_LMCE_P != 0 {
+            v |= FEAT_CTL_LMCE;
+        }
+        v
+    }
+
+    /// `can_set_mci_status` (§5).
+    pub fn can_set_mci_status(&self) -> bool {
+        self.cpuid.amd_or_hygon && self.hwcr & (1 << 18) != 0
+    }
+}
+
+/// APIC base at RESET: 0xfee00000 | EN | BSP for vCPU 0 (bsp_vcpu_id default 0).
+pub fn reset_apic_base(id: u32) -> u64 {
+    APIC_DEFAULT | APIC_BASE_EN | if id == 0 { APIC_BASE_BSP } else { 0 }
+}
+
+/// mp_state after create: RUNNABLE without an in-kernel LAPIC or for the BSP,
+/// else UNINITIALIZED (§2).
+pub fn reset_mp_state(id: u32, irqchip: Irqchip) -> u32 {
+    if irqchip == Irqchip::None || id == 0 {
+        0
+    } else {
+        1
+    }
+}
+
+/// The scenario's MSR filter, compiled for lookups (§4 `kvm_msr_allowed`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Filter {
+    default_deny: bool,
+    ranges: Vec<(u32, u32, u32, Vec<u8>)>,
+}
+
+/// Why `KVM_X86_SET_MSR_FILTER` would fail (EINVAL), keeping the old filter.
+pub fn filter_invalid(f: &MsrFilter) -> Option<&'static str> {
+    if f.ranges.len() > 16 {
+        return Some("more than 16 ranges");
+    }
+    for r in &f.ranges {
+        if r.nmsrs == 0 {
+            continue;
+        }
+        if r.flags & !3 != 0 || r.flags == 0 {
+            return Some("range flags not READ|WRITE");
+        }
+        if r.bitmap.len() > 0x600 || r.nmsrs > 0x600 * 8 {
+            return Some("bitmap larger than 0x600 bytes");
+        }
+    }
+    if f.default_deny && f.ranges.iter().all(|r| r.nmsrs == 0) {
+        return Some("DEFAULT_DENY with no ranges");
+    }
+    None
+}
+
+impl Filter {
+    /// A valid filter compiled; `None` when it filters nothing (all ranges empty,
+    /// default allow).
+    pub fn compile(f: &MsrFilter) -> Option<Filter> {
+        let ranges: Vec<_> = f
+            .ranges
+            .iter()
+            .filter(|r| r.nmsrs > 0)
+            .map(|r| (r.base, r.nmsrs, r.flags, r.bitmap.clone()))
+            .collect();
+        if ranges.is_empty() && !f.default_deny {
+            return None;
+        }
+        Some(Filter {
+            default_deny: f.default_deny,
+            ranges,
+        })
+    }
+
+    /// `kvm_msr_allowed(idx, type)` without the x2APIC exemption; `write` selects
+    /// `KVM_MSR_FILTER_WRITE`.
+    pub fn allows(&self, idx: u32, write: bool) -> bool {
+        let ty = if write { 2 } else { 1 };
+        for (base, n, flags, bitmap) in &self.ranges {
+            if flags & ty != 0 && idx >= *base && idx - base < *n {
+                let bit = (idx - base) as usize;
+                return bitmap
+                    .get(bit / 8)
+                    .is_some_and(|b| b & (1 << (bit % 8)) != 0);
+            }
+        }
+        !self.default_deny
+    }
+}
+
+/// Per-VM state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmState {
+    pub disabled_quirks: u64,
+    pub user_space_msr: u32,
+    pub filter: Option<Filter>,
+    pub irqchip: Irqchip,
+}
+
+impl VmState {
+    pub fn quirk(&self, bit: u64) -> bool {
+        self.disabled_quirks & bit == 0
+    }
+
+    pub fn lapic_in_kernel(&self) -> bool {
+        self.irqchip != Irqchip::None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvmtrace_format::MsrFilterRange;
+
+    #[test]
+    fn filter_rules() {
+        // SEMANTICS.md §4: DEFAULT_DENY with no ranges is EINVAL.
+        let deny_empty = MsrFilter {
+            default_deny: true,
+            ranges: vec![],
+        };
+        assert!(filter_invalid(&deny_empty).is_some());
+        let f = MsrFilter {
+            default_deny: true,
+            ranges: vec![MsrFilterRange {
+                flags: 3,
+                base: 0,
+                nmsrs: 0x2000,
+                bitmap: {
+                    let mut b = vec![0u8; 0x400];
+                    b[0x10 / 8] = 1 << (0x10 % 8);
+                    b
+                },
+            }],
+        };
+        assert!(filter_invalid(&f).is_none());
+        let c = Filter::compile(&f).unwrap();
+        assert!(c.allows(0x10, false));
+        assert!(!c.allows(0x3a, true));
+        assert!(!c.allows(0xc000_0080, false));
+    }
+}

@@ -1,0 +1,196 @@
+//! Property tests of replay (issue 4, Tests): a trace built by deciding each
+//! action with a policy replays against that policy with no divergence;
+//! N policies in one pass equal N single replays; 1 thread = many threads.
+
+use kvmtrace_format::*;
+use kvmtrace_replayer::{Action, Engine, Policy, Replay, Vendor};
+use proptest::prelude::*;
+
+const MSRS: [u32; 16] = [
+    0x10,
+    0x1b,
+    0x3a,
+    0x179,
+    0x17a,
+    0x17b,
+    0x1a0,
+    0x280,
+    0x400,
+    0x401,
+    0x428,
+    0x4d0,
+    0x802,
+    0x808,
+    0xc001_0015,
+    0xc000_0080,
+];
+const VALUES: [u64; 10] = [
+    0,
+    1,
+    5,
+    0x1800,
+    0x1800 | 1 << 18,
+    !0,
+    !0x401,
+    1 << 18,
+    1 << 24,
+    0xfee0_0d00,
+];
+
+fn header(module: &str, quirks: u64, mask: u32, mce: bool, filter: bool) -> TraceHeader {
+    let mut h = TraceHeader::default();
+    h.host.kernel_release = "6.18.44".into();
+    h.host.kvm_module = module.into();
+    h.payload.name = "prop".into();
+    h.vm.vcpus = 2;
+    h.vm.cpuid = vec![
+        CpuidEntry {
+            function: 0,
+            ebx: 0x6874_7541,
+            edx: 0x6974_6e65,
+            ecx: 0x444d_4163,
+            ..Default::default()
+        },
+        CpuidEntry {
+            function: 1,
+            eax: 0xa00f11,
+            ecx: 1 | 1 << 21,
+            ..Default::default()
+        },
+    ];
+    h.vm.disabled_quirks = quirks;
+    h.vm.user_space_msr = mask;
+    h.vm.irqchip = Some(Irqchip::Kernel);
+    h.vm.mcg_cap = mce.then_some(0x10a);
+    if filter {
+        let mut bitmap = vec![0xffu8; 0x400];
+        bitmap[0x10 / 8] &= !(1 << (0x10 % 8));
+        bitmap[0x3a / 8] &= !(1 << (0x3a % 8));
+        h.vm.msr_filter = Some(MsrFilter {
+            default_deny: false,
+            ranges: vec![MsrFilterRange {
+                flags: 3,
+                base: 0,
+                nmsrs: 0x2000,
+                bitmap,
+            }],
+        });
+    }
+    h
+}
+
+fn action(kind: u8, msr: usize, val: usize, host: bool) -> Action {
+    let origin = if host { Origin::Host } else { Origin::Guest };
+    let index = MSRS[msr % MSRS.len()];
+    match kind % 8 {
+        0..=2 => Action::Rdmsr {
+            index,
+            origin,
+            fallback: MsrOutcome::Value(0x1234),
+            answer: UserAnswer::Value(7),
+        },
+        3..=5 => Action::Wrmsr {
+            index,
+            value: VALUES[val % VALUES.len()],
+            origin,
+            fallback: MsrOutcome::Ok,
+            answer: UserAnswer::Ok,
+        },
+        6 => Action::Mwait { rip: 0x1000 },
+        _ => Action::Other(Event::QuirksDisabled {
+            cap: 213,
+            mask: [0x10, 0x40, 0x50, 0][val % 4],
+        }),
+    }
+}
+
+fn build(
+    policy: &Policy,
+    h: &TraceHeader,
+    actions: &[(u8, usize, usize, bool, u32)],
+) -> Vec<Record> {
+    let mut e = Engine::new(policy.clone(), h);
+    let mut out = Vec::new();
+    let mut seq = 0;
+    for v in 0..2 {
+        out.push(e.decide(seq, v, seq, Action::Reset));
+        seq += 1;
+    }
+    for &(k, m, val, host, vcpu) in actions {
+        let vcpu = vcpu % 2;
+        if e.dead_since(vcpu).is_some() {
+            continue;
+        }
+        out.push(e.decide(seq, vcpu, seq * 10, action(k, m, val, host)));
+        seq += 1;
+    }
+    if e.dead_since(1).is_some() {
+        return out;
+    }
+    let before = Box::new(e.reset_prediction(1).state);
+    out.push(e.decide(
+        seq,
+        1,
+        seq * 10,
+        Action::Init {
+            source: InitSource::Kernel,
+            before,
+        },
+    ));
+    out
+}
+
+fn policies() -> Vec<Policy> {
+    let mut v = Vec::new();
+    for name in [
+        "kvm-5.10", "kvm-5.15", "kvm-5.19", "kvm-6.0", "kvm-6.2", "kvm-6.18",
+    ] {
+        for vendor in [Vendor::Intel, Vendor::Amd, Vendor::Pvm] {
+            let mut p = Policy::preset(name, vendor).unwrap();
+            p.name = format!("{name}-{}", vendor.name());
+            v.push(p);
+        }
+    }
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn self_replay_has_no_divergence(
+        which in 0usize..18,
+        quirks in prop::sample::select(vec![0u64, 0x10, 0x40, 0x50]),
+        mask in 0u32..8,
+        mce: bool,
+        filter: bool,
+        actions in prop::collection::vec((any::<u8>(), any::<usize>(), any::<usize>(), any::<bool>(), 0u32..2), 0..120),
+    ) {
+        let all = policies();
+        let p = &all[which];
+        let h = header(["kvm_intel", "kvm_amd", "kvm_pvm"][which % 3], quirks, mask, mce, filter);
+        let recs = build(p, &h, &actions);
+        let mut r = Replay::new(&h, vec![p.clone()]);
+        r.feed(&recs);
+        let rep = r.finish();
+        prop_assert_eq!(rep.policies[0].divergences, 0, "{}", rep.render(3));
+
+        // Many policies in one pass = N single replays, whatever the threads
+        // and however the records are chunked.
+        let mut many = Replay::new(&h, all.clone());
+        for c in recs.chunks(7) {
+            many.feed(c);
+        }
+        let many = many.finish();
+        let mut seq = Replay::new(&h, all.clone()).sequential();
+        seq.feed(&recs);
+        let seq = seq.finish();
+        prop_assert_eq!(&many, &seq);
+        for (i, pol) in all.iter().enumerate() {
+            let mut one = Replay::new(&h, vec![pol.clone()]);
+            one.feed(&recs);
+            let one = one.finish();
+            prop_assert_eq!(&one.policies[0], &many.policies[i]);
+        }
+    }
+}
