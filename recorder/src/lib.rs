@@ -145,6 +145,8 @@ pub enum RecordError {
         #[source]
         source: PolicyError,
     },
+    #[error("observe mode: capturing the kernel's KVM tracepoints")]
+    Observe(#[source] observe::ObserveError),
     #[error("writing the trace")]
     Output(#[from] sink::SinkError),
     #[error("spawning a vCPU thread")]
@@ -349,6 +351,22 @@ fn run(
 
     let observe = cfg.mode == CaptureMode::Observe;
     let mut held: Vec<(u64, kvmtrace_format::Record)> = Vec::new();
+    // Observe mode: the kernel's own decisions come from its tracepoints, for
+    // this thread and the vCPU threads it is about to create.
+    let mut capture = if observe {
+        let cap = observe::TracefsCapture::start(&observe::CaptureConfig {
+            tids: observe::current_tid().into_iter().collect(),
+            follow_forks: true,
+            ..Default::default()
+        });
+        match cap {
+            Ok(c) => Some(c),
+            Err(e) => return Err(RecordError::Observe(e)),
+        }
+    } else {
+        None
+    };
+
     let shared = Shared::new(n as usize);
     let writer = Writer::start(&cfg.output, &header, shared.clone())?;
 
@@ -474,10 +492,16 @@ fn run(
         let _ = writer.finish();
         return Err(RecordError::SpawnThread(e));
     }
-    if observe {
-        // No kernel capture is wired in yet: the merge still numbers the
-        // recorder's own events in run order.
-        let merged = merge::merge(std::mem::take(&mut held), Vec::new(), 0);
+    if let Some(mut cap) = capture.take() {
+        for (v, tid) in ctx.linux_tids.iter().enumerate() {
+            let tid = tid.load(Ordering::SeqCst);
+            if tid != 0 {
+                cap.set_vcpu(tid, v as u32);
+            }
+        }
+        let base = cap.mono_ns_at(shared.start()).unwrap_or(0);
+        let (observed, _stats) = cap.stop();
+        let merged = merge::merge(std::mem::take(&mut held), observed, base);
         writer.send_records(merged);
     }
     let ws = writer.finish()?;

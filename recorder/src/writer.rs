@@ -63,6 +63,11 @@ impl Shared {
         self.failed.load(Ordering::Relaxed)
     }
 
+    /// The instant the trace's times count from.
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
     pub fn elapsed_ns(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64
     }
