@@ -87,6 +87,7 @@ fn kernel_gps_guest_mc0_status_write() {
     let out = tmp("probe_mce.kvt");
     let mut cfg = RecordConfig::new(&out);
     cfg.mode = CaptureMode::Observe;
+    let _serial = OBSERVE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     record_spec(&cfg, &spec).unwrap();
     let (_, recs) = read_trace(&out);
     assert_eq!(reports(&recs, 0), vec![0x10a, 14, 14, 0]);
@@ -285,6 +286,7 @@ fn observe_mode_records_in_run_order() {
     let mut cfg = RecordConfig::new(&out);
     cfg.scenario = Some("mwait".into());
     cfg.mode = CaptureMode::Observe;
+    let _serial = OBSERVE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     record(&cfg).unwrap();
     let (header, recs) = read_trace(&out);
     assert_eq!(header.capture.mode, CaptureMode::Observe);
