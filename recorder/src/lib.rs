@@ -139,6 +139,12 @@ pub enum RecordError {
         #[source]
         source: state::StateError,
     },
+    #[error("putting vCPU {vcpu} into the live policy's RESET state")]
+    ApplyResetState {
+        vcpu: u32,
+        #[source]
+        source: state::StateError,
+    },
     #[error("policy {spec:?}")]
     Policy {
         spec: String,
@@ -416,6 +422,35 @@ fn run(
                     decided_by: DecidedBy::Kernel,
                 },
             );
+            // Intercept mode: the guest lives in the policy's RESET state, so the
+            // recording stays what the live policy decided (replay folds the
+            // policy's RESET state too). Recorded only where it differs.
+            if !observe {
+                let pred = engine
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .reset_state(i)
+                    .outcome;
+                let kernel = &resets[i as usize];
+                if let Some(target) = pred.map(|p| state::overlay(kernel, &p))
+                    && target != *kernel
+                {
+                    let fd = &fds[i as usize];
+                    let applied = state::apply(fd, &target).and_then(|_| state::read(fd));
+                    match applied {
+                        Ok(after) => log(
+                            i,
+                            Event::Reset {
+                                state: Box::new(after),
+                                decided_by: DecidedBy::Vmm,
+                            },
+                        ),
+                        Err(source) => {
+                            return Err(RecordError::ApplyResetState { vcpu: i, source });
+                        }
+                    }
+                }
+            }
             log(
                 i,
                 Event::Cpuid {
