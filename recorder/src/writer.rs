@@ -273,24 +273,28 @@ impl EventOut {
         self.stats.send_ns += t0.elapsed().as_nanos() as u64;
     }
 
-    /// Send what is left; the thread is done with events.
+    /// Send what is left (waiting for room even in drop mode: nothing more
+    /// will come to carry a `Lost` count); the thread is done with events.
     pub fn close(&mut self) {
-        if self.lost_pending > 0 && self.tx.is_some() {
+        if self.tx.is_none() {
+            return;
+        }
+        if self.lost_pending > 0 {
             let count = std::mem::take(&mut self.lost_pending);
-            // A last Lost record even if nothing followed the drop.
             let rec = self.stamp(Event::Lost {
                 source: LostSource::Channel,
                 count,
             });
             self.batch.push(rec);
-            if let Some(tx) = &self.tx {
-                let batch = std::mem::take(&mut self.batch);
-                let _ = tx.send(batch);
-            }
-            self.shared.pending_min[self.vcpu as usize].store(u64::MAX, Ordering::SeqCst);
         }
-        self.send();
-        self.tx = None;
+        if let Some(tx) = self.tx.take()
+            && !self.batch.is_empty()
+        {
+            let t0 = Instant::now();
+            let _ = tx.send(std::mem::take(&mut self.batch));
+            self.stats.send_ns += t0.elapsed().as_nanos() as u64;
+        }
+        self.shared.pending_min[self.vcpu as usize].store(u64::MAX, Ordering::SeqCst);
     }
 }
 
@@ -500,6 +504,68 @@ mod tests {
         assert_eq!(st.records, 2000);
         let recs = records.lock().unwrap();
         assert!(recs.windows(2).all(|w| w[0].seq + 1 == w[1].seq));
+    }
+
+    /// A sink that blocks until released, so the channel fills up.
+    struct Gate {
+        open: Arc<AtomicBool>,
+        records: Arc<std::sync::Mutex<Vec<Record>>>,
+    }
+
+    impl Sink for Gate {
+        fn push(&mut self, rec: &Record) -> Result<(), SinkError> {
+            while !self.open.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            self.records.lock().unwrap().push(rec.clone());
+            Ok(())
+        }
+        fn flush_chunk(&mut self) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn finish(self: Box<Self>) -> Result<(u64, u64), SinkError> {
+            Ok((0, 0))
+        }
+    }
+
+    #[test]
+    fn drop_mode_counts_every_dropped_event_in_lost_records() {
+        let open = Arc::new(AtomicBool::new(false));
+        let records = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Gate {
+            open: open.clone(),
+            records: records.clone(),
+        };
+        let w = Writer::start_with(Box::new(sink), Shared::new(1));
+        let mut a = w.out(0, OnFull::Drop, false);
+        let n = (CHANNEL_BATCHES as u32 + 20) * BATCH as u32;
+        for i in 0..n {
+            a.emit(read_event(i));
+        }
+        open.store(true, Ordering::SeqCst);
+        a.close();
+        let dropped = a.stats.dropped;
+        drop(a);
+        w.finish().unwrap();
+        assert!(dropped > 0, "the channel never filled");
+        let recs = records.lock().unwrap();
+        let lost: u64 = recs
+            .iter()
+            .map(|r| match r.event {
+                Event::Lost {
+                    source: LostSource::Channel,
+                    count,
+                } => count,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(lost, dropped);
+        let kept = recs
+            .iter()
+            .filter(|r| !matches!(r.event, Event::Lost { .. }))
+            .count() as u64;
+        assert_eq!(kept + dropped, u64::from(n));
+        assert!(recs.windows(2).all(|w| w[0].seq < w[1].seq));
     }
 
     #[test]
