@@ -186,6 +186,15 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow:
             trace.display().to_string()
         }
     )?;
+    writeln!(
+        out,
+        "      kvmtrace policies                                  (what each preset's switches say)"
+    )?;
+    writeln!(
+        out,
+        "      kvmtrace dump {} --json | head                     (the events)",
+        trace.display()
+    )?;
     Ok(0)
 }
 
