@@ -29,6 +29,35 @@ pub const SIPI_PAGE_MAX: u64 = 0x10000;
 /// ICR high at +0x310).
 pub const XAPIC_BASE: u64 = 0xfee0_0000;
 
+/// VMM-owned pages below 1 MiB (guest code must not write them): the page
+/// tables identity-map the low 4 GiB with 2 MiB pages (PML4, one PDPT, four PDs;
+/// the xAPIC page is mapped uncached so its MMIO reaches the VMM).
+pub const PML4_ADDR: u64 = 0x1000;
+pub const PDPT_ADDR: u64 = 0x2000;
+/// Four page directories, 0x3000..0x7000.
+pub const PD_ADDR: u64 = 0x3000;
+/// Flat GDT: null, 64-bit code (0x08), data (0x10), 32-bit code (0x18), TSS (0x20).
+pub const GDT_ADDR: u64 = 0x7000;
+/// 64-bit TSS (no IST; interrupts stay on the current stack at CPL0).
+pub const TSS_ADDR: u64 = 0x7800;
+/// Selectors of the flat GDT.
+pub const CODE64_SEL: u16 = 0x08;
+pub const DATA_SEL: u16 = 0x10;
+pub const TSS_SEL: u16 = 0x20;
+/// IDT (256 gates) and the VMM's exception stubs it points to.
+pub const IDT_ADDR: u64 = 0x1_0000;
+pub const STUBS_ADDR: u64 = 0x1_1000;
+/// Per-vCPU stacks: vCPU `i`'s RSP starts at `STACK_BASE + (i + 1) * STACK_SIZE`.
+pub const STACK_BASE: u64 = 0xa0_0000;
+pub const STACK_SIZE: u64 = 0x1_0000;
+/// Most vCPUs a recording can have (stacks must fit below `MEM_SIZE`).
+pub const MAX_VCPUS: u32 = 64;
+
+/// The initial RSP of vCPU `index`.
+pub const fn stack_top(index: u32) -> u64 {
+    STACK_BASE + (index as u64 + 1) * STACK_SIZE
+}
+
 /// I/O ports of the guest ABI (all `out dx, eax` unless noted).
 pub mod ports {
     /// The vCPU is done; EAX = status (0 = success).
@@ -38,6 +67,10 @@ pub mod ports {
     /// Report a value (recorded as an `Io` event).
     pub const REPORT: u16 = 0x502;
     /// Used by the VMM's own IDT stubs: an exception vector is being reported.
+    /// The stub pushes RAX and RDX, then `out` EAX = vector; the VMM reads the
+    /// interrupt frame above them (error code for vectors that push one, then RIP),
+    /// recorded as an `Io` event with data = vector, moves the saved RIP past the
+    /// faulting instruction and sets R15 = vector + 1; the stub pops and `iretq`s.
     pub const EXCEPTION: u16 = 0x503;
     /// Console: one byte (`out dx, al`).
     pub const CONSOLE: u16 = 0x3f8;

@@ -1,9 +1,19 @@
 //! `kvmtrace fidelity FILE... [--json]`: agreement of `host` and every preset with
-//! the kernel-decided outcomes in the given traces.
-//! (Stub: the observe/import issue fills this in; keep `FidelityArgs` and `run`.)
+//! the kernel-decided outcomes in the given traces, as a behaviour × policy table.
+//!
+//! Only outcomes the kernel decided (observe mode, import, state read back) are
+//! scored: VMM-decided ones are a policy's own answers, not a measurement.
+//! `agreement` = matching / modelled, `coverage` = modelled / all (DESIGN.md,
+//! Policies); every policy folds every record, so a divergence under one policy
+//! changes what it predicts later exactly as in `replay`.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
+
+use kvmtrace_format::{DecidedBy, Event, Record, TraceHeader};
+use kvmtrace_replayer::engine::Engine;
+use kvmtrace_replayer::policy::Policy;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct FidelityArgs {
@@ -11,9 +21,441 @@ pub struct FidelityArgs {
     pub traces: Vec<PathBuf>,
     #[arg(long)]
     pub json: bool,
+    /// Policies to score (default: `host` and every preset).
+    #[arg(long = "policy")]
+    pub policies: Vec<String>,
+}
+
+/// How one kernel-decided outcome compares with a policy's prediction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Agree,
+    Disagree,
+    Unmodeled,
+}
+
+/// One scored outcome.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Check {
+    pub behaviour: &'static str,
+    pub verdict: Verdict,
+    pub rule: &'static str,
+    /// The prediction, as JSON (`null` when unmodeled).
+    pub predicted: serde_json::Value,
+    /// The recorded outcome, as JSON.
+    pub recorded: serde_json::Value,
+}
+
+/// The behaviour an MSR index belongs to (SEMANTICS.md sections).
+pub fn msr_behaviour(index: u32) -> &'static str {
+    match index {
+        0x3a => "feat_ctl",                     // §3
+        0x179..=0x17b | 0x400..=0x47f => "mce", // §5
+        0xc000_0410 | 0xc001_0015 => "mce",     // MCA_INTR_CFG, HWCR (§5)
+        0x800..=0x8ff => "x2apic",              // §4
+        0x1b => "apic_base",                    // §2
+        0x1a0 => "misc_enable",                 // §1
+        0x10 | 0x3b => "tsc",
+        _ => "msr_other",
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+fn verdict<T: PartialEq>(pred: &Option<T>, recorded: &T) -> Verdict {
+    match pred {
+        None => Verdict::Unmodeled,
+        Some(p) if p == recorded => Verdict::Agree,
+        Some(_) => Verdict::Disagree,
+    }
+}
+
+/// Score one record under `engine` (before it is applied); `None` when the
+/// record has no kernel-decided outcome.
+pub fn check(engine: &Engine, rec: &Record) -> Option<Check> {
+    if rec.event.decided_by() != Some(DecidedBy::Kernel) {
+        return None;
+    }
+    check_any(engine, rec)
+}
+
+/// Compare any decided outcome (kernel or VMM) with `engine`'s prediction
+/// (`export --policy`: divergences under a policy).
+pub fn check_any(engine: &Engine, rec: &Record) -> Option<Check> {
+    let v = rec.vcpu;
+    let c = |behaviour, verdict, rule, predicted, recorded| {
+        Some(Check {
+            behaviour,
+            verdict,
+            rule,
+            predicted,
+            recorded,
+        })
+    };
+    match &rec.event {
+        Event::MsrRead {
+            index,
+            origin,
+            outcome,
+            ..
+        } => {
+            let p = engine.msr_read(v, *index, *origin);
+            c(
+                msr_behaviour(*index),
+                verdict(&p.outcome, outcome),
+                p.rule.name,
+                json(&p.outcome),
+                json(outcome),
+            )
+        }
+        Event::MsrWrite {
+            index,
+            value,
+            origin,
+            outcome,
+            ..
+        } => {
+            let p = engine.msr_write(v, *index, *value, *origin);
+            c(
+                msr_behaviour(*index),
+                verdict(&p.outcome, outcome),
+                p.rule.name,
+                json(&p.outcome),
+                json(outcome),
+            )
+        }
+        Event::Monitor { outcome, .. } => {
+            let p = engine.monitor(v);
+            c(
+                "monitor",
+                verdict(&p.outcome, outcome),
+                p.rule.name,
+                json(&p.outcome),
+                json(outcome),
+            )
+        }
+        Event::Mwait { outcome, .. } => {
+            let p = engine.mwait(v);
+            c(
+                "mwait",
+                verdict(&p.outcome, outcome),
+                p.rule.name,
+                json(&p.outcome),
+                json(outcome),
+            )
+        }
+        Event::Shutdown { then, .. } => {
+            let p = engine.shutdown(v);
+            c(
+                "shutdown",
+                verdict(&p.outcome, then),
+                p.rule.name,
+                json(&p.outcome),
+                json(then),
+            )
+        }
+        Event::Reset { state, .. } => {
+            let p = engine.reset_state(v);
+            c(
+                "reset",
+                verdict(&p.outcome, &**state),
+                p.rule.name,
+                json(&p.outcome),
+                json(&**state),
+            )
+        }
+        Event::Init { before, after, .. } => {
+            let p = engine.init_state(v, before);
+            c(
+                "init",
+                verdict(&p.outcome, &**after),
+                p.rule.name,
+                json(&p.outcome),
+                json(&**after),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// Counts for one (policy, behaviour) cell.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cell {
+    pub agree: u64,
+    pub disagree: u64,
+    pub unmodeled: u64,
+}
+
+impl Cell {
+    fn add(&mut self, v: Verdict) {
+        match v {
+            Verdict::Agree => self.agree += 1,
+            Verdict::Disagree => self.disagree += 1,
+            Verdict::Unmodeled => self.unmodeled += 1,
+        }
+    }
+    fn merge(&mut self, o: &Cell) {
+        self.agree += o.agree;
+        self.disagree += o.disagree;
+        self.unmodeled += o.unmodeled;
+    }
+    pub fn modelled(&self) -> u64 {
+        self.agree + self.disagree
+    }
+    pub fn total(&self) -> u64 {
+        self.modelled() + self.unmodeled
+    }
+    /// `None` when nothing was modelled.
+    pub fn agreement(&self) -> Option<f64> {
+        (self.modelled() > 0).then(|| self.agree as f64 / self.modelled() as f64)
+    }
+    pub fn coverage(&self) -> Option<f64> {
+        (self.total() > 0).then(|| self.modelled() as f64 / self.total() as f64)
+    }
+}
+
+/// A policy's scores over all traces.
+#[derive(Clone, Debug, Default)]
+pub struct PolicyScore {
+    pub name: String,
+    pub total: Cell,
+    pub by_behaviour: BTreeMap<&'static str, Cell>,
+}
+
+/// Score `policies` over one trace's records (any iterator: bounded memory).
+pub fn score_trace<E: std::fmt::Display>(
+    header: &TraceHeader,
+    records: impl Iterator<Item = Result<Record, E>>,
+    policies: &[String],
+    scores: &mut [PolicyScore],
+) -> anyhow::Result<()> {
+    let mut engines = Vec::with_capacity(policies.len());
+    for p in policies {
+        let policy = Policy::resolve(p, header).map_err(|e| anyhow::anyhow!("policy {p}: {e}"))?;
+        engines.push(Engine::new(policy, header));
+    }
+    for rec in records {
+        let rec = rec.map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (engine, score) in engines.iter_mut().zip(scores.iter_mut()) {
+            if let Some(c) = check(engine, &rec) {
+                score.total.add(c.verdict);
+                score
+                    .by_behaviour
+                    .entry(c.behaviour)
+                    .or_default()
+                    .add(c.verdict);
+            }
+            engine.apply(&rec);
+        }
+    }
+    Ok(())
+}
+
+/// `host` first, then every preset.
+pub fn default_policies() -> Vec<String> {
+    let mut v = vec!["host".to_string()];
+    v.extend(
+        Policy::preset_names()
+            .iter()
+            .filter(|p| **p != "host")
+            .map(|p| p.to_string()),
+    );
+    v
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map(|v| format!("{:.1}%", v * 100.0))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The behaviour × policy table, human form.
+pub fn write_table(out: &mut dyn Write, scores: &[PolicyScore]) -> std::io::Result<()> {
+    let mut behaviours: Vec<&'static str> = scores
+        .iter()
+        .flat_map(|s| s.by_behaviour.keys().copied())
+        .collect();
+    behaviours.sort_unstable();
+    behaviours.dedup();
+    write!(out, "{:<14}", "behaviour")?;
+    for s in scores {
+        write!(out, " {:>19}", s.name)?;
+    }
+    writeln!(out)?;
+    let row = |out: &mut dyn Write, name: &str, cells: Vec<Cell>| -> std::io::Result<()> {
+        write!(out, "{name:<14}")?;
+        for c in cells {
+            write!(
+                out,
+                " {:>8} cov {:>6}",
+                pct(c.agreement()),
+                pct(c.coverage())
+            )?;
+        }
+        writeln!(out)
+    };
+    for b in &behaviours {
+        let cells = scores
+            .iter()
+            .map(|s| s.by_behaviour.get(b).copied().unwrap_or_default())
+            .collect();
+        row(out, b, cells)?;
+    }
+    row(out, "ALL", scores.iter().map(|s| s.total).collect())?;
+    writeln!(
+        out,
+        "(agreement = matching / modelled kernel-decided outcomes; cov = modelled / all)"
+    )
+}
+
+fn cell_json(c: &Cell) -> serde_json::Value {
+    serde_json::json!({
+        "agreement": c.agreement(),
+        "coverage": c.coverage(),
+        "agree": c.agree,
+        "disagree": c.disagree,
+        "unmodeled": c.unmodeled,
+        "outcomes": c.total(),
+    })
+}
+
+/// The JSON document of `fidelity --json`.
+pub fn to_json(traces: &[String], scores: &[PolicyScore]) -> serde_json::Value {
+    let policies: Vec<_> = scores
+        .iter()
+        .map(|s| {
+            let mut v = cell_json(&s.total);
+            v["name"] = serde_json::json!(s.name);
+            v["by_behaviour"] = s
+                .by_behaviour
+                .iter()
+                .map(|(b, c)| ((*b).to_string(), cell_json(c)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+            v
+        })
+        .collect();
+    serde_json::json!({ "traces": traces, "policies": policies })
 }
 
 pub fn run(args: &FidelityArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
-    let _ = (args, out, err);
-    anyhow::bail!("fidelity is not implemented yet")
+    let policies = if args.policies.is_empty() {
+        default_policies()
+    } else {
+        args.policies.clone()
+    };
+    let mut scores: Vec<PolicyScore> = policies
+        .iter()
+        .map(|p| PolicyScore {
+            name: p.clone(),
+            ..Default::default()
+        })
+        .collect();
+    let mut names = Vec::new();
+    for path in &args.traces {
+        let mut reader = crate::export::open_trace(path)?;
+        let header = reader.header().clone();
+        let mut per_trace: Vec<PolicyScore> = scores
+            .iter()
+            .map(|s| PolicyScore {
+                name: s.name.clone(),
+                ..Default::default()
+            })
+            .collect();
+        score_trace(&header, reader.records(), &policies, &mut per_trace)?;
+        if per_trace.iter().all(|s| s.total.total() == 0) {
+            writeln!(
+                err,
+                "warning: {}: no kernel-decided outcomes (capture mode {:?}): nothing to score",
+                path.display(),
+                header.capture.mode
+            )?;
+        }
+        for (s, t) in scores.iter_mut().zip(&per_trace) {
+            s.total.merge(&t.total);
+            for (b, c) in &t.by_behaviour {
+                s.by_behaviour.entry(b).or_default().merge(c);
+            }
+        }
+        names.push(path.display().to_string());
+    }
+    if args.json {
+        serde_json::to_writer(&mut *out, &to_json(&names, &scores))?;
+        writeln!(out)?;
+    } else {
+        write_table(out, &scores)?;
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use kvmtrace_format::{MsrOutcome, Origin};
+
+    use super::*;
+
+    #[test]
+    fn only_kernel_decided_outcomes_are_scored() {
+        let rec = |decided_by| Record {
+            seq: 0,
+            vcpu: 0,
+            time_ns: 0,
+            event: Event::MsrRead {
+                index: 0x3a,
+                origin: Origin::Guest,
+                outcome: MsrOutcome::InjectGp,
+                decided_by,
+                capture: None,
+            },
+        };
+        let recs = [
+            rec(DecidedBy::Kernel),
+            rec(DecidedBy::Vmm),
+            rec(DecidedBy::Kernel),
+        ];
+        let policies = default_policies();
+        assert_eq!(policies[0], "host");
+        let mut scores: Vec<PolicyScore> = policies
+            .iter()
+            .map(|p| PolicyScore {
+                name: p.clone(),
+                ..Default::default()
+            })
+            .collect();
+        score_trace(
+            &TraceHeader::default(),
+            recs.iter().map(|r| Ok::<_, String>(r.clone())),
+            &policies,
+            &mut scores,
+        )
+        .unwrap();
+        for s in &scores {
+            assert_eq!(s.total.total(), 2, "{}", s.name);
+            assert_eq!(s.by_behaviour["feat_ctl"].total(), 2);
+        }
+        let doc = to_json(&["t.kvt".into()], &scores);
+        assert_eq!(doc["policies"][0]["name"], "host");
+        assert_eq!(doc["policies"][0]["outcomes"], 2);
+        let mut table = Vec::new();
+        write_table(&mut table, &scores).unwrap();
+        let table = String::from_utf8(table).unwrap();
+        assert!(table.contains("feat_ctl"), "{table}");
+    }
+
+    #[test]
+    fn behaviours() {
+        for (index, want) in [
+            (0x3a, "feat_ctl"),
+            (0x401, "mce"),
+            (0x179, "mce"),
+            (0xc001_0015, "mce"),
+            (0x802, "x2apic"),
+            (0x1b, "apic_base"),
+            (0x1a0, "misc_enable"),
+            (0xc000_0080, "msr_other"),
+        ] {
+            assert_eq!(msr_behaviour(index), want, "{index:#x}");
+        }
+    }
 }

@@ -25,6 +25,15 @@ fn main() -> ExitCode {
             }
             ExitCode::from(u8::try_from(code).unwrap_or(2))
         }
+        // `kvmtrace dump big.kvt | head`: the reader went away, not an error.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             let _ = write!(err, "{}", commands::format_error(&e));
             ExitCode::from(2)

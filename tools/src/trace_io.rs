@@ -1,106 +1,114 @@
-//! The commands' view of `.kvt` files, over `kvmtrace_format`'s reader and
-//! writer: open, iterate, write, verify, salvage. Errors name the file.
+//! The commands' view of `.kvt` files, over `kvmtrace_format`'s reader,
+//! writer, verify and salvage. Every error names the file (the format crate's
+//! messages carry file, offset and chunk).
 
+use std::fs::File;
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use kvmtrace_format::{Record, TraceHeader};
+use kvmtrace_format::{Record, TraceHeader, TraceReader, TraceSummary};
+
+pub use kvmtrace_format::{SalvageReport, VerifyReport, WriteSummary};
 
 /// An open trace.
 pub struct TraceFile {
     pub path: PathBuf,
-    pub header: TraceHeader,
-    /// Events according to the index (0 if unknown).
-    pub events: u64,
-    pub chunks: u64,
-    pub bytes: u64,
-}
-
-/// Integrity report of `verify`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct VerifyReport {
-    pub file: String,
-    pub ok: bool,
-    pub events: u64,
-    pub chunks: u64,
-    pub bytes: u64,
-    /// What failed and where (chunk, byte offset, what), if damaged.
+    reader: TraceReader<BufReader<File>>,
+    /// Set when opened with `open_prefix` on a damaged file: the damage that
+    /// ends the readable prefix.
     pub damage: Option<String>,
-    pub damage_offset: Option<u64>,
-    pub damage_chunk: Option<u64>,
-    /// Events and chunks readable before the damage.
-    pub good_events: u64,
-    pub good_chunks: u64,
-}
-
-/// What `salvage` kept and lost.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SalvageReport {
-    pub kept_events: u64,
-    pub kept_chunks: u64,
-    pub lost_bytes: u64,
-    pub last_seq: Option<u64>,
-    pub last_time_ns: Option<u64>,
-}
-
-/// What a writer produced.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct WriteSummary {
-    pub events: u64,
-    pub chunks: u64,
-    pub bytes: u64,
-}
-
-fn unavailable() -> anyhow::Error {
-    anyhow::anyhow!("the .kvt reader/writer (kvmtrace-format) is not available in this build yet")
 }
 
 impl TraceFile {
+    /// Open a finished, sound trace (through its footer index).
     pub fn open(path: &Path) -> Result<TraceFile> {
-        let _ = path;
-        Err(unavailable())
+        let reader = TraceReader::open(path)?;
+        Ok(TraceFile {
+            path: path.to_path_buf(),
+            reader,
+            damage: None,
+        })
+    }
+
+    /// Open a trace whose every complete chunk is to be read, damaged or not
+    /// (`replay --salvage-ok`); `damage` says where the readable prefix ends.
+    pub fn open_prefix(path: &Path) -> Result<TraceFile> {
+        let name = path.display().to_string();
+        let f = File::open(path).map_err(|source| kvmtrace_format::FormatError::Read {
+            file: name.clone(),
+            source,
+        })?;
+        if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+            anyhow::bail!("cannot read {name}: is a directory");
+        }
+        let (reader, damage) = TraceReader::scan(BufReader::with_capacity(256 << 10, f), name)?;
+        Ok(TraceFile {
+            path: path.to_path_buf(),
+            reader,
+            damage: damage.map(|d| d.to_string()),
+        })
+    }
+
+    pub fn header(&self) -> &TraceHeader {
+        self.reader.header()
+    }
+
+    /// Counts from the footer index.
+    pub fn summary(&self) -> &TraceSummary {
+        self.reader.summary()
     }
 
     /// Every record in order; an error stops the iteration at the damage.
-    pub fn records(&self) -> Result<Box<dyn Iterator<Item = Result<Record>> + '_>> {
-        Err(unavailable())
+    pub fn records(&mut self) -> impl Iterator<Item = Result<Record>> + '_ {
+        self.reader
+            .records()
+            .map(|r| r.map_err(anyhow::Error::from))
     }
 
-    /// Every record of the readable prefix (for `--salvage-ok`).
-    pub fn records_salvaged(&self) -> Result<Box<dyn Iterator<Item = Result<Record>> + '_>> {
-        Err(unavailable())
+    pub fn reader(&mut self) -> &mut TraceReader<BufReader<File>> {
+        &mut self.reader
     }
 }
 
-/// A streaming writer: `push` records, then `finish`. Writes to
-/// `PATH.incomplete` and renames on `finish`, so a failed run leaves no file
-/// that looks good.
+/// A crash-safe trace file writer: `PATH.incomplete` until `finish` renames it.
 pub struct TraceWriter {
-    _p: (),
+    w: kvmtrace_format::TraceWriter<std::io::BufWriter<File>>,
 }
 
 impl TraceWriter {
     pub fn create(path: &Path, header: &TraceHeader) -> Result<TraceWriter> {
-        let _ = (path, header);
-        Err(unavailable())
+        Ok(TraceWriter {
+            w: kvmtrace_format::create(path, header)?,
+        })
     }
 
     pub fn push(&mut self, rec: &Record) -> Result<()> {
-        let _ = rec;
-        Err(unavailable())
+        Ok(self.w.push(rec)?)
     }
 
     pub fn finish(self) -> Result<WriteSummary> {
-        Err(unavailable())
+        Ok(self.w.finish()?)
     }
 }
 
 pub fn verify(path: &Path) -> Result<VerifyReport> {
-    let _ = path;
-    Err(unavailable())
+    Ok(kvmtrace_format::verify(path)?)
 }
 
 pub fn salvage(path: &Path, out: &Path) -> Result<SalvageReport> {
-    let _ = (path, out);
-    Err(unavailable())
+    Ok(kvmtrace_format::salvage(path, out)?)
+}
+
+/// The error to report for a trace that could not be read: what `verify`
+/// says about it if it finds damage (so every command reports damage the same
+/// way), else the original error.
+pub fn explain(path: &Path, e: anyhow::Error) -> anyhow::Error {
+    match kvmtrace_format::verify(path) {
+        Ok(r) => match r.damage {
+            Some(d) => anyhow::anyhow!("{}", d.message),
+            None => e,
+        },
+        Err(_) => e,
+    }
 }

@@ -161,26 +161,28 @@ impl Hasher for KeyHasher {
     }
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+            self.write_u64(u64::from(b));
         }
     }
     fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
 }
 
 #[derive(Clone, Copy)]
 struct MsrState {
     last: u64,
-    /// The last change of the value (wrapping, as signed).
-    delta: i64,
-    /// The time between the last two values.
-    dt: i64,
     time: u64,
+    /// Where the current linear run started: the rate is
+    /// (last - anchor_value) / (time - anchor_time).
+    anchor_value: u64,
+    anchor_time: u64,
 }
 
-/// Predicts an MSR's next value from its last value and last delta, scaled by
-/// elapsed time; keyed by (vCPU, index). FORMAT.md, "MSR value prediction".
+/// Predicts an MSR's next value as its last value plus the rate it has advanced
+/// at since the value last went down, times the time elapsed; keyed by
+/// (vCPU, index). With two samples this is "the last delta, scaled by time";
+/// a TSC read then costs only its jitter. FORMAT.md, "MSR value prediction".
 #[derive(Default)]
 struct Predictor {
     keys: HashMap<u64, usize, BuildHasherDefault<KeyHasher>>,
@@ -189,23 +191,23 @@ struct Predictor {
     last_slot: usize,
 }
 
-#[inline]
-fn scale(delta: i64, dt: i64, last_dt: i64) -> i64 {
-    if delta == 0 || dt == last_dt || last_dt <= 0 || dt < 0 {
-        return delta;
+/// `span_v * dt / span_t`, saturating, and `0` without a usable rate.
+#[inline(always)]
+fn extrapolate(span_v: i64, span_t: i64, dt: i64) -> i64 {
+    if span_v == 0 || span_t <= 0 || dt <= 0 {
+        return 0;
     }
-    match delta.checked_mul(dt) {
-        Some(p) => p / last_dt,
+    match span_v.checked_mul(dt) {
+        Some(p) => p / span_t,
         None => {
-            let q = i128::from(delta) * i128::from(dt) / i128::from(last_dt);
+            let q = i128::from(span_v) * i128::from(dt) / i128::from(span_t);
             q.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
         }
     }
 }
 
 impl Predictor {
-    /// The slot of a key, or None if it was never seen in this chunk.
-    #[inline]
+    #[inline(always)]
     fn slot(&mut self, key: u64) -> Option<usize> {
         if !self.states.is_empty() && self.last_key == key {
             return Some(self.last_slot);
@@ -216,25 +218,36 @@ impl Predictor {
         Some(s)
     }
 
-    #[inline]
-    fn predict(&mut self, key: u64, time: u64) -> u64 {
+    /// The predicted value and the slot to update.
+    #[inline(always)]
+    fn predict(&mut self, key: u64, time: u64) -> (u64, Option<usize>) {
         match self.slot(key) {
-            None => 0,
+            None => (0, None),
             Some(s) => {
                 let st = &self.states[s];
+                let span_v = st.last.wrapping_sub(st.anchor_value) as i64;
+                let span_t = st.time.wrapping_sub(st.anchor_time) as i64;
                 let dt = time.wrapping_sub(st.time) as i64;
-                st.last.wrapping_add(scale(st.delta, dt, st.dt) as u64)
+                (
+                    st.last.wrapping_add(extrapolate(span_v, span_t, dt) as u64),
+                    Some(s),
+                )
             }
         }
     }
 
-    #[inline]
-    fn update(&mut self, key: u64, time: u64, value: u64) {
-        match self.slot(key) {
+    #[inline(always)]
+    fn update(&mut self, key: u64, slot: Option<usize>, time: u64, value: u64) {
+        match slot {
             Some(s) => {
                 let st = &mut self.states[s];
-                st.delta = value.wrapping_sub(st.last) as i64;
-                st.dt = time.wrapping_sub(st.time) as i64;
+                // A value that went down, or time that went back, starts a new run.
+                if (value.wrapping_sub(st.last) as i64) < 0
+                    || (time.wrapping_sub(st.time) as i64) < 0
+                {
+                    st.anchor_value = value;
+                    st.anchor_time = time;
+                }
                 st.last = value;
                 st.time = time;
             }
@@ -242,9 +255,9 @@ impl Predictor {
                 let s = self.states.len();
                 self.states.push(MsrState {
                     last: value,
-                    delta: 0,
-                    dt: 0,
                     time,
+                    anchor_value: value,
+                    anchor_time: time,
                 });
                 self.keys.insert(key, s);
                 self.last_key = key;
@@ -254,17 +267,32 @@ impl Predictor {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn msr_key(vcpu: u32, index: u32) -> u64 {
     (u64::from(vcpu) << 32) | u64::from(index)
 }
+
+// ---- streams ----
+
+/// The payload of a chunk is a set of byte streams, one per field family, so
+/// that zstd sees long runs of alike bytes (FORMAT.md, "Chunk payload").
+const S_TAG: usize = 0;
+const S_SEQ: usize = 1;
+const S_VCPU: usize = 2;
+const S_TIME: usize = 3;
+const S_MSR: usize = 4;
+const S_VALUE: usize = 5;
+const S_BODY: usize = 6;
+/// Number of streams.
+pub const STREAMS: usize = 7;
 
 // ---- encoding ----
 
 /// Encodes records into chunk frames. The recorder's writer thread owns one (so
 /// nothing of this runs on vCPU threads); [`crate::TraceWriter`] uses one too.
 pub struct ChunkEncoder {
-    buf: Vec<u8>,
+    s: [Vec<u8>; STREAMS],
+    len: usize,
     count: u32,
     first_seq: u64,
     first_time: u64,
@@ -274,6 +302,7 @@ pub struct ChunkEncoder {
     pred: Predictor,
     stats: ChunkStats,
     compressor: Option<zstd::bulk::Compressor<'static>>,
+    payload: Vec<u8>,
     scratch: Vec<u8>,
 }
 
@@ -289,7 +318,8 @@ pub const ZSTD_LEVEL: i32 = 3;
 impl ChunkEncoder {
     pub fn new() -> Self {
         ChunkEncoder {
-            buf: Vec::with_capacity(CHUNK_TARGET_BYTES + 1024),
+            s: Default::default(),
+            len: 0,
             count: 0,
             first_seq: 0,
             first_time: 0,
@@ -299,6 +329,7 @@ impl ChunkEncoder {
             pred: Predictor::default(),
             stats: ChunkStats::default(),
             compressor: None,
+            payload: Vec::new(),
             scratch: Vec::new(),
         }
     }
@@ -314,12 +345,12 @@ impl ChunkEncoder {
 
     /// Encoded (uncompressed) bytes in the open chunk.
     pub fn encoded_len(&self) -> usize {
-        self.buf.len()
+        self.len
     }
 
     /// True once the open chunk holds about 64 KiB: time to [`Self::finish_chunk`].
     pub fn is_full(&self) -> bool {
-        self.buf.len() >= CHUNK_TARGET_BYTES
+        self.len >= CHUNK_TARGET_BYTES
     }
 
     /// Appends a record to the open chunk. Fails (leaving the chunk as it was)
@@ -332,20 +363,26 @@ impl ChunkEncoder {
             self.prev_time = r.time_ns;
             self.prev_vcpu = 0;
         }
-        let start = self.buf.len();
+        let marks: [usize; STREAMS] = std::array::from_fn(|i| self.s[i].len());
+        let undo = |s: &mut [Vec<u8>; STREAMS]| {
+            for (v, m) in s.iter_mut().zip(marks) {
+                v.truncate(m);
+            }
+        };
+        // A body is encoded before any predictor update, so undo is complete.
         if let Err(e) = self.encode(r) {
-            self.buf.truncate(start);
+            undo(&mut self.s);
             return Err(e);
         }
-        if self.buf.len() - start > MAX_EVENT_BYTES {
-            self.buf.truncate(start);
+        let added: usize = self.s.iter().zip(marks).map(|(v, m)| v.len() - m).sum();
+        if added > MAX_EVENT_BYTES {
+            undo(&mut self.s);
             return Err(format!(
-                "a {} record encodes to {} bytes, over the {} limit",
+                "a {} record encodes to {added} bytes, over the {MAX_EVENT_BYTES}-byte limit",
                 r.event.kind().name(),
-                self.buf.len() - start,
-                MAX_EVENT_BYTES
             ));
         }
+        self.len += added;
         self.count += 1;
         self.prev_seq = r.seq;
         self.prev_time = r.time_ns;
@@ -355,25 +392,29 @@ impl ChunkEncoder {
     }
 
     fn encode(&mut self, r: &Record) -> Result<(), String> {
-        let kind = r.event.kind();
-        let mut tag = kind_code(kind);
+        // Bodies first: the only fallible part, before any state changes.
+        if !matches!(r.event, Event::MsrRead { .. } | Event::MsrWrite { .. }) {
+            bincode::serde::encode_into_std_write(
+                &r.event,
+                &mut self.s[S_BODY],
+                wire::bincode_config::<MAX_EVENT_BYTES>(),
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        let mut tag = kind_code(r.event.kind());
         let seq_implicit = r.seq == self.prev_seq.wrapping_add(1);
         if !seq_implicit {
             tag |= TAG_SEQ;
+            let d = r.seq.wrapping_sub(self.prev_seq.wrapping_add(1)) as i64;
+            put_varint(&mut self.s[S_SEQ], zigzag(d));
         }
         if r.vcpu != self.prev_vcpu {
             tag |= TAG_VCPU;
+            put_varint(&mut self.s[S_VCPU], u64::from(r.vcpu));
         }
-        self.buf.push(tag);
-        if !seq_implicit {
-            let d = r.seq.wrapping_sub(self.prev_seq.wrapping_add(1)) as i64;
-            put_varint(&mut self.buf, zigzag(d));
-        }
-        if r.vcpu != self.prev_vcpu {
-            put_varint(&mut self.buf, u64::from(r.vcpu));
-        }
+        self.s[S_TAG].push(tag);
         put_varint(
-            &mut self.buf,
+            &mut self.s[S_TIME],
             zigzag(r.time_ns.wrapping_sub(self.prev_time) as i64),
         );
         match &r.event {
@@ -399,14 +440,7 @@ impl ChunkEncoder {
                 self.value(r.vcpu, *index, r.time_ns, *value);
                 self.outcome(r.vcpu, *index, r.time_ns, outcome);
             }
-            other => {
-                bincode::serde::encode_into_std_write(
-                    other,
-                    &mut self.buf,
-                    wire::bincode_config::<MAX_EVENT_BYTES>(),
-                )
-                .map_err(|e| e.to_string())?;
-            }
+            _ => {}
         }
         Ok(())
     }
@@ -441,16 +475,16 @@ impl ChunkEncoder {
             MsrOutcome::VmFailed { .. } => OUT_VMFAILED,
         };
         attr |= out << ATTR_OUTCOME_SHIFT;
-        self.buf.push(attr);
-        put_varint(&mut self.buf, u64::from(index));
+        self.s[S_MSR].push(attr);
+        put_varint(&mut self.s[S_MSR], u64::from(index));
     }
 
     #[inline]
     fn value(&mut self, vcpu: u32, index: u32, time: u64, v: u64) {
         let key = msr_key(vcpu, index);
-        let p = self.pred.predict(key, time);
-        put_varint(&mut self.buf, zigzag(v.wrapping_sub(p) as i64));
-        self.pred.update(key, time, v);
+        let (p, slot) = self.pred.predict(key, time);
+        put_varint(&mut self.s[S_VALUE], zigzag(v.wrapping_sub(p) as i64));
+        self.pred.update(key, slot, time, v);
     }
 
     fn outcome(&mut self, vcpu: u32, index: u32, time: u64, o: &MsrOutcome) {
@@ -468,14 +502,25 @@ impl ChunkEncoder {
                     UserAnswer::Ok => 1,
                     UserAnswer::Gp => 2,
                 };
-                self.buf.push(r | (a << 2));
+                self.s[S_MSR].push(r | (a << 2));
                 if let UserAnswer::Value(v) = answer {
                     self.value(vcpu, index, time, v);
                 }
             }
             MsrOutcome::VmFailed { errno } => {
-                put_varint(&mut self.buf, zigzag(i64::from(errno)));
+                put_varint(&mut self.s[S_MSR], zigzag(i64::from(errno)));
             }
+        }
+    }
+
+    /// The uncompressed payload of the open chunk: stream lengths, then streams.
+    fn build_payload(&mut self) {
+        self.payload.clear();
+        for v in &self.s {
+            put_varint(&mut self.payload, v.len() as u64);
+        }
+        for v in &self.s {
+            self.payload.extend_from_slice(v);
         }
     }
 
@@ -485,20 +530,22 @@ impl ChunkEncoder {
         if self.count == 0 {
             return Ok(None);
         }
+        self.build_payload();
         let comp = match &mut self.compressor {
             Some(c) => c,
             None => self
                 .compressor
                 .insert(zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| e.to_string())?),
         };
-        let bound = zstd::zstd_safe::compress_bound(self.buf.len());
+        let bound = zstd::zstd_safe::compress_bound(self.payload.len());
         self.scratch.clear();
         self.scratch.reserve(bound);
-        comp.compress_to_buffer(&self.buf, &mut self.scratch)
+        comp.compress_to_buffer(&self.payload, &mut self.scratch)
             .map_err(|e| e.to_string())?;
+        let ulen = self.payload.len() as u32;
         let frame = frame_chunk(
             &self.scratch,
-            self.buf.len() as u32,
+            ulen,
             self.count,
             self.first_seq,
             self.first_time,
@@ -506,13 +553,16 @@ impl ChunkEncoder {
         let stats = std::mem::take(&mut self.stats);
         let out = EncodedChunk {
             bytes: frame,
-            uncompressed_len: self.buf.len() as u32,
+            uncompressed_len: ulen,
             count: self.count,
             first_seq: self.first_seq,
             first_time_ns: self.first_time,
             stats,
         };
-        self.buf.clear();
+        for v in &mut self.s {
+            v.clear();
+        }
+        self.len = 0;
         self.count = 0;
         self.pred = Predictor::default();
         Ok(Some(out))
@@ -549,7 +599,7 @@ pub fn encode_chunk(records: &[Record]) -> Result<Option<EncodedChunk>, String> 
     let mut e = ChunkEncoder::new();
     for r in records {
         e.push(r)?;
-        if e.encoded_len() as u64 > MAX_CHUNK_BYTES - MAX_EVENT_BYTES as u64 {
+        if e.encoded_len() as u64 > MAX_CHUNK_BYTES - 64 {
             return Err("batch exceeds the 64 MiB chunk limit".into());
         }
     }
@@ -558,58 +608,148 @@ pub fn encode_chunk(records: &[Record]) -> Result<Option<EncodedChunk>, String> 
 
 // ---- decoding ----
 
+/// Splits a payload into its streams; each cursor's positions are relative to
+/// its stream, `base[i]` is where stream i starts in the payload.
+fn split_streams(
+    payload: &[u8],
+) -> Result<([Cursor<'_>; STREAMS], [usize; STREAMS]), PayloadError> {
+    let mut c = Cursor::new(payload);
+    let mut lens = [0usize; STREAMS];
+    for l in &mut lens {
+        let v = c.varint()?;
+        *l = usize::try_from(v)
+            .ok()
+            .filter(|&v| v <= payload.len())
+            .ok_or_else(|| c.err(format!("stream length {v} exceeds the chunk")))?;
+    }
+    let mut pos = c.pos;
+    let mut base = [0usize; STREAMS];
+    let mut parts: [&[u8]; STREAMS] = [&[]; STREAMS];
+    for i in 0..STREAMS {
+        if payload.len() - pos < lens[i] {
+            return Err(PayloadError {
+                pos,
+                what: format!("stream {i} of {} bytes runs past the chunk", lens[i]),
+            });
+        }
+        base[i] = pos;
+        parts[i] = &payload[pos..pos + lens[i]];
+        pos += lens[i];
+    }
+    if pos != payload.len() {
+        return Err(PayloadError {
+            pos,
+            what: format!("{} bytes after the last stream", payload.len() - pos),
+        });
+    }
+    Ok((parts.map(Cursor::new), base))
+}
+
 /// Decodes a decompressed chunk payload of `count` records.
+#[cfg(test)]
 pub(crate) fn decode_payload(
     payload: &[u8],
     count: u32,
     first_seq: u64,
     first_time: u64,
 ) -> Result<Vec<Record>, PayloadError> {
-    let mut out = Vec::with_capacity((count as usize).min(1 << 16));
-    let mut c = Cursor::new(payload);
+    let mut out = Vec::new();
+    decode_payload_into(payload, count, first_seq, first_time, &mut out)?;
+    Ok(out)
+}
+
+/// Decodes a decompressed chunk payload of `count` records, appending them to
+/// `out` (left as it was on error).
+pub(crate) fn decode_payload_into(
+    payload: &[u8],
+    count: u32,
+    first_seq: u64,
+    first_time: u64,
+    out: &mut Vec<Record>,
+) -> Result<(), PayloadError> {
+    let start = out.len();
+    let r = decode_records(payload, count, first_seq, first_time, out);
+    if r.is_err() {
+        out.truncate(start);
+    }
+    r
+}
+
+fn decode_records(
+    payload: &[u8],
+    count: u32,
+    first_seq: u64,
+    first_time: u64,
+    out: &mut Vec<Record>,
+) -> Result<(), PayloadError> {
+    let (mut s, base) = split_streams(payload)?;
+    let rebase = |i: usize, mut e: PayloadError| {
+        e.pos += base[i];
+        e
+    };
+    out.reserve((count as usize).min(1 << 16));
     let mut pred = Predictor::default();
     let mut prev_seq = first_seq.wrapping_sub(1);
     let mut prev_time = first_time;
     let mut prev_vcpu = 0u32;
     for _ in 0..count {
-        let tag = c.u8()?;
+        let tag = s[S_TAG].u8().map_err(|e| rebase(S_TAG, e))?;
         if tag & TAG_RESERVED != 0 {
-            return Err(c.err(format!("record tag {tag:#04x} has the reserved bit set")));
+            return Err(rebase(
+                S_TAG,
+                s[S_TAG].err(format!("record tag {tag:#04x} has the reserved bit set")),
+            ));
         }
         let code = tag & TAG_KIND;
         let Some(&kind) = KINDS.get(code as usize) else {
-            return Err(c.err(format!("unknown event kind code {code}")));
+            return Err(rebase(
+                S_TAG,
+                s[S_TAG].err(format!("unknown event kind code {code}")),
+            ));
         };
         let seq = if tag & TAG_SEQ != 0 {
-            prev_seq.wrapping_add(1).wrapping_add(c.zigzag()? as u64)
+            let d = s[S_SEQ].zigzag().map_err(|e| rebase(S_SEQ, e))?;
+            prev_seq.wrapping_add(1).wrapping_add(d as u64)
         } else {
             prev_seq.wrapping_add(1)
         };
         let vcpu = if tag & TAG_VCPU != 0 {
-            c.varint_u32()?
+            s[S_VCPU].varint_u32().map_err(|e| rebase(S_VCPU, e))?
         } else {
             prev_vcpu
         };
-        let time_ns = prev_time.wrapping_add(c.zigzag()? as u64);
+        let dt = s[S_TIME].zigzag().map_err(|e| rebase(S_TIME, e))?;
+        let time_ns = prev_time.wrapping_add(dt as u64);
         let event = match kind {
             EventKind::MsrRead | EventKind::MsrWrite => {
-                decode_msr(&mut c, &mut pred, kind, vcpu, time_ns)?
+                let [.., msr, value, _] = &mut s;
+                decode_msr(msr, value, &mut pred, kind, vcpu, time_ns)
+                    .map_err(|(i, e)| rebase(i, e))?
             }
             _ => {
-                let rest = &payload[c.pos..];
+                let b = &mut s[S_BODY];
+                let rest = &b.buf[b.pos..];
                 let (ev, used): (Event, usize) = bincode::serde::decode_from_slice(
                     rest,
                     wire::bincode_config::<MAX_EVENT_BYTES>(),
                 )
-                .map_err(|e| c.err(format!("{} body does not decode: {e}", kind.name())))?;
+                .map_err(|e| {
+                    rebase(
+                        S_BODY,
+                        b.err(format!("{} body does not decode: {e}", kind.name())),
+                    )
+                })?;
                 if ev.kind() != kind {
-                    return Err(c.err(format!(
-                        "tag says {} but the body is {}",
-                        kind.name(),
-                        ev.kind().name()
-                    )));
+                    return Err(rebase(
+                        S_BODY,
+                        b.err(format!(
+                            "tag says {} but the body is {}",
+                            kind.name(),
+                            ev.kind().name()
+                        )),
+                    ));
                 }
-                c.pos += used;
+                b.pos += used;
                 ev
             }
         };
@@ -623,41 +763,49 @@ pub(crate) fn decode_payload(
         prev_time = time_ns;
         prev_vcpu = vcpu;
     }
-    if !c.is_empty() {
-        return Err(c.err(format!(
-            "{} bytes left after the last of {count} records",
-            payload.len() - c.pos
-        )));
+    for (i, c) in s.iter().enumerate() {
+        if !c.is_empty() {
+            return Err(rebase(
+                i,
+                c.err(format!(
+                    "{} bytes left in stream {i} after the last of {count} records",
+                    c.buf.len() - c.pos
+                )),
+            ));
+        }
     }
-    Ok(out)
+    Ok(())
 }
 
-#[inline]
+#[inline(always)]
 fn decode_value(
     c: &mut Cursor<'_>,
     pred: &mut Predictor,
     key: u64,
     time: u64,
-) -> Result<u64, PayloadError> {
-    let r = c.zigzag()?;
-    let v = pred.predict(key, time).wrapping_add(r as u64);
-    pred.update(key, time, v);
+) -> Result<u64, (usize, PayloadError)> {
+    let r = c.zigzag().map_err(|e| (S_VALUE, e))?;
+    let (p, slot) = pred.predict(key, time);
+    let v = p.wrapping_add(r as u64);
+    pred.update(key, slot, time, v);
     Ok(v)
 }
 
-#[inline]
+#[inline(always)]
 fn decode_msr(
     c: &mut Cursor<'_>,
+    values: &mut Cursor<'_>,
     pred: &mut Predictor,
     kind: EventKind,
     vcpu: u32,
     time: u64,
-) -> Result<Event, PayloadError> {
-    let attr = c.u8()?;
+) -> Result<Event, (usize, PayloadError)> {
+    let m = |e| (S_MSR, e);
+    let attr = c.u8().map_err(m)?;
     if attr & ATTR_RESERVED != 0 {
-        return Err(c.err(format!(
+        return Err(m(c.err(format!(
             "MSR attribute byte {attr:#04x} has the reserved bit set"
-        )));
+        ))));
     }
     let origin = if attr & ATTR_HOST != 0 {
         Origin::Host
@@ -676,39 +824,40 @@ fn decode_msr(
         _ => Some(MsrExitReason::Filter),
     };
     let out_code = (attr >> ATTR_OUTCOME_SHIFT) & 7;
-    let index = c.varint_u32()?;
+    let index = c.varint_u32().map_err(m)?;
     let key = msr_key(vcpu, index);
     let value = if kind == EventKind::MsrWrite {
-        Some(decode_value(c, pred, key, time)?)
+        Some(decode_value(values, pred, key, time)?)
     } else {
         None
     };
     let outcome = match out_code {
-        OUT_VALUE => MsrOutcome::Value(decode_value(c, pred, key, time)?),
+        OUT_VALUE => MsrOutcome::Value(decode_value(values, pred, key, time)?),
         OUT_OK => MsrOutcome::Ok,
         OUT_GP => MsrOutcome::InjectGp,
         OUT_USER => {
-            let b = c.u8()?;
+            let b = c.u8().map_err(m)?;
             let reason = match b & 3 {
                 0 => MsrExitReason::Inval,
                 1 => MsrExitReason::Unknown,
                 2 => MsrExitReason::Filter,
-                _ => return Err(c.err(format!("bad user-exit reason in byte {b:#04x}"))),
+                _ => return Err(m(c.err(format!("bad user-exit reason in byte {b:#04x}")))),
             };
             let answer = match b >> 2 {
-                0 => UserAnswer::Value(decode_value(c, pred, key, time)?),
+                0 => UserAnswer::Value(decode_value(values, pred, key, time)?),
                 1 => UserAnswer::Ok,
                 2 => UserAnswer::Gp,
-                _ => return Err(c.err(format!("bad user-exit answer in byte {b:#04x}"))),
+                _ => return Err(m(c.err(format!("bad user-exit answer in byte {b:#04x}")))),
             };
             MsrOutcome::UserExit { reason, answer }
         }
         OUT_VMFAILED => {
-            let e = c.zigzag()?;
-            let errno = i32::try_from(e).map_err(|_| c.err(format!("errno {e} out of range")))?;
+            let e = c.zigzag().map_err(m)?;
+            let errno =
+                i32::try_from(e).map_err(|_| m(c.err(format!("errno {e} out of range"))))?;
             MsrOutcome::VmFailed { errno }
         }
-        other => return Err(c.err(format!("unknown MSR outcome code {other}"))),
+        other => return Err(m(c.err(format!("unknown MSR outcome code {other}")))),
     };
     Ok(match value {
         Some(value) => Event::MsrWrite {
@@ -754,7 +903,8 @@ mod tests {
             e.push(r).unwrap();
         }
         let n = e.encoded_len();
-        let payload = e.buf.clone();
+        e.build_payload();
+        let payload = e.payload.clone();
         let back =
             decode_payload(&payload, recs.len() as u32, recs[0].seq, recs[0].time_ns).unwrap();
         assert_eq!(back, recs);
@@ -797,17 +947,21 @@ mod tests {
     }
 
     #[test]
-    fn scale_table() {
-        for (delta, dt, last_dt, want) in [
+    fn extrapolate_table() {
+        for (span_v, span_t, dt, want) in [
             (0i64, 10i64, 5i64, 0i64),
             (100, 10, 10, 100),
-            (100, 20, 10, 200),
-            (100, 5, 0, 100),
-            (100, -5, 10, 100),
-            (i64::MAX, 4, 2, i64::MAX),
-            (i64::MIN, 4, 2, i64::MIN),
+            (100, 10, 20, 200),
+            (100, 0, 5, 0),
+            (100, 10, -5, 0),
+            (i64::MAX, 2, 4, i64::MAX),
+            (i64::MIN, 2, 4, i64::MIN),
         ] {
-            assert_eq!(scale(delta, dt, last_dt), want, "{delta} {dt} {last_dt}");
+            assert_eq!(
+                extrapolate(span_v, span_t, dt),
+                want,
+                "{span_v} {span_t} {dt}"
+            );
         }
     }
 
@@ -816,15 +970,17 @@ mod tests {
         for p in [
             &[0xffu8][..],
             &[0x00],
-            &[0x13, 0x00, 0xff, 0xff],
-            &[0x00, 0x00, 0x70, 0x10],
+            &[1, 0, 0, 1, 0, 0, 0, 0x80, 0],
+            &[1, 0, 0, 1, 0, 0, 0, 0x1f, 0],
+            &[1, 0, 0, 1, 2, 0, 0, 0x00, 0, 0x70, 0x10],
         ] {
             assert!(decode_payload(p, 1, 0, 0).is_err(), "{p:?}");
         }
         // Extra bytes after the records.
         let mut e = ChunkEncoder::new();
         e.push(&rd(0, 0, 0, 1, 1)).unwrap();
-        let mut p = e.buf.clone();
+        e.build_payload();
+        let mut p = e.payload.clone();
         p.push(0);
         assert!(decode_payload(&p, 1, 0, 0).is_err());
     }

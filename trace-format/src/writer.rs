@@ -64,8 +64,12 @@ pub struct WriteSummary {
     pub path: Option<PathBuf>,
 }
 
-/// Encodes the header frame: length, CRC32, bincode body.
-pub(crate) fn header_frame(header: &TraceHeader) -> std::result::Result<Vec<u8>, String> {
+/// Encodes the header frame: length, CRC32 (of the preamble and the body, so
+/// the version fields are covered too), bincode body.
+pub(crate) fn header_frame(
+    preamble: &[u8],
+    header: &TraceHeader,
+) -> std::result::Result<Vec<u8>, String> {
     let body = bincode::serde::encode_to_vec(
         header,
         wire::bincode_config::<{ MAX_HEADER_BYTES as usize }>(),
@@ -74,7 +78,10 @@ pub(crate) fn header_frame(header: &TraceHeader) -> std::result::Result<Vec<u8>,
     let len = u32::try_from(body.len()).map_err(|_| "header too large".to_string())?;
     let mut out = Vec::with_capacity(HEADER_FRAME_LEN + body.len());
     out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(preamble);
+    crc.update(&body);
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
     out.extend_from_slice(&body);
     Ok(out)
 }
@@ -114,12 +121,13 @@ impl<W: Write> TraceWriter<W> {
             rename: None,
             sync: None,
         };
-        let hdr = header_frame(header).map_err(|why| FormatError::Encode {
+        let pre = wire::preamble(Version::CURRENT);
+        let hdr = header_frame(&pre, header).map_err(|why| FormatError::Encode {
             file: w.name.clone(),
             what: "the trace header",
             why,
         })?;
-        w.write_all(&wire::preamble(Version::CURRENT))?;
+        w.write_all(&pre)?;
         w.write_all(&hdr)?;
         Ok(w)
     }

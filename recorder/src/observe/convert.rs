@@ -17,8 +17,14 @@
 //!   on the sending vCPU.
 //! - `kvm_cpuid` lines teach the guest's CPUID: each new or changed leaf emits a
 //!   `Cpuid` event with every leaf seen so far on that vCPU.
+//! - `kvm_exit` for MONITOR/MWAIT (VMX/SVM hosts; this pvm host has no
+//!   `kvm_exit` lines) becomes `Monitor`/`Mwait` decided by the kernel: `InjectUd`
+//!   when the vCPU's next line is `kvm_inj_exception: #UD`, else `Nop`
+//!   (SEMANTICS.md §1). RAX/ECX/EDX are not in the tracepoint and read 0.
 
-use kvmtrace_format::{CpuidEntry, DecidedBy, EndReason, Event, IpiMode, MsrOutcome, Origin};
+use kvmtrace_format::{
+    CpuidEntry, DecidedBy, EndReason, Event, IpiMode, MsrOutcome, MwaitOutcome, Origin,
+};
 
 use super::fields::{KvmEvent, RunReturn};
 
@@ -46,6 +52,37 @@ pub struct Observed {
     pub event: Event,
 }
 
+impl Observed {
+    /// The key that merges kernel events into the recorder's own per-vCPU
+    /// stream exactly: sort a vCPU's events by key, kernel events by
+    /// `merge_key()`, the recorder's by `user_merge_key(returns_seen)`, where
+    /// `returns_seen` counts that vCPU's `KVM_RUN` returns so far (every
+    /// return, errors and EINTR included: each has its `kvm_userspace_exit`
+    /// line). A kernel event of run k comes after the user-space handling of
+    /// return k and before that of return k + 1. After a ring-buffer overrun
+    /// (`Lost`) the counts no longer line up: fall back to time.
+    pub fn merge_key(&self) -> u64 {
+        self.run_index.saturating_mul(2).saturating_add(1)
+    }
+
+    /// The record of this event, with time relative to `base_mono_ns` (the
+    /// trace clock at the trace's start, e.g. `TracefsCapture::mono_ns_at`).
+    pub fn into_record(self, seq: u64, base_mono_ns: u64) -> kvmtrace_format::Record {
+        kvmtrace_format::Record {
+            seq,
+            vcpu: self.vcpu,
+            time_ns: self.ts_ns.saturating_sub(base_mono_ns),
+            event: self.event,
+        }
+    }
+}
+
+/// The merge key of a user-space event after `returns_seen` `KVM_RUN` returns
+/// (see `Observed::merge_key`).
+pub fn user_merge_key(returns_seen: u64) -> u64 {
+    returns_seen.saturating_mul(2)
+}
+
 /// How tasks map to vCPUs.
 #[derive(Clone, Debug)]
 pub enum VcpuMap {
@@ -63,6 +100,39 @@ struct VcpuState {
     gp_explained: u8,
     runs: u64,
     cpuid: Vec<CpuidEntry>,
+    /// A MONITOR/MWAIT intercept (`kvm_exit`) whose outcome the next line of
+    /// this vCPU tells: `kvm_inj_exception: #UD` or anything else (NOP).
+    pending_mwait: Option<PendingMwait>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PendingMwait {
+    monitor: bool,
+    rip: u64,
+    ts_ns: u64,
+    run_index: u64,
+}
+
+fn mwait_event(p: PendingMwait, outcome: MwaitOutcome) -> Event {
+    // The tracepoint does not show RAX/ECX/EDX.
+    if p.monitor {
+        Event::Monitor {
+            rip: p.rip,
+            rax: 0,
+            ecx: 0,
+            edx: 0,
+            outcome,
+            decided_by: DecidedBy::Kernel,
+        }
+    } else {
+        Event::Mwait {
+            rip: p.rip,
+            eax: 0,
+            ecx: 0,
+            outcome,
+            decided_by: DecidedBy::Kernel,
+        }
+    }
 }
 
 /// Counters for the summary.
@@ -76,6 +146,8 @@ pub struct ConvertStats {
     pub ipis: u64,
     pub ipis_skipped: u64,
     pub cpuid: u64,
+    /// MONITOR/MWAIT intercepts (`kvm_exit`, VMX/SVM hosts).
+    pub mwait: u64,
     pub exit_entry: u64,
     /// Events of tasks that are not the recorder's vCPUs (`VcpuMap::Fixed`).
     pub foreign: u64,
@@ -101,6 +173,15 @@ impl Converter {
             map,
             vcpus: Vec::new(),
             stats: ConvertStats::default(),
+        }
+    }
+
+    /// Name one more thread's vCPU (`VcpuMap::Fixed`; ignored for `InOrder`).
+    pub fn add_tid(&mut self, tid: u32, vcpu: u32) {
+        if let VcpuMap::Fixed(pairs) = &mut self.map {
+            if !pairs.iter().any(|&(t, _)| t == tid) {
+                pairs.push((tid, vcpu));
+            }
         }
     }
 
@@ -143,15 +224,45 @@ impl Converter {
         ev: KvmEvent,
         out: &mut impl FnMut(Observed),
     ) -> Result<(), ConvertError> {
-        if ev == KvmEvent::ExitOrEntry {
-            self.stats.exit_entry += 1;
-            return Ok(());
-        }
         let Some(i) = self.state(tid)? else {
             self.stats.foreign += 1;
             return Ok(());
         };
         let st = &mut self.vcpus[i];
+        if let Some(p) = st.pending_mwait.take() {
+            // SEMANTICS.md §1: a #UD injected right after the intercept is the
+            // kernel's answer; anything else means it skipped the instruction.
+            let ud = matches!(
+                ev,
+                KvmEvent::InjException {
+                    vector: 6,
+                    reinjected: false,
+                    ..
+                }
+            );
+            out(Observed {
+                ts_ns: p.ts_ns,
+                tid,
+                vcpu: st.vcpu,
+                run_index: p.run_index,
+                event: mwait_event(
+                    p,
+                    if ud {
+                        MwaitOutcome::InjectUd
+                    } else {
+                        MwaitOutcome::Nop
+                    },
+                ),
+            });
+            if ud {
+                self.stats.exceptions_explained += 1;
+                return Ok(());
+            }
+        }
+        if ev == KvmEvent::ExitOrEntry {
+            self.stats.exit_entry += 1;
+            return Ok(());
+        }
         let (vcpu, run_index) = (st.vcpu, st.runs);
         let mut emit = |event| {
             out(Observed {
@@ -208,7 +319,11 @@ impl Converter {
                 error_code,
                 reinjected,
             } => {
-                if vector == 13 && error_code == Some(0) && !reinjected && st.gp_explained > 0 {
+                if vector == 13
+                    && matches!(error_code, None | Some(0))
+                    && !reinjected
+                    && st.gp_explained > 0
+                {
                     st.gp_explained -= 1;
                     stats.exceptions_explained += 1;
                 } else {
@@ -283,8 +398,33 @@ impl Converter {
                     });
                 }
             }
+            KvmEvent::MwaitExit { monitor, rip } => {
+                stats.mwait += 1;
+                st.pending_mwait = Some(PendingMwait {
+                    monitor,
+                    rip,
+                    ts_ns,
+                    run_index,
+                });
+            }
             KvmEvent::ExitOrEntry => {}
         }
         Ok(())
+    }
+
+    /// The end of the input: a MONITOR/MWAIT intercept with no later line of
+    /// its vCPU was skipped (NOP).
+    pub fn finish(&mut self, out: &mut impl FnMut(Observed)) {
+        for st in &mut self.vcpus {
+            if let Some(p) = st.pending_mwait.take() {
+                out(Observed {
+                    ts_ns: p.ts_ns,
+                    tid: st.tid,
+                    vcpu: st.vcpu,
+                    run_index: p.run_index,
+                    event: mwait_event(p, MwaitOutcome::Nop),
+                });
+            }
+        }
     }
 }

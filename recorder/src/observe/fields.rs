@@ -45,7 +45,11 @@ pub enum KvmEvent {
         ecx: u32,
         edx: u32,
     },
-    /// `kvm_exit` / `kvm_entry`: known, carry nothing kvmtrace records.
+    /// `kvm_exit` for a MONITOR or MWAIT intercept (VMX `MONITOR_INSTRUCTION` /
+    /// `MWAIT_INSTRUCTION`, SVM `monitor` / `mwait`), with the guest RIP: on
+    /// VMX/SVM hosts the kernel decides these (SEMANTICS.md §1).
+    MwaitExit { monitor: bool, rip: u64 },
+    /// Any other `kvm_exit`, or `kvm_entry`: known, carries nothing recorded.
     ExitOrEntry,
 }
 
@@ -317,6 +321,42 @@ fn cpuid(f: &[u8]) -> Result<KvmEvent, FieldError> {
     })
 }
 
+/// `kvm_exit`: `[vcpu N ]reason NAME[ (failed)] rip 0xRIP info1 ...`
+/// (SEMANTICS.md §6; `vcpu` since 5.12ish, `requests` in 6.18).
+fn kvm_exit(f: &[u8]) -> Result<KvmEvent, FieldError> {
+    let bad = |what| FieldError {
+        event: "kvm_exit",
+        what,
+    };
+    let mut w = words(f);
+    let mut reason = None;
+    let mut rip = None;
+    while let Some(word) = w.next() {
+        match word {
+            b"reason" if reason.is_none() => reason = Some(w.next().ok_or(bad("no exit reason"))?),
+            b"rip" if rip.is_none() => {
+                rip = Some(
+                    w.next()
+                        .filter(|s| s.starts_with(b"0x"))
+                        .and_then(parse_hex)
+                        .ok_or(bad("rip is not 0x and at most 16 hex digits"))?,
+                )
+            }
+            _ => {}
+        }
+    }
+    let reason = reason.ok_or(bad("no `reason`"))?;
+    let rip = rip.ok_or(bad("no `rip`"))?;
+    Ok(match reason {
+        b"MONITOR_INSTRUCTION" | b"monitor" => KvmEvent::MwaitExit { monitor: true, rip },
+        b"MWAIT_INSTRUCTION" | b"mwait" => KvmEvent::MwaitExit {
+            monitor: false,
+            rip,
+        },
+        _ => KvmEvent::ExitOrEntry,
+    })
+}
+
 /// Decode the fields of a known KVM event; `None` for other events.
 pub fn parse_event(event: &[u8], fields: &[u8]) -> Option<Result<KvmEvent, FieldError>> {
     Some(match event {
@@ -325,7 +365,8 @@ pub fn parse_event(event: &[u8], fields: &[u8]) -> Option<Result<KvmEvent, Field
         b"kvm_userspace_exit" => userspace_exit(fields),
         b"kvm_apic_ipi" => apic_ipi(fields),
         b"kvm_cpuid" => cpuid(fields),
-        b"kvm_exit" | b"kvm_entry" => Ok(KvmEvent::ExitOrEntry),
+        b"kvm_exit" => kvm_exit(fields),
+        b"kvm_entry" => Ok(KvmEvent::ExitOrEntry),
         _ => return None,
     })
 }

@@ -142,24 +142,20 @@ pub fn parse_hex(s: &[u8]) -> Option<u64> {
     Some(v)
 }
 
-/// `SECONDS.FRACTION` (fraction of 1 to 9 digits) or bare nanoseconds-free
-/// `SECONDS`, to nanoseconds.
+/// `SECONDS.FRACTION` (fraction of 1 to 9 digits) to nanoseconds; a bare
+/// integer is a counter clock (`counter`, `x86-tsc`) taken as is.
 fn parse_timestamp(s: &[u8]) -> Option<u64> {
-    let (secs, frac) = match s.iter().position(|&b| b == b'.') {
-        Some(dot) => (&s[..dot], &s[dot + 1..]),
-        None => (s, &b""[..]),
+    let Some(dot) = s.iter().position(|&b| b == b'.') else {
+        return parse_dec(s, 20);
     };
+    let (secs, frac) = (&s[..dot], &s[dot + 1..]);
     let secs = parse_dec(secs, 11)?;
     if secs > MAX_TS_SECS {
         return None;
     }
-    let mut ns = 0;
-    if !frac.is_empty() {
-        let f = parse_dec(frac, 9)?;
-        let scale = 10u64.pow(9 - u32::try_from(frac.len()).ok()?);
-        ns = f * scale;
-    }
-    Some(secs * 1_000_000_000 + ns)
+    let f = parse_dec(frac, 9)?;
+    let scale = 10u64.pow(9 - u32::try_from(frac.len()).ok()?);
+    Some(secs * 1_000_000_000 + f * scale)
 }
 
 /// Find the CPU field `[NNN]`: returns (index of `[`, index after `]`, cpu).

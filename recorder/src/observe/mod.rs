@@ -11,10 +11,13 @@ pub mod fields;
 pub mod host;
 /// One ftrace text line split into task, pid, CPU, timestamp, event, fields.
 pub mod line;
+/// Live capture from a private tracefs instance (`record --mode observe`).
+pub mod tracefs;
 
-pub use convert::{ConvertError, ConvertStats, Converter, Observed, VcpuMap};
+pub use convert::{ConvertError, ConvertStats, Converter, Observed, VcpuMap, user_merge_key};
 pub use fields::{FieldError, KvmEvent, RunReturn, parse_event};
 pub use line::{EventLine, LineError, LineKind, parse_line};
+pub use tracefs::{CaptureConfig, CaptureStats, ObserveError, TracefsCapture, current_tid};
 
 #[cfg(test)]
 mod tests;

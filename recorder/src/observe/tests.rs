@@ -86,6 +86,26 @@ fn line_layouts() {
             "kvm_apic_ipi",
             "dst 1 vec 0 (INIT|physical|assert|edge|dst)",
         ),
+        // x86-tsc / counter clocks print a bare integer
+        (
+            "   qemu-kvm-9 [000] d..1. 123456789012345: kvm_msr: msr_read 10 = 0x1",
+            "qemu-kvm",
+            9,
+            0,
+            123_456_789_012_345,
+            "kvm_msr",
+            "msr_read 10 = 0x1",
+        ),
+        // tgid unknown
+        (
+            "           <...>-13007 (-------) [000] ..... 1.000001: kvm_msr: msr_read 10 = 0x1",
+            "<...>",
+            13007,
+            0,
+            1_000_001_000,
+            "kvm_msr",
+            "msr_read 10 = 0x1",
+        ),
         // <...> task (comm not cached), CRLF line end
         (
             "           <...>-13007   [000] ..... 580.717973: kvm_userspace_exit: reason error (11)\r",
@@ -383,6 +403,30 @@ fn event_fields() {
             K::ExitOrEntry,
         ),
         ("kvm_entry", "vcpu 0, rip 0x1000", K::ExitOrEntry),
+        (
+            "kvm_exit",
+            "vcpu 1 reason MWAIT_INSTRUCTION rip 0xffffffff81a0c2d5 info1 0x0000000000000000 info2 0x0000000000000000 intr_info 0x00000000 error_code 0x00000000 requests 0x0000000000000000",
+            K::MwaitExit {
+                monitor: false,
+                rip: 0xffff_ffff_81a0_c2d5,
+            },
+        ),
+        (
+            "kvm_exit",
+            "reason MONITOR_INSTRUCTION rip 0x1003 info1 0x0 info2 0x0 intr_info 0x00000000 error_code 0x00000000",
+            K::MwaitExit {
+                monitor: true,
+                rip: 0x1003,
+            },
+        ),
+        (
+            "kvm_exit",
+            "vcpu 0 reason mwait rip 0x1006 info1 0x0000000000000000 info2 0x0000000000000000 intr_info 0x00000000 error_code 0x00000000",
+            K::MwaitExit {
+                monitor: false,
+                rip: 0x1006,
+            },
+        ),
     ];
     for (event, fields, want) in cases {
         assert_eq!(
@@ -441,6 +485,7 @@ fn convert(lines: &[&str]) -> (Vec<Observed>, ConvertStats) {
         let k = parse_event(e.event, e.fields).unwrap().unwrap();
         c.feed(e.ts_ns, e.pid, k, &mut |o| out.push(o)).unwrap();
     }
+    c.finish(&mut |o| out.push(o));
     (out, c.stats)
 }
 
@@ -526,6 +571,40 @@ fn conversion() {
     assert_eq!(stats.exceptions_explained, 1);
     assert_eq!(stats.ipis_skipped, 1);
     assert_eq!(stats.userspace_exits_skipped, 1);
+}
+
+#[test]
+fn mwait_outcome_from_the_next_line() {
+    use kvmtrace_format::MwaitOutcome;
+    let (out, stats) = convert(&[
+        // 6.0+ with MWAIT_NEVER_UD_FAULTS disabled: #UD follows the intercept.
+        " q-7 [000] d..1. 1.0: kvm_exit: vcpu 0 reason MWAIT_INSTRUCTION rip 0x1006 info1 0x0 info2 0x0 intr_info 0x00000000 error_code 0x00000000",
+        " q-7 [000] d..1. 1.1: kvm_inj_exception: #UD",
+        " q-7 [000] d..1. 1.2: kvm_entry: vcpu 0, rip 0x1006",
+        // ≤5.19 / quirk enabled: the instruction is skipped.
+        " q-7 [000] d..1. 2.0: kvm_exit: vcpu 0 reason MONITOR_INSTRUCTION rip 0x1003 info1 0x0 info2 0x0 intr_info 0x00000000 error_code 0x00000000",
+        " q-7 [000] d..1. 2.1: kvm_entry: vcpu 0, rip 0x1006",
+        // Last line of the text: NOP at finish.
+        " q-7 [000] d..1. 3.0: kvm_exit: vcpu 0 reason mwait rip 0x2000 info1 0x0 info2 0x0 intr_info 0x00000000 error_code 0x00000000",
+    ]);
+    let outcomes: Vec<_> = out
+        .iter()
+        .map(|o| match &o.event {
+            Event::Mwait { rip, outcome, .. } => ("mwait", *rip, *outcome),
+            Event::Monitor { rip, outcome, .. } => ("monitor", *rip, *outcome),
+            e => panic!("{e:?}"),
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("mwait", 0x1006, MwaitOutcome::InjectUd),
+            ("monitor", 0x1003, MwaitOutcome::Nop),
+            ("mwait", 0x2000, MwaitOutcome::Nop),
+        ]
+    );
+    assert_eq!(stats.mwait, 3);
+    assert_eq!(stats.exceptions, 0, "the #UD is the MWAIT's outcome");
 }
 
 #[test]

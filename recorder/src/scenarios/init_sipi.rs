@@ -36,9 +36,10 @@ pub const ICR_INIT: u32 = 0x4500;
 pub const ICR_SIPI: u32 = 0x4600 | SIPI_VECTOR as u32;
 /// Bounds on the spin loops (a few seconds of emulated code), so a VMM that
 /// never delivers INIT ends the run with a failure status instead of a hang.
+/// vCPU 0 spins on flags in memory (vCPU 1 runs meanwhile, on its own thread).
 pub const SPIN_READY: u32 = 2_000_000;
 pub const SPIN_DONE: u32 = 5_000_000;
-pub const SPIN_AP: u32 = 10_000_000;
+pub const HLT_AP: u32 = 1_000;
 
 /// vCPU 0: wait for vCPU 1 (warm), INIT + SIPI to APIC ID 1, wait for its done
 /// flag and report it. Leaves status in R14 (0 ok).
@@ -68,8 +69,10 @@ pub fn bsp(g: &mut Guest, warm: bool) -> R {
     g.report_eax()
 }
 
-/// vCPU 1 in long mode: set CR0.CD, report CR0, raise the ready flag, then spin
-/// until INIT takes it away (a bounded spin: DONE with status 1 if it never comes).
+/// vCPU 1 in long mode: set CR0.CD, report CR0, raise the ready flag, then HLT
+/// until INIT takes it away. HLT, not a spin: a user-space LAPIC delivers IPIs
+/// when the target exits (here `KVM_EXIT_HLT`), and an in-kernel one wakes it.
+/// Bounded: after `HLT_AP` wake-ups without INIT it reports DONE with status 1.
 pub fn ap_warm(g: &mut Guest) -> R {
     let a = &mut g.a;
     a.mov(rax, cr0)?;
@@ -78,7 +81,13 @@ pub fn ap_warm(g: &mut Guest) -> R {
     a.mov(rax, cr0)?;
     g.report_eax()?;
     g.set_dword(AP_READY_FLAG, 1)?;
-    g.wait_dword(AP_READY_FLAG, 2, SPIN_AP)?;
+    let a = &mut g.a;
+    let mut again = a.create_label();
+    a.mov(ebx, HLT_AP)?;
+    a.set_label(&mut again)?;
+    a.hlt()?;
+    a.dec(ebx)?;
+    a.jnz(again)?;
     g.done(1)
 }
 

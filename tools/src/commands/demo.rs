@@ -4,19 +4,255 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-use serde_json::Value;
+use anyhow::Context;
+use kvmtrace_replayer::Policy;
+use serde_json::{Value, json};
 
-use crate::cli::DemoArgs;
+use crate::cli::{DemoArgs, Pattern};
+use kvmtrace_replayer::report::Behaviour;
 
-pub fn run(args: &DemoArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
-    let _ = (args, out, err);
-    anyhow::bail!("demo is not available in this build yet")
+/// The recording shipped with the sources, replayed where /dev/kvm is missing.
+pub const BUNDLED_TOUR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/tour.kvt");
+
+/// Why /dev/kvm cannot be used here, if it cannot.
+pub fn kvm_unavailable() -> Option<String> {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        Ok(_) => None,
+        Err(e) => Some(format!("cannot open /dev/kvm: {e}")),
+    }
 }
 
-/// `offline_vs_live_ratio`: 16 live re-runs of `tour` vs replaying one
-/// recording against the 16 quirk combinations.
-pub fn offline_vs_live(dir: &Path) -> anyhow::Result<Value> {
-    let _: PathBuf = dir.to_path_buf();
-    anyhow::bail!("needs the recorder and replayer")
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(tag: &str) -> anyhow::Result<Scratch> {
+    let p = std::env::temp_dir().join(format!("kvmtrace-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+    Ok(Scratch(p))
+}
+
+fn record_tour(out: &Path, policy: &str) -> anyhow::Result<kvmtrace_recorder::RecordSummary> {
+    Ok(kvmtrace_recorder::record(
+        &kvmtrace_recorder::RecordConfig {
+            scenario: Some("tour".into()),
+            payload: None,
+            output: out.to_path_buf(),
+            policy: policy.into(),
+            mode: kvmtrace_format::CaptureMode::Intercept,
+            vcpus: None,
+            iterations: None,
+            on_full: kvmtrace_recorder::OnFull::Wait,
+            discard_events: false,
+        },
+    )?)
+}
+
+/// Which trace the demo replays, and how it was obtained.
+fn pick_trace(
+    args: &DemoArgs,
+    dir: &Path,
+    err: &mut dyn Write,
+) -> anyhow::Result<(PathBuf, String)> {
+    if let Some(t) = &args.trace {
+        return Ok((t.clone(), format!("given recording {}", t.display())));
+    }
+    match kvm_unavailable() {
+        None => {
+            let out = dir.join("tour.kvt");
+            writeln!(
+                err,
+                "recording the `tour` scenario on /dev/kvm (live policy host) ..."
+            )?;
+            match record_tour(&out, "host") {
+                Ok(s) => {
+                    writeln!(
+                        err,
+                        "recorded {} events in {:.2} s ({} bytes)",
+                        s.events,
+                        s.run_ns as f64 / 1e9,
+                        s.bytes
+                    )?;
+                    return Ok((out, "recorded `tour` on this machine just now".into()));
+                }
+                Err(e) => writeln!(err, "recording failed: {e:#}; falling back")?,
+            }
+        }
+        Some(why) => writeln!(
+            err,
+            "no usable /dev/kvm here ({why}); replaying a bundled recording instead"
+        )?,
+    }
+    let bundled = Path::new(BUNDLED_TOUR);
+    if bundled.is_file() {
+        return Ok((
+            bundled.to_path_buf(),
+            format!("bundled recording {}", bundled.display()),
+        ));
+    }
+    let out = dir.join("mixed.kvt");
+    super::bench::synth_file(&out, Pattern::Mixed, 2000, 1)?;
+    Ok((
+        out,
+        "synthetic `mixed` trace (kvmtrace synth --pattern mixed --events 2000 --seed 1)".into(),
+    ))
+}
+
+pub fn run(args: &DemoArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
+    let dir = scratch("demo")?;
+    let (trace, source) = pick_trace(args, &dir.0, err)?;
+    let policies: Vec<String> = Policy::preset_names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let r = super::replay::replay_file(&trace, &policies, false, None)?;
+    if args.json {
+        let mut v = super::replay::to_json(&r)?;
+        v["source"] = json!(source);
+        super::write_json(out, &v)?;
+        return Ok(0);
+    }
+    writeln!(out, "kvmtrace demo: {source}")?;
+    writeln!(
+        out,
+        "{} events replayed against {} policies in one pass.\n",
+        r.events(),
+        r.report.policies.len()
+    )?;
+    writeln!(
+        out,
+        "divergences by behaviour (rows: policy; columns: SEMANTICS.md behaviour)"
+    )?;
+    let reports = &r.report.policies;
+    let w = reports
+        .iter()
+        .map(|p| p.name.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    write!(out, "{:w$}", "policy")?;
+    for b in Behaviour::ALL {
+        write!(out, "  {:>10}", b.name())?;
+    }
+    writeln!(out, "  {:>9}  {:>8}", "agreement", "coverage")?;
+    for p in reports {
+        write!(out, "{:w$}", p.name)?;
+        for b in Behaviour::ALL {
+            let n = p.by_behaviour.get(b);
+            if n == 0 {
+                write!(out, "  {:>10}", ".")?;
+            } else {
+                write!(out, "  {n:>10}")?;
+            }
+        }
+        writeln!(out, "  {:>9.4}  {:>8.4}", p.agreement, p.coverage)?;
+    }
+    writeln!(out, "\nfirst divergence of each policy:")?;
+    for p in reports {
+        match &p.first {
+            None => writeln!(out, "  {:w$}  none", p.name)?,
+            Some(d) => writeln!(
+                out,
+                "  {:w$}  #{} vcpu{} {}: recorded {}, {} says {} ({}, SEMANTICS.md {}, {})",
+                p.name,
+                d.seq,
+                d.vcpu,
+                d.event,
+                d.recorded,
+                p.name,
+                d.policy,
+                d.rule.name,
+                d.rule.section,
+                d.rule.release
+            )?,
+        }
+    }
+    writeln!(
+        out,
+        "\nnext: kvmtrace replay {} --policy kvm-5.10   (the full report of one policy)",
+        if trace.starts_with(&dir.0) {
+            "TRACE.kvt".to_string()
+        } else {
+            trace.display().to_string()
+        }
+    )?;
+    writeln!(
+        out,
+        "      kvmtrace policies                                  (what each preset's switches say)"
+    )?;
+    writeln!(
+        out,
+        "      kvmtrace dump {} --json | head                     (the events)",
+        trace.display()
+    )?;
+    Ok(0)
+}
+
+/// The 16 quirk combinations of `offline_vs_live_ratio`: every subset of the
+/// four quirks that change guest-visible outcomes in `tour`.
+fn quirk_policies(dir: &Path) -> anyhow::Result<Vec<String>> {
+    const QUIRKS: [&str; 4] = [
+        "MWAIT_NEVER_UD_FAULTS",
+        "MISC_ENABLE_NO_MWAIT",
+        "CD_NW_CLEARED",
+        "LAPIC_MMIO_HOLE",
+    ];
+    let mut v = Vec::new();
+    for mask in 0..16u32 {
+        let names: Vec<String> = (0..4)
+            .filter(|b| mask & (1 << b) != 0)
+            .map(|b| format!("\"{}\"", QUIRKS[b as usize]))
+            .collect();
+        let p = dir.join(format!("quirks-{mask:02}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "name = \"host-quirks-{mask:02}\"\nbase = \"host\"\ndisabled_quirks = [{}]\n",
+                names.join(", ")
+            ),
+        )?;
+        v.push(p.display().to_string());
+    }
+    Ok(v)
+}
+
+/// `offline_vs_live_ratio`: 16 live runs of `tour` (one per quirk combination)
+/// against one offline replay of one recording under the same 16 policies.
+pub fn offline_vs_live(dir: &Path, quick: bool) -> anyhow::Result<Value> {
+    if let Some(why) = kvm_unavailable() {
+        anyhow::bail!("{why}");
+    }
+    let policies = quirk_policies(dir)?;
+    let trace = dir.join("tour-live.kvt");
+    // Live: every combination re-run (in --quick, two runs stand for 16).
+    let runs = if quick { 2 } else { policies.len() };
+    let t = Instant::now();
+    for (i, p) in policies.iter().take(runs).enumerate() {
+        let out = if i == 0 {
+            trace.clone()
+        } else {
+            dir.join(format!("tour-live-{i}.kvt"))
+        };
+        record_tour(&out, p)?;
+    }
+    let live_s = t.elapsed().as_secs_f64() * policies.len() as f64 / runs as f64;
+    let t = Instant::now();
+    super::replay::replay_file(&trace, &policies, false, Some(1))?;
+    let offline_s = t.elapsed().as_secs_f64().max(1e-9);
+    Ok(json!({
+        "offline_vs_live_ratio": live_s / offline_s,
+        "offline_vs_live_live_s": live_s,
+        "offline_vs_live_offline_s": offline_s,
+        "offline_vs_live_combinations": policies.len(),
+    }))
 }

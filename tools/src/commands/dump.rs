@@ -54,9 +54,9 @@ pub fn run(args: &DumpArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow
         Some(r) => parse_range(r)?,
         None => Range::All,
     };
-    let t = TraceFile::open(&args.file)?;
+    let mut t = TraceFile::open(&args.file)?;
     let mut last = None;
-    for rec in t.records()? {
+    for rec in t.records() {
         let rec = rec?;
         if let Some(v) = args.vcpu
             && rec.vcpu != v

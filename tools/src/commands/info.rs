@@ -10,12 +10,12 @@ use crate::cli::FileJsonArgs;
 use crate::trace_io::TraceFile;
 
 pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow::Result<i32> {
-    let t = TraceFile::open(&args.file)?;
+    let mut t = TraceFile::open(&args.file)?;
     // Taints live in the event stream (Lost events) and in how vCPUs ended.
     let mut lost: BTreeMap<String, u64> = BTreeMap::new();
     let mut ends = Vec::new();
     let mut events = 0u64;
-    for rec in t.records()? {
+    for rec in t.records() {
         let rec = rec?;
         events += 1;
         match &rec.event {
@@ -28,7 +28,7 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
             _ => {}
         }
     }
-    let h = &t.header;
+    let h = t.header();
     let mut taints = Vec::new();
     for (src, n) in &lost {
         taints.push(format!("lost {n} events ({src})"));

@@ -8,12 +8,13 @@ use crate::cli::FileJsonArgs;
 use crate::trace_io::TraceFile;
 
 pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow::Result<i32> {
-    let t = TraceFile::open(&args.file)?;
+    let mut t = TraceFile::open(&args.file)?;
+    let (chunks, bytes) = (t.summary().chunks, t.summary().bytes);
     let mut events = 0u64;
     let mut by_kind: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut vcpus = BTreeSet::new();
     let (mut first_ns, mut last_ns) = (None, 0u64);
-    for rec in t.records()? {
+    for rec in t.records() {
         let rec = rec?;
         events += 1;
         *by_kind.entry(rec.event.kind().name()).or_default() += 1;
@@ -21,7 +22,7 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
         first_ns.get_or_insert(rec.time_ns);
         last_ns = rec.time_ns;
     }
-    let bpe = t.bytes as f64 / events.max(1) as f64;
+    let bpe = bytes as f64 / events.max(1) as f64;
     let duration_ns = last_ns.saturating_sub(first_ns.unwrap_or(0));
     if args.json {
         super::write_json(
@@ -29,8 +30,8 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
             &serde_json::json!({
                 "file": args.file.display().to_string(),
                 "events": events,
-                "chunks": t.chunks,
-                "bytes": t.bytes,
+                "chunks": chunks,
+                "bytes": bytes,
                 "vcpus": vcpus.len(),
                 "by_kind": by_kind,
                 "bytes_per_event": bpe,
@@ -40,8 +41,8 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
     } else {
         writeln!(out, "file      {}", args.file.display())?;
         writeln!(out, "events    {events}")?;
-        writeln!(out, "chunks    {}", t.chunks)?;
-        writeln!(out, "bytes     {} ({bpe:.2} bytes/event)", t.bytes)?;
+        writeln!(out, "chunks    {}", chunks)?;
+        writeln!(out, "bytes     {} ({bpe:.2} bytes/event)", bytes)?;
         writeln!(out, "vcpus     {}", vcpus.len())?;
         writeln!(out, "duration  {:.3} ms", duration_ns as f64 / 1e6)?;
         writeln!(out, "by kind:")?;

@@ -8,6 +8,23 @@ use crate::trace_io::{TraceWriter, WriteSummary};
 
 /// Generate a pattern straight into a trace file.
 pub fn write(args: &SynthArgs) -> anyhow::Result<WriteSummary> {
+    if args.pattern == crate::cli::Pattern::Mixed && args.events < synth::mixed::MIN_EVENTS {
+        return Err(SynthError::TooFewEvents {
+            pattern: "mixed",
+            min: synth::mixed::MIN_EVENTS,
+            asked: args.events,
+        }
+        .into());
+    }
+    let r = write_inner(args);
+    if r.is_err() {
+        // Leave nothing that looks like a trace behind.
+        let _ = std::fs::remove_file(kvmtrace_format::incomplete_path(&args.output));
+    }
+    r
+}
+
+fn write_inner(args: &SynthArgs) -> anyhow::Result<WriteSummary> {
     let header = synth::header(args.pattern, args.events, args.seed);
     let mut w = TraceWriter::create(&args.output, &header)?;
     let mut write_err = None;

@@ -1,5 +1,5 @@
 //! `kvmtrace verify FILE [--salvage OUT] [--json]`: exit 0 intact, 1 damaged
-//! (with chunk, byte offset and what failed), 2 unreadable input.
+//! (with chunk, byte offset and what failed), 2 not a trace / unreadable.
 
 use std::io::Write;
 
@@ -8,48 +8,62 @@ use crate::trace_io;
 
 pub fn run(args: &VerifyArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
     let r = trace_io::verify(&args.file)?;
-    let salvaged = match (&args.salvage, r.ok) {
-        (Some(o), _) => Some(trace_io::salvage(&args.file, o)?),
-        (None, _) => None,
+    let salvaged = match &args.salvage {
+        Some(o) => Some(trace_io::salvage(&args.file, o)?),
+        None => None,
     };
     if args.json {
         let mut v = serde_json::to_value(&r)?;
+        v["ok"] = serde_json::json!(r.is_ok());
         if let Some(s) = &salvaged {
             v["salvage"] = serde_json::to_value(s)?;
         }
         super::write_json(out, &v)?;
     } else {
-        if r.ok {
-            writeln!(
+        match &r.damage {
+            None => writeln!(
                 out,
-                "{}: ok ({} events in {} chunks, {} bytes)",
-                r.file, r.events, r.chunks, r.bytes
-            )?;
-        } else {
-            writeln!(
-                out,
-                "{}: DAMAGED: {}",
-                r.file,
-                r.damage.as_deref().unwrap_or("unknown damage")
-            )?;
-            writeln!(
-                out,
-                "readable prefix: {} events in {} complete chunks",
-                r.good_events, r.good_chunks
-            )?;
+                "{}: ok ({} events in {} chunks, {} bytes, format {}.{})",
+                r.file, r.events_ok, r.chunks_ok, r.bytes, r.version.major, r.version.minor
+            )?,
+            Some(d) => {
+                writeln!(out, "{}: DAMAGED: {}", r.file, d.message)?;
+                writeln!(
+                    out,
+                    "  what: {:?}, offset {:#x}{}",
+                    d.kind,
+                    d.offset,
+                    d.chunk.map(|c| format!(", chunk {c}")).unwrap_or_default()
+                )?;
+                writeln!(
+                    out,
+                    "  readable prefix: {} events in {} complete chunks (last seq {}, time {} ns)",
+                    r.events_ok,
+                    r.chunks_ok,
+                    r.last_seq.map_or("-".into(), |v| v.to_string()),
+                    r.last_time_ns.map_or("-".into(), |v| v.to_string()),
+                )?;
+                if args.salvage.is_none() {
+                    writeln!(
+                        out,
+                        "  to keep it: kvmtrace verify {} --salvage OUT.kvt",
+                        args.file.display()
+                    )?;
+                }
+            }
         }
         if let (Some(s), Some(o)) = (&salvaged, &args.salvage) {
             writeln!(
                 err,
                 "salvaged {} events ({} chunks) into {}; lost {} bytes; last kept seq {} at {} ns",
-                s.kept_events,
-                s.kept_chunks,
+                s.events_kept,
+                s.chunks_kept,
                 o.display(),
-                s.lost_bytes,
+                s.bytes_lost,
                 s.last_seq.map_or("-".into(), |v| v.to_string()),
                 s.last_time_ns.map_or("-".into(), |v| v.to_string()),
             )?;
         }
     }
-    Ok(if r.ok { 0 } else { 1 })
+    Ok(if r.is_ok() { 0 } else { 1 })
 }

@@ -90,6 +90,8 @@ pub struct ImportSummary {
     pub ring_lost: u64,
     pub vcpus: u32,
     pub convert: ConvertStats,
+    /// The text did not end in a newline: its last line may be cut short.
+    pub unterminated: bool,
 }
 
 /// A line reader with a fixed buffer: lines longer than `MAX_LINE` are reported,
@@ -101,6 +103,7 @@ struct LineReader<R> {
     end: usize,
     eof: bool,
     consumed: u64,
+    unterminated: bool,
 }
 
 enum NextLine {
@@ -118,6 +121,7 @@ impl<R: Read> LineReader<R> {
             end: 0,
             eof: false,
             consumed: 0,
+            unterminated: false,
         }
     }
 
@@ -181,6 +185,7 @@ impl<R: Read> LineReader<R> {
                 let range = self.start..self.end;
                 self.consumed += range.len() as u64;
                 self.start = self.end;
+                self.unterminated = true;
                 return Ok(NextLine::Line(range));
             }
             self.fill()?;
@@ -223,6 +228,11 @@ where
         source: e,
     };
 
+    // A binary file is told apart before any line is cut from it.
+    reader.fill().map_err(|e| read_err(&file, e))?;
+    if reader.buf[..reader.end].contains(&0) {
+        return Err(ImportError::Binary { file, line: 1 });
+    }
     loop {
         let range = match reader.next().map_err(|e| read_err(&file, e))? {
             NextLine::Eof => break,
@@ -371,7 +381,22 @@ where
             return Err(ImportError::Write(Box::new(e)));
         }
     }
+    // MONITOR/MWAIT intercepts still waiting for their outcome were skipped.
+    let mut tail = Vec::new();
+    conv.finish(&mut |o| tail.push(o));
+    for o in tail {
+        let rec = Record {
+            seq,
+            vcpu: o.vcpu,
+            time_ns: o.ts_ns.saturating_sub(base_ts.unwrap_or(o.ts_ns)),
+            event: o.event,
+        };
+        seq += 1;
+        sum.records += 1;
+        sink(rec).map_err(|e| ImportError::Write(Box::new(e)))?;
+    }
     sum.bytes = reader.consumed;
+    sum.unterminated = reader.unterminated;
     progress(reader.consumed);
     if !seen_event_line {
         if let Some((line, why, text)) = leading_junk {

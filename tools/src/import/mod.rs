@@ -39,6 +39,9 @@ pub struct ImportArgs {
     /// instead of failing on the first one.
     #[arg(long)]
     pub lenient: bool,
+    /// Print the summary as one JSON document.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn valid_release(r: &str) -> bool {
@@ -170,26 +173,56 @@ pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
     let sum = write_trace(file, &name, &args.output, header, &opts, &pb)?;
     pb.finish_and_clear();
     let c = &sum.convert;
-    writeln!(
-        out,
-        "imported {} lines ({} KVM, {} other events skipped{}) into {}: {} records, {} vCPUs, {} MSR accesses, {} exceptions ({} explained by MSR #GP), {} user-space exits, {} IPIs",
-        sum.lines,
-        sum.kvm_lines,
-        sum.other_events,
-        if sum.skipped > 0 {
-            format!(", {} malformed lines skipped", sum.skipped)
-        } else {
-            String::new()
-        },
-        args.output.display(),
-        sum.records,
-        sum.vcpus,
-        c.msr,
-        c.exceptions,
-        c.exceptions_explained,
-        c.userspace_exits,
-        c.ipis
-    )?;
+    if args.json {
+        let doc = serde_json::json!({
+            "input": name,
+            "output": args.output.display().to_string(),
+            "lines": sum.lines,
+            "bytes": sum.bytes,
+            "kvm_lines": sum.kvm_lines,
+            "other_events": sum.other_events,
+            "skipped": sum.skipped,
+            "ring_lost": sum.ring_lost,
+            "records": sum.records,
+            "vcpus": sum.vcpus,
+            "msr": c.msr,
+            "exceptions": c.exceptions,
+            "exceptions_explained": c.exceptions_explained,
+            "userspace_exits": c.userspace_exits,
+            "ipis": c.ipis,
+            "cpuid": c.cpuid,
+            "unterminated": sum.unterminated,
+        });
+        serde_json::to_writer(&mut *out, &doc)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "imported {} lines ({} KVM, {} other events skipped{}) into {}: {} records, {} vCPUs, {} MSR accesses, {} exceptions ({} explained by MSR #GP), {} user-space exits, {} IPIs",
+            sum.lines,
+            sum.kvm_lines,
+            sum.other_events,
+            if sum.skipped > 0 {
+                format!(", {} malformed lines skipped", sum.skipped)
+            } else {
+                String::new()
+            },
+            args.output.display(),
+            sum.records,
+            sum.vcpus,
+            c.msr,
+            c.exceptions,
+            c.exceptions_explained,
+            c.userspace_exits,
+            c.ipis
+        )?;
+    }
+    if sum.unterminated {
+        writeln!(
+            err,
+            "warning: {name} does not end in a newline: its last line may be cut short"
+        )?;
+    }
     if sum.ring_lost > 0 {
         writeln!(
             err,
@@ -200,7 +233,8 @@ pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
     Ok(0)
 }
 
-/// Stream the import into a `.kvt` file.
+/// Stream the import into a `.kvt` file (`NAME.incomplete` until it is whole:
+/// a failed import leaves no file that looks good).
 fn write_trace(
     file: std::fs::File,
     name: &str,
@@ -209,19 +243,21 @@ fn write_trace(
     opts: &ImportOptions,
     pb: &indicatif::ProgressBar,
 ) -> anyhow::Result<ImportSummary> {
-    let _ = (output, &header);
-    // The trace writer (engineer "format") is not merged yet: parse and count.
-    let sum = import_ftrace::<_, std::convert::Infallible>(
-        file,
-        name,
-        opts,
-        &mut |_| Ok(()),
-        &mut |b| pb.set_position(b),
-    )?;
-    anyhow::bail!(
-        "parsed {} lines, but writing .kvt files needs kvmtrace_format::TraceWriter (not merged yet)",
-        sum.lines
-    )
+    let mut writer = kvmtrace_format::create(output, &header)?;
+    let sum = import_ftrace(file, name, opts, &mut |r| writer.push(&r), &mut |b| {
+        pb.set_position(b)
+    });
+    match sum {
+        Ok(sum) => {
+            writer.finish()?;
+            Ok(sum)
+        }
+        Err(e) => {
+            drop(writer);
+            let _ = std::fs::remove_file(kvmtrace_format::incomplete_path(output));
+            Err(e.into())
+        }
+    }
 }
 
 #[cfg(test)]

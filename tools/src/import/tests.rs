@@ -204,3 +204,108 @@ fn import_speed() {
     let lps = import_lines_per_s(2_000_000);
     println!("import_lines_per_s = {lps:.0}");
 }
+
+/// Mutated real-format texts never panic: every outcome is records or an error.
+#[test]
+fn mutations_never_panic() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let base: Vec<u8> = [TRACE.as_bytes(), TRACE_CMD.as_bytes()].concat();
+    let alphabet = b" -[]().:#x0123456789abcdefN\n\r\0\xff";
+    for _ in 0..3000 {
+        let mut t = base.clone();
+        for _ in 0..(next() % 8 + 1) {
+            let pos = (next() as usize) % t.len().max(1);
+            if t.is_empty() {
+                t.push(b'x');
+            }
+            match next() % 4 {
+                0 => t[pos] = alphabet[(next() as usize) % alphabet.len()],
+                1 => {
+                    t.remove(pos);
+                }
+                2 => t.insert(pos, alphabet[(next() as usize) % alphabet.len()]),
+                _ => t.truncate(pos.max(1)),
+            }
+        }
+        for lenient in [false, true] {
+            let _ = import_to_vec(&t, &ImportOptions { lenient });
+        }
+    }
+}
+
+#[test]
+fn command_round_trip_import_export() {
+    let dir = std::env::temp_dir().join(format!("kvmtrace-import-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = dir.join("t.txt");
+    std::fs::write(&text, TRACE).unwrap();
+    let kvt = dir.join("t.kvt");
+    let args = super::ImportArgs {
+        format: "ftrace".into(),
+        input: text.clone(),
+        output: kvt.clone(),
+        kernel: Some("6.1.0".into()),
+        vendor: Some("intel".into()),
+        lenient: false,
+        json: true,
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(super::run(&args, &mut out, &mut err).unwrap(), 0);
+    assert!(
+        err.is_empty(),
+        "no 'assuming this machine' note with --kernel/--vendor"
+    );
+    let mut reader = kvmtrace_format::TraceReader::open(&kvt).unwrap();
+    assert_eq!(
+        reader.header().capture.mode,
+        kvmtrace_format::CaptureMode::Import
+    );
+    assert_eq!(reader.header().host.kernel_release, "6.1.0");
+    assert_eq!(reader.header().host.kvm_module, "kvm_intel");
+    assert_eq!(reader.records().count(), 4);
+    for format in ["chrome", "perfetto"] {
+        let args = crate::export::ExportArgs {
+            trace: kvt.clone(),
+            format: format.into(),
+            output: dir.join(format!("t.{format}")),
+            policy: Some("host".into()),
+        };
+        assert_eq!(crate::export::run(&args, &mut out, &mut err).unwrap(), 0);
+    }
+    // A failed import leaves no trace file behind.
+    std::fs::write(
+        &text,
+        "  p-1 [000] ..... 1.0: kvm_msr: msr_read 10 = 0x1\n  p-1 [000] ..... 1.1: kvm_msr: bad\n",
+    )
+    .unwrap();
+    let bad = dir.join("bad.kvt");
+    let args = super::ImportArgs {
+        output: bad.clone(),
+        ..args
+    };
+    let e = super::run(&args, &mut out, &mut err)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("t.txt:2"), "{e}");
+    assert!(!bad.exists() && !kvmtrace_format::incomplete_path(&bad).exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn host_flags() {
+    assert!(super::import_host(Some("banana"), Some("intel")).is_err());
+    assert!(super::import_host(Some("6.1.0"), Some("arm")).is_err());
+    let (h, note) = super::import_host(Some("5.15.0-91-generic"), Some("amd")).unwrap();
+    assert_eq!((h.kvm_module.as_str(), note), ("kvm_amd", None));
+    let (_, note) = super::import_host(None, None).unwrap();
+    assert!(
+        note.unwrap()
+            .contains("assuming the text came from this machine")
+    );
+}

@@ -295,6 +295,8 @@ impl Gen<'_, '_> {
                 reason: MsrExitReason::Inval,
                 answer: UserAnswer::Gp,
             },
+            // Bank 10 of 10 and the range the scenario's filter denies.
+            0x428 | MSR_KVM_PV_BASE => MsrOutcome::InjectGp,
             _ => match self.msrs.get(&(vcpu, index)) {
                 Some(&v) => MsrOutcome::Value(v),
                 None => MsrOutcome::Value(0),
@@ -463,6 +465,15 @@ pub fn generate(
         tsc_base,
         msrs: BTreeMap::new(),
     };
+    // What a 6.18 VMX host holds at start, for the engine's unmodeled reads.
+    for v in 0..VCPUS {
+        g.msrs.insert((v, MSR_MISC_ENABLE), 0x1800);
+        g.msrs.insert((v, MSR_MCG_CAP), MCG_CAP);
+        g.msrs.insert((v, MSR_APIC_BASE), reset_state(v).apic_base);
+        for bank in 0..(MCG_CAP & 0xff) as u32 {
+            g.msrs.insert((v, MSR_MC0_CTL + 4 * bank), u64::MAX);
+        }
+    }
     let mut live = vec![true; VCPUS as usize];
     script(&mut g, &mut live)?;
 
@@ -562,21 +573,6 @@ fn script(g: &mut Gen<'_, '_>, live: &mut [bool]) -> Result<(), SynthError> {
     g.wrmsr(0, MSR_MISC_ENABLE, misc, Origin::Guest, WOk)?;
     g.monitor_mwait(0, 0x10_0180, MwaitOutcome::InjectUd)?;
 
-    // ---- §5 MCE banks after KVM_X86_SETUP_MCE (10 banks | MCG_CTL_P).
-    g.rdmsr(0, MSR_MCG_CAP, Origin::Guest)?;
-    g.rdmsr(0, MSR_MC0_CTL, Origin::Guest)?;
-    g.wrmsr(0, MSR_MC0_CTL, 0, Origin::Guest, WOk)?;
-    g.wrmsr(0, MSR_MC0_CTL, u64::MAX, Origin::Guest, WOk)?;
-    g.wrmsr(0, MSR_MC0_CTL, 1, Origin::Guest, gp)?;
-    g.wrmsr(0, MSR_MC0_CTL + 1, 1, Origin::Guest, gp)?;
-    // Bit 0 clear: tolerated from 6.0 (single-bit ECC patch).
-    g.wrmsr(1, MSR_MC0_CTL + 4, !1, Origin::Guest, WOk)?;
-    g.wrmsr(1, MSR_MC0_CTL + 4 + 1, 0, Origin::Guest, WOk)?;
-    g.rdmsr(1, MSR_MC0_CTL + 40, Origin::Guest)?; // MC10_CTL: bank 10 >= bank_num
-    g.wrmsr(0, MSR_MC0_CTL + 1, 1, Origin::Host, WOk)?;
-    g.wrmsr(0, MSR_MC0_CTL, 1, Origin::Host, gp)?;
-    g.wrmsr(2, MSR_MC0_CTL + 8 + 2, 0xdead_b000, Origin::Guest, WOk)?; // MC2_ADDR
-
     // ---- §3 IA32_FEAT_CTL, VMX rules: host writes of bits the guest CPUID lacks.
     g.rdmsr(0, MSR_FEAT_CTL, Origin::Host)?;
     g.wrmsr(0, MSR_FEAT_CTL, 1 << 18, Origin::Host, WOk)?; // SGX, no CPUID.SGX
@@ -669,6 +665,29 @@ fn script(g: &mut Gen<'_, '_>, live: &mut [bool]) -> Result<(), SynthError> {
             count: 3,
         },
     )?;
+
+    // ---- §5 MCE banks after KVM_X86_SETUP_MCE (10 banks | MCG_CTL_P), on
+    // vCPU 2, last: before 6.0 a bad write kills the guest (vm_failed, EPERM),
+    // after which everything that vCPU does would diverge as a consequence.
+    g.rdmsr(2, MSR_MCG_CAP, Origin::Guest)?;
+    g.rdmsr(2, MSR_MC0_CTL, Origin::Guest)?;
+    g.wrmsr(2, MSR_MC0_CTL, 0, Origin::Guest, WOk)?;
+    g.wrmsr(2, MSR_MC0_CTL, u64::MAX, Origin::Guest, WOk)?;
+    g.wrmsr(2, MSR_MC0_CTL + 8 + 2, 0xdead_b000, Origin::Guest, WOk)?; // MC2_ADDR
+    g.rdmsr(2, MSR_MC0_CTL + 40, Origin::Guest)?; // MC10_CTL: bank 10 >= bank_num
+    g.wrmsr(2, MSR_MC0_CTL + 1, 1, Origin::Host, WOk)?;
+    g.wrmsr(2, MSR_MC0_CTL, 1, Origin::Host, gp)?;
+    g.wrmsr(2, MSR_MC0_CTL, 1, Origin::Guest, gp)?;
+    g.wrmsr(2, MSR_MC0_CTL + 1, 1, Origin::Guest, gp)?;
+    // Bit 0 clear: tolerated from 6.0 (single-bit ECC patch).
+    g.wrmsr(2, MSR_MC0_CTL + 4, !1, Origin::Guest, WOk)?;
+    g.emit(
+        2,
+        Event::End {
+            reason: EndReason::Finished,
+        },
+    )?;
+    live[2] = false;
 
     // ---- §2 SHUTDOWN: vCPU 3 triple-faults.
     let rip = 0x10_0200;

@@ -1,0 +1,584 @@
+//! From vCPU threads to the trace file: each vCPU thread stamps records (one
+//! global `AtomicU64` sequence, monotonic time since the trace start), batches
+//! them and sends full batches through a bounded crossbeam channel to one writer
+//! thread, which orders them by sequence number and owns the trace writer (the
+//! only place that touches disk or zstd).
+//!
+//! Ordering across vCPUs: each vCPU publishes in `pending_min` a lower bound of
+//! the sequence numbers it holds unsent (set before it allocates the first one of
+//! a batch, cleared after the batch is sent). After draining the channel the
+//! writer may emit every record below the minimum of those bounds: anything
+//! smaller is either in hand or was sent before the bound was cleared, so the
+//! drain saw it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+use kvmtrace_format::{Event, LostSource, Record, TraceHeader};
+
+use crate::OnFull;
+use crate::sink::{self, Sink, SinkError};
+
+/// Records per batch.
+pub const BATCH: usize = 256;
+/// Batches the channel holds before a vCPU waits (or drops).
+pub const CHANNEL_BATCHES: usize = 64;
+/// A vCPU sends a partial batch whose first record is older than this.
+const BATCH_AGE_NS: u64 = 250_000_000;
+/// The writer flushes a chunk at least this often (issue 5: SIGKILL loses at
+/// most the last chunk).
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// One in `SAMPLE` pushes is timed for `vcpu_ns_per_event`.
+const SAMPLE: u64 = 16;
+/// A timed sample longer than this was preempted (2 cores shared by many
+/// processes): it measures the scheduler, not the recorder, and is left out
+/// of `vcpu_ns_per_event` (counted in `OutStats::preempted`).
+const PREEMPTED_NS: u64 = 20_000;
+
+/// State shared by the vCPU threads and the writer.
+#[derive(Debug)]
+pub struct Shared {
+    seq: AtomicU64,
+    start: Instant,
+    pending_min: Vec<AtomicU64>,
+    /// Set by the writer when the output failed: vCPUs stop the guest.
+    failed: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(vcpus: usize) -> Arc<Shared> {
+        Arc::new(Shared {
+            seq: AtomicU64::new(0),
+            start: Instant::now(),
+            pending_min: (0..vcpus).map(|_| AtomicU64::new(u64::MAX)).collect(),
+            failed: AtomicBool::new(false),
+        })
+    }
+
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// The instant the trace's times count from.
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    pub fn elapsed_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+}
+
+/// Per-vCPU counters, summed into `RecordSummary`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OutStats {
+    pub events: u64,
+    pub dropped: u64,
+    pub channel_wait_ns: u64,
+    pub sampled: u64,
+    pub sampled_ns: u64,
+    pub send_ns: u64,
+    pub preempted: u64,
+}
+
+impl OutStats {
+    pub fn add(&mut self, o: &OutStats) {
+        self.events += o.events;
+        self.dropped += o.dropped;
+        self.channel_wait_ns += o.channel_wait_ns;
+        self.sampled += o.sampled;
+        self.sampled_ns += o.sampled_ns;
+        self.send_ns += o.send_ns;
+        self.preempted += o.preempted;
+    }
+
+    /// Time on the vCPU thread per event: the sampled stamp+push cost plus the
+    /// batch sends (excluding waits on a full channel, counted apart).
+    pub fn ns_per_event(&self) -> f64 {
+        if self.events == 0 || self.sampled == 0 {
+            return 0.0;
+        }
+        self.sampled_ns as f64 / self.sampled as f64 + self.send_ns as f64 / self.events as f64
+    }
+}
+
+/// A vCPU thread's end of the pipeline.
+pub struct EventOut {
+    vcpu: u32,
+    shared: Arc<Shared>,
+    tx: Option<Sender<Vec<Record>>>,
+    free: Receiver<Vec<Record>>,
+    batch: Vec<Record>,
+    batch_first_ns: u64,
+    on_full: OnFull,
+    discard: bool,
+    lost_pending: u64,
+    sample_start: Option<Instant>,
+    /// Observe mode: records are held here with the vCPU's `KVM_RUN` return
+    /// count, to be merged with the kernel's events after the run (`merge`).
+    hold: Option<Vec<(u64, Record)>>,
+    run_index: u64,
+    pub stats: OutStats,
+}
+
+impl EventOut {
+    /// Hold records instead of sending them (observe mode).
+    pub fn hold(&mut self) {
+        self.hold = Some(Vec::new());
+    }
+
+    /// The held records, each with its run index.
+    pub fn take_held(&mut self) -> Vec<(u64, Record)> {
+        self.hold.take().unwrap_or_default()
+    }
+
+    /// How many times this vCPU's `KVM_RUN` has returned (observe mode's merge key).
+    pub fn set_run_index(&mut self, n: u64) {
+        self.run_index = n;
+    }
+
+    pub fn vcpu(&self) -> u32 {
+        self.vcpu
+    }
+
+    pub fn failed(&self) -> bool {
+        self.shared.failed()
+    }
+
+    /// Give `event` its sequence number and time. Call with the engine locked so
+    /// sequence order is the order the engine folded events in.
+    pub fn stamp(&mut self, event: Event) -> Record {
+        self.stamp_for(self.vcpu, event)
+    }
+
+    /// `stamp` for an event that belongs to `vcpu` (the VMM's setup thread).
+    pub fn stamp_for(&mut self, vcpu: u32, event: Event) -> Record {
+        if self.discard {
+            return Record {
+                seq: 0,
+                vcpu,
+                time_ns: 0,
+                event,
+            };
+        }
+        let sampled = self.stats.events % SAMPLE == 0;
+        if self.batch.is_empty() {
+            let lower = self.shared.seq.load(Ordering::SeqCst);
+            self.shared.pending_min[self.vcpu as usize].store(lower, Ordering::SeqCst);
+        }
+        let now = Instant::now();
+        if sampled {
+            self.sample_start = Some(now);
+        }
+        let seq = self.shared.seq.fetch_add(1, Ordering::SeqCst);
+        Record {
+            seq,
+            vcpu,
+            time_ns: now.saturating_duration_since(self.shared.start).as_nanos() as u64,
+            event,
+        }
+    }
+
+    /// Queue a stamped record.
+    pub fn push(&mut self, rec: Record) {
+        if self.discard {
+            return;
+        }
+        self.stats.events += 1;
+        if let Some(h) = &mut self.hold {
+            h.push((self.run_index, rec));
+            return;
+        }
+        if self.batch.is_empty() {
+            self.batch_first_ns = rec.time_ns;
+            if self.lost_pending > 0 {
+                let count = std::mem::take(&mut self.lost_pending);
+                let seq = self.shared.seq.fetch_add(1, Ordering::SeqCst);
+                self.batch.push(Record {
+                    seq,
+                    vcpu: self.vcpu,
+                    time_ns: rec.time_ns,
+                    event: Event::Lost {
+                        source: LostSource::Channel,
+                        count,
+                    },
+                });
+            }
+        }
+        let time_ns = rec.time_ns;
+        self.batch.push(rec);
+        if let Some(t0) = self.sample_start.take() {
+            let ns = t0.elapsed().as_nanos() as u64;
+            if ns > PREEMPTED_NS {
+                self.stats.preempted += 1;
+            } else {
+                self.stats.sampled += 1;
+                self.stats.sampled_ns += ns;
+            }
+        }
+        if self.batch.len() >= BATCH || time_ns.saturating_sub(self.batch_first_ns) > BATCH_AGE_NS {
+            self.send();
+        }
+    }
+
+    /// Stamp and queue in one step (for events the engine does not fold).
+    pub fn emit(&mut self, event: Event) {
+        let rec = self.stamp(event);
+        self.push(rec);
+    }
+
+    /// Send the current batch (if any) to the writer.
+    pub fn send(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let Some(tx) = &self.tx else { return };
+        let t0 = Instant::now();
+        let fresh = self
+            .free
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BATCH));
+        let batch = std::mem::replace(&mut self.batch, fresh);
+        match tx.try_send(batch) {
+            Ok(()) => {}
+            Err(TrySendError::Full(batch)) => match self.on_full {
+                OnFull::Wait => {
+                    let w0 = Instant::now();
+                    let _ = tx.send(batch);
+                    self.stats.channel_wait_ns += w0.elapsed().as_nanos() as u64;
+                }
+                OnFull::Drop => {
+                    let n = batch
+                        .iter()
+                        .filter(|r| !matches!(r.event, Event::Lost { .. }));
+                    let n = n.count() as u64;
+                    let lost: u64 = batch
+                        .iter()
+                        .map(|r| match r.event {
+                            Event::Lost { count, .. } => count,
+                            _ => 0,
+                        })
+                        .sum();
+                    self.stats.dropped += n;
+                    self.lost_pending += n + lost;
+                }
+            },
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+        self.shared.pending_min[self.vcpu as usize].store(u64::MAX, Ordering::SeqCst);
+        self.stats.send_ns += t0.elapsed().as_nanos() as u64;
+    }
+
+    /// Send what is left (waiting for room even in drop mode: nothing more
+    /// will come to carry a `Lost` count); the thread is done with events.
+    pub fn close(&mut self) {
+        if self.tx.is_none() {
+            return;
+        }
+        if self.lost_pending > 0 {
+            let count = std::mem::take(&mut self.lost_pending);
+            let rec = self.stamp(Event::Lost {
+                source: LostSource::Channel,
+                count,
+            });
+            self.batch.push(rec);
+        }
+        if let Some(tx) = self.tx.take()
+            && !self.batch.is_empty()
+        {
+            let t0 = Instant::now();
+            let _ = tx.send(std::mem::take(&mut self.batch));
+            self.stats.send_ns += t0.elapsed().as_nanos() as u64;
+        }
+        self.shared.pending_min[self.vcpu as usize].store(u64::MAX, Ordering::SeqCst);
+    }
+}
+
+impl Drop for EventOut {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The writer's result.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriterStats {
+    pub records: u64,
+    pub bytes: u64,
+    pub chunks: u64,
+}
+
+/// The writer thread and the ends the vCPUs use.
+pub struct Writer {
+    handle: Option<JoinHandle<Result<WriterStats, SinkError>>>,
+    tx: Sender<Vec<Record>>,
+    free: Receiver<Vec<Record>>,
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    /// Create the output file (`PATH.incomplete` until `finish`) and start the
+    /// writer thread.
+    pub fn start(
+        path: &Path,
+        header: &TraceHeader,
+        shared: Arc<Shared>,
+    ) -> Result<Writer, SinkError> {
+        let sink = sink::create(path, header)?;
+        Ok(Self::start_with(sink, shared))
+    }
+
+    pub fn start_with(sink: Box<dyn Sink>, shared: Arc<Shared>) -> Writer {
+        let (tx, rx) = crossbeam_channel::bounded(CHANNEL_BATCHES);
+        let (free_tx, free) = crossbeam_channel::bounded(CHANNEL_BATCHES);
+        let sh = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("kvmtrace-writer".into())
+            .spawn(move || writer_loop(sink, rx, free_tx, sh))
+            .ok();
+        Writer {
+            handle,
+            tx,
+            free,
+            shared,
+        }
+    }
+
+    /// An end for vCPU `vcpu`.
+    pub fn out(&self, vcpu: u32, on_full: OnFull, discard: bool) -> EventOut {
+        EventOut {
+            vcpu,
+            shared: self.shared.clone(),
+            tx: Some(self.tx.clone()),
+            free: self.free.clone(),
+            batch: Vec::with_capacity(BATCH),
+            batch_first_ns: 0,
+            on_full,
+            discard,
+            lost_pending: 0,
+            sample_start: None,
+            hold: None,
+            run_index: 0,
+            stats: OutStats::default(),
+        }
+    }
+
+    /// Send finished records (already numbered) straight to the writer.
+    pub fn send_records(&self, records: Vec<Record>) {
+        for batch in records.chunks(BATCH) {
+            let _ = self.tx.send(batch.to_vec());
+        }
+    }
+
+    /// Wait for every `EventOut` to be dropped, then finish the file.
+    pub fn finish(self) -> Result<WriterStats, SinkError> {
+        let Writer { handle, tx, .. } = self;
+        drop(tx);
+        match handle {
+            Some(h) => h.join().unwrap_or(Err(SinkError::WriterPanicked)),
+            None => Err(SinkError::WriterPanicked),
+        }
+    }
+}
+
+fn writer_loop(
+    mut sink: Box<dyn Sink>,
+    rx: Receiver<Vec<Record>>,
+    free: Sender<Vec<Record>>,
+    shared: Arc<Shared>,
+) -> Result<WriterStats, SinkError> {
+    let mut pending: Vec<Record> = Vec::new();
+    let mut last_flush = Instant::now();
+    let mut unflushed = false;
+    let mut records = 0u64;
+    let mut error: Option<SinkError> = None;
+    let mut disconnected = false;
+    while !disconnected {
+        let wait = FLUSH_EVERY.saturating_sub(last_flush.elapsed());
+        match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
+            Ok(batch) => take(&mut pending, batch, &free),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => disconnected = true,
+        }
+        // The bound first, then drain: see the module comment.
+        let bound = if disconnected {
+            u64::MAX
+        } else {
+            shared
+                .pending_min
+                .iter()
+                .map(|p| p.load(Ordering::SeqCst))
+                .min()
+                .unwrap_or(u64::MAX)
+        };
+        loop {
+            match rx.try_recv() {
+                Ok(batch) => take(&mut pending, batch, &free),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    disconnected = true;
+                    break;
+                }
+            }
+        }
+        if error.is_some() {
+            pending.clear();
+            continue;
+        }
+        pending.sort_unstable_by_key(|r| r.seq);
+        let n = pending.partition_point(|r| r.seq < bound);
+        let n = if disconnected { pending.len() } else { n };
+        for rec in pending.drain(..n) {
+            if let Err(e) = sink.push(&rec) {
+                shared.failed.store(true, Ordering::SeqCst);
+                error = Some(e);
+                break;
+            }
+            records += 1;
+            unflushed = true;
+        }
+        if error.is_none() && unflushed && last_flush.elapsed() >= FLUSH_EVERY {
+            if let Err(e) = sink.flush_chunk() {
+                shared.failed.store(true, Ordering::SeqCst);
+                error = Some(e);
+            }
+            unflushed = false;
+        }
+        if last_flush.elapsed() >= FLUSH_EVERY {
+            last_flush = Instant::now();
+        }
+    }
+    if let Some(e) = error {
+        sink.abandon();
+        return Err(e);
+    }
+    let (bytes, chunks) = sink.finish()?;
+    Ok(WriterStats {
+        records,
+        bytes,
+        chunks,
+    })
+}
+
+fn take(pending: &mut Vec<Record>, mut batch: Vec<Record>, free: &Sender<Vec<Record>>) {
+    pending.append(&mut batch);
+    let _ = free.try_send(batch);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::MemorySink;
+    use kvmtrace_format::{DecidedBy, MsrOutcome, Origin};
+
+    fn read_event(i: u32) -> Event {
+        Event::MsrRead {
+            index: i,
+            origin: Origin::Guest,
+            outcome: MsrOutcome::Value(1),
+            decided_by: DecidedBy::Vmm,
+            capture: None,
+        }
+    }
+
+    #[test]
+    fn two_vcpus_interleaved_come_out_in_seq_order() {
+        let shared = Shared::new(2);
+        let (sink, records) = MemorySink::new();
+        let w = Writer::start_with(Box::new(sink), shared);
+        let mut a = w.out(0, OnFull::Wait, false);
+        let mut b = w.out(1, OnFull::Wait, false);
+        for i in 0..1000 {
+            let r = a.stamp(read_event(i));
+            a.push(r);
+            let r = b.stamp(read_event(i));
+            b.push(r);
+        }
+        drop(a);
+        drop(b);
+        let st = w.finish().unwrap();
+        assert_eq!(st.records, 2000);
+        let recs = records.lock().unwrap();
+        assert!(recs.windows(2).all(|w| w[0].seq + 1 == w[1].seq));
+    }
+
+    /// A sink that blocks until released, so the channel fills up.
+    struct Gate {
+        open: Arc<AtomicBool>,
+        records: Arc<std::sync::Mutex<Vec<Record>>>,
+    }
+
+    impl Sink for Gate {
+        fn push(&mut self, rec: &Record) -> Result<(), SinkError> {
+            while !self.open.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            self.records.lock().unwrap().push(rec.clone());
+            Ok(())
+        }
+        fn flush_chunk(&mut self) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn finish(self: Box<Self>) -> Result<(u64, u64), SinkError> {
+            Ok((0, 0))
+        }
+    }
+
+    #[test]
+    fn drop_mode_counts_every_dropped_event_in_lost_records() {
+        let open = Arc::new(AtomicBool::new(false));
+        let records = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Gate {
+            open: open.clone(),
+            records: records.clone(),
+        };
+        let w = Writer::start_with(Box::new(sink), Shared::new(1));
+        let mut a = w.out(0, OnFull::Drop, false);
+        let n = (CHANNEL_BATCHES as u32 + 20) * BATCH as u32;
+        for i in 0..n {
+            a.emit(read_event(i));
+        }
+        open.store(true, Ordering::SeqCst);
+        a.close();
+        let dropped = a.stats.dropped;
+        drop(a);
+        w.finish().unwrap();
+        assert!(dropped > 0, "the channel never filled");
+        let recs = records.lock().unwrap();
+        let lost: u64 = recs
+            .iter()
+            .map(|r| match r.event {
+                Event::Lost {
+                    source: LostSource::Channel,
+                    count,
+                } => count,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(lost, dropped);
+        let kept = recs
+            .iter()
+            .filter(|r| !matches!(r.event, Event::Lost { .. }))
+            .count() as u64;
+        assert_eq!(kept + dropped, u64::from(n));
+        assert!(recs.windows(2).all(|w| w[0].seq < w[1].seq));
+    }
+
+    #[test]
+    fn discard_sends_nothing() {
+        let shared = Shared::new(1);
+        let (sink, records) = MemorySink::new();
+        let w = Writer::start_with(Box::new(sink), shared);
+        let mut a = w.out(0, OnFull::Wait, true);
+        for i in 0..10 {
+            a.emit(read_event(i));
+        }
+        drop(a);
+        w.finish().unwrap();
+        assert!(records.lock().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,328 @@
+//! Probes that pin the HOST.md facts the recorder relies on, so that a different
+//! host fails loudly here instead of recording nonsense.
+
+mod common;
+
+use common::*;
+use iced_x86::code_asm::*;
+use kvm_ioctls::{Kvm, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags};
+use kvmtrace_format::{
+    AfterShutdown, ArchState, CaptureMode, DecidedBy, EndReason, Event, InitSource, MwaitOutcome,
+    Record,
+};
+use kvmtrace_recorder::layout::{self, ports};
+use kvmtrace_recorder::scenarios::{OnShutdown, Region, VcpuStart};
+use kvmtrace_recorder::{RecordConfig, record, record_spec};
+
+fn reports(recs: &[Record], vcpu: u32) -> Vec<u32> {
+    recs.iter()
+        .filter(|r| r.vcpu == vcpu)
+        .filter_map(|r| match r.event {
+            Event::Io {
+                port: ports::REPORT,
+                data,
+                ..
+            } => Some(data),
+            _ => None,
+        })
+        .collect()
+}
+
+fn end_of(recs: &[Record], vcpu: u32) -> EndReason {
+    recs.iter()
+        .rev()
+        .find_map(|r| match &r.event {
+            Event::End { reason } if r.vcpu == vcpu => Some(reason.clone()),
+            _ => None,
+        })
+        .expect("an End event")
+}
+
+/// HOST.md: `KVM_X86_SET_MSR_FILTER` with default DENY and no ranges is EINVAL;
+/// one all-zero range works (the recorder's capture filter).
+#[test]
+fn msr_filter_deny_without_ranges_is_einval() {
+    if !kvmtrace_recorder::kvm_check::require_kvm("msr_filter_deny_without_ranges_is_einval") {
+        return;
+    }
+    let kvm = Kvm::new().unwrap();
+    let vm = kvm.create_vm().unwrap();
+    let err = vm
+        .set_msr_filter(MsrFilterDefaultAction::DENY, &[])
+        .unwrap_err();
+    assert_eq!(err.errno(), libc::EINVAL, "{err}");
+    let bitmap = vec![0u8; 0x400];
+    let range = MsrFilterRange {
+        flags: MsrFilterRangeFlags::READ | MsrFilterRangeFlags::WRITE,
+        base: 0,
+        msr_count: 0x2000,
+        bitmap: &bitmap,
+    };
+    vm.set_msr_filter(MsrFilterDefaultAction::DENY, &[range])
+        .unwrap();
+}
+
+/// HOST.md, MCE: after `KVM_X86_SETUP_MCE(0x10a)` MCG_CAP reads 0x10a, and the
+/// kernel itself (observe mode: no capture filter) refuses guest MC0_STATUS=1
+/// with #GP.
+#[test]
+fn kernel_gps_guest_mc0_status_write() {
+    if !kvmtrace_recorder::kvm_check::require_kvm("kernel_gps_guest_mc0_status_write") {
+        return;
+    }
+    let mut a = asm();
+    rdmsr_(&mut a, 0x179); // MCG_CAP
+    a.mov(dx, ports::REPORT as u32).unwrap();
+    a.out(dx, eax).unwrap();
+    a.xor(r15d, r15d).unwrap();
+    wrmsr_(&mut a, 0x401, 1); // MC0_STATUS = 1
+    report_r15(&mut a);
+    wrmsr_(&mut a, 0x400, 1); // MC0_CTL = 1: #GP too
+    report_r15(&mut a);
+    wrmsr_(&mut a, 0x400, u64::MAX); // MC0_CTL all-ones: accepted
+    report_r15(&mut a);
+    done(&mut a);
+    let mut spec = spec("probe-mce", assemble(a));
+    spec.mcg_cap = Some(0x10a);
+    let out = tmp("probe_mce.kvt");
+    let mut cfg = RecordConfig::new(&out);
+    cfg.mode = CaptureMode::Observe;
+    let _serial = OBSERVE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    record_spec(&cfg, &spec).unwrap();
+    let (_, recs) = read_trace(&out);
+    assert_eq!(reports(&recs, 0), vec![0x10a, 14, 14, 0]);
+    assert!(
+        recs.iter()
+            .any(|r| matches!(r.event, Event::SetupMce { mcg_cap: 0x10a }))
+    );
+}
+
+/// HOST.md, MONITOR/MWAIT: both end KVM_RUN with an emulation failure carrying
+/// bytes 0f 01 c8 / 0f 01 c9 with RIP at the instruction; the recorder decodes
+/// them, answers NOP (unmodeled) and the guest goes on.
+#[test]
+fn monitor_mwait_arrive_as_emulation_failures() {
+    if !kvmtrace_recorder::kvm_check::require_kvm("monitor_mwait_arrive_as_emulation_failures") {
+        return;
+    }
+    let mut a = asm();
+    a.mov(rax, layout::DATA_ADDR).unwrap();
+    a.xor(ecx, ecx).unwrap();
+    a.xor(edx, edx).unwrap();
+    a.monitor().unwrap();
+    a.xor(eax, eax).unwrap();
+    a.mwait().unwrap();
+    a.mov(eax, 0x77u32).unwrap();
+    a.mov(dx, ports::REPORT as u32).unwrap();
+    a.out(dx, eax).unwrap();
+    done(&mut a);
+    let code = assemble(a);
+    // Where MONITOR is: find 0f 01 c8 in the assembled code.
+    let mon = code
+        .windows(3)
+        .position(|w| w == [0x0f, 0x01, 0xc8])
+        .unwrap() as u64;
+    let spec = spec("probe-mwait", code);
+    let out = tmp("probe_mwait.kvt");
+    record_spec(&RecordConfig::new(&out), &spec).unwrap();
+    let (_, recs) = read_trace(&out);
+    let monitor = recs
+        .iter()
+        .find_map(|r| match r.event {
+            Event::Monitor { rip, rax: v, .. } => Some((rip, v)),
+            _ => None,
+        })
+        .expect("a Monitor event");
+    assert_eq!(monitor, (layout::CODE_ADDR + mon, layout::DATA_ADDR));
+    let mwait = recs
+        .iter()
+        .find_map(|r| match r.event {
+            Event::Mwait { rip, outcome, .. } => Some((rip, outcome)),
+            _ => None,
+        })
+        .expect("an Mwait event");
+    assert_eq!(mwait.0, layout::CODE_ADDR + mon + 5);
+    assert_eq!(reports(&recs, 0), vec![0x77]);
+    assert_eq!(end_of(&recs, 0), EndReason::Finished);
+    let _ = MwaitOutcome::Nop;
+}
+
+fn check_reset(st: &ArchState, vcpu: u32) {
+    assert_eq!(st.cr0, 0x6000_0010, "vCPU {vcpu} CR0");
+    assert_eq!(st.cs.selector, 0xf000);
+    assert_eq!(st.cs.base, 0xffff_0000);
+    assert_eq!(st.rip, 0xfff0);
+    assert_eq!(st.rdx(), 0x600, "vCPU {vcpu} RDX");
+    assert_eq!((st.gdtr.base, st.gdtr.limit), (0, 0xffff));
+    assert_eq!((st.idtr.base, st.idtr.limit), (0, 0xffff));
+    let bsp = if vcpu == 0 { 0x100 } else { 0 };
+    assert_eq!(st.apic_base, 0xfee0_0800 | bsp, "vCPU {vcpu} APIC base");
+    assert_eq!(st.mp_state, 0, "vCPU {vcpu}: RUNNABLE without an irqchip");
+    assert_eq!(st.msr(0x277), Some(0x0007_0406_0007_0406), "PAT");
+    assert_eq!((st.dr6, st.dr7), (0xffff_0ff0, 0x400));
+}
+
+/// HOST.md, INIT / RESET: the RESET state right after KVM_CREATE_VCPU.
+#[test]
+fn reset_state_after_create_vcpu() {
+    if !kvmtrace_recorder::kvm_check::require_kvm("reset_state_after_create_vcpu") {
+        return;
+    }
+    let mut a = asm();
+    done(&mut a);
+    let mut spec = spec("probe-reset", assemble(a));
+    spec.vcpus = 2;
+    spec.starts.push(VcpuStart::WaitForSipi);
+    let out = tmp("probe_reset.kvt");
+    record_spec(&RecordConfig::new(&out), &spec).unwrap();
+    let (_, recs) = read_trace(&out);
+    for v in 0..2 {
+        let st = recs
+            .iter()
+            .find_map(|r| match &r.event {
+                Event::Reset { state, decided_by } if r.vcpu == v => {
+                    assert_eq!(*decided_by, DecidedBy::Kernel);
+                    Some(state.clone())
+                }
+                _ => None,
+            })
+            .expect("a Reset event");
+        check_reset(&st, v);
+    }
+    // vCPU 1 never got a SIPI: it ends, the run does not hang.
+    assert!(matches!(end_of(&recs, 1), EndReason::Stopped { .. }));
+}
+
+/// HOST.md: with no IDT a fault becomes a triple fault; KVM_EXIT_SHUTDOWN leaves
+/// the registers at the fault, and a VMM that moves RIP past it can continue.
+#[test]
+fn shutdown_keeps_registers_at_the_fault() {
+    if !kvmtrace_recorder::kvm_check::require_kvm("shutdown_keeps_registers_at_the_fault") {
+        return;
+    }
+    let mut a = asm();
+    a.mov(rax, layout::DATA_ADDR).unwrap();
+    a.lidt(ptr(rax)).unwrap();
+    a.ud2().unwrap();
+    a.mov(eax, 0x99u32).unwrap();
+    a.mov(dx, ports::REPORT as u32).unwrap();
+    a.out(dx, eax).unwrap();
+    done(&mut a);
+    let code = assemble(a);
+    let ud2 = code.windows(2).position(|w| w == [0x0f, 0x0b]).unwrap() as u64;
+    let mut spec = spec("probe-shutdown", code);
+    // An IDT descriptor with limit 0.
+    spec.regions.push(Region {
+        addr: layout::DATA_ADDR,
+        bytes: vec![0; 16],
+    });
+    spec.on_shutdown = OnShutdown::ResumePastFault;
+    let out = tmp("probe_shutdown.kvt");
+    record_spec(&RecordConfig::new(&out), &spec).unwrap();
+    let (_, recs) = read_trace(&out);
+    let sd = recs
+        .iter()
+        .find_map(|r| match r.event {
+            Event::Shutdown { rip, then, .. } => Some((rip, then)),
+            _ => None,
+        })
+        .expect("a Shutdown event");
+    assert_eq!(sd, (layout::CODE_ADDR + ud2, AfterShutdown::Resume));
+    assert_eq!(reports(&recs, 0), vec![0x99]);
+    assert_eq!(end_of(&recs, 0), EndReason::Finished);
+}
+
+/// INIT through the user-space LAPIC: vCPU 1's INIT state follows the ≥5.15 rule
+/// (CR0.CD/NW kept, RDX = CPUID.1.EAX), then SIPI starts it at 0x8000.
+#[test]
+fn init_sipi_through_user_space_lapic() {
+    if !kvmtrace_recorder::kvm_check::require_kvm("init_sipi_through_user_space_lapic") {
+        return;
+    }
+    let out = tmp("probe_init.kvt");
+    let mut cfg = RecordConfig::new(&out);
+    cfg.scenario = Some("init-sipi".into());
+    record(&cfg).unwrap();
+    let (header, recs) = read_trace(&out);
+    let cpuid1 = header
+        .vm
+        .cpuid
+        .iter()
+        .find(|e| e.function == 1)
+        .unwrap()
+        .eax;
+    let (before, after) = recs
+        .iter()
+        .find_map(|r| match &r.event {
+            Event::Init {
+                source: InitSource::Ipi { from: 0 },
+                before,
+                after,
+                ..
+            } if r.vcpu == 1 => Some((before.clone(), after.clone())),
+            _ => None,
+        })
+        .expect("an Init event on vCPU 1");
+    assert_eq!(before.cr0 & (1 << 30), 1 << 30, "CD set before INIT");
+    if before.cr0 & (1 << 29) == 0 {
+        assert_eq!(after.cr0, 0x4000_0010);
+    }
+    assert_eq!(after.rdx(), u64::from(cpuid1));
+    assert_eq!(after.rip, 0xfff0);
+    assert!(
+        recs.iter()
+            .any(|r| r.vcpu == 1 && matches!(r.event, Event::Sipi { from: 0, vector: 8 }))
+    );
+    assert_eq!(end_of(&recs, 1), EndReason::Finished);
+}
+
+/// Observe mode: the recorder's own events come out numbered in run order.
+#[test]
+fn observe_mode_records_in_run_order() {
+    if !kvmtrace_recorder::kvm_check::require_kvm("observe_mode_records_in_run_order") {
+        return;
+    }
+    let out = tmp("observe_mwait.kvt");
+    let mut cfg = RecordConfig::new(&out);
+    cfg.scenario = Some("mwait".into());
+    cfg.mode = CaptureMode::Observe;
+    let _serial = OBSERVE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    record(&cfg).unwrap();
+    let (header, recs) = read_trace(&out);
+    assert_eq!(header.capture.mode, CaptureMode::Observe);
+    assert!(recs.iter().enumerate().all(|(i, r)| r.seq == i as u64));
+    assert!(
+        recs.iter()
+            .any(|r| matches!(r.event, Event::Monitor { .. }))
+    );
+    assert!(matches!(recs.last().unwrap().event, Event::End { .. }));
+}
+
+/// Any emulation failure other than MONITOR/MWAIT ends the run with a clear error
+/// and an `End` event, never a hang. MONITORX (`0f 01 fa`) is one: the emulator
+/// has no handler for it either. (IRETD in long mode, by contrast, is emulated:
+/// HOST.md's missing 32-bit IRET is the protected-mode one.)
+#[test]
+fn other_emulation_failures_end_the_run_with_an_error() {
+    if !kvmtrace_recorder::kvm_check::require_kvm(
+        "other_emulation_failures_end_the_run_with_an_error",
+    ) {
+        return;
+    }
+    let mut a = asm();
+    a.mov(rax, layout::DATA_ADDR).unwrap();
+    a.xor(ecx, ecx).unwrap();
+    a.xor(edx, edx).unwrap();
+    a.monitorx().unwrap();
+    done(&mut a);
+    let spec = spec("probe-monitorx", assemble(a));
+    let out = tmp("probe_monitorx.kvt");
+    let err = record_spec(&RecordConfig::new(&out), &spec).unwrap_err();
+    let msg = err.to_string();
+    println!("{msg}");
+    assert!(msg.contains("KVM_EXIT_INTERNAL_ERROR"), "{msg}");
+    assert!(msg.contains("[0f 01 fa"), "{msg}");
+    assert!(msg.contains("Monitorx"), "{msg}");
+    let (_, recs) = read_trace(&out);
+    assert!(matches!(end_of(&recs, 0), EndReason::Error { .. }));
+}

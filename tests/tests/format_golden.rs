@@ -1,0 +1,75 @@
+//! The golden trace of every released format version. `tests/golden/v1.kvt` is
+//! written by this test with `KVMTRACE_BLESS=1` and otherwise compared byte for
+//! byte: its bytes change only with a format version bump (then add `v2.kvt`
+//! and keep reading `v1.kvt`: readers read every older version).
+
+mod format_common;
+
+use std::path::PathBuf;
+
+use format_common::*;
+use kvmtrace_format::*;
+
+fn golden(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("golden")
+        .join(name)
+}
+
+fn bless() -> bool {
+    std::env::var_os("KVMTRACE_BLESS").is_some_and(|v| v == "1")
+}
+
+#[test]
+fn golden_v1() {
+    let (recs, breaks) = golden_records();
+    let h = full_header();
+    let bytes = write_with_breaks(&h, &recs, &breaks);
+    let dump = render(&h, &recs);
+    let (kvt_path, dump_path) = (golden("v1.kvt"), golden("v1.dump"));
+    if bless() {
+        std::fs::create_dir_all(kvt_path.parent().unwrap()).unwrap();
+        std::fs::write(&kvt_path, &bytes).unwrap();
+        std::fs::write(&dump_path, &dump).unwrap();
+        eprintln!("blessed {} and {}", kvt_path.display(), dump_path.display());
+    }
+    // The checked-in file reads back as the expected rendering...
+    let mut r = TraceReader::open(&kvt_path).unwrap();
+    assert_eq!(r.version().major, 1);
+    let back = r.read_all().unwrap();
+    let got = render(r.header(), &back);
+    let want = std::fs::read_to_string(&dump_path).unwrap();
+    assert_eq!(got, want, "{} renders differently", kvt_path.display());
+    assert_eq!(r.chunk_count(), breaks.len() + 1);
+    assert!(verify(&kvt_path).unwrap().is_ok());
+    // ...and this writer still produces exactly its bytes.
+    let on_disk = std::fs::read(&kvt_path).unwrap();
+    assert!(
+        on_disk == bytes,
+        "the writer's bytes differ from {}: a format change needs a version bump \
+         (FORMAT.md); rerun with KVMTRACE_BLESS=1 only together with one",
+        kvt_path.display()
+    );
+}
+
+/// Every golden file of every version reads and verifies.
+#[test]
+fn every_golden_version_reads() {
+    let dir = golden("");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "kvt") {
+            let mut r = TraceReader::open(&p).unwrap();
+            let recs = r.read_all().unwrap();
+            assert_eq!(recs.len() as u64, r.summary().events);
+            let dump = p.with_extension("dump");
+            assert_eq!(
+                render(r.header(), &recs),
+                std::fs::read_to_string(&dump).unwrap()
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 1, "no golden traces in {}", dir.display());
+}

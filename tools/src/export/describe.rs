@@ -1,0 +1,170 @@
+//! How an event is shown in a timeline: a short name, a category, whether it is
+//! a marker (INIT/SIPI/SHUTDOWN/RESET), and its fields as flat arguments.
+
+use kvmtrace_format::{Event, IpiMode, MsrOutcome, UserAnswer};
+
+/// One argument value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Arg {
+    Str(String),
+    U64(u64),
+    I64(i64),
+    Bool(bool),
+}
+
+pub fn outcome_str(o: &MsrOutcome) -> String {
+    match o {
+        MsrOutcome::Value(v) => format!("value {v:#x}"),
+        MsrOutcome::Ok => "ok".into(),
+        MsrOutcome::InjectGp => "inject_gp".into(),
+        MsrOutcome::UserExit { reason, answer } => {
+            let answer = match answer {
+                UserAnswer::Value(v) => format!("value {v:#x}"),
+                UserAnswer::Ok => "ok".into(),
+                UserAnswer::Gp => "gp".into(),
+            };
+            format!(
+                "user_exit {} {answer}",
+                format!("{reason:?}").to_lowercase()
+            )
+        }
+        MsrOutcome::VmFailed { errno } => format!("vm_failed errno {errno}"),
+    }
+}
+
+/// Names of exception vectors as KVM prints them.
+fn vector_name(v: u8) -> String {
+    const NAMES: [&str; 32] = [
+        "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "9", "#TS", "#NP", "#SS",
+        "#GP", "#PF", "15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "22", "23", "24", "25", "26",
+        "27", "#HV", "#VC", "#SX", "31",
+    ];
+    NAMES
+        .get(usize::from(v))
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| v.to_string())
+}
+
+/// The event's timeline name ("rdmsr 0x10", "exception #GP", "INIT").
+pub fn name(e: &Event) -> String {
+    match e {
+        Event::MsrRead { index, .. } => format!("rdmsr {index:#x}"),
+        Event::MsrWrite { index, .. } => format!("wrmsr {index:#x}"),
+        Event::Exception { vector, .. } => format!("exception {}", vector_name(*vector)),
+        Event::Ipi { mode, .. } => format!("ipi {}", format!("{mode:?}").to_lowercase()),
+        Event::Init { .. } => "INIT".into(),
+        Event::Sipi { .. } => "SIPI".into(),
+        Event::Shutdown { .. } => "SHUTDOWN".into(),
+        Event::Reset { .. } => "RESET".into(),
+        Event::RawExit { exit_reason, .. } => match exit_reason {
+            8 => "SHUTDOWN exit".into(),
+            17 => "exit INTERNAL_ERROR".into(),
+            29 => "exit X86_RDMSR (deflected)".into(),
+            30 => "exit X86_WRMSR (deflected)".into(),
+            r => format!("exit {r}"),
+        },
+        Event::Io { port, write, .. } => format!("{} {port:#x}", if *write { "out" } else { "in" }),
+        other => other.kind().name().to_string(),
+    }
+}
+
+/// INIT, SIPI, SHUTDOWN and RESET are drawn as markers, also as the kernel
+/// traced them (`kvm_apic_ipi` INIT/SIPI, `KVM_EXIT_SHUTDOWN`).
+pub fn is_marker(e: &Event) -> bool {
+    matches!(
+        e,
+        Event::Init { .. }
+            | Event::Sipi { .. }
+            | Event::Shutdown { .. }
+            | Event::Reset { .. }
+            | Event::Ipi {
+                mode: IpiMode::Init | IpiMode::Sipi,
+                ..
+            }
+            | Event::RawExit { exit_reason: 8, .. }
+    )
+}
+
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, Arg)>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        serde_json::Value::Number(n) => {
+            let a = n
+                .as_u64()
+                .map(Arg::U64)
+                .or_else(|| n.as_i64().map(Arg::I64))
+                .unwrap_or_else(|| Arg::Str(n.to_string()));
+            out.push((prefix.to_string(), a));
+        }
+        serde_json::Value::Bool(b) => out.push((prefix.to_string(), Arg::Bool(*b))),
+        serde_json::Value::String(s) => out.push((prefix.to_string(), Arg::Str(s.clone()))),
+        serde_json::Value::Null => out.push((prefix.to_string(), Arg::Str("none".into()))),
+        // Arrays (GPRs, CPUID entries, MSR lists) stay one JSON string.
+        serde_json::Value::Array(_) => out.push((prefix.to_string(), Arg::Str(v.to_string()))),
+    }
+}
+
+/// The event's fields as flat (name, value) arguments; MSR indices, values and
+/// outcomes in hex.
+pub fn args(e: &Event) -> Vec<(String, Arg)> {
+    let s = |k: &str, v: String| (k.to_string(), Arg::Str(v));
+    match e {
+        Event::MsrRead {
+            index,
+            origin,
+            outcome,
+            decided_by,
+            capture,
+        } => vec![
+            s("index", format!("{index:#x}")),
+            s("origin", format!("{origin:?}").to_lowercase()),
+            s("outcome", outcome_str(outcome)),
+            s("decided_by", format!("{decided_by:?}").to_lowercase()),
+            s(
+                "capture",
+                capture
+                    .map(|c| format!("{c:?}").to_lowercase())
+                    .unwrap_or("none".into()),
+            ),
+        ],
+        Event::MsrWrite {
+            index,
+            value,
+            origin,
+            outcome,
+            decided_by,
+            capture,
+        } => vec![
+            s("index", format!("{index:#x}")),
+            s("value", format!("{value:#x}")),
+            s("origin", format!("{origin:?}").to_lowercase()),
+            s("outcome", outcome_str(outcome)),
+            s("decided_by", format!("{decided_by:?}").to_lowercase()),
+            s(
+                "capture",
+                capture
+                    .map(|c| format!("{c:?}").to_lowercase())
+                    .unwrap_or("none".into()),
+            ),
+        ],
+        other => {
+            let mut out = Vec::new();
+            if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(other) {
+                // Externally tagged: {"kind": {fields}}.
+                for (_, inner) in m {
+                    flatten("", &inner, &mut out);
+                }
+            }
+            out
+        }
+    }
+}
