@@ -33,7 +33,8 @@ pub const APIC_DEFAULT: u64 = 0xfee0_0000;
 pub struct CpuidBits {
     /// A leaf-1 entry exists (runtime CPUID updates need one).
     pub has_leaf1: bool,
-    /// CPUID.1:EAX of an exact (index 0) leaf-1 entry (consolidated INIT RDX, §2).
+    /// CPUID.1:EAX of the leaf-1 entry `kvm_find_cpuid_entry(vcpu, 1)` finds
+    /// (consolidated INIT RDX, §2).
     pub leaf1_eax: Option<u32>,
     /// CPUID.1:ECX[3].
     pub mwait: bool,
@@ -71,10 +72,7 @@ impl CpuidBits {
         }
         if let Some(l1) = find(1, 0) {
             c.has_leaf1 = true;
-            c.leaf1_eax = entries
-                .iter()
-                .find(|e| e.function == 1 && e.index == 0)
-                .map(|e| e.eax);
+            c.leaf1_eax = Some(l1.eax);
             c.sse3 = l1.ecx & 1 != 0;
             c.mwait = l1.ecx & (1 << 3) != 0;
             c.vmx = l1.ecx & (1 << 5) != 0;

@@ -13,13 +13,19 @@ pub const CR0_NW: u64 = 1 << 29;
 pub const CR0_CD: u64 = 1 << 30;
 pub const CR0_RESET: u64 = 0x6000_0010;
 
-/// VMX access-rights attributes (the layout `Segment.attr` documents): data
-/// segment RW accessed 0x93, code 0x9b, LDT 0x82, busy 32-bit TSS 0x8b (VMX);
-/// SVM's TR is a busy 16-bit TSS (type 3): 0x83 (§2 table).
+/// Segment attributes in the VMX access-rights layout `Segment.attr` documents.
+/// VMX (`vmx_vcpu_reset` `seg_setup`): data RW accessed 0x93, code 0x9b, LDT
+/// 0x82, busy 32-bit TSS 0x8b (§2 table). SVM, as `KVM_GET_SREGS` reports it
+/// (checked in svm.c: `init_vmcb`/`init_seg` store CS READ|CODE = type 0xa and
+/// data W = type 2; `svm_get_segment` sets the accessed bit for DS/ES/FS/GS
+/// only and the busy bit for TR): CS 0x9a, SS 0x92, DS/ES/FS/GS 0x93, LDT 0x82,
+/// TR busy 16-bit TSS 0x83.
 const AR_DATA: u32 = 0x93;
 const AR_CODE: u32 = 0x9b;
 const AR_LDT: u32 = 0x82;
 const AR_TSS_VMX: u32 = 0x8b;
+const AR_CODE_SVM: u32 = 0x9a;
+const AR_SS_SVM: u32 = 0x92;
 const AR_TSS_SVM: u32 = 0x83;
 
 /// MSRs the RESET model knows (§2 "MSRs"), sorted by index.
@@ -90,10 +96,19 @@ impl Engine {
         if self.vm.quirk(quirks::MWAIT_NEVER_UD_FAULTS) {
             return Prediction::new(MwaitOutcome::Nop, rules::MWAIT_QUIRK_ENABLED);
         }
-        // 6.0–6.14 read guest CPUID MWAIT, kept equal to MISC_ENABLE[18] when
-        // MISC_ENABLE_NO_MWAIT is disabled; 6.15+ reads MISC_ENABLE[18] directly
-        // then: the same result (§1).
-        if self.vcpu_state(vcpu).cpuid.mwait {
+        // 6.0–6.14 read guest CPUID MWAIT, kept equal to MISC_ENABLE[18] by
+        // runtime CPUID updates when MISC_ENABLE_NO_MWAIT is disabled; 6.15+
+        // reads MISC_ENABLE[18] directly then (a487f6797c88). They differ only
+        // when the quirk is disabled after KVM_SET_CPUID2 (no runtime update yet).
+        let v = self.vcpu_state(vcpu);
+        let enabled = if self.policy.switches.mwait_reads_misc_enable
+            && !self.vm.quirk(quirks::MISC_ENABLE_NO_MWAIT)
+        {
+            v.misc_enable & (1 << 18) != 0
+        } else {
+            v.cpuid.mwait
+        };
+        if enabled {
             Prediction::new(MwaitOutcome::Nop, rules::MWAIT_CPUID_SET)
         } else {
             Prediction::new(MwaitOutcome::InjectUd, rules::MWAIT_UD)
@@ -138,13 +153,16 @@ impl Engine {
                 selector: 0xf000,
                 base: 0xffff_0000,
                 limit: 0xffff,
-                attr: AR_CODE,
+                attr: if self.svm() { AR_CODE_SVM } else { AR_CODE },
             },
             ds: data,
             es: data,
             fs: data,
             gs: data,
-            ss: data,
+            ss: Segment {
+                attr: if self.svm() { AR_SS_SVM } else { AR_DATA },
+                ..data
+            },
             ldtr: Segment {
                 attr: AR_LDT,
                 ..data

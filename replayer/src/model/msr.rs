@@ -131,6 +131,7 @@ impl Engine {
 
     /// The whole pipeline: `value` is `Some` for a write. Returns the prediction
     /// and, for a write the kernel would accept, what it stores.
+    #[inline]
     pub(crate) fn decide_msr(
         &self,
         vcpu: u32,

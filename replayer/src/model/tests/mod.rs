@@ -575,3 +575,43 @@ fn model_handles_covers_every_handler_arm() {
         }
     }
 }
+
+#[test]
+fn mwait_quirk_disabled_after_cpuid_section1() {
+    // §1: quirks disabled after KVM_SET_CPUID2 (CPUID MWAIT set, MISC_ENABLE[18]
+    // clear): 6.0–6.14 check the stale CPUID bit (NOP); 6.15+ (a487f6797c88)
+    // read MISC_ENABLE[18] (#UD).
+    let h = header("kvm_intel", false, 1 << 3 | 1);
+    let mask = quirks::MWAIT_NEVER_UD_FAULTS | quirks::MISC_ENABLE_NO_MWAIT;
+    for (preset, want) in [
+        ("kvm-6.2", MwaitOutcome::Nop),
+        ("kvm-6.18", MwaitOutcome::InjectUd),
+    ] {
+        let mut e = engine(preset, Vendor::Intel, &h);
+        e.apply(&rec(0, Event::QuirksDisabled { cap: 213, mask }));
+        assert_eq!(e.mwait(0).outcome, Some(want), "{preset}");
+    }
+}
+
+#[test]
+fn svm_reset_segment_attrs_section2() {
+    // svm.c init_vmcb/init_seg + svm_get_segment: CS 0x9a, SS 0x92, DS 0x93,
+    // TR 0x83; VMX: CS 0x9b, SS 0x93, TR 0x8b.
+    let h = header("kvm_amd", true, 0);
+    let a = engine("kvm-6.18", Vendor::Amd, &h)
+        .reset_state(0)
+        .outcome
+        .unwrap();
+    assert_eq!(
+        (a.cs.attr, a.ss.attr, a.ds.attr, a.tr.attr, a.ldtr.attr),
+        (0x9a, 0x92, 0x93, 0x83, 0x82)
+    );
+    let i = engine("kvm-6.18", Vendor::Intel, &h)
+        .reset_state(0)
+        .outcome
+        .unwrap();
+    assert_eq!(
+        (i.cs.attr, i.ss.attr, i.ds.attr, i.tr.attr, i.ldtr.attr),
+        (0x9b, 0x93, 0x93, 0x8b, 0x82)
+    );
+}
