@@ -154,7 +154,7 @@ impl Engine {
             && !f.allows(index, write)
         {
             return (
-                self.deflect(MsrExitReason::Filter, false, write, rules::FILTER_DENY),
+                self.deflect(MsrExitReason::Filter, false, rules::FILTER_DENY),
                 Store::None,
             );
         }
@@ -198,15 +198,15 @@ impl Engine {
             // Host accesses are never deflected: a failing entry is refused.
             _ if host => (Prediction::new(MsrOutcome::InjectGp, rule), Store::None),
             R::Unknown => (
-                self.deflect(MsrExitReason::Unknown, x2apic, write, rule),
+                self.deflect(MsrExitReason::Unknown, x2apic, rule),
                 Store::None,
             ),
             R::Fault => (
-                self.deflect(MsrExitReason::Inval, x2apic, write, rule),
+                self.deflect(MsrExitReason::Inval, x2apic, rule),
                 Store::None,
             ),
             R::Fatal => {
-                let p = self.deflect(MsrExitReason::Inval, x2apic, write, rule);
+                let p = self.deflect(MsrExitReason::Inval, x2apic, rule);
                 // WRMSR with r < 0 and no deflection: KVM_RUN returns r (EPERM).
                 if write && p.outcome == Some(MsrOutcome::InjectGp) {
                     (
@@ -226,10 +226,8 @@ impl Engine {
         &self,
         reason: MsrExitReason,
         unfilterable: bool,
-        write: bool,
         rule: Rule,
     ) -> Prediction<MsrOutcome> {
-        let _ = write;
         if self.vm.user_space_msr & reason.bit() != 0 {
             if unfilterable && !self.policy.switches.deflect_unfilterable {
                 return Prediction::new(MsrOutcome::InjectGp, rules::DEFLECT_UNFILTERABLE_FALSE);

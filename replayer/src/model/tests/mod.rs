@@ -615,3 +615,142 @@ fn svm_reset_segment_attrs_section2() {
         (0x9b, 0x93, 0x93, 0x8b, 0x82)
     );
 }
+
+/// One row per preset (SEMANTICS.md §8): the outcome of the same probes.
+#[test]
+fn preset_fingerprints_section8() {
+    use MsrOutcome::*;
+    #[derive(Debug, PartialEq)]
+    struct Row {
+        mwait_ud: bool,         // §1: MWAIT, MWAIT_NEVER_UD_FAULTS disabled, no CPUID MWAIT
+        misc_enable_reset: u64, // §1/§2
+        init_rdx: u64,          // §2 (CPUID.1.EAX = 0xa00f11)
+        host_feat_ctl_5: MsrOutcome, // §3 without CPUID.VMX
+        mc0_ctl_1: MsrOutcome,  // §5
+        mc0_ctl_bit0: MsrOutcome, // §5 ~0x401
+        mc0_ctl2_read: MsrOutcome, // §5
+        quirks2_bit6: bool,     // §6: QUIRKS2 accepts MWAIT_NEVER_UD_FAULTS
+    }
+    let vmfail = VmFailed { errno: 1 };
+    let rows = [
+        (
+            "kvm-5.10",
+            Row {
+                mwait_ud: false,
+                misc_enable_reset: 0,
+                init_rdx: 0x600,
+                host_feat_ctl_5: InjectGp,
+                mc0_ctl_1: vmfail,
+                mc0_ctl_bit0: vmfail,
+                mc0_ctl2_read: InjectGp,
+                quirks2_bit6: false,
+            },
+        ),
+        (
+            "kvm-5.15",
+            Row {
+                mwait_ud: false,
+                misc_enable_reset: 0,
+                init_rdx: 0xa00f11,
+                host_feat_ctl_5: InjectGp,
+                mc0_ctl_1: vmfail,
+                mc0_ctl_bit0: vmfail,
+                mc0_ctl2_read: InjectGp,
+                quirks2_bit6: false,
+            },
+        ),
+        (
+            "kvm-5.19",
+            Row {
+                mwait_ud: false,
+                misc_enable_reset: 0,
+                init_rdx: 0xa00f11,
+                host_feat_ctl_5: InjectGp,
+                mc0_ctl_1: vmfail,
+                mc0_ctl_bit0: vmfail,
+                mc0_ctl2_read: InjectGp,
+                quirks2_bit6: false,
+            },
+        ),
+        (
+            "kvm-6.0",
+            Row {
+                mwait_ud: true,
+                misc_enable_reset: 0x1800,
+                init_rdx: 0xa00f11,
+                host_feat_ctl_5: InjectGp,
+                mc0_ctl_1: InjectGp,
+                mc0_ctl_bit0: Ok,
+                mc0_ctl2_read: Value(0),
+                quirks2_bit6: true,
+            },
+        ),
+        (
+            "kvm-6.2",
+            Row {
+                mwait_ud: true,
+                misc_enable_reset: 0x1800,
+                init_rdx: 0xa00f11,
+                host_feat_ctl_5: Ok,
+                mc0_ctl_1: InjectGp,
+                mc0_ctl_bit0: Ok,
+                mc0_ctl2_read: Value(0),
+                quirks2_bit6: true,
+            },
+        ),
+        (
+            "kvm-6.18",
+            Row {
+                mwait_ud: true,
+                misc_enable_reset: 0x1800,
+                init_rdx: 0xa00f11,
+                host_feat_ctl_5: Ok,
+                mc0_ctl_1: InjectGp,
+                mc0_ctl_bit0: Ok,
+                mc0_ctl2_read: Value(0),
+                quirks2_bit6: true,
+            },
+        ),
+    ];
+    let mut h = header("kvm_intel", false, 0);
+    h.vm.mcg_cap = Some(0x10a);
+    let mut bad = Vec::new();
+    for (preset, want) in rows {
+        let mut e = engine(preset, Vendor::Intel, &h);
+        e.apply(&rec(
+            0,
+            Event::QuirksDisabled {
+                cap: 213,
+                mask: quirks::MWAIT_NEVER_UD_FAULTS,
+            },
+        ));
+        let quirks2_bit6 = e.vm_state().disabled_quirks == quirks::MWAIT_NEVER_UD_FAULTS;
+        e.apply(&rec(
+            0,
+            Event::QuirksDisabled {
+                cap: 116,
+                mask: quirks::MWAIT_NEVER_UD_FAULTS,
+            },
+        ));
+        let got = Row {
+            mwait_ud: e.mwait(0).outcome == Some(MwaitOutcome::InjectUd),
+            misc_enable_reset: e.reset_state(0).outcome.unwrap().msr(0x1a0).unwrap(),
+            init_rdx: e
+                .init_state(1, &ArchState::default())
+                .outcome
+                .unwrap()
+                .rdx(),
+            host_feat_ctl_5: e.msr_write(0, 0x3a, 5, H).outcome.unwrap(),
+            mc0_ctl_1: e.msr_write(0, 0x400, 1, G).outcome.unwrap(),
+            mc0_ctl_bit0: e.msr_write(0, 0x400, !0x401, G).outcome.unwrap(),
+            mc0_ctl2_read: e.msr_read(0, 0x280, G).outcome.unwrap(),
+            quirks2_bit6,
+        };
+        if got != want {
+            bad.push(format!(
+                "{preset}:\n  expected {want:?}\n  got      {got:?}"
+            ));
+        }
+    }
+    assert!(bad.is_empty(), "\n{}", bad.join("\n"));
+}
