@@ -493,8 +493,15 @@ impl Lane {
                 self.engine.apply_reset(vcpu, &merged);
                 d
             }
-            Event::Init { before, after, .. } => {
-                let p = self.engine.init_prediction(vcpu, before);
+            Event::Init {
+                source,
+                before,
+                after,
+                ..
+            } => {
+                let p = self
+                    .engine
+                    .init_prediction_seen(vcpu, *source, before, after);
                 let d = self.state_step(rec, &p, after, true);
                 let merged = merge_state(&p, after);
                 self.engine.apply_init(vcpu, &merged);

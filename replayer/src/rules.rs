@@ -100,6 +100,8 @@ rules! {
 rules! {
     MISC_ENABLE_RESET_0 = "misc_enable_reset=0", "§1 §2", "≤5.19";
     MISC_ENABLE_RESET_1800 = "misc_enable_reset=0x1800", "§1 §2", "6.0+";
+    MISC_ENABLE_RESET_PVM = "vendor pvm: MISC_ENABLE = 0x1 at RESET (host-notes, measured)", "§1 §2", "6.18 pvm";
+    INIT_SIPI_SEEN = "in-kernel INIT read back after the SIPI (host-notes)", "§2", "5.15+";
     INIT_CR0_PRESERVE = "init_preserves_cd_nw=true: CR0 = 0x10 | old CD/NW", "§2", "5.15+";
     INIT_CR0_RESET = "init_preserves_cd_nw=false: CR0 = 0x60000010", "§2", "≤5.14";
     SVM_DTR_KEPT = "svm_init_zero_dtr_base=false: GDTR/IDTR bases kept at INIT", "§2", "≤5.14";

@@ -194,7 +194,10 @@ impl Engine {
         s.gprs[ArchState::RDX] = if legacy && self.svm() { 0 } else { 0x600 };
         s.apic_base = state::reset_apic_base(vcpu);
         s.mp_state = state::reset_mp_state(vcpu, self.vm.irqchip);
-        s.msrs = reset_msrs(self.policy.switches.misc_enable_reset, self.policy.vendor);
+        s.msrs = reset_msrs(
+            crate::engine::misc_enable_at_reset(&self.policy),
+            self.policy.vendor,
+        );
         StatePrediction {
             state: s,
             attrs_known: self.policy.vendor != Vendor::Pvm,
@@ -268,6 +271,7 @@ impl Engine {
     pub(crate) fn state_rule(&self, field: &str, init: bool, default: rules::Rule) -> rules::Rule {
         let sw = &self.policy.switches;
         match field {
+            "IA32_MISC_ENABLE" if self.policy.vendor == Vendor::Pvm => rules::MISC_ENABLE_RESET_PVM,
             "IA32_MISC_ENABLE" if sw.misc_enable_reset == 0 => rules::MISC_ENABLE_RESET_0,
             "IA32_MISC_ENABLE" => rules::MISC_ENABLE_RESET_1800,
             "cr0" if init && sw.init_preserves_cd_nw => rules::INIT_CR0_PRESERVE,
@@ -280,11 +284,39 @@ impl Engine {
         }
     }
 
+    /// The INIT prediction for a recorded INIT: an in-kernel INIT followed at
+    /// once by a SIPI is read back (at the target's EAGAIN) with the SIPI
+    /// already applied — CS = vector << 8, base vector << 12, RIP 0
+    /// (docs/host-notes.md, recorder probes); the prediction then applies that
+    /// SIPI too and takes mp_state from the recording.
+    pub fn init_prediction_seen(
+        &self,
+        vcpu: u32,
+        source: kvmtrace_format::InitSource,
+        before: &ArchState,
+        after: &ArchState,
+    ) -> StatePrediction {
+        let mut p = self.init_prediction(vcpu, before);
+        let cs = &after.cs;
+        let post_sipi = source == kvmtrace_format::InitSource::Kernel
+            && after.rip == 0
+            && cs.selector & 0xff == 0
+            && cs.base == u64::from(cs.selector) << 4
+            && cs.selector != 0xf000;
+        if post_sipi {
+            p.state.cs.selector = cs.selector;
+            p.state.cs.base = cs.base;
+            p.state.rip = 0;
+            p.state.mp_state = after.mp_state;
+        }
+        p
+    }
+
     /// Fold a RESET (recorded or predicted state).
     pub(crate) fn apply_reset(&mut self, vcpu: u32, s: &ArchState) {
         let me = s
             .msr(0x1a0)
-            .unwrap_or(self.policy.switches.misc_enable_reset);
+            .unwrap_or(crate::engine::misc_enable_at_reset(&self.policy));
         if let Some(v) = self.vcpu_mut(vcpu) {
             v.misc_enable = me;
             v.apic_base = s.apic_base;

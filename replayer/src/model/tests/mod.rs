@@ -220,7 +220,7 @@ fn x2apic_section4() {
                 GP
             ),
             case!(
-                "§4 host access never filtered",
+                "§4 host access never filtered (pvm RESET MISC_ENABLE 0x1)",
                 "kvm-6.18",
                 Pvm,
                 &[],
@@ -228,7 +228,7 @@ fn x2apic_section4() {
                 0x1a0,
                 None,
                 H,
-                val(0x1800)
+                val(0x1)
             ),
             case!(
                 "§4 EFER outside range filtered",
@@ -753,4 +753,27 @@ fn preset_fingerprints_section8() {
         }
     }
     assert!(bad.is_empty(), "\n{}", bad.join("\n"));
+}
+
+#[test]
+fn pvm_reset_and_kernel_init_host_notes() {
+    // docs/host-notes.md (recorder probes): MISC_ENABLE is 0x1 at RESET on
+    // kvm_pvm; an in-kernel INIT followed by a SIPI (vector 0x8) is read back
+    // with CS 0x800/0x8000, RIP 0.
+    let mut h = header("kvm_pvm", true, 0);
+    h.vm.irqchip = Some(Irqchip::Kernel);
+    let e = engine("kvm-6.18", Vendor::Pvm, &h);
+    let r = e.reset_state(1).outcome.unwrap();
+    assert_eq!(r.msr(0x1a0), Some(0x1));
+    assert_eq!(r.mp_state, 1, "AP UNINITIALIZED with an in-kernel irqchip");
+    let mut after = e.init_state(1, &r).outcome.unwrap();
+    after.cs.selector = 0x800;
+    after.cs.base = 0x8000;
+    after.rip = 0;
+    after.mp_state = 0;
+    let p = e.init_prediction_seen(1, InitSource::Kernel, &r, &after);
+    assert_eq!(crate::model::compare_state(&p, &after), None);
+    // Not for a VMM-performed INIT: there the SIPI is its own event.
+    let p = e.init_prediction_seen(1, InitSource::Host, &r, &after);
+    assert!(crate::model::compare_state(&p, &after).is_some());
 }
