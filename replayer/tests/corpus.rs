@@ -165,7 +165,7 @@ fn replay_reader_damaged_trace() {
     // Flip a byte inside the last chunk's payload: an error, or the readable
     // prefix with salvage_ok.
     let mut bytes = std::fs::read(&path).unwrap();
-    let last = r.chunks().last().unwrap().clone();
+    let last = *r.chunks().last().unwrap();
     let at = last.offset as usize + 40;
     bytes[at] ^= 0xff;
     std::fs::write(&path, &bytes).unwrap();
