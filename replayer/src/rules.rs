@@ -95,6 +95,9 @@ rules! {
     HWCR_SET_ONLY = "hwcr_write=set_only: only 0 or bit 18", "§5", "≤6.6";
     HWCR_BITS = "hwcr_write=bits_18_24: only bits 18 and 24", "§5", "6.7+";
     HWCR_WRITE = "HWCR write", "§5", "all";
+    PAT_READ = "PAT read", "§2", "all";
+    PAT_WRITE = "PAT write stored", "§2", "all";
+    PAT_INVALID = "PAT: a byte is not a valid memory type (kvm_pat_valid)", "§2", "all";
 }
 
 rules! {
@@ -111,7 +114,7 @@ rules! {
 /// Rules whose outcome does not depend on folded MSR/CPUID state (only on the
 /// policy's switches, the access and its value): a divergence under one of them
 /// is always direct.
-const STATELESS: [Rule; 23] = [
+const STATELESS: [Rule; 24] = [
     UNMODELED,
     FILTER_DENY,
     X2APIC_UNFILTERABLE,
@@ -133,6 +136,7 @@ const STATELESS: [Rule; 23] = [
     MCE_CTL2_NONE,
     MCG_EXT_CTL_NO_HANDLER,
     HWCR_BITS,
+    PAT_INVALID,
     SHUTDOWN_SVM_INIT,
     SHUTDOWN_SVM_REINIT,
     SHUTDOWN_VMX,

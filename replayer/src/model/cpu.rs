@@ -317,8 +317,10 @@ impl Engine {
         let me = s
             .msr(0x1a0)
             .unwrap_or(crate::engine::misc_enable_at_reset(&self.policy));
+        let pat = s.msr(0x277).unwrap_or(super::msr::PAT_DEFAULT);
         if let Some(v) = self.vcpu_mut(vcpu) {
             v.misc_enable = me;
+            v.pat = pat;
             v.apic_base = s.apic_base;
             v.cr0 = s.cr0;
             v.mp_state = s.mp_state;

@@ -777,3 +777,21 @@ fn pvm_reset_and_kernel_init_host_notes() {
     let p = e.init_prediction_seen(1, InitSource::Host, &r, &after);
     assert!(crate::model::compare_state(&p, &after).is_some());
 }
+
+#[test]
+fn pat_kvm_pat_valid() {
+    // kvm_set_msr_common MSR_IA32_CR_PAT: each byte 0, 1, 4, 5, 6 or 7.
+    let h = header("kvm_pvm", true, 0);
+    let e = engine("kvm-6.18", Vendor::Pvm, &h);
+    assert_eq!(e.msr_read(0, 0x277, G).outcome, val(0x0007_0406_0007_0406));
+    for (v, ok) in [
+        (0x0007_0406_0007_0406u64, true),
+        (0x0606_0606_0606_0606, true),
+        (0x0202, false),
+        (0x0303, false),
+        (0x08, false),
+    ] {
+        let want = if ok { OK } else { GP };
+        assert_eq!(e.msr_write(0, 0x277, v, G).outcome, want, "PAT {v:#x}");
+    }
+}
