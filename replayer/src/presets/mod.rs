@@ -123,3 +123,24 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod describe_tests {
+    use crate::policy::{Switches, describe_presets};
+
+    #[test]
+    fn every_preset_lists_every_switch() {
+        let d = describe_presets(None);
+        assert_eq!(d.len(), 6);
+        let j = serde_json::to_value(&d).unwrap();
+        for p in j.as_array().unwrap() {
+            let sw = p["switches"].as_object().unwrap();
+            for n in Switches::names() {
+                assert!(sw.contains_key(n), "{} lacks {n}", p["name"]);
+            }
+            assert!(p["provenance"].as_str().unwrap().contains("SEMANTICS.md"));
+        }
+        assert_eq!(j[0]["switches"]["mce_bad_write"], "eperm");
+        assert_eq!(j[5]["switches"]["quirk_api"], "v2-sticky");
+    }
+}
