@@ -13,7 +13,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::codec::{KINDS, decode_payload_into};
+use crate::codec::{KINDS, decode_chunk_into};
 use crate::error::{FormatError, Location, Result, human_bytes};
 use crate::event::{EventKind, Record};
 use crate::header::TraceHeader;
@@ -341,33 +341,31 @@ pub(crate) fn decode_frame_into(
     out: &mut Vec<Record>,
 ) -> Result<()> {
     let at = Location::chunk(offset, chunk);
-    let payload = zstd::bulk::decompress(compressed, f.uncompressed_len as usize).map_err(|e| {
-        FormatError::Corrupt {
-            file: name.into(),
-            at,
-            what: format!("chunk does not decompress: {e}"),
-        }
-    })?;
-    if payload.len() != f.uncompressed_len as usize {
-        return Err(FormatError::Corrupt {
-            file: name.into(),
-            at,
-            what: format!(
-                "chunk decompresses to {} bytes, not the {} its frame says",
-                payload.len(),
-                f.uncompressed_len
-            ),
-        });
-    }
-    decode_payload_into(&payload, f.count, f.first_seq, f.first_time_ns, out).map_err(|e| {
-        FormatError::Corrupt {
-            file: name.into(),
-            at,
-            what: format!(
-                "record does not decode at byte {} of the uncompressed chunk: {}",
-                e.pos, e.what
-            ),
-        }
+    decode_chunk_into(
+        compressed,
+        f.uncompressed_len,
+        f.count,
+        f.first_seq,
+        f.first_time_ns,
+        out,
+    )
+    .map_err(|e| FormatError::Corrupt {
+        file: name.into(),
+        at,
+        what: if e.decompress {
+            format!("chunk does not decompress: {}", e.what)
+        } else {
+            match e.stream {
+                Some(s) => format!(
+                    "chunk does not decode: {} (stream {s}, byte {})",
+                    e.what, e.pos
+                ),
+                None => format!(
+                    "chunk does not decode: {} (stream table, byte {})",
+                    e.what, e.pos
+                ),
+            }
+        },
     })
 }
 

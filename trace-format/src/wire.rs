@@ -192,8 +192,13 @@ pub(crate) struct Cursor<'a> {
 /// Why a payload did not decode, and where in the payload.
 #[derive(Debug)]
 pub(crate) struct PayloadError {
+    /// The stream (FORMAT.md, "Chunk payload"), or None for the stream table.
+    pub stream: Option<usize>,
+    /// Byte offset within the stream or table.
     pub pos: usize,
     pub what: String,
+    /// zstd refused a stream (as opposed to records that do not decode).
+    pub decompress: bool,
 }
 
 impl<'a> Cursor<'a> {
@@ -203,8 +208,10 @@ impl<'a> Cursor<'a> {
 
     pub fn err(&self, what: impl Into<String>) -> PayloadError {
         PayloadError {
+            stream: None,
             pos: self.pos,
             what: what.into(),
+            decompress: false,
         }
     }
 
