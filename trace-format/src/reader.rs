@@ -524,7 +524,9 @@ impl<R: Read + Seek> TraceReader<R> {
         Records {
             r: self,
             next_chunk: 0,
-            buf: Vec::new().into_iter(),
+            buf: Vec::new(),
+            pos: 0,
+            raw: Vec::new(),
             failed: false,
         }
     }
@@ -644,7 +646,10 @@ impl<R: Read + Seek> TraceReader<R> {
 pub struct Records<'a, R> {
     r: &'a mut TraceReader<R>,
     next_chunk: usize,
-    buf: std::vec::IntoIter<Record>,
+    /// The current chunk's records (buffers reused from chunk to chunk).
+    buf: Vec<Record>,
+    pos: usize,
+    raw: Vec<u8>,
     failed: bool,
 }
 
@@ -653,7 +658,17 @@ impl<R: Read + Seek> Iterator for Records<'_, R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some(r) = self.buf.next() {
+            if let Some(slot) = self.buf.get_mut(self.pos) {
+                self.pos += 1;
+                let r = std::mem::replace(
+                    slot,
+                    Record {
+                        seq: 0,
+                        vcpu: 0,
+                        time_ns: 0,
+                        event: crate::event::Event::Halt,
+                    },
+                );
                 return Some(Ok(r));
             }
             if self.failed || self.next_chunk >= self.r.chunk_count() {
@@ -661,12 +676,22 @@ impl<R: Read + Seek> Iterator for Records<'_, R> {
             }
             let i = self.next_chunk;
             self.next_chunk += 1;
-            match self.r.read_chunk(i) {
-                Ok(v) => self.buf = v.into_iter(),
-                Err(e) => {
-                    self.failed = true;
-                    return Some(Err(e));
-                }
+            self.buf.clear();
+            self.pos = 0;
+            let res = self.r.read_raw(i, &mut self.raw).and_then(|f| {
+                let off = self.r.chunks[i].offset;
+                decode_frame_into(
+                    &f,
+                    &self.raw[CHUNK_FRAME_LEN..],
+                    &self.r.name,
+                    off,
+                    i as u64,
+                    &mut self.buf,
+                )
+            });
+            if let Err(e) = res {
+                self.failed = true;
+                return Some(Err(e));
             }
         }
     }
