@@ -42,6 +42,11 @@ pub const MAX_HEADER_BYTES: u64 = 16 << 20;
 /// Limit on the footer length.
 pub const MAX_FOOTER_BYTES: u64 = 64 << 20;
 
+/// CRC checks are off in fuzzing builds (`cargo fuzz` sets `cfg(fuzzing)`), so
+/// that mutated inputs reach decompression and decoding instead of all failing
+/// the checksum. Every other check stays.
+pub(crate) const CHECK_CRC: bool = !cfg!(fuzzing);
+
 /// The bincode configuration of every bincode-encoded part: little endian,
 /// variable-length integers (bincode 2 `standard()`), with a byte limit so a
 /// hostile length never allocates more than the limit.

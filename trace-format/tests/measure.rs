@@ -97,8 +97,15 @@ fn decode_loops() {
         .unwrap_or(0);
     let recs = common::msr_loop(1_000_000, 1);
     let kvt = perf::encode_to_vec(&common::header(), &recs).unwrap();
-    drop(recs);
+    let recs2 = recs;
     let mut out = Vec::new();
+    let encodes: usize = std::env::var("KVT_ENCODE_LOOPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    for _ in 0..encodes {
+        std::hint::black_box(perf::encode_to_vec(&common::header(), &recs2).unwrap());
+    }
     let streaming = std::env::var_os("KVT_STREAMING").is_some();
     for _ in 0..loops {
         if streaming {
