@@ -509,11 +509,13 @@ mod tests {
     /// A sink that blocks until released, so the channel fills up.
     struct Gate {
         open: Arc<AtomicBool>,
+        hit: Arc<AtomicBool>,
         records: Arc<std::sync::Mutex<Vec<Record>>>,
     }
 
     impl Sink for Gate {
         fn push(&mut self, rec: &Record) -> Result<(), SinkError> {
+            self.hit.store(true, Ordering::SeqCst);
             while !self.open.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -531,15 +533,23 @@ mod tests {
     #[test]
     fn drop_mode_counts_every_dropped_event_in_lost_records() {
         let open = Arc::new(AtomicBool::new(false));
+        let hit = Arc::new(AtomicBool::new(false));
         let records = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = Gate {
             open: open.clone(),
+            hit: hit.clone(),
             records: records.clone(),
         };
         let w = Writer::start_with(Box::new(sink), Shared::new(1));
         let mut a = w.out(0, OnFull::Drop, false);
+        // One event through, so the writer blocks in the sink; then fill up.
+        a.emit(read_event(0));
+        a.send();
+        while !hit.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let n = (CHANNEL_BATCHES as u32 + 20) * BATCH as u32;
-        for i in 0..n {
+        for i in 1..n {
             a.emit(read_event(i));
         }
         open.store(true, Ordering::SeqCst);
