@@ -105,7 +105,7 @@ pub fn check_any(engine: &Engine, rec: &Record) -> Option<Check> {
             c(
                 msr_behaviour(*index),
                 verdict(&p.outcome, outcome),
-                p.rule,
+                p.rule.name,
                 json(&p.outcome),
                 json(outcome),
             )
@@ -121,7 +121,7 @@ pub fn check_any(engine: &Engine, rec: &Record) -> Option<Check> {
             c(
                 msr_behaviour(*index),
                 verdict(&p.outcome, outcome),
-                p.rule,
+                p.rule.name,
                 json(&p.outcome),
                 json(outcome),
             )
@@ -131,7 +131,7 @@ pub fn check_any(engine: &Engine, rec: &Record) -> Option<Check> {
             c(
                 "monitor",
                 verdict(&p.outcome, outcome),
-                p.rule,
+                p.rule.name,
                 json(&p.outcome),
                 json(outcome),
             )
@@ -141,7 +141,7 @@ pub fn check_any(engine: &Engine, rec: &Record) -> Option<Check> {
             c(
                 "mwait",
                 verdict(&p.outcome, outcome),
-                p.rule,
+                p.rule.name,
                 json(&p.outcome),
                 json(outcome),
             )
@@ -151,7 +151,7 @@ pub fn check_any(engine: &Engine, rec: &Record) -> Option<Check> {
             c(
                 "shutdown",
                 verdict(&p.outcome, then),
-                p.rule,
+                p.rule.name,
                 json(&p.outcome),
                 json(then),
             )
@@ -161,7 +161,7 @@ pub fn check_any(engine: &Engine, rec: &Record) -> Option<Check> {
             c(
                 "reset",
                 verdict(&p.outcome, &**state),
-                p.rule,
+                p.rule.name,
                 json(&p.outcome),
                 json(&**state),
             )
@@ -171,7 +171,7 @@ pub fn check_any(engine: &Engine, rec: &Record) -> Option<Check> {
             c(
                 "init",
                 verdict(&p.outcome, &**after),
-                p.rule,
+                p.rule.name,
                 json(&p.outcome),
                 json(&**after),
             )

@@ -11,6 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use kvmtrace_replayer::report::Behaviour;
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -95,21 +96,21 @@ fn result_of(trace: &Path, policies: &[String]) -> anyhow::Result<Blessed> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        events: r.events,
+        events: r.events(),
         policies: r
-            .reports
+            .report
+            .policies
             .iter()
             .map(|p| Expected {
                 name: p.name.clone(),
                 divergences: p.divergences,
-                by_behaviour: p
-                    .by_behaviour
+                by_behaviour: Behaviour::ALL
                     .iter()
-                    .filter(|(_, n)| **n > 0)
-                    .map(|(b, n)| (b.to_string(), *n))
+                    .filter(|b| p.by_behaviour.get(**b) > 0)
+                    .map(|b| (b.name().to_string(), p.by_behaviour.get(*b)))
                     .collect(),
                 first_seq: p.first.as_ref().map(|d| d.seq),
-                first_rule: p.first.as_ref().map(|d| d.rule.clone()),
+                first_rule: p.first.as_ref().map(|d| d.rule.name.clone()),
             })
             .collect(),
     })
