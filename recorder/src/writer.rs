@@ -165,7 +165,8 @@ impl EventOut {
                 event,
             };
         }
-        let sampled = self.stats.events % SAMPLE == 0;
+        // Not the first push: it pays for cold caches once.
+        let sampled = self.stats.events % SAMPLE == SAMPLE - 1;
         if self.batch.is_empty() {
             let lower = self.shared.seq.load(Ordering::SeqCst);
             self.shared.pending_min[self.vcpu as usize].store(lower, Ordering::SeqCst);
