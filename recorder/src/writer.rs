@@ -330,23 +330,23 @@ impl Writer {
         shared: Arc<Shared>,
     ) -> Result<Writer, SinkError> {
         let sink = sink::create(path, header)?;
-        Ok(Self::start_with(sink, shared))
+        Self::start_with(sink, shared)
     }
 
-    pub fn start_with(sink: Box<dyn Sink>, shared: Arc<Shared>) -> Writer {
+    pub fn start_with(sink: Box<dyn Sink>, shared: Arc<Shared>) -> Result<Writer, SinkError> {
         let (tx, rx) = crossbeam_channel::bounded(CHANNEL_BATCHES);
         let (free_tx, free) = crossbeam_channel::bounded(CHANNEL_BATCHES);
         let sh = shared.clone();
         let handle = std::thread::Builder::new()
             .name("kvmtrace-writer".into())
             .spawn(move || writer_loop(sink, rx, free_tx, sh))
-            .ok();
-        Writer {
-            handle,
+            .map_err(SinkError::SpawnWriter)?;
+        Ok(Writer {
+            handle: Some(handle),
             tx,
             free,
             shared,
-        }
+        })
     }
 
     /// An end for vCPU `vcpu`.
@@ -490,7 +490,7 @@ mod tests {
     fn two_vcpus_interleaved_come_out_in_seq_order() {
         let shared = Shared::new(2);
         let (sink, records) = MemorySink::new();
-        let w = Writer::start_with(Box::new(sink), shared);
+        let w = Writer::start_with(Box::new(sink), shared).unwrap();
         let mut a = w.out(0, OnFull::Wait, false);
         let mut b = w.out(1, OnFull::Wait, false);
         for i in 0..1000 {
@@ -541,7 +541,7 @@ mod tests {
             hit: hit.clone(),
             records: records.clone(),
         };
-        let w = Writer::start_with(Box::new(sink), Shared::new(1));
+        let w = Writer::start_with(Box::new(sink), Shared::new(1)).unwrap();
         let mut a = w.out(0, OnFull::Drop, false);
         // One event through, so the writer blocks in the sink; then fill up.
         a.emit(read_event(0));
@@ -583,7 +583,7 @@ mod tests {
     fn discard_sends_nothing() {
         let shared = Shared::new(1);
         let (sink, records) = MemorySink::new();
-        let w = Writer::start_with(Box::new(sink), shared);
+        let w = Writer::start_with(Box::new(sink), shared).unwrap();
         let mut a = w.out(0, OnFull::Wait, true);
         for i in 0..10 {
             a.emit(read_event(i));
