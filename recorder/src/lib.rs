@@ -270,6 +270,10 @@ fn run(
     check_spec(spec)?;
     let n = spec.vcpus;
     let kvm = vm::open_kvm()?;
+    let kvm_max = u32::try_from(kvm.get_max_vcpus()).unwrap_or(u32::MAX);
+    if n > kvm_max {
+        return Err(RecordError::Vcpus { n, max: kvm_max });
+    }
     let host = vm::host_info(&kvm)?;
     let mut cpuid = host.supported_cpuid.clone();
     vm::edit_cpuid(&mut cpuid, &spec.cpuid)?;
