@@ -196,6 +196,13 @@ impl Vcpu {
         };
         self.runs += 1;
         self.out.set_run_index(self.runs);
+        let exit = match exit {
+            Exit::Other { what, .. } => Exit::Other {
+                exit_reason: self.fd.get_kvm_run().exit_reason,
+                what,
+            },
+            e => e,
+        };
         self.handle(ctx, exit)
     }
 

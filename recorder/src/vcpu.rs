@@ -48,6 +48,8 @@ pub struct VmCtx<'a> {
     /// Per-vCPU: the thread is inside its run loop (signals may be sent to it).
     pub alive: Vec<AtomicBool>,
     pub tids: Vec<AtomicU64>,
+    /// Per-vCPU Linux thread id (observe mode maps tracepoint lines with it).
+    pub linux_tids: Vec<AtomicU32>,
     /// Per-vCPU: messages sent to it, and messages it has handled.
     pub sent: Vec<AtomicU64>,
     pub acks: Vec<AtomicU64>,
@@ -92,6 +94,7 @@ impl VmCtx<'_> {
             raw_exits: AtomicU32::new(0),
             alive: (0..n).map(|_| AtomicBool::new(false)).collect(),
             tids: atomics(),
+            linux_tids: (0..n).map(|_| AtomicU32::new(0)).collect(),
             sent: atomics(),
             acks: atomics(),
         }
@@ -184,6 +187,11 @@ impl Vcpu {
         // which stays valid until the scope joins this thread.
         let tid = unsafe { libc::pthread_self() };
         ctx.tids[i].store(tid as u64, Ordering::SeqCst);
+        if ctx.mode == CaptureMode::Observe
+            && let Some(t) = crate::observe::current_tid()
+        {
+            ctx.linux_tids[i].store(t, Ordering::SeqCst);
+        }
         ctx.alive[i].store(true, Ordering::SeqCst);
         let (reason, was_running) = self.main(ctx);
         ctx.alive[i].store(false, Ordering::SeqCst);

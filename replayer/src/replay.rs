@@ -8,7 +8,7 @@ use kvmtrace_format::{AfterShutdown, ArchState, Event, MsrOutcome, Origin, Recor
 use rayon::prelude::*;
 
 use crate::engine::{Engine, StatePrediction};
-use crate::model::{Store, compare_state};
+use crate::model::{Store, compare_state, model_handles};
 use crate::policy::Policy;
 use crate::report::{
     Behaviour, ByBehaviour, Divergence, OutcomeView, PolicyReport, ReplayReport, describe_event,
@@ -26,6 +26,8 @@ pub struct Replay {
     /// The last records of the previous chunk (context across chunk borders).
     tail: Vec<Record>,
     parallel: bool,
+    pool: Option<rayon::ThreadPool>,
+    interesting: Vec<usize>,
 }
 
 impl Replay {
@@ -43,6 +45,8 @@ impl Replay {
             lanes,
             tail: Vec::new(),
             parallel: true,
+            pool: None,
+            interesting: Vec::new(),
         }
     }
 
@@ -58,17 +62,53 @@ impl Replay {
         self
     }
 
+    /// Run lanes on a pool of `threads` threads (the output is identical).
+    pub fn with_threads(mut self, threads: usize) -> Result<Replay, ReplayError> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| ReplayError::ThreadPool {
+                threads,
+                message: e.to_string(),
+            })?;
+        self.pool = Some(pool);
+        Ok(self)
+    }
+
     /// Feed the next records (in trace order), chunk by chunk.
     pub fn feed(&mut self, records: &[Record]) {
         self.events += records.len() as u64;
+        // Decided once for all lanes: the records a lane must look at. The
+        // others are accesses to MSRs no handler models, which every lane
+        // without a filter, [[msr]] rules or a dead vCPU counts as unmodeled.
+        self.interesting.clear();
+        for (i, r) in records.iter().enumerate() {
+            let skippable = match &r.event {
+                Event::MsrRead { index, outcome, .. } | Event::MsrWrite { index, outcome, .. } => {
+                    !model_handles(*index) && !matches!(outcome, MsrOutcome::VmFailed { .. })
+                }
+                _ => false,
+            };
+            if !skippable {
+                self.interesting.push(i);
+            }
+        }
+        let interesting = &self.interesting;
         let tail = &self.tail;
         if self.parallel && self.lanes.len() > 1 {
-            self.lanes
-                .par_iter_mut()
-                .for_each(|l| l.feed(records, tail));
+            let lanes = &mut self.lanes;
+            let mut go = move || {
+                lanes
+                    .par_iter_mut()
+                    .for_each(|l| l.feed(records, interesting, tail))
+            };
+            match &self.pool {
+                Some(p) => p.install(go),
+                None => go(),
+            }
         } else {
             for l in &mut self.lanes {
-                l.feed(records, tail);
+                l.feed(records, interesting, tail);
             }
         }
         let keep_from = records.len().saturating_sub(CONTEXT);
@@ -88,6 +128,51 @@ impl Replay {
             policies: self.lanes.into_iter().map(Lane::finish).collect(),
         }
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// A chunk could not be read or decoded (the same message as `verify`).
+    #[error("reading {trace}: {source}")]
+    ReadChunk {
+        trace: String,
+        #[source]
+        source: kvmtrace_format::FormatError,
+    },
+    #[error("cannot build a thread pool of {threads} threads: {message}")]
+    ThreadPool { threads: usize, message: String },
+}
+
+/// Replay a `.kvt` trace chunk by chunk (decoded once, all policies in one
+/// pass). `threads`: the rayon pool size (default: rayon's global pool);
+/// `salvage_ok`: stop at the first damaged chunk and report the readable
+/// prefix instead of failing.
+pub fn replay_reader<R: std::io::Read + std::io::Seek>(
+    reader: &mut kvmtrace_format::TraceReader<R>,
+    policies: Vec<Policy>,
+    threads: Option<usize>,
+    salvage_ok: bool,
+) -> Result<ReplayReport, ReplayError> {
+    let header = reader.header().clone();
+    let mut r = Replay::new(&header, policies).with_trace_name(reader.name().to_string());
+    match threads {
+        Some(1) => r = r.sequential(),
+        Some(n) => r = r.with_threads(n)?,
+        None => {}
+    }
+    for i in 0..reader.chunk_count() {
+        match reader.read_chunk(i) {
+            Ok(recs) => r.feed(&recs),
+            Err(_) if salvage_ok => break,
+            Err(source) => {
+                return Err(ReplayError::ReadChunk {
+                    trace: reader.name().to_string(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(r.finish())
 }
 
 /// Replay a whole record slice against `policies`.
@@ -187,11 +272,30 @@ impl Lane {
         keys.iter().filter_map(|k| t.get(*k)).min()
     }
 
-    fn feed(&mut self, records: &[Record], tail: &[Record]) {
-        for (i, rec) in records.iter().enumerate() {
-            if let Some(d) = self.step(rec) {
-                self.diverge(d, records, i, tail);
+    fn feed(&mut self, records: &[Record], interesting: &[usize], tail: &[Record]) {
+        let mut next = 0;
+        for &pos in interesting.iter().chain(std::iter::once(&records.len())) {
+            let gap = (pos - next) as u64;
+            if gap > 0 {
+                if self.engine.unknown_msrs_unmodeled() {
+                    self.report.outcomes += gap;
+                    self.report.unmodeled += gap;
+                } else {
+                    for i in next..pos {
+                        self.step_at(records, i, tail);
+                    }
+                }
             }
+            if pos < records.len() {
+                self.step_at(records, pos, tail);
+            }
+            next = pos + 1;
+        }
+    }
+
+    fn step_at(&mut self, records: &[Record], i: usize, tail: &[Record]) {
+        if let Some(d) = self.step(&records[i]) {
+            self.diverge(d, records, i, tail);
         }
     }
 

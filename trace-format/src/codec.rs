@@ -192,7 +192,7 @@ struct Predictor {
 }
 
 /// `span_v * dt / span_t`, saturating, and `0` without a usable rate.
-#[inline]
+#[inline(always)]
 fn extrapolate(span_v: i64, span_t: i64, dt: i64) -> i64 {
     if span_v == 0 || span_t <= 0 || dt <= 0 {
         return 0;
@@ -207,7 +207,7 @@ fn extrapolate(span_v: i64, span_t: i64, dt: i64) -> i64 {
 }
 
 impl Predictor {
-    #[inline]
+    #[inline(always)]
     fn slot(&mut self, key: u64) -> Option<usize> {
         if !self.states.is_empty() && self.last_key == key {
             return Some(self.last_slot);
@@ -219,7 +219,7 @@ impl Predictor {
     }
 
     /// The predicted value and the slot to update.
-    #[inline]
+    #[inline(always)]
     fn predict(&mut self, key: u64, time: u64) -> (u64, Option<usize>) {
         match self.slot(key) {
             None => (0, None),
@@ -236,7 +236,7 @@ impl Predictor {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn update(&mut self, key: u64, slot: Option<usize>, time: u64, value: u64) {
         match slot {
             Some(s) => {
@@ -267,7 +267,7 @@ impl Predictor {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn msr_key(vcpu: u32, index: u32) -> u64 {
     (u64::from(vcpu) << 32) | u64::from(index)
 }
@@ -777,7 +777,7 @@ fn decode_records(
     Ok(())
 }
 
-#[inline]
+#[inline(always)]
 fn decode_value(
     c: &mut Cursor<'_>,
     pred: &mut Predictor,
@@ -791,7 +791,7 @@ fn decode_value(
     Ok(v)
 }
 
-#[inline]
+#[inline(always)]
 fn decode_msr(
     c: &mut Cursor<'_>,
     values: &mut Cursor<'_>,

@@ -213,7 +213,7 @@ impl<'a> Cursor<'a> {
         self.pos >= self.buf.len()
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn u8(&mut self) -> Result<u8, PayloadError> {
         match self.buf.get(self.pos) {
             Some(&b) => {
@@ -224,7 +224,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn varint(&mut self) -> Result<u64, PayloadError> {
         // Fast path: one byte.
         if let Some(&b) = self.buf.get(self.pos)
@@ -247,13 +247,13 @@ impl<'a> Cursor<'a> {
         Err(self.err("varint longer than 10 bytes"))
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn varint_u32(&mut self) -> Result<u32, PayloadError> {
         let v = self.varint()?;
         u32::try_from(v).map_err(|_| self.err(format!("{v:#x} does not fit 32 bits")))
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn zigzag(&mut self) -> Result<i64, PayloadError> {
         Ok(unzigzag(self.varint()?))
     }

@@ -100,7 +100,35 @@ impl Store {
     }
 }
 
+/// Whether any handler of this model knows `index` (the arms of
+/// `read_handler`/`write_handler`). Every other MSR is unmodeled unless a
+/// filter or a policy `[[msr]]` rule decides it.
+pub(crate) const fn model_handles(index: u32) -> bool {
+    matches!(
+        index,
+        MSR_IA32_APICBASE
+            | MSR_IA32_FEAT_CTL
+            | MSR_IA32_MISC_ENABLE
+            | MSR_IA32_MCG_CAP
+            | MSR_IA32_MCG_STATUS
+            | MSR_IA32_MCG_CTL
+            | MSR_IA32_MCG_EXT_CTL
+            | MSR_K7_HWCR
+            | 0x280..=0x29f
+            | 0x400..=0x47f
+            | 0x800..=0x8ff
+    )
+}
+
 impl Engine {
+    /// Whether an access to an MSR no handler knows is unmodeled whatever the
+    /// vCPU: no filter, no `[[msr]]` rules, no dead vCPU (replay fast path).
+    pub(crate) fn unknown_msrs_unmodeled(&self) -> bool {
+        self.vm.filter.is_none()
+            && self.policy.msr.is_empty()
+            && self.dead.iter().all(Option::is_none)
+    }
+
     /// The whole pipeline: `value` is `Some` for a write. Returns the prediction
     /// and, for a write the kernel would accept, what it stores.
     pub(crate) fn decide_msr(

@@ -1169,3 +1169,32 @@ fn quirk_api_section6() {
     ));
     assert_eq!(e.vm_state().disabled_quirks, 0x50);
 }
+
+#[test]
+fn model_handles_covers_every_handler_arm() {
+    // Any MSR outside `model_handles` must be unmodeled (no filter, no rules),
+    // or the replay fast path would miscount it.
+    let h = header("kvm_intel", true, 1 << 21);
+    for preset in ["kvm-5.10", "kvm-6.18"] {
+        for vendor in [Vendor::Intel, Vendor::Amd, Vendor::Pvm] {
+            let e = engine(preset, vendor, &h);
+            let probe = (0..0x1000u32)
+                .chain(0x4b56_4d00..0x4b56_4d10)
+                .chain(0xc000_0000..0xc000_0200)
+                .chain(0xc001_0000..0xc001_0200);
+            for i in probe {
+                if crate::model::model_handles(i) {
+                    continue;
+                }
+                for o in [Origin::Guest, Origin::Host] {
+                    assert_eq!(e.msr_read(0, i, o).outcome, None, "{preset} read {i:#x}");
+                    assert_eq!(
+                        e.msr_write(0, i, 1, o).outcome,
+                        None,
+                        "{preset} write {i:#x}"
+                    );
+                }
+            }
+        }
+    }
+}
