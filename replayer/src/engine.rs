@@ -13,7 +13,7 @@ use crate::model::Store;
 use crate::policy::{Policy, QuirkApi};
 use crate::quirks;
 use crate::rules::{self, Rule};
-use crate::state::{self, CpuidBits, Filter, VcpuState, VmState};
+use crate::state::{self, Filter, VcpuState, VmState};
 
 /// What a policy predicts for one action: `outcome` is `None` where the model
 /// cannot know (TSC value, an MSR it does not model): such outcomes are
@@ -339,7 +339,7 @@ impl Engine {
 /// `KVM_SET_CPUID2` on one vCPU; CPUID.1:ECX[3] follows MISC_ENABLE[18] when
 /// MISC_ENABLE_NO_MWAIT is disabled (`quirk_on` false, §1).
 fn set_cpuid_on(v: &mut VcpuState, entries: &[CpuidEntry], quirk_on: bool) {
-    v.cpuid = CpuidBits::from_entries(entries);
+    v.merge_cpuid(entries);
     if !quirk_on && v.cpuid.has_leaf1 {
         v.cpuid.mwait = v.misc_enable & (1 << 18) != 0;
     }
