@@ -116,6 +116,20 @@ mod tests {
     }
 
     #[test]
+    fn quirk_matrix_names_each_combination() {
+        let p = Policy::preset("kvm-6.18", Vendor::Intel).unwrap();
+        let m = p.quirk_matrix(0x50);
+        assert_eq!(m.len(), 4);
+        assert_eq!(m[0].name, "kvm-6.18");
+        assert_eq!(
+            m[3].name,
+            "kvm-6.18-no-misc-enable-no-mwait-no-mwait-never-ud-faults"
+        );
+        assert_eq!(m[3].disabled_quirks, 0x50);
+        assert_eq!(p.quirk_matrix(0x1f).len(), 32);
+    }
+
+    #[test]
     fn presets_differ_pairwise() {
         let all = Policy::presets();
         for w in all.windows(2) {
