@@ -91,7 +91,6 @@ impl Engine {
         // The scenario's configuration, in the order a VMM applies it: quirks,
         // user-space MSR mask and filter (VM ioctls), then per vCPU CPUID and MCE.
         e.disable_quirks(quirks_cap(&e.policy), header.vm.disabled_quirks);
-        e.vm.disabled_quirks |= e.policy.disabled_quirks;
         e.set_user_space_msr(header.vm.user_space_msr);
         if let Some(f) = &header.vm.msr_filter {
             e.set_msr_filter(f);
@@ -311,6 +310,9 @@ impl Engine {
             (QuirkApi::V2Sticky, 213) if valid.allows(mask) => *d |= mask,
             _ => {}
         }
+        // The policy's own disabled quirks model a VMM that always disables
+        // them: they survive the trace's own (overwriting) calls.
+        *d |= self.policy.disabled_quirks;
     }
 
     /// `KVM_CAP_X86_USER_SPACE_MSR` (§4): unknown bits are EINVAL since 5.19.

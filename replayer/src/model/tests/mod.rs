@@ -812,3 +812,23 @@ fn cpuid_events_merge_by_leaf() {
     e.apply(&rec(2, Event::Cpuid { entries: leaf1 }));
     assert_eq!(e.mwait(0).outcome, Some(MwaitOutcome::InjectUd));
 }
+
+#[test]
+fn policy_quirks_survive_trace_quirk_calls() {
+    // A policy file's disabled_quirks model a VMM that always disables them;
+    // the trace's own KVM_CAP_DISABLE_QUIRKS2 (v2-assign overwrites) keeps them.
+    let h = header("kvm_intel", false, 0);
+    let p = Policy::preset("kvm-6.2", Vendor::Intel)
+        .unwrap()
+        .with_disabled_quirks(quirks::MWAIT_NEVER_UD_FAULTS);
+    let mut e = Engine::new(p, &h);
+    e.apply(&rec(
+        0,
+        Event::QuirksDisabled {
+            cap: 213,
+            mask: quirks::MISC_ENABLE_NO_MWAIT,
+        },
+    ));
+    assert_eq!(e.vm_state().disabled_quirks, 0x50);
+    assert_eq!(e.mwait(0).outcome, Some(MwaitOutcome::InjectUd));
+}
