@@ -1,6 +1,6 @@
 //! Recording overhead on `msr-loop`: the same run with events recorded and with
 //! events discarded before the channel (`RecordConfig::discard_events`).
-//! `cargo run --release -p kvmtrace-recorder --example overhead [ITERATIONS] [ROUNDS]`
+//! `cargo run --release -p kvmtrace-recorder --example overhead [ITERATIONS] [ROUNDS] [VCPUS]`
 
 use kvmtrace_recorder::{RecordConfig, record};
 
@@ -8,12 +8,14 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let iterations: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200_000);
     let rounds: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+    let vcpus: Option<u32> = args.next().and_then(|a| a.parse().ok());
     let dir = std::env::temp_dir();
     let run = |discard: bool| {
         let mut cfg = RecordConfig::new(dir.join(format!("overhead-{discard}.kvt")));
         cfg.scenario = Some("msr-loop".into());
         cfg.iterations = Some(iterations);
         cfg.discard_events = discard;
+        cfg.vcpus = vcpus;
         record(&cfg).expect("record")
     };
     println!(

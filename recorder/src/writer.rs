@@ -39,6 +39,23 @@ const SAMPLE: u64 = 16;
 /// of `vcpu_ns_per_event` (counted in `OutStats::preempted`).
 const PREEMPTED_NS: u64 = 20_000;
 
+/// What one `Instant::now()` costs here (the least of a few back-to-back
+/// pairs): each sampled event's two timed windows each hold about one clock
+/// read that is measurement, not recording, and is subtracted.
+fn clock_read_ns() -> u64 {
+    static NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *NS.get_or_init(|| {
+        (0..256)
+            .map(|_| {
+                let a = Instant::now();
+                let b = Instant::now();
+                b.duration_since(a).as_nanos() as u64
+            })
+            .min()
+            .unwrap_or(0)
+    })
+}
+
 /// State shared by the vCPU threads and the writer.
 #[derive(Debug)]
 pub struct Shared {
@@ -117,7 +134,10 @@ pub struct EventOut {
     on_full: OnFull,
     discard: bool,
     lost_pending: u64,
-    sample_start: Option<Instant>,
+    /// A sampled event's `stamp` time; its `push` time is added in `push`
+    /// (the engine's work between the two is not the recorder's cost).
+    sample_stamp_ns: Option<u64>,
+    clock_ns: u64,
     /// Observe mode: records are held here with the vCPU's `KVM_RUN` return
     /// count, to be merged with the kernel's events after the run (`merge`).
     hold: Option<Vec<(u64, Record)>>,
@@ -167,21 +187,23 @@ impl EventOut {
         }
         // Not the first push: it pays for cold caches once.
         let sampled = self.stats.events % SAMPLE == SAMPLE - 1;
+        let t_in = sampled.then(Instant::now);
         if self.batch.is_empty() {
             let lower = self.shared.seq.load(Ordering::SeqCst);
             self.shared.pending_min[self.vcpu as usize].store(lower, Ordering::SeqCst);
         }
         let now = Instant::now();
-        if sampled {
-            self.sample_start = Some(now);
-        }
         let seq = self.shared.seq.fetch_add(1, Ordering::SeqCst);
-        Record {
+        let rec = Record {
             seq,
             vcpu,
             time_ns: now.saturating_duration_since(self.shared.start).as_nanos() as u64,
             event,
+        };
+        if let Some(t) = t_in {
+            self.sample_stamp_ns = Some(t.elapsed().as_nanos() as u64);
         }
+        rec
     }
 
     /// Queue a stamped record.
@@ -189,6 +211,7 @@ impl EventOut {
         if self.discard {
             return;
         }
+        let t_in = self.sample_stamp_ns.is_some().then(Instant::now);
         self.stats.events += 1;
         if let Some(h) = &mut self.hold {
             h.push((self.run_index, rec));
@@ -212,8 +235,8 @@ impl EventOut {
         }
         let time_ns = rec.time_ns;
         self.batch.push(rec);
-        if let Some(t0) = self.sample_start.take() {
-            let ns = t0.elapsed().as_nanos() as u64;
+        if let (Some(stamp_ns), Some(t)) = (self.sample_stamp_ns.take(), t_in) {
+            let ns = (stamp_ns + t.elapsed().as_nanos() as u64).saturating_sub(2 * self.clock_ns);
             if ns > PREEMPTED_NS {
                 self.stats.preempted += 1;
             } else {
@@ -361,7 +384,8 @@ impl Writer {
             on_full,
             discard,
             lost_pending: 0,
-            sample_start: None,
+            sample_stamp_ns: None,
+            clock_ns: clock_read_ns(),
             hold: None,
             run_index: 0,
             stats: OutStats::default(),
