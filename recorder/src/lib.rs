@@ -119,6 +119,10 @@ pub enum RecordError {
     UnknownScenario { name: String, known: String },
     #[error("recording is not implemented yet")]
     NotImplemented,
+    #[error("--mode {mode:?}: a recording is made in intercept or observe mode")]
+    Mode { mode: CaptureMode },
+    #[error("--mode {mode:?}: a recording is made in intercept or observe mode")]
+    Mode { mode: CaptureMode },
     #[error("give exactly one of a scenario and a payload")]
     ScenarioOrPayload,
     #[error("--vcpus {n}: must be between 1 and {max}")]
@@ -267,6 +271,9 @@ fn run(
     spec: &ScenarioSpec,
     sha256: String,
 ) -> Result<RecordSummary, RecordError> {
+    if !matches!(cfg.mode, CaptureMode::Intercept | CaptureMode::Observe) {
+        return Err(RecordError::Mode { mode: cfg.mode });
+    }
     check_spec(spec)?;
     let n = spec.vcpus;
     let kvm = vm::open_kvm()?;
