@@ -121,8 +121,6 @@ pub enum RecordError {
     NotImplemented,
     #[error("--mode {mode:?}: a recording is made in intercept or observe mode")]
     Mode { mode: CaptureMode },
-    #[error("--mode {mode:?}: a recording is made in intercept or observe mode")]
-    Mode { mode: CaptureMode },
     #[error("give exactly one of a scenario and a payload")]
     ScenarioOrPayload,
     #[error("--vcpus {n}: must be between 1 and {max}")]
