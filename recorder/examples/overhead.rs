@@ -27,10 +27,11 @@ fn main() {
     for _ in 0..rounds {
         let s = run(false);
         println!(
-            "recorded: {} events, {:.1} ms, vcpu {:.1} ns/event, {:.2} B/event, wait {} ns",
+            "recorded: {} events, {:.1} ms, vcpu {:.1} ns/event (median {:.0}), {:.2} B/event, wait {} ns",
             s.events,
             s.run_ns as f64 / 1e6,
             s.vcpu_ns_per_event,
+            s.vcpu_ns_per_event_median,
             s.bytes as f64 / s.events.max(1) as f64,
             s.channel_wait_ns
         );

@@ -206,7 +206,7 @@ impl Vcpu {
         }
         self.log(ctx, Event::End { reason });
         self.out.close();
-        (self.out.stats, self.out.take_held())
+        (std::mem::take(&mut self.out.stats), self.out.take_held())
     }
 
     /// Returns the end reason and whether the vCPU was counted as running.

@@ -90,8 +90,12 @@ impl Shared {
     }
 }
 
+/// Width of one bucket of the sampled-cost histogram, and the bucket count.
+const HIST_NS: u64 = 4;
+const HIST_BUCKETS: usize = 1024;
+
 /// Per-vCPU counters, summed into `RecordSummary`.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct OutStats {
     pub events: u64,
     pub dropped: u64,
@@ -100,10 +104,40 @@ pub struct OutStats {
     pub sampled_ns: u64,
     pub send_ns: u64,
     pub preempted: u64,
+    /// Sampled stamp+push costs in `HIST_NS` buckets (the last one holds
+    /// everything longer), for a median that a noisy machine does not skew.
+    pub hist: Vec<u32>,
 }
 
 impl OutStats {
+    fn sample(&mut self, ns: u64) {
+        if self.hist.is_empty() {
+            self.hist = vec![0; HIST_BUCKETS];
+        }
+        let b = ((ns / HIST_NS) as usize).min(HIST_BUCKETS - 1);
+        self.hist[b] += 1;
+    }
+
+    /// The median sampled stamp+push cost (bucket midpoint), 0 without samples.
+    pub fn median_ns(&self) -> f64 {
+        let total: u64 = self.hist.iter().map(|&c| u64::from(c)).sum();
+        let mut seen = 0u64;
+        for (i, &c) in self.hist.iter().enumerate() {
+            seen += u64::from(c);
+            if total > 0 && seen * 2 >= total {
+                return (i as u64 * HIST_NS) as f64 + HIST_NS as f64 / 2.0;
+            }
+        }
+        0.0
+    }
+
     pub fn add(&mut self, o: &OutStats) {
+        if self.hist.is_empty() {
+            self.hist = vec![0; HIST_BUCKETS];
+        }
+        for (a, b) in self.hist.iter_mut().zip(o.hist.iter()) {
+            *a += b;
+        }
         self.events += o.events;
         self.dropped += o.dropped;
         self.channel_wait_ns += o.channel_wait_ns;
@@ -242,6 +276,7 @@ impl EventOut {
             } else {
                 self.stats.sampled += 1;
                 self.stats.sampled_ns += ns;
+                self.stats.sample(ns);
             }
         }
         if self.batch.len() >= BATCH || time_ns.saturating_sub(self.batch_first_ns) > BATCH_AGE_NS {
