@@ -639,6 +639,20 @@ mod tests {
     }
 
     #[test]
+    fn median_of_sampled_costs_ignores_spikes() {
+        let mut st = OutStats::default();
+        for ns in [40, 41, 42, 43, 44, 90_000 / 16, 10_000] {
+            st.sample(ns);
+        }
+        assert_eq!(st.median_ns(), 42.0);
+        let mut sum = OutStats::default();
+        sum.add(&st);
+        sum.add(&OutStats::default());
+        assert_eq!(sum.median_ns(), 42.0);
+        assert_eq!(OutStats::default().median_ns(), 0.0);
+    }
+
+    #[test]
     fn discard_sends_nothing() {
         let shared = Shared::new(1);
         let (sink, records) = MemorySink::new();
