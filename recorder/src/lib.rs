@@ -266,6 +266,20 @@ fn check_spec(spec: &ScenarioSpec) -> Result<(), RecordError> {
     Ok(())
 }
 
+/// Environment variable: stop a guest that runs longer than this many seconds
+/// (a runaway payload never hangs a CI job; unset = no limit).
+pub const TIMEOUT_ENV: &str = "KVMTRACE_RECORD_TIMEOUT_S";
+
+fn record_timeout() -> Option<Duration> {
+    std::env::var(TIMEOUT_ENV)
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|&s| s > 0)
+        .map(Duration::from_secs)
+}
+
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
 fn run(
@@ -526,7 +540,17 @@ fn run(
         // Once the VM stops, kick vCPUs out of KVM_RUN until they notice. A vCPU
         // the kernel holds for an INIT/SIPI that can no longer come is stopped
         // once every other vCPU is done.
+        let deadline = record_timeout().map(|d| (d, t0 + d));
         while !handles.iter().all(|h| h.is_finished()) {
+            if let Some((d, at)) = deadline
+                && Instant::now() >= at
+                && !ctx.stop.load(Ordering::SeqCst)
+            {
+                ctx.fail(format!(
+                    "the guest ran longer than {TIMEOUT_ENV}={}s: stopped",
+                    d.as_secs()
+                ));
+            }
             let held_in_kernel = (0..handles.len())
                 .any(|i| ctx.kernel_wait[i].load(Ordering::SeqCst) && !handles[i].is_finished());
             let others_done = handles
