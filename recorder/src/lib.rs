@@ -139,12 +139,20 @@ pub enum RecordError {
         #[source]
         source: state::StateError,
     },
+    #[error("putting vCPU {vcpu} into the live policy's RESET state")]
+    ApplyResetState {
+        vcpu: u32,
+        #[source]
+        source: state::StateError,
+    },
     #[error("policy {spec:?}")]
     Policy {
         spec: String,
         #[source]
         source: PolicyError,
     },
+    #[error("observe mode: capturing the kernel's KVM tracepoints")]
+    Observe(#[source] observe::ObserveError),
     #[error("writing the trace")]
     Output(#[from] sink::SinkError),
     #[error("spawning a vCPU thread")]
@@ -262,6 +270,10 @@ fn run(
     check_spec(spec)?;
     let n = spec.vcpus;
     let kvm = vm::open_kvm()?;
+    let kvm_max = u32::try_from(kvm.get_max_vcpus()).unwrap_or(u32::MAX);
+    if n > kvm_max {
+        return Err(RecordError::Vcpus { n, max: kvm_max });
+    }
     let host = vm::host_info(&kvm)?;
     let mut cpuid = host.supported_cpuid.clone();
     vm::edit_cpuid(&mut cpuid, &spec.cpuid)?;
@@ -349,6 +361,22 @@ fn run(
 
     let observe = cfg.mode == CaptureMode::Observe;
     let mut held: Vec<(u64, kvmtrace_format::Record)> = Vec::new();
+    // Observe mode: the kernel's own decisions come from its tracepoints, for
+    // this thread and the vCPU threads it is about to create.
+    let mut capture = if observe {
+        let cap = observe::TracefsCapture::start(&observe::CaptureConfig {
+            tids: observe::current_tid().into_iter().collect(),
+            follow_forks: true,
+            ..Default::default()
+        });
+        match cap {
+            Ok(c) => Some(c),
+            Err(e) => return Err(RecordError::Observe(e)),
+        }
+    } else {
+        None
+    };
+
     let shared = Shared::new(n as usize);
     let writer = Writer::start(&cfg.output, &header, shared.clone())?;
 
@@ -398,6 +426,39 @@ fn run(
                     decided_by: DecidedBy::Kernel,
                 },
             );
+            // Intercept mode: the guest lives in the policy's RESET state, so the
+            // recording stays what the live policy decided (replay folds the
+            // policy's RESET state too). Recorded only where it differs.
+            if !observe {
+                let pred = engine
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .reset_state(i)
+                    .outcome;
+                let kernel = resets[i as usize].clone();
+                if let Some(target) = pred.map(|p| state::overlay(&kernel, &p))
+                    && target != kernel
+                {
+                    let fd = &fds[i as usize];
+                    let applied = state::apply(fd, &target).and_then(|_| state::read(fd));
+                    match applied {
+                        Ok(after) => {
+                            // What the vCPU now holds is its RESET state from here on.
+                            resets[i as usize] = after.clone();
+                            log(
+                                i,
+                                Event::Reset {
+                                    state: Box::new(after),
+                                    decided_by: DecidedBy::Vmm,
+                                },
+                            )
+                        }
+                        Err(source) => {
+                            return Err(RecordError::ApplyResetState { vcpu: i, source });
+                        }
+                    }
+                }
+            }
             log(
                 i,
                 Event::Cpuid {
@@ -438,6 +499,7 @@ fn run(
                 icr_hi: 0,
                 last_fault: (u64::MAX, 0),
                 runs: 0,
+                last_state: None,
             };
             let ctx = &ctx;
             match std::thread::Builder::new()
@@ -452,8 +514,19 @@ fn run(
                 }
             }
         }
-        // Once the VM stops, kick vCPUs out of KVM_RUN until they notice.
+        // Once the VM stops, kick vCPUs out of KVM_RUN until they notice. A vCPU
+        // the kernel holds for an INIT/SIPI that can no longer come is stopped
+        // once every other vCPU is done.
         while !handles.iter().all(|h| h.is_finished()) {
+            let held_in_kernel = (0..handles.len())
+                .any(|i| ctx.kernel_wait[i].load(Ordering::SeqCst) && !handles[i].is_finished());
+            let others_done = handles
+                .iter()
+                .enumerate()
+                .all(|(i, h)| h.is_finished() || ctx.kernel_wait[i].load(Ordering::SeqCst));
+            if held_in_kernel && others_done {
+                ctx.stop.store(true, Ordering::SeqCst);
+            }
             if ctx.stop.load(Ordering::SeqCst) || shared.failed() {
                 ctx.stop.store(true, Ordering::SeqCst);
                 for i in 0..ctx.alive.len() {
@@ -474,10 +547,16 @@ fn run(
         let _ = writer.finish();
         return Err(RecordError::SpawnThread(e));
     }
-    if observe {
-        // No kernel capture is wired in yet: the merge still numbers the
-        // recorder's own events in run order.
-        let merged = merge::merge(std::mem::take(&mut held), Vec::new(), 0);
+    if let Some(mut cap) = capture.take() {
+        for (v, tid) in ctx.linux_tids.iter().enumerate() {
+            let tid = tid.load(Ordering::SeqCst);
+            if tid != 0 {
+                cap.set_vcpu(tid, v as u32);
+            }
+        }
+        let base = cap.mono_ns_at(shared.start()).unwrap_or(0);
+        let (observed, _stats) = cap.stop();
+        let merged = merge::merge(std::mem::take(&mut held), observed, base);
         writer.send_records(merged);
     }
     let ws = writer.finish()?;

@@ -225,6 +225,35 @@ pub fn fallback_init(reset: &ArchState, before: &ArchState, cpuid1_eax: u32) -> 
     st
 }
 
+/// A predicted state laid over the kernel's: the prediction's registers, the
+/// kernel's segment attributes (a model may not know them; KVM's own are right
+/// for the mode) and the kernel's MSRs with the predicted ones replacing them.
+pub fn overlay(kernel: &ArchState, pred: &ArchState) -> ArchState {
+    let mut s = pred.clone();
+    for (d, k) in [
+        (&mut s.cs, &kernel.cs),
+        (&mut s.ds, &kernel.ds),
+        (&mut s.es, &kernel.es),
+        (&mut s.fs, &kernel.fs),
+        (&mut s.gs, &kernel.gs),
+        (&mut s.ss, &kernel.ss),
+        (&mut s.ldtr, &kernel.ldtr),
+        (&mut s.tr, &kernel.tr),
+    ] {
+        d.attr = k.attr;
+    }
+    let mut msrs = kernel.msrs.clone();
+    for &(i, v) in &pred.msrs {
+        match msrs.binary_search_by_key(&i, |&(k, _)| k) {
+            Ok(j) => msrs[j].1 = v,
+            Err(j) => msrs.insert(j, (i, v)),
+        }
+    }
+    s.msrs = msrs;
+    s.mp_state = kernel.mp_state;
+    s
+}
+
 /// Real-mode entry at a SIPI vector: CS.sel = v << 8, CS.base = v << 12, RIP 0.
 pub fn sipi(st: &mut ArchState, vector: u8) {
     st.cs.selector = u16::from(vector) << 8;

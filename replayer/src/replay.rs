@@ -8,7 +8,7 @@ use kvmtrace_format::{AfterShutdown, ArchState, Event, MsrOutcome, Origin, Recor
 use rayon::prelude::*;
 
 use crate::engine::{Engine, StatePrediction};
-use crate::model::{Store, compare_state};
+use crate::model::{Store, compare_state, model_handles};
 use crate::policy::Policy;
 use crate::report::{
     Behaviour, ByBehaviour, Divergence, OutcomeView, PolicyReport, ReplayReport, describe_event,
@@ -26,6 +26,8 @@ pub struct Replay {
     /// The last records of the previous chunk (context across chunk borders).
     tail: Vec<Record>,
     parallel: bool,
+    pool: Option<rayon::ThreadPool>,
+    interesting: Vec<usize>,
 }
 
 impl Replay {
@@ -43,6 +45,8 @@ impl Replay {
             lanes,
             tail: Vec::new(),
             parallel: true,
+            pool: None,
+            interesting: Vec::new(),
         }
     }
 
@@ -58,17 +62,53 @@ impl Replay {
         self
     }
 
+    /// Run lanes on a pool of `threads` threads (the output is identical).
+    pub fn with_threads(mut self, threads: usize) -> Result<Replay, ReplayError> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| ReplayError::ThreadPool {
+                threads,
+                message: e.to_string(),
+            })?;
+        self.pool = Some(pool);
+        Ok(self)
+    }
+
     /// Feed the next records (in trace order), chunk by chunk.
     pub fn feed(&mut self, records: &[Record]) {
         self.events += records.len() as u64;
+        // Decided once for all lanes: the records a lane must look at. The
+        // others are accesses to MSRs no handler models, which every lane
+        // without a filter, [[msr]] rules or a dead vCPU counts as unmodeled.
+        self.interesting.clear();
+        for (i, r) in records.iter().enumerate() {
+            let skippable = match &r.event {
+                Event::MsrRead { index, outcome, .. } | Event::MsrWrite { index, outcome, .. } => {
+                    !model_handles(*index) && !matches!(outcome, MsrOutcome::VmFailed { .. })
+                }
+                _ => false,
+            };
+            if !skippable {
+                self.interesting.push(i);
+            }
+        }
+        let interesting = &self.interesting;
         let tail = &self.tail;
         if self.parallel && self.lanes.len() > 1 {
-            self.lanes
-                .par_iter_mut()
-                .for_each(|l| l.feed(records, tail));
+            let lanes = &mut self.lanes;
+            let mut go = move || {
+                lanes
+                    .par_iter_mut()
+                    .for_each(|l| l.feed(records, interesting, tail))
+            };
+            match &self.pool {
+                Some(p) => p.install(go),
+                None => go(),
+            }
         } else {
             for l in &mut self.lanes {
-                l.feed(records, tail);
+                l.feed(records, interesting, tail);
             }
         }
         let keep_from = records.len().saturating_sub(CONTEXT);
@@ -88,6 +128,66 @@ impl Replay {
             policies: self.lanes.into_iter().map(Lane::finish).collect(),
         }
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// A chunk could not be read or decoded (the same message as `verify`).
+    #[error("reading {trace}: {source}")]
+    ReadChunk {
+        trace: String,
+        #[source]
+        source: kvmtrace_format::FormatError,
+    },
+    #[error("cannot build a thread pool of {threads} threads: {message}")]
+    ThreadPool { threads: usize, message: String },
+}
+
+/// Replay a `.kvt` trace chunk by chunk (decoded once, all policies in one
+/// pass). `threads`: the rayon pool size (default: rayon's global pool);
+/// `salvage_ok`: stop at the first damaged chunk and report the readable
+/// prefix instead of failing.
+pub fn replay_reader<R: std::io::Read + std::io::Seek>(
+    reader: &mut kvmtrace_format::TraceReader<R>,
+    policies: Vec<Policy>,
+    threads: Option<usize>,
+    salvage_ok: bool,
+) -> Result<ReplayReport, ReplayError> {
+    replay_reader_with_progress(reader, policies, threads, salvage_ok, &mut |_, _| {})
+}
+
+/// [`replay_reader`], calling `progress(chunks_done, chunks_total)` after each
+/// chunk (for a progress bar in the CLI).
+pub fn replay_reader_with_progress<R: std::io::Read + std::io::Seek>(
+    reader: &mut kvmtrace_format::TraceReader<R>,
+    policies: Vec<Policy>,
+    threads: Option<usize>,
+    salvage_ok: bool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ReplayReport, ReplayError> {
+    let header = reader.header().clone();
+    let mut r = Replay::new(&header, policies).with_trace_name(reader.name().to_string());
+    match threads {
+        Some(1) => r = r.sequential(),
+        Some(n) => r = r.with_threads(n)?,
+        None => {}
+    }
+    for i in 0..reader.chunk_count() {
+        match reader.read_chunk(i) {
+            Ok(recs) => {
+                r.feed(&recs);
+                progress(i + 1, reader.chunk_count());
+            }
+            Err(_) if salvage_ok => break,
+            Err(source) => {
+                return Err(ReplayError::ReadChunk {
+                    trace: reader.name().to_string(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(r.finish())
 }
 
 /// Replay a whole record slice against `policies`.
@@ -120,6 +220,8 @@ impl Taint {
 
 struct Lane {
     engine: Engine,
+    /// Per vCPU: the behaviour of the event that made this policy's guest die.
+    killed_by: Vec<Option<Behaviour>>,
     taint: Vec<Taint>,
     report: PolicyReport,
     matching: u64,
@@ -152,6 +254,7 @@ impl Lane {
         let name = engine.policy().name.clone();
         Lane {
             engine,
+            killed_by: Vec::new(),
             taint: Vec::new(),
             report: PolicyReport {
                 name,
@@ -187,11 +290,38 @@ impl Lane {
         keys.iter().filter_map(|k| t.get(*k)).min()
     }
 
-    fn feed(&mut self, records: &[Record], tail: &[Record]) {
-        for (i, rec) in records.iter().enumerate() {
-            if let Some(d) = self.step(rec) {
-                self.diverge(d, records, i, tail);
+    fn feed(&mut self, records: &[Record], interesting: &[usize], tail: &[Record]) {
+        let mut next = 0;
+        for &pos in interesting.iter().chain(std::iter::once(&records.len())) {
+            let gap = (pos - next) as u64;
+            if gap > 0 {
+                if self.engine.unknown_msrs_unmodeled() {
+                    self.report.outcomes += gap;
+                    self.report.unmodeled += gap;
+                } else {
+                    for i in next..pos {
+                        self.step_at(records, i, tail);
+                    }
+                }
             }
+            if pos < records.len() {
+                self.step_at(records, pos, tail);
+            }
+            next = pos + 1;
+        }
+    }
+
+    fn step_at(&mut self, records: &[Record], i: usize, tail: &[Record]) {
+        let rec = &records[i];
+        if let Some(d) = self.step(rec) {
+            self.diverge(d, records, i, tail);
+        }
+        if self.engine.dead_since(rec.vcpu) == Some(rec.seq) {
+            let v = rec.vcpu as usize;
+            if self.killed_by.len() <= v {
+                self.killed_by.resize(v + 1, None);
+            }
+            self.killed_by[v] = Some(Behaviour::of_event(&rec.event));
         }
     }
 
@@ -219,6 +349,8 @@ impl Lane {
                 policy: OutcomeView::Dead { since },
                 rule: rules::GUEST_DEAD,
                 consequence_of: Some(since),
+                // Counted under the behaviour that killed the guest.
+                behaviour: self.killed_by.get(vcpu as usize).copied().flatten(),
             });
         }
         match &rec.event {
@@ -254,6 +386,7 @@ impl Lane {
                     } else {
                         None
                     },
+                    behaviour: None,
                 })
             }
             Event::MsrWrite {
@@ -300,6 +433,7 @@ impl Lane {
                     policy: OutcomeView::msr(&po, false),
                     rule: p.rule,
                     consequence_of: cause,
+                    behaviour: None,
                 })
             }
             Event::Monitor { outcome, .. } | Event::Mwait { outcome, .. } => {
@@ -323,6 +457,7 @@ impl Lane {
                     } else {
                         None
                     },
+                    behaviour: None,
                 })
             }
             Event::Shutdown { then, .. } => {
@@ -348,6 +483,7 @@ impl Lane {
                     policy: OutcomeView::Then { then: po },
                     rule: p.rule,
                     consequence_of: None,
+                    behaviour: None,
                 })
             }
             Event::Reset { state, .. } => {
@@ -357,8 +493,15 @@ impl Lane {
                 self.engine.apply_reset(vcpu, &merged);
                 d
             }
-            Event::Init { before, after, .. } => {
-                let p = self.engine.init_prediction(vcpu, before);
+            Event::Init {
+                source,
+                before,
+                after,
+                ..
+            } => {
+                let p = self
+                    .engine
+                    .init_prediction_seen(vcpu, *source, before, after);
                 let d = self.state_step(rec, &p, after, true);
                 let merged = merge_state(&p, after);
                 self.engine.apply_init(vcpu, &merged);
@@ -411,6 +554,7 @@ impl Lane {
                     policy: OutcomeView::State { field, value: pv },
                     rule,
                     consequence_of: None,
+                    behaviour: None,
                 })
             }
         }
@@ -419,7 +563,9 @@ impl Lane {
     fn diverge(&mut self, d: Pending, records: &[Record], i: usize, tail: &[Record]) {
         let r = &mut self.report;
         r.divergences += 1;
-        let behaviour = Behaviour::of_event(&records[i].event);
+        let behaviour = d
+            .behaviour
+            .unwrap_or_else(|| Behaviour::of_event(&records[i].event));
         r.by_behaviour.add(behaviour);
         if d.consequence_of.is_some() {
             r.consequent += 1;
@@ -482,6 +628,8 @@ struct Pending {
     policy: OutcomeView,
     rule: Rule,
     consequence_of: Option<u64>,
+    /// Overrides the event's own behaviour (dead-guest consequences).
+    behaviour: Option<Behaviour>,
 }
 
 fn recorded_view(e: &Event) -> OutcomeView {

@@ -12,6 +12,11 @@ const READERS: &[&[&str]] = &[
     &["info", "{}"],
     &["verify", "{}"],
     &["replay", "{}", "--policy", "host"],
+    &["replay", "{}", "--policy", "host", "--salvage-ok"],
+    &["diff", "{}", "{}"],
+    &["policies", "--trace", "{}"],
+    &["export", "{}", "-o", "/dev/null"],
+    &["fidelity", "{}"],
 ];
 
 fn with_file(args: &[&str], file: &str) -> Vec<String> {
@@ -127,6 +132,40 @@ fn truncated_file_cut_mid_chunk_reading_commands_fail_verify_says_damaged() {
     let r = kvmtrace(["verify", fs]);
     assert_eq!(r.code, 1, "verify of a damaged trace exits 1: {r:?}");
     assert!(r.stdout.contains("cut.kvt"), "{r:?}");
+}
+
+#[test]
+fn corpus_of_a_missing_directory() {
+    let d = TempDir::new("nocorpus");
+    let p = d.join("no-such-corpus");
+    for cmd in ["check", "bless"] {
+        let r = kvmtrace(["corpus", cmd, p.to_str().unwrap()]);
+        assert_eq!(r.code, 2, "{cmd}: {r:?}");
+        assert!(
+            first_line(&r.stderr).contains("no-such-corpus"),
+            "{cmd}: {r:?}"
+        );
+    }
+}
+
+#[test]
+fn bad_policy_file_names_file_line_and_column() {
+    let d = TempDir::new("policyfile");
+    let f = synth(&d, "t.kvt", "msr-loop", 100, 1);
+    let p = d.join("bad.toml");
+    std::fs::write(
+        &p,
+        "base = \"kvm-6.18\"\n[switches]\nno_such_switch = true\n",
+    )
+    .unwrap();
+    let r = kvmtrace([
+        "replay",
+        f.to_str().unwrap(),
+        "--policy",
+        p.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("bad.toml:3"), "file:line expected: {r:?}");
 }
 
 #[test]

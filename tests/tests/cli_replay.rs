@@ -179,3 +179,19 @@ fn policies_lists_every_preset() {
         assert!(r.stdout.contains(p), "{p} missing: {}", r.stdout);
     }
 }
+
+#[test]
+fn demo_prints_the_divergence_matrix() {
+    // Records `tour` where /dev/kvm works, else replays the bundled recording.
+    let r = kvmtrace(["demo"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    for p in ["kvm-5.10", "kvm-6.18", "host"] {
+        assert!(r.stdout.contains(p), "{p} row missing: {}", r.stdout);
+    }
+    assert!(r.stdout.contains("first divergence"), "{}", r.stdout);
+    let bundled = concat!(env!("CARGO_MANIFEST_DIR"), "/../tools/assets/tour.kvt");
+    let r = kvmtrace(["demo", "--trace", bundled, "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["policies"].as_array().unwrap().len(), 7);
+}

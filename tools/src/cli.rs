@@ -29,7 +29,7 @@ pub enum Command {
     /// Replay a trace against one or more policies and report divergences.
     Replay(ReplayArgs),
     /// List the policy presets and their switches.
-    Policies(JsonArgs),
+    Policies(PoliciesArgs),
     /// Print a trace's events (JSON lines with --json).
     Dump(DumpArgs),
     /// Event, chunk and size statistics of a trace.
@@ -103,6 +103,15 @@ pub struct RecordArgs {
 pub struct JsonArgs {
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PoliciesArgs {
+    #[arg(long)]
+    pub json: bool,
+    /// Also resolve `host` against this trace's header.
+    #[arg(long)]
+    pub trace: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

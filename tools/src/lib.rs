@@ -10,6 +10,5 @@ pub mod export;
 pub mod fidelity;
 pub mod import;
 pub mod progress;
-pub mod replay_core;
 pub mod synth;
 pub mod trace_io;

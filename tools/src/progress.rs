@@ -31,3 +31,13 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
     });
     pb
 }
+
+/// A spinner for work of unknown length (corpus runs), on the same terms.
+pub fn spinner(what: &str) -> ProgressBar {
+    let pb = bar(0, what);
+    pb.set_style(
+        ProgressStyle::with_template(&format!("{{elapsed_precise}} {{spinner}} {what}"))
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    pb
+}

@@ -33,3 +33,15 @@ pub fn decode_slice_into(bytes: &[u8], out: &mut Vec<Record>) -> Result<()> {
     out.clear();
     TraceReader::from_bytes(bytes)?.read_all_into(out)
 }
+
+/// Decodes a whole trace held in memory on one thread, chunk by chunk into a
+/// reused buffer, handing each record to `f` (how a replay consumes a trace).
+/// Returns the number of records.
+pub fn decode_slice_streaming(bytes: &[u8], mut f: impl FnMut(&Record)) -> Result<u64> {
+    let mut n = 0u64;
+    TraceReader::from_bytes(bytes)?.for_each_record(|r| {
+        n += 1;
+        f(r)
+    })?;
+    Ok(n)
+}

@@ -1,7 +1,9 @@
 //! `bit-probe` (run it in observe mode): for every MSR the policy models have a
 //! rule about, read it, write the value back, then flip each bit the model calls
 //! reserved, read-only or special, one at a time: write, read back, restore.
-//! Faulting accesses are fine (the guest resumes after them). Its replay under
+//! Faulting accesses are fine (the guest resumes after them). After every access
+//! the guest reports what it saw (value read, fault marker), so even the guest's
+//! own Io stream tells which accesses the kernel refused. Its replay under
 //! `host` is the most direct check of the model against the kernel; every
 //! disagreement belongs in the `host` policy and `docs/host-notes.md`.
 
@@ -115,19 +117,48 @@ fn host_probe() -> HostStep {
     HostStep::Seq(steps)
 }
 
-/// Restore EDX:EAX from R9:R8 and write it to `index`.
+/// After a write: report the fault marker (0 = accepted) and clear it.
+fn mark_write(g: &mut Guest) -> R {
+    g.report_fault()?;
+    g.clear_fault()
+}
+
+/// After a read: report the value (EAX, then EDX) and the fault marker, clear it.
+/// So every access's outcome is guest-visible, and an observe-mode recording
+/// shows what the kernel decided even without its tracepoints.
+fn mark_read(g: &mut Guest) -> R {
+    g.a.mov(r10d, edx)?;
+    g.report_eax()?;
+    g.a.mov(eax, r10d)?;
+    g.report_eax()?;
+    mark_write(g)
+}
+
+/// Write R9:R8 (the value first read) to `index`.
 fn restore(g: &mut Guest, index: u32) -> R {
     g.a.mov(eax, r8d)?;
     g.a.mov(edx, r9d)?;
-    g.wrmsr_edx_eax(index)
+    g.wrmsr_edx_eax(index)?;
+    mark_write(g)
 }
 
-/// Read (saved in R9:R8), write back, then each bit and value: write, read, restore.
+/// Write EDX:EAX, then read back.
+fn write_read(g: &mut Guest, index: u32) -> R {
+    g.wrmsr_edx_eax(index)?;
+    mark_write(g)?;
+    g.rdmsr(index)?;
+    mark_read(g)
+}
+
+/// Read (saved in R9:R8), write back, then each bit and value: write, read,
+/// restore. Every access is followed by its marks (see [`mark_read`]).
 pub fn probe(g: &mut Guest, pr: &Probe) -> R {
+    g.clear_fault()?;
     g.rdmsr(pr.index)?;
     g.a.mov(r8d, eax)?;
     g.a.mov(r9d, edx)?;
-    g.a.wrmsr()?;
+    mark_read(g)?;
+    restore(g, pr.index)?;
     for &bit in pr.bits {
         g.a.mov(eax, r8d)?;
         g.a.mov(edx, r9d)?;
@@ -136,8 +167,7 @@ pub fn probe(g: &mut Guest, pr: &Probe) -> R {
         } else {
             g.a.xor(edx, 1u32 << (bit - 32))?;
         }
-        g.wrmsr_edx_eax(pr.index)?;
-        g.a.rdmsr()?;
+        write_read(g, pr.index)?;
         restore(g, pr.index)?;
         if pr.index == MSR_APIC_BASE && bit == 10 {
             // x2APIC -> xAPIC is invalid: go back through disabled.
@@ -145,14 +175,14 @@ pub fn probe(g: &mut Guest, pr: &Probe) -> R {
             g.a.and(eax, !0xc00u32)?;
             g.a.mov(edx, r9d)?;
             g.wrmsr_edx_eax(pr.index)?;
+            mark_write(g)?;
             restore(g, pr.index)?;
         }
     }
     for &value in pr.values {
         g.a.mov(eax, lo(value))?;
         g.a.mov(edx, hi(value))?;
-        g.wrmsr_edx_eax(pr.index)?;
-        g.a.rdmsr()?;
+        write_read(g, pr.index)?;
         restore(g, pr.index)?;
     }
     Ok(())
@@ -165,9 +195,10 @@ pub fn body(g: &mut Guest) -> R {
     }
     // §5 can_set_mci_status: MC0_STATUS again with HWCR[18] set.
     g.rmw_msr(MSR_HWCR, 1 << 18, 0)?;
+    mark_write(g)?;
     probe(g, &p(mc_status(0), &[0, 63], &[]))?;
     g.rmw_msr(MSR_HWCR, 0, 1 << 18)?;
-    g.report_fault()
+    mark_write(g)
 }
 
 const NAME: &str = "bit-probe";

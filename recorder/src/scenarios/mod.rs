@@ -168,8 +168,9 @@ pub enum ScenarioError {
     Inconsistent { name: String, what: String },
 }
 
-/// Most vCPUs a scenario that runs the same code on every vCPU accepts.
-pub const MAX_VCPUS: u32 = 16;
+/// Most vCPUs a scenario that runs the same code on every vCPU accepts: what
+/// the layout has stacks for.
+pub const MAX_VCPUS: u32 = layout::MAX_VCPUS;
 
 struct Entry {
     name: &'static str,

@@ -36,7 +36,7 @@ fn body(g: &mut Guest) -> R {
     feat_ctl::host_bits(g, &[2])?;
     feat_ctl::guest_writes(g)?;
     mce::short(g)?;
-    msr_sweep::body(g, SWEEP)?;
+    msr_sweep::body(g, SWEEP, false)?;
     msr_loop::body(g, LOOP_ITERATIONS)?;
     triple_fault::body(g)?;
     x2apic::body(g, true)?;

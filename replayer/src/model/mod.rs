@@ -7,6 +7,6 @@ mod cpu;
 mod msr;
 
 pub use cpu::compare_state;
-pub(crate) use msr::Store;
+pub(crate) use msr::{Store, model_handles};
 #[cfg(test)]
 mod tests;

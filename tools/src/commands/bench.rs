@@ -237,10 +237,12 @@ fn record_overhead(dir: &Path, iterations: u64) -> anyhow::Result<Value> {
     let _ = kvmtrace_recorder::record(&cfg(true, "warm.kvt"))?;
     let mut on = Vec::new();
     let mut off = Vec::new();
+    let mut vcpu_ns = Vec::new();
     let mut last = None;
-    for i in 0..3 {
+    for i in 0..5 {
         let s = kvmtrace_recorder::record(&cfg(false, &format!("rec{i}.kvt")))?;
         on.push(s.run_ns as f64);
+        vcpu_ns.push(s.vcpu_ns_per_event);
         last = Some(s);
         let s = kvmtrace_recorder::record(&cfg(true, &format!("off{i}.kvt")))?;
         off.push(s.run_ns as f64);
@@ -249,10 +251,10 @@ fn record_overhead(dir: &Path, iterations: u64) -> anyhow::Result<Value> {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let s = last.expect("three runs");
+    let s = last.expect("five runs");
     Ok(json!({
         "record_overhead_ratio": median(&mut on) / median(&mut off).max(1.0),
-        "vcpu_ns_per_event": s.vcpu_ns_per_event,
+        "vcpu_ns_per_event": median(&mut vcpu_ns),
         "recorded_bytes_per_event": s.bytes as f64 / s.events.max(1) as f64,
         "record_events": s.events,
     }))

@@ -1,29 +1,37 @@
 //! `kvmtrace replay FILE --policy P [--policy Q ...] [--json] [--salvage-ok]
 //! [--threads N]`: exit 0 no divergence, 1 divergence, 2 bad input.
+//!
+//! The replay itself is `kvmtrace_replayer::Replay` (one pass, one lane per
+//! policy); this command decodes the trace batch by batch, feeds it, and
+//! prints the report. Lanes run on a pool of `--threads` threads; the output
+//! does not depend on the count.
 
-use std::fmt::Write as _;
 use std::io::Write;
 use std::path::Path;
 
-use kvmtrace_replayer::Policy;
+use kvmtrace_replayer::{Policy, Replay, ReplayReport};
 use serde_json::{Value, json};
 
 use crate::cli::ReplayArgs;
-use crate::replay_core::{self, PolicyReport};
 use crate::trace_io::{self, TraceFile};
 
-/// One replay's result: the DESIGN.md JSON document and whether any policy
-/// diverged.
+/// Records decoded and fed per batch (bounded memory on any trace size).
+const BATCH: usize = 1 << 16;
+
+/// One replay's result.
 pub struct ReplayResult {
-    pub events: u64,
-    pub reports: Vec<PolicyReport>,
+    pub report: ReplayReport,
     /// Where the readable prefix ended (`--salvage-ok` on a damaged trace).
     pub damage: Option<String>,
 }
 
 impl ReplayResult {
     pub fn diverged(&self) -> bool {
-        self.reports.iter().any(|r| r.divergences > 0)
+        self.report.diverged()
+    }
+
+    pub fn events(&self) -> u64 {
+        self.report.events
     }
 }
 
@@ -48,108 +56,52 @@ pub fn replay_file(
         .iter()
         .map(|p| Policy::resolve(p, &header))
         .collect::<Result<Vec<_>, _>>()?;
+    let threads = threads.unwrap_or_else(default_threads).max(1);
     let total = t.summary().events;
-    let threads = threads.unwrap_or_else(default_threads);
     let damage = t.damage.clone();
-    let (events, reports) = replay_core::replay(&header, t.records(), resolved, threads, total)
-        .map_err(|e| {
-            if salvage_ok {
-                e
-            } else {
-                trace_io::explain(file, e)
+    let mut replay = Replay::new(&header, resolved).with_trace_name(file.display().to_string());
+    if threads == 1 {
+        replay = replay.sequential();
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
+    let pb = crate::progress::bar(total, "events");
+    let mut batch = Vec::with_capacity(BATCH.min(total as usize + 1));
+    let mut records = t.records();
+    loop {
+        batch.clear();
+        for r in records.by_ref() {
+            batch.push(r.map_err(|e| {
+                if salvage_ok {
+                    e
+                } else {
+                    trace_io::explain(file, e)
+                }
+            })?);
+            if batch.len() == BATCH {
+                break;
             }
-        })?;
+        }
+        if batch.is_empty() {
+            break;
+        }
+        pool.install(|| replay.feed(&batch));
+        pb.inc(batch.len() as u64);
+    }
+    pb.finish_and_clear();
     Ok(ReplayResult {
-        events,
-        reports,
+        report: replay.finish(),
         damage,
     })
 }
 
-pub fn to_json(file: &Path, r: &ReplayResult) -> Value {
-    json!({
-        "trace": file.display().to_string(),
-        "events": r.events,
-        "damage": r.damage,
-        "policies": r.reports,
-    })
-}
-
-pub fn to_human(file: &Path, r: &ReplayResult) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "trace {}: {} events", file.display(), r.events);
+pub fn to_json(r: &ReplayResult) -> anyhow::Result<Value> {
+    let mut v = serde_json::to_value(&r.report)?;
     if let Some(d) = &r.damage {
-        let _ = writeln!(s, "(readable prefix only: {d})");
+        v["damage"] = json!(d);
     }
-    let w = r
-        .reports
-        .iter()
-        .map(|p| p.name.len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
-    let _ = writeln!(
-        s,
-        "{:w$}  {:>11}  {:>6}  {:>10}  {:>9}  {:>8}  {:>9}  by behaviour",
-        "policy", "divergences", "direct", "consequent", "agreement", "coverage", "unmodeled"
-    );
-    for p in &r.reports {
-        let by: Vec<String> = p
-            .by_behaviour
-            .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(b, n)| format!("{b}={n}"))
-            .collect();
-        let _ = writeln!(
-            s,
-            "{:w$}  {:>11}  {:>6}  {:>10}  {:>9.4}  {:>8.4}  {:>9}  {}",
-            p.name,
-            p.divergences,
-            p.direct,
-            p.consequent,
-            p.agreement,
-            p.coverage,
-            p.unmodeled,
-            if by.is_empty() {
-                "-".to_string()
-            } else {
-                by.join(" ")
-            }
-        );
-    }
-    for p in &r.reports {
-        if p.list.is_empty() {
-            continue;
-        }
-        let _ = writeln!(s, "\n{}: first divergences", p.name);
-        for d in p.list.iter().take(5) {
-            let _ = writeln!(
-                s,
-                "  #{} vcpu{} [{}] {}\n      recorded {}, {} says {} (rule {}){}",
-                d.seq,
-                d.vcpu,
-                d.behaviour,
-                d.event,
-                d.recorded,
-                p.name,
-                d.policy,
-                d.rule,
-                match d.caused_by {
-                    Some(c) => format!(", consequent of #{c}"),
-                    None => ", direct".into(),
-                }
-            );
-        }
-        if p.divergences > 5 {
-            let _ = writeln!(
-                s,
-                "  ... {} more (--json lists up to {})",
-                p.divergences - 5,
-                replay_core::KEEP_DIVERGENCES
-            );
-        }
-    }
-    s
+    Ok(v)
 }
 
 pub fn run(args: &ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
@@ -157,14 +109,14 @@ pub fn run(args: &ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
     if let Some(d) = &r.damage {
         writeln!(
             err,
-            "warning: replaying the readable prefix ({} events) of a damaged trace: {d}",
-            r.events
+            "warning: replayed only the readable prefix ({} events) of a damaged trace: {d}",
+            r.events()
         )?;
     }
     if args.json {
-        super::write_json(out, &to_json(&args.file, &r))?;
+        super::write_json(out, &to_json(&r)?)?;
     } else {
-        out.write_all(to_human(&args.file, &r).as_bytes())?;
+        out.write_all(r.report.render(5).as_bytes())?;
     }
     Ok(if r.diverged() { 1 } else { 0 })
 }
@@ -180,7 +132,7 @@ pub fn bench(dir: &Path, events: u64) -> anyhow::Result<Value> {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    // Single core, as the targets are stated.
+    // One core, as the targets are stated (decode included).
     let t = std::time::Instant::now();
     replay_file(&path, &one, false, Some(1))?;
     let t1 = t.elapsed().as_secs_f64().max(1e-9);

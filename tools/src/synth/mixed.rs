@@ -573,21 +573,6 @@ fn script(g: &mut Gen<'_, '_>, live: &mut [bool]) -> Result<(), SynthError> {
     g.wrmsr(0, MSR_MISC_ENABLE, misc, Origin::Guest, WOk)?;
     g.monitor_mwait(0, 0x10_0180, MwaitOutcome::InjectUd)?;
 
-    // ---- §5 MCE banks after KVM_X86_SETUP_MCE (10 banks | MCG_CTL_P).
-    g.rdmsr(0, MSR_MCG_CAP, Origin::Guest)?;
-    g.rdmsr(0, MSR_MC0_CTL, Origin::Guest)?;
-    g.wrmsr(0, MSR_MC0_CTL, 0, Origin::Guest, WOk)?;
-    g.wrmsr(0, MSR_MC0_CTL, u64::MAX, Origin::Guest, WOk)?;
-    g.wrmsr(0, MSR_MC0_CTL, 1, Origin::Guest, gp)?;
-    g.wrmsr(0, MSR_MC0_CTL + 1, 1, Origin::Guest, gp)?;
-    // Bit 0 clear: tolerated from 6.0 (single-bit ECC patch).
-    g.wrmsr(1, MSR_MC0_CTL + 4, !1, Origin::Guest, WOk)?;
-    g.wrmsr(1, MSR_MC0_CTL + 4 + 1, 0, Origin::Guest, WOk)?;
-    g.rdmsr(1, MSR_MC0_CTL + 40, Origin::Guest)?; // MC10_CTL: bank 10 >= bank_num
-    g.wrmsr(0, MSR_MC0_CTL + 1, 1, Origin::Host, WOk)?;
-    g.wrmsr(0, MSR_MC0_CTL, 1, Origin::Host, gp)?;
-    g.wrmsr(2, MSR_MC0_CTL + 8 + 2, 0xdead_b000, Origin::Guest, WOk)?; // MC2_ADDR
-
     // ---- §3 IA32_FEAT_CTL, VMX rules: host writes of bits the guest CPUID lacks.
     g.rdmsr(0, MSR_FEAT_CTL, Origin::Host)?;
     g.wrmsr(0, MSR_FEAT_CTL, 1 << 18, Origin::Host, WOk)?; // SGX, no CPUID.SGX
@@ -680,6 +665,29 @@ fn script(g: &mut Gen<'_, '_>, live: &mut [bool]) -> Result<(), SynthError> {
             count: 3,
         },
     )?;
+
+    // ---- §5 MCE banks after KVM_X86_SETUP_MCE (10 banks | MCG_CTL_P), on
+    // vCPU 2, last: before 6.0 a bad write kills the guest (vm_failed, EPERM),
+    // after which everything that vCPU does would diverge as a consequence.
+    g.rdmsr(2, MSR_MCG_CAP, Origin::Guest)?;
+    g.rdmsr(2, MSR_MC0_CTL, Origin::Guest)?;
+    g.wrmsr(2, MSR_MC0_CTL, 0, Origin::Guest, WOk)?;
+    g.wrmsr(2, MSR_MC0_CTL, u64::MAX, Origin::Guest, WOk)?;
+    g.wrmsr(2, MSR_MC0_CTL + 8 + 2, 0xdead_b000, Origin::Guest, WOk)?; // MC2_ADDR
+    g.rdmsr(2, MSR_MC0_CTL + 40, Origin::Guest)?; // MC10_CTL: bank 10 >= bank_num
+    g.wrmsr(2, MSR_MC0_CTL + 1, 1, Origin::Host, WOk)?;
+    g.wrmsr(2, MSR_MC0_CTL, 1, Origin::Host, gp)?;
+    g.wrmsr(2, MSR_MC0_CTL, 1, Origin::Guest, gp)?;
+    g.wrmsr(2, MSR_MC0_CTL + 1, 1, Origin::Guest, gp)?;
+    // Bit 0 clear: tolerated from 6.0 (single-bit ECC patch).
+    g.wrmsr(2, MSR_MC0_CTL + 4, !1, Origin::Guest, WOk)?;
+    g.emit(
+        2,
+        Event::End {
+            reason: EndReason::Finished,
+        },
+    )?;
+    live[2] = false;
 
     // ---- §2 SHUTDOWN: vCPU 3 triple-faults.
     let rip = 0x10_0200;

@@ -138,6 +138,47 @@ mod tests {
         assert_eq!(h.capture.mode, CaptureMode::Synth);
     }
 
+    /// Issue 4 item 7: clean under its own preset, four behaviours diverge
+    /// under kvm-5.10, the fifth under `deflect_unfilterable = false`.
+    #[test]
+    fn mixed_diverges_where_the_kernels_differ() {
+        use kvmtrace_replayer::report::Behaviour;
+        use kvmtrace_replayer::{Policy, replay};
+        let (h, recs) = generate_vec(Pattern::Mixed, 3000, 11).unwrap();
+        let pol = |s: &str| Policy::resolve(s, &h).unwrap();
+        let r = replay(&h, &recs, vec![pol("kvm-6.18"), pol("kvm-5.10")]);
+        assert_eq!(r.policies[0].divergences, 0, "{}", r.render(3));
+        let old = &r.policies[1].by_behaviour;
+        for b in [
+            Behaviour::Mwait,
+            Behaviour::ResetInit,
+            Behaviour::FeatCtl,
+            Behaviour::Mce,
+        ] {
+            assert!(
+                old.get(b) > 0,
+                "kvm-5.10 should diverge in {}: {}",
+                b.name(),
+                r.render(3)
+            );
+        }
+        let dir = std::env::temp_dir().join(format!("kvmtrace-synth-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("no-deflect.toml");
+        std::fs::write(
+            &f,
+            "base = \"kvm-6.18\"\n[switches]\ndeflect_unfilterable = false\n",
+        )
+        .unwrap();
+        let r = replay(&h, &recs, vec![pol(f.to_str().unwrap())]);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            r.policies[0].by_behaviour.get(Behaviour::X2apic) > 0,
+            "{}",
+            r.render(3)
+        );
+    }
+
     #[test]
     fn mixed_refuses_too_few_events() {
         assert!(matches!(
