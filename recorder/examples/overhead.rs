@@ -64,7 +64,7 @@ fn pipeline_only(n: u64) -> f64 {
         }
     }
     let shared = Shared::new(1);
-    let w = Writer::start_with(Box::new(Null), shared);
+    let w = Writer::start_with(Box::new(Null), shared).expect("writer");
     let mut out = w.out(0, kvmtrace_recorder::OnFull::Wait, false);
     let t0 = std::time::Instant::now();
     for i in 0..n {

@@ -55,8 +55,10 @@ pub enum Exit {
     Hlt,
     Shutdown,
     InternalError,
-    /// EINTR / EAGAIN / KVM_EXIT_INTR: nothing happened, look at the controls.
+    /// EINTR / KVM_EXIT_INTR: nothing happened, look at the controls.
     Interrupted,
+    /// EAGAIN: with an in-kernel LAPIC, the vCPU was just INITed (HOST.md).
+    Again,
     /// `KVM_RUN` failed: the guest is dead.
     RunFailed {
         errno: i32,
@@ -191,11 +193,13 @@ impl Vcpu {
                 exit_reason: 0,
                 what: format!("{other:?}"),
             },
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Exit::Interrupted,
+            Err(e) if e.errno() == libc::EAGAIN => Exit::Again,
+            Err(e) if e.errno() == libc::EINTR => Exit::Interrupted,
             Err(e) => Exit::RunFailed { errno: e.errno() },
         };
         self.runs += 1;
         self.out.set_run_index(self.runs);
+        ctx.kernel_wait[index as usize].store(false, Ordering::SeqCst);
         let exit = match exit {
             Exit::Other { what, .. } => Exit::Other {
                 exit_reason: self.fd.get_kvm_run().exit_reason,
@@ -247,6 +251,7 @@ impl Vcpu {
             Exit::Shutdown => self.shutdown(ctx),
             Exit::InternalError => self.internal_error(ctx),
             Exit::Interrupted => Step::Continue,
+            Exit::Again => self.kernel_init(ctx),
             Exit::RunFailed { errno } => {
                 ctx.fail(format!(
                     "vCPU {}: KVM_RUN failed: {}",
@@ -260,6 +265,41 @@ impl Vcpu {
                 data.truncate(256);
                 self.raw_exit(ctx, exit_reason, data);
                 Step::Continue
+            }
+        }
+    }
+
+    /// The in-kernel LAPIC INITed this vCPU: `KVM_RUN` returned EAGAIN and the
+    /// registers now hold the kernel's INIT state (HOST.md); record it. The next
+    /// `KVM_RUN` waits in the kernel for the SIPI.
+    fn kernel_init(&mut self, ctx: &VmCtx<'_>) -> Step {
+        if ctx.spec.irqchip == kvmtrace_format::Irqchip::None {
+            return Step::Continue;
+        }
+        let before = self
+            .last_state
+            .take()
+            .unwrap_or_else(|| ctx.resets[self.index as usize].clone());
+        match crate::state::read(&self.fd) {
+            Ok(after) => {
+                let mut eng = ctx.engine.lock().unwrap_or_else(|p| p.into_inner());
+                let rec = self.out.stamp(Event::Init {
+                    source: InitSource::Kernel,
+                    before: Box::new(before),
+                    after: Box::new(after.clone()),
+                    decided_by: DecidedBy::Kernel,
+                });
+                eng.apply(&rec);
+                drop(eng);
+                self.out.push(rec);
+                self.last_state = Some(after);
+                ctx.kernel_wait[self.index as usize].store(true, Ordering::SeqCst);
+                Step::Continue
+            }
+            Err(e) => {
+                let message = format!("vCPU {}: reading the state after INIT: {e}", self.index);
+                ctx.fail(message.clone());
+                Step::StopVm(EndReason::Error { message })
             }
         }
     }

@@ -270,6 +270,10 @@ fn run(
     check_spec(spec)?;
     let n = spec.vcpus;
     let kvm = vm::open_kvm()?;
+    let kvm_max = u32::try_from(kvm.get_max_vcpus()).unwrap_or(u32::MAX);
+    if n > kvm_max {
+        return Err(RecordError::Vcpus { n, max: kvm_max });
+    }
     let host = vm::host_info(&kvm)?;
     let mut cpuid = host.supported_cpuid.clone();
     vm::edit_cpuid(&mut cpuid, &spec.cpuid)?;
@@ -431,20 +435,24 @@ fn run(
                     .unwrap_or_else(|p| p.into_inner())
                     .reset_state(i)
                     .outcome;
-                let kernel = &resets[i as usize];
-                if let Some(target) = pred.map(|p| state::overlay(kernel, &p))
-                    && target != *kernel
+                let kernel = resets[i as usize].clone();
+                if let Some(target) = pred.map(|p| state::overlay(&kernel, &p))
+                    && target != kernel
                 {
                     let fd = &fds[i as usize];
                     let applied = state::apply(fd, &target).and_then(|_| state::read(fd));
                     match applied {
-                        Ok(after) => log(
-                            i,
-                            Event::Reset {
-                                state: Box::new(after),
-                                decided_by: DecidedBy::Vmm,
-                            },
-                        ),
+                        Ok(after) => {
+                            // What the vCPU now holds is its RESET state from here on.
+                            resets[i as usize] = after.clone();
+                            log(
+                                i,
+                                Event::Reset {
+                                    state: Box::new(after),
+                                    decided_by: DecidedBy::Vmm,
+                                },
+                            )
+                        }
                         Err(source) => {
                             return Err(RecordError::ApplyResetState { vcpu: i, source });
                         }
@@ -491,6 +499,7 @@ fn run(
                 icr_hi: 0,
                 last_fault: (u64::MAX, 0),
                 runs: 0,
+                last_state: None,
             };
             let ctx = &ctx;
             match std::thread::Builder::new()
@@ -505,8 +514,19 @@ fn run(
                 }
             }
         }
-        // Once the VM stops, kick vCPUs out of KVM_RUN until they notice.
+        // Once the VM stops, kick vCPUs out of KVM_RUN until they notice. A vCPU
+        // the kernel holds for an INIT/SIPI that can no longer come is stopped
+        // once every other vCPU is done.
         while !handles.iter().all(|h| h.is_finished()) {
+            let held_in_kernel = (0..handles.len())
+                .any(|i| ctx.kernel_wait[i].load(Ordering::SeqCst) && !handles[i].is_finished());
+            let others_done = handles
+                .iter()
+                .enumerate()
+                .all(|(i, h)| h.is_finished() || ctx.kernel_wait[i].load(Ordering::SeqCst));
+            if held_in_kernel && others_done {
+                ctx.stop.store(true, Ordering::SeqCst);
+            }
             if ctx.stop.load(Ordering::SeqCst) || shared.failed() {
                 ctx.stop.store(true, Ordering::SeqCst);
                 for i in 0..ctx.alive.len() {

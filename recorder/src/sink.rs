@@ -18,6 +18,8 @@ pub enum SinkError {
     },
     #[error(transparent)]
     Format(#[from] FormatError),
+    #[error("starting the writer thread")]
+    SpawnWriter(#[source] std::io::Error),
     #[error("the writer thread panicked")]
     WriterPanicked,
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use kvm_ioctls::VcpuFd;
 use kvmtrace_format::{
-    ArchState, CaptureMode, DecidedBy, EndReason, Event, InitSource, MsrOutcome, Origin, Record,
+    ArchState, CaptureMode, DecidedBy, EndReason, Event, InitSource, Irqchip, MsrOutcome, Origin,
+    Record,
 };
 use kvmtrace_replayer::Engine;
 use vm_memory::GuestMemoryMmap;
@@ -48,6 +49,8 @@ pub struct VmCtx<'a> {
     /// Per-vCPU: the thread is inside its run loop (signals may be sent to it).
     pub alive: Vec<AtomicBool>,
     pub tids: Vec<AtomicU64>,
+    /// Per-vCPU: waiting inside KVM_RUN for the in-kernel LAPIC's INIT/SIPI.
+    pub kernel_wait: Vec<AtomicBool>,
     /// Per-vCPU Linux thread id (observe mode maps tracepoint lines with it).
     pub linux_tids: Vec<AtomicU32>,
     /// Per-vCPU: messages sent to it, and messages it has handled.
@@ -95,6 +98,7 @@ impl VmCtx<'_> {
             alive: (0..n).map(|_| AtomicBool::new(false)).collect(),
             tids: atomics(),
             linux_tids: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            kernel_wait: (0..n).map(|_| AtomicBool::new(false)).collect(),
             sent: atomics(),
             acks: atomics(),
         }
@@ -174,6 +178,8 @@ pub struct Vcpu {
     pub last_fault: (u64, u32),
     /// `KVM_RUN` returns so far (observe mode's merge key).
     pub runs: u64,
+    /// The state last read from this vCPU (the `before` of an in-kernel INIT).
+    pub last_state: Option<ArchState>,
 }
 
 const WAIT_POLL: Duration = Duration::from_millis(20);
@@ -211,6 +217,13 @@ impl Vcpu {
                     ctx.fail(format!("vCPU {}: {e}", self.index));
                     return (EndReason::Error { message: e }, true);
                 }
+                None
+            }
+            // With an in-kernel LAPIC the kernel holds the vCPU in KVM_RUN until
+            // INIT and SIPI (HOST.md, INIT / RESET).
+            VcpuStart::WaitForSipi if ctx.spec.irqchip != Irqchip::None => {
+                ctx.kernel_wait[self.index as usize].store(true, Ordering::SeqCst);
+                ctx.running.fetch_add(1, Ordering::SeqCst);
                 None
             }
             VcpuStart::WaitForSipi => Some(Wait::Sipi),

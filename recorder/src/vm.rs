@@ -70,20 +70,25 @@ pub enum VmError {
 
 /// Open `/dev/kvm` with a message that names the device and the fix.
 pub fn open_kvm() -> Result<Kvm, VmError> {
-    Kvm::new().map_err(|source| {
-        let hint = match source.errno() {
-            libc::ENOENT => {
-                "the device is missing: load the KVM module (modprobe kvm_intel / kvm_amd) \
-                 or run on a machine with virtualization"
-            }
-            libc::EACCES | libc::EPERM => {
-                "permission denied: run as root or add the user to the group owning /dev/kvm \
-                 (usually `kvm`)"
-            }
-            _ => "check that /dev/kvm is a working KVM device",
-        };
-        VmError::OpenKvm { hint, source }
+    Kvm::new().map_err(|source| VmError::OpenKvm {
+        hint: open_hint(source.errno()),
+        source,
     })
+}
+
+/// What to do about a failed open of `/dev/kvm`.
+pub fn open_hint(errno: i32) -> &'static str {
+    match errno {
+        libc::ENOENT | libc::ENODEV | libc::ENXIO => {
+            "the device is missing: load the KVM module (modprobe kvm_intel / kvm_amd) \
+             or run on a machine with virtualization"
+        }
+        libc::EACCES | libc::EPERM => {
+            "permission denied: run as root or add the user to the group owning /dev/kvm \
+             (usually `kvm`)"
+        }
+        _ => "check that /dev/kvm is a working KVM device",
+    }
 }
 
 /// The capture filter of intercept mode, as recorded in the header.
@@ -374,6 +379,23 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn open_errors_say_what_to_do() {
+        for (errno, want) in [
+            (libc::ENOENT, "modprobe"),
+            (libc::EACCES, "run as root"),
+            (libc::EPERM, "run as root"),
+            (libc::EIO, "working KVM device"),
+        ] {
+            let e = VmError::OpenKvm {
+                hint: open_hint(errno),
+                source: kvm_ioctls::Error::new(errno),
+            };
+            let msg = e.to_string();
+            assert!(msg.contains("/dev/kvm") && msg.contains(want), "{msg}");
+        }
     }
 
     #[test]

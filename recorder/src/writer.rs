@@ -165,7 +165,8 @@ impl EventOut {
                 event,
             };
         }
-        let sampled = self.stats.events % SAMPLE == 0;
+        // Not the first push: it pays for cold caches once.
+        let sampled = self.stats.events % SAMPLE == SAMPLE - 1;
         if self.batch.is_empty() {
             let lower = self.shared.seq.load(Ordering::SeqCst);
             self.shared.pending_min[self.vcpu as usize].store(lower, Ordering::SeqCst);
@@ -329,23 +330,23 @@ impl Writer {
         shared: Arc<Shared>,
     ) -> Result<Writer, SinkError> {
         let sink = sink::create(path, header)?;
-        Ok(Self::start_with(sink, shared))
+        Self::start_with(sink, shared)
     }
 
-    pub fn start_with(sink: Box<dyn Sink>, shared: Arc<Shared>) -> Writer {
+    pub fn start_with(sink: Box<dyn Sink>, shared: Arc<Shared>) -> Result<Writer, SinkError> {
         let (tx, rx) = crossbeam_channel::bounded(CHANNEL_BATCHES);
         let (free_tx, free) = crossbeam_channel::bounded(CHANNEL_BATCHES);
         let sh = shared.clone();
         let handle = std::thread::Builder::new()
             .name("kvmtrace-writer".into())
             .spawn(move || writer_loop(sink, rx, free_tx, sh))
-            .ok();
-        Writer {
-            handle,
+            .map_err(SinkError::SpawnWriter)?;
+        Ok(Writer {
+            handle: Some(handle),
             tx,
             free,
             shared,
-        }
+        })
     }
 
     /// An end for vCPU `vcpu`.
@@ -489,7 +490,7 @@ mod tests {
     fn two_vcpus_interleaved_come_out_in_seq_order() {
         let shared = Shared::new(2);
         let (sink, records) = MemorySink::new();
-        let w = Writer::start_with(Box::new(sink), shared);
+        let w = Writer::start_with(Box::new(sink), shared).unwrap();
         let mut a = w.out(0, OnFull::Wait, false);
         let mut b = w.out(1, OnFull::Wait, false);
         for i in 0..1000 {
@@ -509,11 +510,13 @@ mod tests {
     /// A sink that blocks until released, so the channel fills up.
     struct Gate {
         open: Arc<AtomicBool>,
+        hit: Arc<AtomicBool>,
         records: Arc<std::sync::Mutex<Vec<Record>>>,
     }
 
     impl Sink for Gate {
         fn push(&mut self, rec: &Record) -> Result<(), SinkError> {
+            self.hit.store(true, Ordering::SeqCst);
             while !self.open.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -531,15 +534,23 @@ mod tests {
     #[test]
     fn drop_mode_counts_every_dropped_event_in_lost_records() {
         let open = Arc::new(AtomicBool::new(false));
+        let hit = Arc::new(AtomicBool::new(false));
         let records = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = Gate {
             open: open.clone(),
+            hit: hit.clone(),
             records: records.clone(),
         };
-        let w = Writer::start_with(Box::new(sink), Shared::new(1));
+        let w = Writer::start_with(Box::new(sink), Shared::new(1)).unwrap();
         let mut a = w.out(0, OnFull::Drop, false);
+        // One event through, so the writer blocks in the sink; then fill up.
+        a.emit(read_event(0));
+        a.send();
+        while !hit.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let n = (CHANNEL_BATCHES as u32 + 20) * BATCH as u32;
-        for i in 0..n {
+        for i in 1..n {
             a.emit(read_event(i));
         }
         open.store(true, Ordering::SeqCst);
@@ -572,7 +583,7 @@ mod tests {
     fn discard_sends_nothing() {
         let shared = Shared::new(1);
         let (sink, records) = MemorySink::new();
-        let w = Writer::start_with(Box::new(sink), shared);
+        let w = Writer::start_with(Box::new(sink), shared).unwrap();
         let mut a = w.out(0, OnFull::Wait, true);
         for i in 0..10 {
             a.emit(read_event(i));

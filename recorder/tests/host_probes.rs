@@ -326,3 +326,89 @@ fn other_emulation_failures_end_the_run_with_an_error() {
     let (_, recs) = read_trace(&out);
     assert!(matches!(end_of(&recs, 0), EndReason::Error { .. }));
 }
+
+/// HOST.md, INIT / RESET: with an in-kernel irqchip, INIT + SIPI through the
+/// xAPIC ICR work in the kernel: the target's KVM_RUN returns EAGAIN after the
+/// INIT with RDX = CPUID.1.EAX (the ≥5.15 rule), then it starts at the vector.
+/// Found here: the sender's APIC must be software-enabled (SVR bit 8) or the
+/// INIT never arrives; and when INIT and SIPI are sent back to back, the state
+/// read at EAGAIN already has the SIPI's CS (both were accepted before the
+/// return).
+#[test]
+fn in_kernel_init_sipi() {
+    if !kvmtrace_recorder::kvm_check::require_kvm("in_kernel_init_sipi") {
+        return;
+    }
+    const FLAG: u64 = 0x8f00;
+    let mut a = asm();
+    a.mov(rax, layout::XAPIC_BASE).unwrap();
+    a.mov(dword_ptr(rax + 0xf0), 0x1ffu32).unwrap(); // SVR: APIC software-enabled
+    a.mov(dword_ptr(rax + 0x310), 1u32 << 24).unwrap();
+    a.mov(dword_ptr(rax + 0x300), 0x4500u32).unwrap(); // INIT
+    a.mov(dword_ptr(rax + 0x300), 0x4608u32).unwrap(); // SIPI, vector 8
+    let mut top = a.create_label();
+    let mut out = a.create_label();
+    a.mov(rsi, FLAG).unwrap();
+    a.mov(ebx, 2_000_000u32).unwrap();
+    a.set_label(&mut top).unwrap();
+    a.cmp(dword_ptr(rsi), 0x5151).unwrap();
+    a.je(out).unwrap();
+    a.dec(ebx).unwrap();
+    a.jnz(top).unwrap();
+    a.set_label(&mut out).unwrap();
+    a.mov(eax, dword_ptr(rsi)).unwrap();
+    a.mov(dx, ports::REPORT as u32).unwrap();
+    a.out(dx, eax).unwrap();
+    done(&mut a);
+    let mut t = CodeAssembler::new(16).unwrap();
+    t.mov(ebx, edx).unwrap();
+    t.mov(dx, ports::REPORT as u32).unwrap();
+    t.mov(eax, ebx).unwrap();
+    t.out(dx, eax).unwrap();
+    t.mov(dword_ptr(FLAG as u32), 0x5151u32).unwrap();
+    t.mov(dx, ports::DONE as u32).unwrap();
+    t.xor(eax, eax).unwrap();
+    t.out(dx, eax).unwrap();
+    t.hlt().unwrap();
+    let mut tramp = t.assemble(0).unwrap();
+    tramp.resize(0x1000, 0);
+    let mut spec = spec("probe-kernel-init", assemble(a));
+    spec.vcpus = 2;
+    spec.starts.push(VcpuStart::WaitForSipi);
+    spec.irqchip = kvmtrace_format::Irqchip::Kernel;
+    spec.regions.push(Region {
+        addr: 0x8000,
+        bytes: tramp,
+    });
+    let out = tmp("probe_kernel_init.kvt");
+    record_spec(&RecordConfig::new(&out), &spec).unwrap();
+    let (header, recs) = read_trace(&out);
+    let cpuid1 = header
+        .vm
+        .cpuid
+        .iter()
+        .find(|e| e.function == 1)
+        .unwrap()
+        .eax;
+    let after = recs
+        .iter()
+        .find_map(|r| match &r.event {
+            Event::Init {
+                source: InitSource::Kernel,
+                after,
+                decided_by: DecidedBy::Kernel,
+                ..
+            } if r.vcpu == 1 => Some(after.clone()),
+            _ => None,
+        })
+        .expect("a kernel Init event on vCPU 1");
+    assert_eq!(after.rdx(), u64::from(cpuid1));
+    assert_eq!(after.cr0, 0x6000_0010);
+    assert_eq!(
+        (after.cs.selector, after.cs.base, after.rip),
+        (0x800, 0x8000, 0)
+    );
+    assert_eq!(reports(&recs, 1), vec![cpuid1]);
+    assert_eq!(reports(&recs, 0), vec![0x5151]);
+    assert_eq!(end_of(&recs, 1), EndReason::Finished);
+}

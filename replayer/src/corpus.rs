@@ -494,6 +494,16 @@ pub fn check(
     specs: Option<&[String]>,
     partition: Option<(u64, u64)>,
 ) -> Result<CheckReport, CorpusError> {
+    check_with_progress(dir, specs, partition, &mut |_, _, _| {})
+}
+
+/// [`check`], calling `progress(done, selected, trace)` after each trace.
+pub fn check_with_progress(
+    dir: &Path,
+    specs: Option<&[String]>,
+    partition: Option<(u64, u64)>,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<CheckReport, CorpusError> {
     let traces = list_traces(dir)?;
     if traces.is_empty() {
         return Err(CorpusError::Empty {
@@ -501,13 +511,16 @@ pub fn check(
         });
     }
     let total = traces.len();
+    let selected: Vec<_> = traces
+        .into_iter()
+        .filter(|(rel, _)| partition.is_none_or(|p| in_partition(rel, p)))
+        .collect();
+    let n = selected.len();
     let mut cases = Vec::new();
-    for (rel, path) in traces {
-        if partition.is_some_and(|p| !in_partition(&rel, p)) {
-            continue;
-        }
+    for (rel, path) in selected {
         let t = std::time::Instant::now();
         let verdict = verdict(&rel, &path, specs);
+        progress(cases.len() + 1, n, &rel);
         cases.push(CaseResult {
             trace: rel,
             verdict,

@@ -78,7 +78,7 @@ impl Engine {
             filter: None,
             irqchip,
         };
-        let template = VcpuState::created(u32::MAX, policy.switches.misc_enable_reset, irqchip);
+        let template = VcpuState::created(u32::MAX, misc_enable_at_reset(&policy), irqchip);
         let mut e = Engine {
             policy,
             vm,
@@ -122,7 +122,7 @@ impl Engine {
     }
 
     fn create_vcpu(&mut self, id: u32) {
-        let v = VcpuState::created(id, self.policy.switches.misc_enable_reset, self.vm.irqchip);
+        let v = VcpuState::created(id, misc_enable_at_reset(&self.policy), self.vm.irqchip);
         self.vcpus.push(v);
         self.dead.push(None);
         let cpuid = std::mem::take(&mut self.header_cpuid);
@@ -335,6 +335,17 @@ impl Engine {
                 v.mce_banks[b * 4] = !0;
             }
         }
+    }
+}
+
+/// MISC_ENABLE at RESET (§1, §2): the `misc_enable_reset` switch, except on
+/// vendor `pvm`, whose reset code leaves 0x1 (FAST_STRING) — measured by the
+/// recorder's host probes (docs/host-notes.md).
+pub fn misc_enable_at_reset(policy: &Policy) -> u64 {
+    if policy.vendor == crate::policy::Vendor::Pvm {
+        0x1
+    } else {
+        policy.switches.misc_enable_reset
     }
 }
 

@@ -29,7 +29,7 @@ pub use rules::Rule;
 pub mod replay;
 pub mod report;
 
-pub use replay::{Replay, ReplayError, replay, replay_reader};
+pub use replay::{Replay, ReplayError, replay, replay_reader, replay_reader_with_progress};
 pub use report::{Divergence, PolicyReport, ReplayReport};
 pub mod diff;
 pub use diff::{DiffReport, diff};

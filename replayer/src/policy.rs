@@ -237,6 +237,10 @@ pub struct Switches {
     /// Not in §8: the `kvm.ignore_msrs` module parameter (default off, §0).
     #[serde(default)]
     pub ignore_msrs: bool,
+    /// Not in §8: with MISC_ENABLE_NO_MWAIT disabled, the MWAIT #UD check reads
+    /// MISC_ENABLE[18] itself rather than guest CPUID (6.15+, a487f6797c88, §1).
+    #[serde(default)]
+    pub mwait_reads_misc_enable: bool,
 }
 
 fn yes() -> bool {
@@ -290,6 +294,7 @@ impl Switches {
             ("feat_ctl_sgx", b(self.feat_ctl_sgx)),
             ("hwcr_write", self.hwcr_write.name().to_string()),
             ("ignore_msrs", b(self.ignore_msrs)),
+            ("mwait_reads_misc_enable", b(self.mwait_reads_misc_enable)),
         ]
     }
 

@@ -153,6 +153,18 @@ pub fn replay_reader<R: std::io::Read + std::io::Seek>(
     threads: Option<usize>,
     salvage_ok: bool,
 ) -> Result<ReplayReport, ReplayError> {
+    replay_reader_with_progress(reader, policies, threads, salvage_ok, &mut |_, _| {})
+}
+
+/// [`replay_reader`], calling `progress(chunks_done, chunks_total)` after each
+/// chunk (for a progress bar in the CLI).
+pub fn replay_reader_with_progress<R: std::io::Read + std::io::Seek>(
+    reader: &mut kvmtrace_format::TraceReader<R>,
+    policies: Vec<Policy>,
+    threads: Option<usize>,
+    salvage_ok: bool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ReplayReport, ReplayError> {
     let header = reader.header().clone();
     let mut r = Replay::new(&header, policies).with_trace_name(reader.name().to_string());
     match threads {
@@ -162,7 +174,10 @@ pub fn replay_reader<R: std::io::Read + std::io::Seek>(
     }
     for i in 0..reader.chunk_count() {
         match reader.read_chunk(i) {
-            Ok(recs) => r.feed(&recs),
+            Ok(recs) => {
+                r.feed(&recs);
+                progress(i + 1, reader.chunk_count());
+            }
             Err(_) if salvage_ok => break,
             Err(source) => {
                 return Err(ReplayError::ReadChunk {
@@ -205,6 +220,8 @@ impl Taint {
 
 struct Lane {
     engine: Engine,
+    /// Per vCPU: the behaviour of the event that made this policy's guest die.
+    killed_by: Vec<Option<Behaviour>>,
     taint: Vec<Taint>,
     report: PolicyReport,
     matching: u64,
@@ -237,6 +254,7 @@ impl Lane {
         let name = engine.policy().name.clone();
         Lane {
             engine,
+            killed_by: Vec::new(),
             taint: Vec::new(),
             report: PolicyReport {
                 name,
@@ -294,8 +312,16 @@ impl Lane {
     }
 
     fn step_at(&mut self, records: &[Record], i: usize, tail: &[Record]) {
-        if let Some(d) = self.step(&records[i]) {
+        let rec = &records[i];
+        if let Some(d) = self.step(rec) {
             self.diverge(d, records, i, tail);
+        }
+        if self.engine.dead_since(rec.vcpu) == Some(rec.seq) {
+            let v = rec.vcpu as usize;
+            if self.killed_by.len() <= v {
+                self.killed_by.resize(v + 1, None);
+            }
+            self.killed_by[v] = Some(Behaviour::of_event(&rec.event));
         }
     }
 
@@ -323,6 +349,8 @@ impl Lane {
                 policy: OutcomeView::Dead { since },
                 rule: rules::GUEST_DEAD,
                 consequence_of: Some(since),
+                // Counted under the behaviour that killed the guest.
+                behaviour: self.killed_by.get(vcpu as usize).copied().flatten(),
             });
         }
         match &rec.event {
@@ -358,6 +386,7 @@ impl Lane {
                     } else {
                         None
                     },
+                    behaviour: None,
                 })
             }
             Event::MsrWrite {
@@ -404,6 +433,7 @@ impl Lane {
                     policy: OutcomeView::msr(&po, false),
                     rule: p.rule,
                     consequence_of: cause,
+                    behaviour: None,
                 })
             }
             Event::Monitor { outcome, .. } | Event::Mwait { outcome, .. } => {
@@ -427,6 +457,7 @@ impl Lane {
                     } else {
                         None
                     },
+                    behaviour: None,
                 })
             }
             Event::Shutdown { then, .. } => {
@@ -452,6 +483,7 @@ impl Lane {
                     policy: OutcomeView::Then { then: po },
                     rule: p.rule,
                     consequence_of: None,
+                    behaviour: None,
                 })
             }
             Event::Reset { state, .. } => {
@@ -461,8 +493,15 @@ impl Lane {
                 self.engine.apply_reset(vcpu, &merged);
                 d
             }
-            Event::Init { before, after, .. } => {
-                let p = self.engine.init_prediction(vcpu, before);
+            Event::Init {
+                source,
+                before,
+                after,
+                ..
+            } => {
+                let p = self
+                    .engine
+                    .init_prediction_seen(vcpu, *source, before, after);
                 let d = self.state_step(rec, &p, after, true);
                 let merged = merge_state(&p, after);
                 self.engine.apply_init(vcpu, &merged);
@@ -515,6 +554,7 @@ impl Lane {
                     policy: OutcomeView::State { field, value: pv },
                     rule,
                     consequence_of: None,
+                    behaviour: None,
                 })
             }
         }
@@ -523,7 +563,9 @@ impl Lane {
     fn diverge(&mut self, d: Pending, records: &[Record], i: usize, tail: &[Record]) {
         let r = &mut self.report;
         r.divergences += 1;
-        let behaviour = Behaviour::of_event(&records[i].event);
+        let behaviour = d
+            .behaviour
+            .unwrap_or_else(|| Behaviour::of_event(&records[i].event));
         r.by_behaviour.add(behaviour);
         if d.consequence_of.is_some() {
             r.consequent += 1;
@@ -586,6 +628,8 @@ struct Pending {
     policy: OutcomeView,
     rule: Rule,
     consequence_of: Option<u64>,
+    /// Overrides the event's own behaviour (dead-guest consequences).
+    behaviour: Option<Behaviour>,
 }
 
 fn recorded_view(e: &Event) -> OutcomeView {

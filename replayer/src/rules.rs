@@ -95,11 +95,16 @@ rules! {
     HWCR_SET_ONLY = "hwcr_write=set_only: only 0 or bit 18", "§5", "≤6.6";
     HWCR_BITS = "hwcr_write=bits_18_24: only bits 18 and 24", "§5", "6.7+";
     HWCR_WRITE = "HWCR write", "§5", "all";
+    PAT_READ = "PAT read", "§2", "all";
+    PAT_WRITE = "PAT write stored", "§2", "all";
+    PAT_INVALID = "PAT: a byte is not a valid memory type (kvm_pat_valid)", "§2", "all";
 }
 
 rules! {
     MISC_ENABLE_RESET_0 = "misc_enable_reset=0", "§1 §2", "≤5.19";
     MISC_ENABLE_RESET_1800 = "misc_enable_reset=0x1800", "§1 §2", "6.0+";
+    MISC_ENABLE_RESET_PVM = "vendor pvm: MISC_ENABLE = 0x1 at RESET (host-notes, measured)", "§1 §2", "6.18 pvm";
+    INIT_SIPI_SEEN = "in-kernel INIT read back after the SIPI (host-notes)", "§2", "5.15+";
     INIT_CR0_PRESERVE = "init_preserves_cd_nw=true: CR0 = 0x10 | old CD/NW", "§2", "5.15+";
     INIT_CR0_RESET = "init_preserves_cd_nw=false: CR0 = 0x60000010", "§2", "≤5.14";
     SVM_DTR_KEPT = "svm_init_zero_dtr_base=false: GDTR/IDTR bases kept at INIT", "§2", "≤5.14";
@@ -109,7 +114,7 @@ rules! {
 /// Rules whose outcome does not depend on folded MSR/CPUID state (only on the
 /// policy's switches, the access and its value): a divergence under one of them
 /// is always direct.
-const STATELESS: [Rule; 21] = [
+const STATELESS: [Rule; 24] = [
     UNMODELED,
     FILTER_DENY,
     X2APIC_UNFILTERABLE,
@@ -122,12 +127,16 @@ const STATELESS: [Rule; 21] = [
     MWAIT_QUIRK_ENABLED,
     FEAT_CTL_NO_HANDLER,
     FEAT_CTL_INVALID_SUPPORTED,
+    // valid_bits come from guest CPUID and MCG_CAP (configuration), not MSRs.
+    FEAT_CTL_INVALID_CPUID,
+    FEAT_CTL_INVALID_GUEST,
     MCE_CTL_EPERM,
     MCE_CTL_GP,
     MCE_CTL_BIT0,
     MCE_CTL2_NONE,
     MCG_EXT_CTL_NO_HANDLER,
     HWCR_BITS,
+    PAT_INVALID,
     SHUTDOWN_SVM_INIT,
     SHUTDOWN_SVM_REINIT,
     SHUTDOWN_VMX,

@@ -33,7 +33,8 @@ pub const APIC_DEFAULT: u64 = 0xfee0_0000;
 pub struct CpuidBits {
     /// A leaf-1 entry exists (runtime CPUID updates need one).
     pub has_leaf1: bool,
-    /// CPUID.1:EAX of an exact (index 0) leaf-1 entry (consolidated INIT RDX, §2).
+    /// CPUID.1:EAX of the leaf-1 entry `kvm_find_cpuid_entry(vcpu, 1)` finds
+    /// (consolidated INIT RDX, §2).
     pub leaf1_eax: Option<u32>,
     /// CPUID.1:ECX[3].
     pub mwait: bool,
@@ -71,10 +72,7 @@ impl CpuidBits {
         }
         if let Some(l1) = find(1, 0) {
             c.has_leaf1 = true;
-            c.leaf1_eax = entries
-                .iter()
-                .find(|e| e.function == 1 && e.index == 0)
-                .map(|e| e.eax);
+            c.leaf1_eax = Some(l1.eax);
             c.sse3 = l1.ecx & 1 != 0;
             c.mwait = l1.ecx & (1 << 3) != 0;
             c.vmx = l1.ecx & (1 << 5) != 0;
@@ -101,6 +99,7 @@ pub struct VcpuState {
     pub misc_enable: u64,
     pub feat_ctl: u64,
     pub hwcr: u64,
+    pub pat: u64,
     pub apic_base: u64,
     pub mcg_cap: u64,
     pub mcg_status: u64,
@@ -122,6 +121,7 @@ impl VcpuState {
             misc_enable: misc_enable_reset,
             feat_ctl: 0,
             hwcr: 0,
+            pat: 0x0007_0406_0007_0406,
             apic_base: reset_apic_base(id),
             mcg_cap: MAX_MCE_BANKS as u64,
             mcg_status: 0,

@@ -129,3 +129,53 @@ fn bless_then_check() {
     }
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn replay_reader_damaged_trace() {
+    use kvmtrace_replayer::{ReplayError, replay_reader};
+    let d = tmpdir("damaged");
+    let path = d.join("t.kvt");
+    let mut h = TraceHeader::default();
+    h.host.kvm_module = "kvm_pvm".into();
+    h.host.kernel_release = "6.18.44".into();
+    h.vm.vcpus = 1;
+    let mut w = create(&path, &h).unwrap();
+    for seq in 0..50_000u64 {
+        w.push(&Record {
+            seq,
+            vcpu: 0,
+            time_ns: seq,
+            event: Event::MsrRead {
+                index: 0x1a0,
+                origin: Origin::Guest,
+                outcome: MsrOutcome::Value(0x1),
+                decided_by: DecidedBy::Kernel,
+                capture: None,
+            },
+        })
+        .unwrap();
+    }
+    w.finish().unwrap();
+    let policies = || vec![Policy::resolve("host", &h).unwrap()];
+    let mut r = TraceReader::open(&path).unwrap();
+    assert!(r.chunk_count() > 1);
+    let rep = replay_reader(&mut r, policies(), Some(2), false).unwrap();
+    assert_eq!(rep.events, 50_000);
+    assert_eq!(rep.policies[0].divergences, 0);
+    // Flip a byte inside the last chunk's payload: an error, or the readable
+    // prefix with salvage_ok.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = *r.chunks().last().unwrap();
+    let at = last.offset as usize + 40;
+    bytes[at] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let mut r = TraceReader::open(&path).unwrap();
+    match replay_reader(&mut r, policies(), None, false) {
+        Err(ReplayError::ReadChunk { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    let mut r = TraceReader::open(&path).unwrap();
+    let rep = replay_reader(&mut r, policies(), None, true).unwrap();
+    assert!(rep.events > 0 && rep.events < 50_000, "{}", rep.events);
+    let _ = std::fs::remove_dir_all(&d);
+}

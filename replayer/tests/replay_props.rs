@@ -186,6 +186,16 @@ proptest! {
         seq.feed(&recs);
         let seq = seq.finish();
         prop_assert_eq!(&many, &seq);
+        let mut three = Replay::new(&h, all.clone()).with_threads(3).unwrap();
+        for c in recs.chunks(50) {
+            three.feed(c);
+        }
+        let three = three.finish();
+        prop_assert_eq!(&many, &three);
+        prop_assert_eq!(
+            serde_json::to_string(&many).unwrap(),
+            serde_json::to_string(&three).unwrap()
+        );
         for (i, pol) in all.iter().enumerate() {
             let mut one = Replay::new(&h, vec![pol.clone()]);
             one.feed(&recs);

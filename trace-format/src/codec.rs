@@ -18,7 +18,7 @@ use crate::event::{
 };
 use crate::wire::{
     self, CHUNK_FRAME_LEN, CHUNK_TARGET_BYTES, ChunkFrame, Cursor, MAX_CHUNK_BYTES,
-    MAX_EVENT_BYTES, PayloadError, put_varint, zigzag,
+    MAX_EVENT_BYTES, PayloadError, put_varint, unzigzag, zigzag,
 };
 
 /// Number of event kinds with a code.
@@ -274,17 +274,44 @@ fn msr_key(vcpu: u32, index: u32) -> u64 {
 
 // ---- streams ----
 
-/// The payload of a chunk is a set of byte streams, one per field family, so
-/// that zstd sees long runs of alike bytes (FORMAT.md, "Chunk payload").
+/// The records of a chunk are split into byte streams, one per field family,
+/// each compressed on its own, so that each gets its own entropy coding: the
+/// constant tag and MSR bytes of a loop vanish, and the random low bytes of
+/// time and value deltas do not spoil the coding of their nearly constant high
+/// parts (FORMAT.md, "Chunk payload").
 const S_TAG: usize = 0;
 const S_SEQ: usize = 1;
 const S_VCPU: usize = 2;
+/// Low bytes of time deltas; their high parts follow in `S_TIME + 1`.
 const S_TIME: usize = 3;
-const S_MSR: usize = 4;
-const S_VALUE: usize = 5;
-const S_BODY: usize = 6;
+const S_MSR: usize = 5;
+/// Low bytes of value residuals; their high parts follow in `S_VALUE + 1`.
+const S_VALUE: usize = 6;
+const S_BODY: usize = 8;
 /// Number of streams.
-pub const STREAMS: usize = 7;
+pub const STREAMS: usize = 9;
+/// Streams shorter than this are stored, not compressed.
+const MIN_COMPRESS: usize = 64;
+const MODE_STORED: u8 = 0;
+const MODE_ZSTD: u8 = 1;
+
+/// Puts `v` as its low byte in stream `lo` and the rest as a varint in `lo + 1`.
+#[inline(always)]
+fn put_split(s: &mut [Vec<u8>; STREAMS], lo: usize, v: u64) {
+    s[lo].push(v as u8);
+    put_varint(&mut s[lo + 1], v >> 8);
+}
+
+/// Reads a value written by [`put_split`].
+#[inline(always)]
+fn get_split(s: &mut [Cursor<'_>; STREAMS], lo: usize) -> Result<u64, (usize, PayloadError)> {
+    let low = s[lo].u8().map_err(|e| (lo, e))?;
+    let high = s[lo + 1].varint().map_err(|e| (lo + 1, e))?;
+    if high >> 56 != 0 {
+        return Err((lo + 1, s[lo + 1].err("split value overflows 64 bits")));
+    }
+    Ok((high << 8) | u64::from(low))
+}
 
 // ---- encoding ----
 
@@ -413,8 +440,9 @@ impl ChunkEncoder {
             put_varint(&mut self.s[S_VCPU], u64::from(r.vcpu));
         }
         self.s[S_TAG].push(tag);
-        put_varint(
-            &mut self.s[S_TIME],
+        put_split(
+            &mut self.s,
+            S_TIME,
             zigzag(r.time_ns.wrapping_sub(self.prev_time) as i64),
         );
         match &r.event {
@@ -483,7 +511,7 @@ impl ChunkEncoder {
     fn value(&mut self, vcpu: u32, index: u32, time: u64, v: u64) {
         let key = msr_key(vcpu, index);
         let (p, slot) = self.pred.predict(key, time);
-        put_varint(&mut self.s[S_VALUE], zigzag(v.wrapping_sub(p) as i64));
+        put_split(&mut self.s, S_VALUE, zigzag(v.wrapping_sub(p) as i64));
         self.pred.update(key, slot, time, v);
     }
 
@@ -513,38 +541,45 @@ impl ChunkEncoder {
         }
     }
 
-    /// The uncompressed payload of the open chunk: stream lengths, then streams.
-    fn build_payload(&mut self) {
-        self.payload.clear();
-        for v in &self.s {
-            put_varint(&mut self.payload, v.len() as u64);
-        }
-        for v in &self.s {
-            self.payload.extend_from_slice(v);
-        }
-    }
-
     /// Compresses and frames the open chunk, and starts a new one. `None` if the
     /// chunk is empty (empty chunks are never written).
     pub fn finish_chunk(&mut self) -> Result<Option<EncodedChunk>, String> {
         if self.count == 0 {
             return Ok(None);
         }
-        self.build_payload();
         let comp = match &mut self.compressor {
             Some(c) => c,
             None => self
                 .compressor
                 .insert(zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| e.to_string())?),
         };
-        let bound = zstd::zstd_safe::compress_bound(self.payload.len());
+        // The stream table, then the streams, stored or compressed.
+        self.payload.clear();
         self.scratch.clear();
-        self.scratch.reserve(bound);
-        comp.compress_to_buffer(&self.payload, &mut self.scratch)
-            .map_err(|e| e.to_string())?;
-        let ulen = self.payload.len() as u32;
+        for v in &self.s {
+            let z = if v.len() >= MIN_COMPRESS {
+                Some(comp.compress(v).map_err(|e| e.to_string())?)
+            } else {
+                None
+            };
+            match z {
+                Some(z) if z.len() < v.len() => {
+                    self.payload.push(MODE_ZSTD);
+                    put_varint(&mut self.payload, v.len() as u64);
+                    put_varint(&mut self.payload, z.len() as u64);
+                    self.scratch.extend_from_slice(&z);
+                }
+                _ => {
+                    self.payload.push(MODE_STORED);
+                    put_varint(&mut self.payload, v.len() as u64);
+                    self.scratch.extend_from_slice(v);
+                }
+            }
+        }
+        self.payload.extend_from_slice(&self.scratch);
+        let ulen = self.len as u32;
         let frame = frame_chunk(
-            &self.scratch,
+            &self.payload,
             ulen,
             self.count,
             self.first_seq,
@@ -608,83 +643,163 @@ pub fn encode_chunk(records: &[Record]) -> Result<Option<EncodedChunk>, String> 
 
 // ---- decoding ----
 
-/// Splits a payload into its streams; each cursor's positions are relative to
-/// its stream, `base[i]` is where stream i starts in the payload.
-fn split_streams(
-    payload: &[u8],
-) -> Result<([Cursor<'_>; STREAMS], [usize; STREAMS]), PayloadError> {
-    let mut c = Cursor::new(payload);
-    let mut lens = [0usize; STREAMS];
-    for l in &mut lens {
-        let v = c.varint()?;
-        *l = usize::try_from(v)
+/// Reads the stream table of a stored chunk payload and decompresses the zstd
+/// streams into `buf`; returns each stream's (in `buf`?, start, len).
+fn unpack_streams(
+    stored: &[u8],
+    uncompressed_len: usize,
+    buf: &mut Vec<u8>,
+) -> Result<[(bool, usize, usize); STREAMS], PayloadError> {
+    let mut c = Cursor::new(stored);
+    let table_err = |c: &Cursor<'_>, what: String| PayloadError {
+        stream: None,
+        pos: c.pos,
+        what,
+        decompress: false,
+    };
+    let mut table = [(MODE_STORED, 0usize, 0usize); STREAMS];
+    let mut total = 0usize;
+    for t in &mut table {
+        let mode = c.u8()?;
+        let raw = c.varint()?;
+        let raw = usize::try_from(raw)
             .ok()
-            .filter(|&v| v <= payload.len())
-            .ok_or_else(|| c.err(format!("stream length {v} exceeds the chunk")))?;
+            .filter(|&r| r <= uncompressed_len - total)
+            .ok_or_else(|| table_err(&c, format!("stream length {raw} exceeds the chunk's uncompressed length {uncompressed_len}")))?;
+        total += raw;
+        let stored_len = match mode {
+            MODE_STORED => raw,
+            MODE_ZSTD => {
+                let z = c.varint()?;
+                usize::try_from(z)
+                    .ok()
+                    .filter(|&z| z <= stored.len())
+                    .ok_or_else(|| {
+                        table_err(
+                            &c,
+                            format!("compressed stream length {z} exceeds the chunk"),
+                        )
+                    })?
+            }
+            m => return Err(table_err(&c, format!("unknown stream mode {m}"))),
+        };
+        *t = (mode, raw, stored_len);
+    }
+    if total != uncompressed_len {
+        return Err(table_err(
+            &c,
+            format!("streams add up to {total} bytes, not the {uncompressed_len} the frame says"),
+        ));
     }
     let mut pos = c.pos;
-    let mut base = [0usize; STREAMS];
-    let mut parts: [&[u8]; STREAMS] = [&[]; STREAMS];
-    for i in 0..STREAMS {
-        if payload.len() - pos < lens[i] {
-            return Err(PayloadError {
-                pos,
-                what: format!("stream {i} of {} bytes runs past the chunk", lens[i]),
-            });
+    let zsize: usize = table.iter().filter(|t| t.0 == MODE_ZSTD).map(|t| t.1).sum();
+    buf.clear();
+    buf.resize(zsize, 0);
+    let mut dec: Option<zstd::bulk::Decompressor<'static>> = None;
+    let mut zpos = 0usize;
+    let mut out = [(false, 0usize, 0usize); STREAMS];
+    for (i, &(mode, raw, stored_len)) in table.iter().enumerate() {
+        if stored.len() - pos < stored_len {
+            return Err(table_err(
+                &c,
+                format!("stream {i} of {stored_len} bytes runs past the chunk"),
+            ));
         }
-        base[i] = pos;
-        parts[i] = &payload[pos..pos + lens[i]];
-        pos += lens[i];
+        let src = &stored[pos..pos + stored_len];
+        pos += stored_len;
+        if mode == MODE_STORED {
+            out[i] = (false, pos - stored_len, raw);
+            continue;
+        }
+        let derr = |what: String| PayloadError {
+            stream: Some(i),
+            pos: 0,
+            what,
+            decompress: true,
+        };
+        let d = match &mut dec {
+            Some(d) => d,
+            None => dec.insert(zstd::bulk::Decompressor::new().map_err(|e| derr(e.to_string()))?),
+        };
+        let dst = &mut buf[zpos..zpos + raw];
+        let n = d
+            .decompress_to_buffer(src, dst)
+            .map_err(|e| derr(format!("stream {i} does not decompress: {e}")))?;
+        if n != raw {
+            return Err(derr(format!(
+                "stream {i} decompresses to {n} bytes, not {raw}"
+            )));
+        }
+        out[i] = (true, zpos, raw);
+        zpos += raw;
     }
-    if pos != payload.len() {
-        return Err(PayloadError {
-            pos,
-            what: format!("{} bytes after the last stream", payload.len() - pos),
-        });
+    if pos != stored.len() {
+        return Err(table_err(
+            &c,
+            format!("{} bytes after the last stream", stored.len() - pos),
+        ));
     }
-    Ok((parts.map(Cursor::new), base))
-}
-
-/// Decodes a decompressed chunk payload of `count` records.
-#[cfg(test)]
-pub(crate) fn decode_payload(
-    payload: &[u8],
-    count: u32,
-    first_seq: u64,
-    first_time: u64,
-) -> Result<Vec<Record>, PayloadError> {
-    let mut out = Vec::new();
-    decode_payload_into(payload, count, first_seq, first_time, &mut out)?;
     Ok(out)
 }
 
-/// Decodes a decompressed chunk payload of `count` records, appending them to
-/// `out` (left as it was on error).
-pub(crate) fn decode_payload_into(
-    payload: &[u8],
+/// Decodes a stored chunk payload (stream table and streams) of `count`
+/// records, appending them to `out` (left as it was on error).
+pub(crate) fn decode_chunk_into(
+    stored: &[u8],
+    uncompressed_len: u32,
     count: u32,
     first_seq: u64,
     first_time: u64,
     out: &mut Vec<Record>,
 ) -> Result<(), PayloadError> {
+    let mut buf = Vec::new();
+    let layout = unpack_streams(stored, uncompressed_len as usize, &mut buf)?;
+    let parts: [&[u8]; STREAMS] = layout.map(|(z, start, len)| {
+        if z {
+            &buf[start..start + len]
+        } else {
+            &stored[start..start + len]
+        }
+    });
     let start = out.len();
-    let r = decode_records(payload, count, first_seq, first_time, out);
+    let r = decode_records(parts, count, first_seq, first_time, out);
     if r.is_err() {
         out.truncate(start);
     }
     r
 }
 
+/// Encodes records into one chunk and decodes it back (tests).
+#[cfg(test)]
+pub(crate) fn decode_payload(
+    stored: &[u8],
+    uncompressed_len: u32,
+    count: u32,
+    first_seq: u64,
+    first_time: u64,
+) -> Result<Vec<Record>, PayloadError> {
+    let mut out = Vec::new();
+    decode_chunk_into(
+        stored,
+        uncompressed_len,
+        count,
+        first_seq,
+        first_time,
+        &mut out,
+    )?;
+    Ok(out)
+}
+
 fn decode_records(
-    payload: &[u8],
+    parts: [&[u8]; STREAMS],
     count: u32,
     first_seq: u64,
     first_time: u64,
     out: &mut Vec<Record>,
 ) -> Result<(), PayloadError> {
-    let (mut s, base) = split_streams(payload)?;
+    let mut s = parts.map(Cursor::new);
     let rebase = |i: usize, mut e: PayloadError| {
-        e.pos += base[i];
+        e.stream = Some(i);
         e
     };
     out.reserve((count as usize).min(1 << 16));
@@ -718,13 +833,11 @@ fn decode_records(
         } else {
             prev_vcpu
         };
-        let dt = s[S_TIME].zigzag().map_err(|e| rebase(S_TIME, e))?;
+        let dt = unzigzag(get_split(&mut s, S_TIME).map_err(|(i, e)| rebase(i, e))?);
         let time_ns = prev_time.wrapping_add(dt as u64);
         let event = match kind {
             EventKind::MsrRead | EventKind::MsrWrite => {
-                let [.., msr, value, _] = &mut s;
-                decode_msr(msr, value, &mut pred, kind, vcpu, time_ns)
-                    .map_err(|(i, e)| rebase(i, e))?
+                decode_msr(&mut s, &mut pred, kind, vcpu, time_ns).map_err(|(i, e)| rebase(i, e))?
             }
             _ => {
                 let b = &mut s[S_BODY];
@@ -779,12 +892,12 @@ fn decode_records(
 
 #[inline(always)]
 fn decode_value(
-    c: &mut Cursor<'_>,
+    s: &mut [Cursor<'_>; STREAMS],
     pred: &mut Predictor,
     key: u64,
     time: u64,
 ) -> Result<u64, (usize, PayloadError)> {
-    let r = c.zigzag().map_err(|e| (S_VALUE, e))?;
+    let r = unzigzag(get_split(s, S_VALUE)?);
     let (p, slot) = pred.predict(key, time);
     let v = p.wrapping_add(r as u64);
     pred.update(key, slot, time, v);
@@ -793,17 +906,16 @@ fn decode_value(
 
 #[inline(always)]
 fn decode_msr(
-    c: &mut Cursor<'_>,
-    values: &mut Cursor<'_>,
+    s: &mut [Cursor<'_>; STREAMS],
     pred: &mut Predictor,
     kind: EventKind,
     vcpu: u32,
     time: u64,
 ) -> Result<Event, (usize, PayloadError)> {
     let m = |e| (S_MSR, e);
-    let attr = c.u8().map_err(m)?;
+    let attr = s[S_MSR].u8().map_err(m)?;
     if attr & ATTR_RESERVED != 0 {
-        return Err(m(c.err(format!(
+        return Err(m(s[S_MSR].err(format!(
             "MSR attribute byte {attr:#04x} has the reserved bit set"
         ))));
     }
@@ -824,40 +936,48 @@ fn decode_msr(
         _ => Some(MsrExitReason::Filter),
     };
     let out_code = (attr >> ATTR_OUTCOME_SHIFT) & 7;
-    let index = c.varint_u32().map_err(m)?;
+    let index = s[S_MSR].varint_u32().map_err(m)?;
     let key = msr_key(vcpu, index);
     let value = if kind == EventKind::MsrWrite {
-        Some(decode_value(values, pred, key, time)?)
+        Some(decode_value(s, pred, key, time)?)
     } else {
         None
     };
     let outcome = match out_code {
-        OUT_VALUE => MsrOutcome::Value(decode_value(values, pred, key, time)?),
+        OUT_VALUE => MsrOutcome::Value(decode_value(s, pred, key, time)?),
         OUT_OK => MsrOutcome::Ok,
         OUT_GP => MsrOutcome::InjectGp,
         OUT_USER => {
-            let b = c.u8().map_err(m)?;
+            let b = s[S_MSR].u8().map_err(m)?;
             let reason = match b & 3 {
                 0 => MsrExitReason::Inval,
                 1 => MsrExitReason::Unknown,
                 2 => MsrExitReason::Filter,
-                _ => return Err(m(c.err(format!("bad user-exit reason in byte {b:#04x}")))),
+                _ => {
+                    return Err(m(
+                        s[S_MSR].err(format!("bad user-exit reason in byte {b:#04x}"))
+                    ));
+                }
             };
             let answer = match b >> 2 {
-                0 => UserAnswer::Value(decode_value(values, pred, key, time)?),
+                0 => UserAnswer::Value(decode_value(s, pred, key, time)?),
                 1 => UserAnswer::Ok,
                 2 => UserAnswer::Gp,
-                _ => return Err(m(c.err(format!("bad user-exit answer in byte {b:#04x}")))),
+                _ => {
+                    return Err(m(
+                        s[S_MSR].err(format!("bad user-exit answer in byte {b:#04x}"))
+                    ));
+                }
             };
             MsrOutcome::UserExit { reason, answer }
         }
         OUT_VMFAILED => {
-            let e = c.zigzag().map_err(m)?;
+            let e = s[S_MSR].zigzag().map_err(m)?;
             let errno =
-                i32::try_from(e).map_err(|_| m(c.err(format!("errno {e} out of range"))))?;
+                i32::try_from(e).map_err(|_| m(s[S_MSR].err(format!("errno {e} out of range"))))?;
             MsrOutcome::VmFailed { errno }
         }
-        other => return Err(m(c.err(format!("unknown MSR outcome code {other}")))),
+        other => return Err(m(s[S_MSR].err(format!("unknown MSR outcome code {other}")))),
     };
     Ok(match value {
         Some(value) => Event::MsrWrite {
@@ -902,11 +1022,16 @@ mod tests {
         for r in recs {
             e.push(r).unwrap();
         }
-        let n = e.encoded_len();
-        e.build_payload();
-        let payload = e.payload.clone();
-        let back =
-            decode_payload(&payload, recs.len() as u32, recs[0].seq, recs[0].time_ns).unwrap();
+        let c = e.finish_chunk().unwrap().unwrap();
+        let n = c.bytes.len();
+        let back = decode_payload(
+            &c.bytes[CHUNK_FRAME_LEN..],
+            c.uncompressed_len,
+            recs.len() as u32,
+            recs[0].seq,
+            recs[0].time_ns,
+        )
+        .unwrap();
         assert_eq!(back, recs);
         n
     }
@@ -922,8 +1047,9 @@ mod tests {
             recs.push(rd(i, 0, t, 0x10, tsc));
         }
         let n = round_trip(&recs);
-        // tag, 2-byte time delta, attr, index, ~1-byte residual.
-        assert!(n < 1000 * 7, "{n}");
+        // Compressed: about the entropy of the time deltas (12 bits) and of
+        // the TSC residuals (2 bits), and little else.
+        assert!(n < 1000 * 3, "{n}");
     }
 
     #[test]
@@ -967,21 +1093,40 @@ mod tests {
 
     #[test]
     fn garbage_payload_is_an_error() {
-        for p in [
-            &[0xffu8][..],
-            &[0x00],
-            &[1, 0, 0, 1, 0, 0, 0, 0x80, 0],
-            &[1, 0, 0, 1, 0, 0, 0, 0x1f, 0],
-            &[1, 0, 0, 1, 2, 0, 0, 0x00, 0, 0x70, 0x10],
+        // Stream tables: (mode, raw len) x 9, stored streams after.
+        let table = |lens: [u8; STREAMS]| {
+            lens.iter()
+                .flat_map(|&l| [MODE_STORED, l])
+                .collect::<Vec<u8>>()
+        };
+        let one = |tag: u8| {
+            let mut p = table([1, 0, 0, 1, 1, 0, 0, 0, 0]);
+            p.extend([tag, 0, 0]);
+            p
+        };
+        for (p, ulen) in [
+            (vec![0xffu8], 3),
+            (vec![0x00], 3),
+            (one(0x80), 3),                          // reserved tag bit
+            (one(0x1f), 3),                          // unknown kind
+            (one(0x10), 3),                          // halt without a body
+            (one(0x10), 4),                          // lengths disagree with the frame
+            (table([1, 0, 0, 1, 1, 0, 0, 0, 0]), 3), // streams run past the end
+            (
+                [table([1, 0, 0, 1, 1, 0, 0, 0, 0]), vec![0x10, 0, 0, 0]].concat(),
+                3,
+            ), // extra byte
+            ([vec![MODE_ZSTD, 3, 3], vec![0; 16]].concat(), 3), // bad zstd
+            ([vec![7, 3], vec![0; 16]].concat(), 3), // unknown mode
         ] {
-            assert!(decode_payload(p, 1, 0, 0).is_err(), "{p:?}");
+            assert!(decode_payload(&p, ulen, 1, 0, 0).is_err(), "{p:?}");
         }
-        // Extra bytes after the records.
-        let mut e = ChunkEncoder::new();
-        e.push(&rd(0, 0, 0, 1, 1)).unwrap();
-        e.build_payload();
-        let mut p = e.payload.clone();
-        p.push(0);
-        assert!(decode_payload(&p, 1, 0, 0).is_err());
+        // A valid one for contrast: one halt record (bincode body: variant 16).
+        let mut p = table([1, 0, 0, 1, 1, 0, 0, 0, 1]);
+        p.extend([0x10, 0, 0, 16]);
+        assert_eq!(
+            decode_payload(&p, 4, 1, 7, 9).unwrap()[0].event,
+            Event::Halt
+        );
     }
 }

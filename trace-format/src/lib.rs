@@ -10,8 +10,9 @@
 //!  | header_len u32 | header_crc32 u32 | bincode(TraceHeader) [+ extension] |  header
 //!  +----------------+------------------+-------------------------------------+
 //!  | "KVTC" | compressed_len u32 | uncompressed_len u32 | count u32 |        chunk 0
-//!  | first_seq u64 | first_time_ns u64 | crc32 u32 | zstd(records...)   |    (36-byte frame
-//!  +---------------------------------------------------------------------+    + payload)
+//!  | first_seq u64 | first_time_ns u64 | crc32 u32 |                     |    (36-byte frame
+//!  | stream table | 9 record streams, each stored or zstd -3           |    + payload)
+//!  +---------------------------------------------------------------------+
 //!  | chunk 1 ...                                                         |
 //!  +---------------------------------------------------------------------+
 //!  | "KVTI" | footer_len u32 | footer_crc32 u32 | bincode(Footer) [+ ext] |   footer index

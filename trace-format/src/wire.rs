@@ -42,6 +42,11 @@ pub const MAX_HEADER_BYTES: u64 = 16 << 20;
 /// Limit on the footer length.
 pub const MAX_FOOTER_BYTES: u64 = 64 << 20;
 
+/// CRC checks are off in fuzzing builds (`cargo fuzz` sets `cfg(fuzzing)`), so
+/// that mutated inputs reach decompression and decoding instead of all failing
+/// the checksum. Every other check stays.
+pub(crate) const CHECK_CRC: bool = !cfg!(fuzzing);
+
 /// The bincode configuration of every bincode-encoded part: little endian,
 /// variable-length integers (bincode 2 `standard()`), with a byte limit so a
 /// hostile length never allocates more than the limit.
@@ -192,8 +197,13 @@ pub(crate) struct Cursor<'a> {
 /// Why a payload did not decode, and where in the payload.
 #[derive(Debug)]
 pub(crate) struct PayloadError {
+    /// The stream (FORMAT.md, "Chunk payload"), or None for the stream table.
+    pub stream: Option<usize>,
+    /// Byte offset within the stream or table.
     pub pos: usize,
     pub what: String,
+    /// zstd refused a stream (as opposed to records that do not decode).
+    pub decompress: bool,
 }
 
 impl<'a> Cursor<'a> {
@@ -203,8 +213,10 @@ impl<'a> Cursor<'a> {
 
     pub fn err(&self, what: impl Into<String>) -> PayloadError {
         PayloadError {
+            stream: None,
             pos: self.pos,
             what: what.into(),
+            decompress: false,
         }
     }
 

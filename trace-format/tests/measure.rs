@@ -45,12 +45,23 @@ fn msr_loop_1m() {
         best_stream = best_stream.min(t0.elapsed().as_secs_f64());
         assert_eq!(n, recs.len() as u64);
     }
+    let mut best_iter = f64::MAX;
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let mut r = kvmtrace_format::TraceReader::from_bytes(&kvt).unwrap();
+        let mut sum = 0u64;
+        for rec in r.records() {
+            sum = sum.wrapping_add(rec.unwrap().time_ns);
+        }
+        std::hint::black_box(sum);
+        best_iter = best_iter.min(t0.elapsed().as_secs_f64());
+    }
     let t0 = Instant::now();
     let par = perf::decode_slice_parallel(&kvt, 2).unwrap();
     let pt = t0.elapsed().as_secs_f64();
     assert_eq!(par.len(), recs.len());
     println!(
-        "events {n}\nkvt bytes {} ({:.3} bytes/event)\njson+zstd-3 bytes {} ({:.2} bytes/event)\nkvt/json+zstd {:.3}\nencode {:.1} M events/s\ndecode (1 thread) {:.1} M events/s\ndecode (1 thread, reused buffer) {:.1} M events/s\ndecode (1 thread, streaming by chunk) {:.1} M events/s\ndecode (2 threads) {:.1} M events/s",
+        "events {n}\nkvt bytes {} ({:.3} bytes/event)\njson+zstd-3 bytes {} ({:.2} bytes/event)\nkvt/json+zstd {:.3}\nencode {:.1} M events/s\ndecode (1 thread) {:.1} M events/s\ndecode (1 thread, reused buffer) {:.1} M events/s\ndecode (1 thread, streaming by chunk) {:.1} M events/s\ndecode (records() iterator) {:.1} M events/s\ndecode (2 threads) {:.1} M events/s",
         kvt.len(),
         kvt.len() as f64 / n as f64,
         jz.len(),
@@ -60,6 +71,7 @@ fn msr_loop_1m() {
         n as f64 / best / 1e6,
         n as f64 / best_reuse / 1e6,
         n as f64 / best_stream / 1e6,
+        n as f64 / best_iter / 1e6,
         n as f64 / pt / 1e6,
     );
 }
@@ -85,8 +97,15 @@ fn decode_loops() {
         .unwrap_or(0);
     let recs = common::msr_loop(1_000_000, 1);
     let kvt = perf::encode_to_vec(&common::header(), &recs).unwrap();
-    drop(recs);
+    let recs2 = recs;
     let mut out = Vec::new();
+    let encodes: usize = std::env::var("KVT_ENCODE_LOOPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    for _ in 0..encodes {
+        std::hint::black_box(perf::encode_to_vec(&common::header(), &recs2).unwrap());
+    }
     let streaming = std::env::var_os("KVT_STREAMING").is_some();
     for _ in 0..loops {
         if streaming {

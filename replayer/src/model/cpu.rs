@@ -13,13 +13,19 @@ pub const CR0_NW: u64 = 1 << 29;
 pub const CR0_CD: u64 = 1 << 30;
 pub const CR0_RESET: u64 = 0x6000_0010;
 
-/// VMX access-rights attributes (the layout `Segment.attr` documents): data
-/// segment RW accessed 0x93, code 0x9b, LDT 0x82, busy 32-bit TSS 0x8b (VMX);
-/// SVM's TR is a busy 16-bit TSS (type 3): 0x83 (§2 table).
+/// Segment attributes in the VMX access-rights layout `Segment.attr` documents.
+/// VMX (`vmx_vcpu_reset` `seg_setup`): data RW accessed 0x93, code 0x9b, LDT
+/// 0x82, busy 32-bit TSS 0x8b (§2 table). SVM, as `KVM_GET_SREGS` reports it
+/// (checked in svm.c: `init_vmcb`/`init_seg` store CS READ|CODE = type 0xa and
+/// data W = type 2; `svm_get_segment` sets the accessed bit for DS/ES/FS/GS
+/// only and the busy bit for TR): CS 0x9a, SS 0x92, DS/ES/FS/GS 0x93, LDT 0x82,
+/// TR busy 16-bit TSS 0x83.
 const AR_DATA: u32 = 0x93;
 const AR_CODE: u32 = 0x9b;
 const AR_LDT: u32 = 0x82;
 const AR_TSS_VMX: u32 = 0x8b;
+const AR_CODE_SVM: u32 = 0x9a;
+const AR_SS_SVM: u32 = 0x92;
 const AR_TSS_SVM: u32 = 0x83;
 
 /// MSRs the RESET model knows (§2 "MSRs"), sorted by index.
@@ -90,10 +96,19 @@ impl Engine {
         if self.vm.quirk(quirks::MWAIT_NEVER_UD_FAULTS) {
             return Prediction::new(MwaitOutcome::Nop, rules::MWAIT_QUIRK_ENABLED);
         }
-        // 6.0–6.14 read guest CPUID MWAIT, kept equal to MISC_ENABLE[18] when
-        // MISC_ENABLE_NO_MWAIT is disabled; 6.15+ reads MISC_ENABLE[18] directly
-        // then: the same result (§1).
-        if self.vcpu_state(vcpu).cpuid.mwait {
+        // 6.0–6.14 read guest CPUID MWAIT, kept equal to MISC_ENABLE[18] by
+        // runtime CPUID updates when MISC_ENABLE_NO_MWAIT is disabled; 6.15+
+        // reads MISC_ENABLE[18] directly then (a487f6797c88). They differ only
+        // when the quirk is disabled after KVM_SET_CPUID2 (no runtime update yet).
+        let v = self.vcpu_state(vcpu);
+        let enabled = if self.policy.switches.mwait_reads_misc_enable
+            && !self.vm.quirk(quirks::MISC_ENABLE_NO_MWAIT)
+        {
+            v.misc_enable & (1 << 18) != 0
+        } else {
+            v.cpuid.mwait
+        };
+        if enabled {
             Prediction::new(MwaitOutcome::Nop, rules::MWAIT_CPUID_SET)
         } else {
             Prediction::new(MwaitOutcome::InjectUd, rules::MWAIT_UD)
@@ -138,13 +153,16 @@ impl Engine {
                 selector: 0xf000,
                 base: 0xffff_0000,
                 limit: 0xffff,
-                attr: AR_CODE,
+                attr: if self.svm() { AR_CODE_SVM } else { AR_CODE },
             },
             ds: data,
             es: data,
             fs: data,
             gs: data,
-            ss: data,
+            ss: Segment {
+                attr: if self.svm() { AR_SS_SVM } else { AR_DATA },
+                ..data
+            },
             ldtr: Segment {
                 attr: AR_LDT,
                 ..data
@@ -176,7 +194,10 @@ impl Engine {
         s.gprs[ArchState::RDX] = if legacy && self.svm() { 0 } else { 0x600 };
         s.apic_base = state::reset_apic_base(vcpu);
         s.mp_state = state::reset_mp_state(vcpu, self.vm.irqchip);
-        s.msrs = reset_msrs(self.policy.switches.misc_enable_reset, self.policy.vendor);
+        s.msrs = reset_msrs(
+            crate::engine::misc_enable_at_reset(&self.policy),
+            self.policy.vendor,
+        );
         StatePrediction {
             state: s,
             attrs_known: self.policy.vendor != Vendor::Pvm,
@@ -250,6 +271,7 @@ impl Engine {
     pub(crate) fn state_rule(&self, field: &str, init: bool, default: rules::Rule) -> rules::Rule {
         let sw = &self.policy.switches;
         match field {
+            "IA32_MISC_ENABLE" if self.policy.vendor == Vendor::Pvm => rules::MISC_ENABLE_RESET_PVM,
             "IA32_MISC_ENABLE" if sw.misc_enable_reset == 0 => rules::MISC_ENABLE_RESET_0,
             "IA32_MISC_ENABLE" => rules::MISC_ENABLE_RESET_1800,
             "cr0" if init && sw.init_preserves_cd_nw => rules::INIT_CR0_PRESERVE,
@@ -262,13 +284,43 @@ impl Engine {
         }
     }
 
+    /// The INIT prediction for a recorded INIT: an in-kernel INIT followed at
+    /// once by a SIPI is read back (at the target's EAGAIN) with the SIPI
+    /// already applied — CS = vector << 8, base vector << 12, RIP 0
+    /// (docs/host-notes.md, recorder probes); the prediction then applies that
+    /// SIPI too and takes mp_state from the recording.
+    pub fn init_prediction_seen(
+        &self,
+        vcpu: u32,
+        source: kvmtrace_format::InitSource,
+        before: &ArchState,
+        after: &ArchState,
+    ) -> StatePrediction {
+        let mut p = self.init_prediction(vcpu, before);
+        let cs = &after.cs;
+        let post_sipi = source == kvmtrace_format::InitSource::Kernel
+            && after.rip == 0
+            && cs.selector & 0xff == 0
+            && cs.base == u64::from(cs.selector) << 4
+            && cs.selector != 0xf000;
+        if post_sipi {
+            p.state.cs.selector = cs.selector;
+            p.state.cs.base = cs.base;
+            p.state.rip = 0;
+            p.state.mp_state = after.mp_state;
+        }
+        p
+    }
+
     /// Fold a RESET (recorded or predicted state).
     pub(crate) fn apply_reset(&mut self, vcpu: u32, s: &ArchState) {
         let me = s
             .msr(0x1a0)
-            .unwrap_or(self.policy.switches.misc_enable_reset);
+            .unwrap_or(crate::engine::misc_enable_at_reset(&self.policy));
+        let pat = s.msr(0x277).unwrap_or(super::msr::PAT_DEFAULT);
         if let Some(v) = self.vcpu_mut(vcpu) {
             v.misc_enable = me;
+            v.pat = pat;
             v.apic_base = s.apic_base;
             v.cr0 = s.cr0;
             v.mp_state = s.mp_state;

@@ -17,6 +17,14 @@ pub const MSR_IA32_MCG_CTL: u32 = 0x17b;
 pub const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
 pub const MSR_IA32_MCG_EXT_CTL: u32 = 0x4d0;
 pub const MSR_K7_HWCR: u32 = 0xc001_0015;
+pub const MSR_IA32_CR_PAT: u32 = 0x277;
+/// PAT at RESET (`MSR_IA32_CR_PAT_DEFAULT`, §2).
+pub const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
+
+/// `kvm_pat_valid`: every byte a valid memory type (0, 1, 4, 5, 6, 7).
+const fn pat_valid(data: u64) -> bool {
+    data & 0xF8F8_F8F8_F8F8_F8F8 == 0 && (data | ((data & 0x0202_0202_0202_0202) << 1)) == data
+}
 
 /// MISC_ENABLE bits (§1).
 const ME_EMON: u64 = 1 << 7;
@@ -44,6 +52,7 @@ pub(crate) enum Store {
     MiscEnable(u64),
     FeatCtl(u64),
     Hwcr(u64),
+    Pat(u64),
     ApicBase(u64),
     McgStatus(u64),
     McgCtl(u64),
@@ -60,6 +69,7 @@ impl Store {
             MSR_IA32_MISC_ENABLE => Store::MiscEnable(value),
             MSR_IA32_FEAT_CTL => Store::FeatCtl(value),
             MSR_K7_HWCR => Store::Hwcr(value),
+            MSR_IA32_CR_PAT => Store::Pat(value),
             MSR_IA32_APICBASE => Store::ApicBase(value),
             MSR_IA32_MCG_STATUS => Store::McgStatus(value),
             MSR_IA32_MCG_CTL => Store::McgCtl(value),
@@ -82,6 +92,7 @@ impl Store {
             }
             Store::FeatCtl(x) => v.feat_ctl = x,
             Store::Hwcr(x) => v.hwcr = x,
+            Store::Pat(x) => v.pat = x,
             Store::ApicBase(x) => v.apic_base = x,
             Store::McgStatus(x) => v.mcg_status = x,
             Store::McgCtl(x) => v.mcg_ctl = x,
@@ -107,6 +118,7 @@ pub(crate) const fn model_handles(index: u32) -> bool {
     matches!(
         index,
         MSR_IA32_APICBASE
+            | MSR_IA32_CR_PAT
             | MSR_IA32_FEAT_CTL
             | MSR_IA32_MISC_ENABLE
             | MSR_IA32_MCG_CAP
@@ -131,6 +143,7 @@ impl Engine {
 
     /// The whole pipeline: `value` is `Some` for a write. Returns the prediction
     /// and, for a write the kernel would accept, what it stores.
+    #[inline]
     pub(crate) fn decide_msr(
         &self,
         vcpu: u32,
@@ -153,7 +166,7 @@ impl Engine {
             && !f.allows(index, write)
         {
             return (
-                self.deflect(MsrExitReason::Filter, false, write, rules::FILTER_DENY),
+                self.deflect(MsrExitReason::Filter, false, rules::FILTER_DENY),
                 Store::None,
             );
         }
@@ -197,15 +210,15 @@ impl Engine {
             // Host accesses are never deflected: a failing entry is refused.
             _ if host => (Prediction::new(MsrOutcome::InjectGp, rule), Store::None),
             R::Unknown => (
-                self.deflect(MsrExitReason::Unknown, x2apic, write, rule),
+                self.deflect(MsrExitReason::Unknown, x2apic, rule),
                 Store::None,
             ),
             R::Fault => (
-                self.deflect(MsrExitReason::Inval, x2apic, write, rule),
+                self.deflect(MsrExitReason::Inval, x2apic, rule),
                 Store::None,
             ),
             R::Fatal => {
-                let p = self.deflect(MsrExitReason::Inval, x2apic, write, rule);
+                let p = self.deflect(MsrExitReason::Inval, x2apic, rule);
                 // WRMSR with r < 0 and no deflection: KVM_RUN returns r (EPERM).
                 if write && p.outcome == Some(MsrOutcome::InjectGp) {
                     (
@@ -225,10 +238,8 @@ impl Engine {
         &self,
         reason: MsrExitReason,
         unfilterable: bool,
-        write: bool,
         rule: Rule,
     ) -> Prediction<MsrOutcome> {
-        let _ = write;
         if self.vm.user_space_msr & reason.bit() != 0 {
             if unfilterable && !self.policy.switches.deflect_unfilterable {
                 return Prediction::new(MsrOutcome::InjectGp, rules::DEFLECT_UNFILTERABLE_FALSE);
@@ -338,6 +349,8 @@ impl Engine {
                 }
             }
             MSR_K7_HWCR => (R::Ok(v.hwcr), rules::HWCR_READ),
+            // ---- other: PAT (common code, every vendor) ----
+            MSR_IA32_CR_PAT => (R::Ok(v.pat), rules::PAT_READ),
             _ => (R::Unmodeled, rules::UNMODELED),
         }
     }
@@ -517,6 +530,9 @@ impl Engine {
                     }
                 }
             }
+            // ---- other: PAT (kvm_set_msr_common, kvm_pat_valid) ----
+            MSR_IA32_CR_PAT if !pat_valid(data) => fail(rules::PAT_INVALID),
+            MSR_IA32_CR_PAT => (R::Ok(0), rules::PAT_WRITE, Store::Pat(data)),
             _ => (R::Unmodeled, rules::UNMODELED, Store::None),
         }
     }

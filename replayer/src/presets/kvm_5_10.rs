@@ -39,6 +39,7 @@ pub fn switches() -> Switches {
         feat_ctl_sgx: false,
         hwcr_write: HwcrWrite::SetOnly,
         ignore_msrs: false,
+        mwait_reads_misc_enable: false,
     }
 }
 

@@ -24,6 +24,7 @@ pub fn switches() -> Switches {
         valid_quirks: ValidQuirks::Mask(0x3ff),
         host_zero_write_advertised: true,
         hwcr_write: HwcrWrite::Bits18_24,
+        mwait_reads_misc_enable: true,
         ..super::kvm_6_2::switches()
     }
 }
