@@ -79,6 +79,7 @@ rules! {
     APIC_BASE_WRITE = "APIC base write stored", "§4", "all";
     // ---- §5 ----
     MCE_READ = "MCE MSR read", "§5", "all";
+    MCE_CTL2_NO_CMCI = "MCi_CTL2 guest read without MCG_CMCI_P (get_msr_mce)", "§5", "6.0+";
     MCE_BANK_RANGE = "MCE bank >= bank_num (r=1)", "§5", "all";
     MCE_CTL_EPERM = "mce_bad_write=eperm: bad MCi_CTL (r=-1)", "§5", "≤5.19";
     MCE_CTL_GP = "mce_bad_write=gp: bad MCi_CTL (r=1)", "§5", "6.0+";
@@ -98,6 +99,8 @@ rules! {
     PAT_READ = "PAT read", "§2", "all";
     PAT_WRITE = "PAT write stored", "§2", "all";
     PAT_INVALID = "PAT: a byte is not a valid memory type (kvm_pat_valid)", "§2", "all";
+    PAT_PVM_UNCHECKED = "vendor pvm: PAT stored without kvm_pat_valid (host-notes, measured)", "§2", "6.18 pvm";
+    MISC_ENABLE_PVM_RW = "vendor pvm: guest may flip MISC_ENABLE bits 7/11/12 (host-notes, measured)", "§1", "6.18 pvm";
 }
 
 rules! {
@@ -114,7 +117,7 @@ rules! {
 /// Rules whose outcome does not depend on folded MSR/CPUID state (only on the
 /// policy's switches, the access and its value): a divergence under one of them
 /// is always direct.
-const STATELESS: [Rule; 24] = [
+const STATELESS: [Rule; 26] = [
     UNMODELED,
     FILTER_DENY,
     X2APIC_UNFILTERABLE,
@@ -137,6 +140,8 @@ const STATELESS: [Rule; 24] = [
     MCG_EXT_CTL_NO_HANDLER,
     HWCR_BITS,
     PAT_INVALID,
+    PAT_PVM_UNCHECKED,
+    MCE_CTL2_NO_CMCI,
     SHUTDOWN_SVM_INIT,
     SHUTDOWN_SVM_REINIT,
     SHUTDOWN_VMX,

@@ -329,8 +329,7 @@ impl Engine {
                     (R::Ok(v.mcg_ext_ctl), rules::MCE_READ)
                 }
             }
-            // kvm_pvm: not measured (docs/host-notes.md) — unmodeled, not guessed.
-            MSR_IA32_MCG_EXT_CTL if vendor == Vendor::Pvm => (R::Unmodeled, rules::UNMODELED),
+            // SVM and kvm_pvm have no case for it (pvm_get_msr; host-notes).
             MSR_IA32_MCG_EXT_CTL => (R::Unknown, rules::MCG_EXT_CTL_NO_HANDLER),
             0x400..=0x47f => {
                 let off = (index - 0x400) as usize;
@@ -346,6 +345,9 @@ impl Engine {
                     (R::Unknown, rules::MCE_CTL2_NONE)
                 } else if i >= bank_num {
                     (R::Fault, rules::MCE_BANK_RANGE)
+                } else if !host && v.mcg_cap & MCG_CMCI_P == 0 {
+                    // get_msr_mce (6.0+): a guest read of CTL2 needs MCG_CMCI_P.
+                    (R::Fault, rules::MCE_CTL2_NO_CMCI)
                 } else {
                     (R::Ok(v.mci_ctl2[i]), rules::MCE_READ)
                 }
@@ -396,7 +398,8 @@ impl Engine {
             MSR_IA32_MISC_ENABLE => {
                 let old = v.misc_enable;
                 let mut data = data;
-                if !host && s.misc_enable_guest_ro {
+                // kvm_pvm: the guest may flip bits 7, 11 and 12 (measured, host-notes).
+                if !host && s.misc_enable_guest_ro && vendor != Vendor::Pvm {
                     if (old ^ data) & (ME_BTS_UNAVAIL | ME_PEBS_UNAVAIL) != 0 {
                         return fail(rules::MISC_ENABLE_RO);
                     }
@@ -413,7 +416,15 @@ impl Engine {
                         Store::MiscEnable(data),
                     );
                 }
-                (R::Ok(0), rules::MISC_ENABLE_WRITE, Store::MiscEnable(data))
+                let rule = if vendor == Vendor::Pvm
+                    && !host
+                    && (old ^ data) & (ME_EMON | ME_BTS_UNAVAIL | ME_PEBS_UNAVAIL) != 0
+                {
+                    rules::MISC_ENABLE_PVM_RW
+                } else {
+                    rules::MISC_ENABLE_WRITE
+                };
+                (R::Ok(0), rule, Store::MiscEnable(data))
             }
             // ---- §4 APIC base (kvm_set_apic_base) ----
             MSR_IA32_APICBASE => {
@@ -454,9 +465,6 @@ impl Engine {
                     return fail(rules::MCG_EXT_CTL_BAD);
                 }
                 (R::Ok(0), rules::MCE_WRITE, Store::McgExtCtl(data))
-            }
-            MSR_IA32_MCG_EXT_CTL if vendor == Vendor::Pvm => {
-                (R::Unmodeled, rules::UNMODELED, Store::None)
             }
             MSR_IA32_MCG_EXT_CTL => (R::Unknown, rules::MCG_EXT_CTL_NO_HANDLER, Store::None),
             0x400..=0x47f => {
@@ -536,6 +544,10 @@ impl Engine {
                 }
             }
             // ---- other: PAT (kvm_set_msr_common, kvm_pat_valid) ----
+            // kvm_pvm stores PAT unchecked (measured, host-notes).
+            MSR_IA32_CR_PAT if vendor == Vendor::Pvm => {
+                (R::Ok(0), rules::PAT_PVM_UNCHECKED, Store::Pat(data))
+            }
             MSR_IA32_CR_PAT if !pat_valid(data) => fail(rules::PAT_INVALID),
             MSR_IA32_CR_PAT => (R::Ok(0), rules::PAT_WRITE, Store::Pat(data)),
             _ => (R::Unmodeled, rules::UNMODELED, Store::None),

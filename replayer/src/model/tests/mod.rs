@@ -146,6 +146,7 @@ macro_rules! case {
 }
 
 // After `case!`: macro_rules are textually scoped.
+mod host_fidelity;
 mod msr_tables;
 
 #[test]
@@ -628,7 +629,7 @@ fn preset_fingerprints_section8() {
         host_feat_ctl_5: MsrOutcome, // §3 without CPUID.VMX
         mc0_ctl_1: MsrOutcome,  // §5
         mc0_ctl_bit0: MsrOutcome, // §5 ~0x401
-        mc0_ctl2_read: MsrOutcome, // §5
+        mc0_ctl2_read: MsrOutcome, // §5 host read (a guest read needs MCG_CMCI_P)
         quirks2_bit6: bool,     // §6: QUIRKS2 accepts MWAIT_NEVER_UD_FAULTS
     }
     let vmfail = VmFailed { errno: 1 };
@@ -743,7 +744,7 @@ fn preset_fingerprints_section8() {
             host_feat_ctl_5: e.msr_write(0, 0x3a, 5, H).outcome.unwrap(),
             mc0_ctl_1: e.msr_write(0, 0x400, 1, G).outcome.unwrap(),
             mc0_ctl_bit0: e.msr_write(0, 0x400, !0x401, G).outcome.unwrap(),
-            mc0_ctl2_read: e.msr_read(0, 0x280, G).outcome.unwrap(),
+            mc0_ctl2_read: e.msr_read(0, 0x280, H).outcome.unwrap(),
             quirks2_bit6,
         };
         if got != want {
@@ -781,8 +782,9 @@ fn pvm_reset_and_kernel_init_host_notes() {
 #[test]
 fn pat_kvm_pat_valid() {
     // kvm_set_msr_common MSR_IA32_CR_PAT: each byte 0, 1, 4, 5, 6 or 7.
-    let h = header("kvm_pvm", true, 0);
-    let e = engine("kvm-6.18", Vendor::Pvm, &h);
+    // (kvm_pvm stores PAT unchecked: `host_fidelity`.)
+    let h = header("kvm_amd", true, 0);
+    let e = engine("kvm-6.18", Vendor::Amd, &h);
     assert_eq!(e.msr_read(0, 0x277, G).outcome, val(0x0007_0406_0007_0406));
     for (v, ok) in [
         (0x0007_0406_0007_0406u64, true),

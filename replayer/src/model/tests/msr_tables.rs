@@ -223,7 +223,7 @@ fn mce_section5() {
                 ux(MsrExitReason::Unknown)
             ),
             case!(
-                "§5 MC0_CTL2 6.0 read",
+                "§5 MC0_CTL2 6.0 guest read without MCG_CMCI_P: r=1 (get_msr_mce)",
                 "kvm-6.0",
                 Intel,
                 &[],
@@ -231,7 +231,7 @@ fn mce_section5() {
                 0x280,
                 None,
                 G,
-                val(0)
+                GP
             ),
             case!(
                 "§5 MC0_CTL2 6.0 guest write w/o CMCI",
@@ -363,7 +363,7 @@ fn mce_section5() {
                 OK
             ),
             case!(
-                "§5 pvm MCG_EXT_CTL unmodeled (not measured)",
+                "§5 pvm MCG_EXT_CTL: no pvm case, r=2 (observe: #GP)",
                 "kvm-6.18",
                 Pvm,
                 &[],
@@ -371,7 +371,7 @@ fn mce_section5() {
                 0x4d0,
                 None,
                 G,
-                None
+                GP
             ),
         ],
         &h,
