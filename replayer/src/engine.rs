@@ -67,6 +67,8 @@ pub struct Engine {
     /// Initial CPUID from the header, applied to vCPUs created later.
     header_cpuid: Vec<CpuidEntry>,
     header_mcg_cap: Option<u64>,
+    /// The trace was imported from kernel text (unknown start state).
+    imported: bool,
 }
 
 impl Engine {
@@ -78,7 +80,13 @@ impl Engine {
             filter: None,
             irqchip,
         };
-        let template = VcpuState::created(u32::MAX, misc_enable_at_reset(&policy), irqchip);
+        let mut template = VcpuState::created(u32::MAX, misc_enable_at_reset(&policy), irqchip);
+        // An imported text starts mid-run: no register value is known (issue 6
+        // item 5); observe/intercept recordings start at vCPU creation.
+        let imported = header.capture.mode == kvmtrace_format::CaptureMode::Import;
+        if imported {
+            template.regs_known = 0;
+        }
         let mut e = Engine {
             policy,
             vm,
@@ -87,6 +95,7 @@ impl Engine {
             template,
             header_cpuid: header.vm.cpuid.clone(),
             header_mcg_cap: header.vm.mcg_cap,
+            imported,
         };
         // The scenario's configuration, in the order a VMM applies it: quirks,
         // user-space MSR mask and filter (VM ioctls), then per vCPU CPUID and MCE.
@@ -126,6 +135,9 @@ impl Engine {
     /// CPUID and MCE setup.
     fn configured_vcpu(&self, id: u32) -> VcpuState {
         let mut v = VcpuState::created(id, misc_enable_at_reset(&self.policy), self.vm.irqchip);
+        if self.imported {
+            v.regs_known = 0;
+        }
         if !self.header_cpuid.is_empty() {
             set_cpuid_on(
                 &mut v,
@@ -220,15 +232,23 @@ impl Engine {
                 };
                 self.apply_msr_write(rec.seq, rec.vcpu, outcome, store);
             }
-            Event::MsrRead { outcome, .. } => {
-                if let MsrOutcome::VmFailed { .. } = outcome {
-                    self.kill(rec.vcpu, rec.seq);
-                }
-            }
+            Event::MsrRead { index, outcome, .. } => match outcome {
+                MsrOutcome::VmFailed { .. } => self.kill(rec.vcpu, rec.seq),
+                MsrOutcome::Value(x) => self.teach_read(rec.vcpu, *index, *x),
+                _ => {}
+            },
             Event::Shutdown { then, .. } => self.apply_shutdown(rec.vcpu, *then),
             Event::Reset { state, .. } => self.apply_reset(rec.vcpu, state),
             Event::Init { after, .. } => self.apply_init(rec.vcpu, after),
             _ => self.apply_config(rec),
+        }
+    }
+
+    /// A read value the kernel returned teaches the register it came from
+    /// (issue 6 item 5; `model::common`).
+    pub(crate) fn teach_read(&mut self, vcpu: u32, index: u32, value: u64) {
+        if let Some(v) = self.vcpu_mut(vcpu) {
+            crate::model::teach(v, index, value);
         }
     }
 

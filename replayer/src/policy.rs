@@ -241,6 +241,11 @@ pub struct Switches {
     /// MISC_ENABLE[18] itself rather than guest CPUID (6.15+, a487f6797c88, §1).
     #[serde(default)]
     pub mwait_reads_misc_enable: bool,
+    /// Not in §8: the MSR tables of `model::common` (unknown indices r=2,
+    /// CPUID-gated faults, MTRRs, SYSENTER/SYSCALL registers), read in 6.18
+    /// and assumed for 6.0+; off for older presets (not read there).
+    #[serde(default)]
+    pub msr_tables: bool,
 }
 
 fn yes() -> bool {
@@ -295,6 +300,7 @@ impl Switches {
             ("hwcr_write", self.hwcr_write.name().to_string()),
             ("ignore_msrs", b(self.ignore_msrs)),
             ("mwait_reads_misc_enable", b(self.mwait_reads_misc_enable)),
+            ("msr_tables", b(self.msr_tables)),
         ]
     }
 

@@ -363,8 +363,10 @@ impl Lane {
                 let (p, _) = self.engine.decide_msr(vcpu, *index, None, *origin);
                 let Some(po) = p.outcome else {
                     self.unmodeled();
-                    if let MsrOutcome::VmFailed { .. } = outcome {
-                        self.engine.kill(vcpu, rec.seq);
+                    match outcome {
+                        MsrOutcome::VmFailed { .. } => self.engine.kill(vcpu, rec.seq),
+                        MsrOutcome::Value(x) => self.engine.teach_read(vcpu, *index, *x),
+                        _ => {}
                     }
                     return None;
                 };

@@ -100,7 +100,22 @@ rules! {
     PAT_WRITE = "PAT write stored", "§2", "all";
     PAT_INVALID = "PAT: a byte is not a valid memory type (kvm_pat_valid)", "§2", "all";
     PAT_PVM_UNCHECKED = "vendor pvm: PAT stored without kvm_pat_valid (host-notes, measured)", "§2", "6.18 pvm";
-    MISC_ENABLE_PVM_RW = "vendor pvm: guest may flip MISC_ENABLE bits 7/11/12 (host-notes, measured)", "§1", "6.18 pvm";
+    TABLE_CONST = "KVM handler returns a constant (msr_tables)", "§0", "6.0+";
+    TABLE_PVM_DEBUGCTL = "vendor pvm: DEBUGCTL reads 0, writes ignored (pvm_get/set_msr)", "§0", "6.18 pvm";
+    TABLE_MTRR_NONE = "no MTRR at this index (kvm_mtrr_*_msr r=1)", "§0", "6.0+";
+    TABLE_MTRR_INVALID = "MTRR value invalid (kvm_mtrr_valid)", "§0", "6.0+";
+    TABLE_CPUID_GATED = "guest access needs a CPUID feature the guest lacks (r=1)", "§0", "6.0+";
+    TABLE_NO_HYPERV = "Hyper-V MSR without Hyper-V CPUID", "§0", "6.0+";
+    TABLE_NO_VENDOR_CASE = "no handler on this vendor (r=2): VMX MSRs off Intel, SVM-only MSRs on pvm", "§0", "6.0+";
+    TABLE_PVM_ARCH_CAP = "vendor pvm: guest ARCH_CAPABILITIES read #GP (host-notes, measured)", "§0", "6.18 pvm";
+    TABLE_UNKNOWN = "no KVM handler for this index (r=2)", "§0", "all";
+    TABLE_REG_READ = "register read returns the stored value", "§0", "6.0+";
+    TABLE_REG_WRITE = "register write stored", "§0", "6.0+";
+    TABLE_NONCANONICAL = "non-canonical address (__kvm_set_msr)", "§0", "6.0+";
+    TABLE_TSC_AUX_HIGH = "TSC_AUX bits 63:32 for an Intel-compatible guest", "§0", "6.0+";
+    TABLE_UCODE_GUEST = "guest write of UCODE_REV ignored", "§0", "6.0+";
+    TABLE_HOST_ONLY = "MSR writable by the host only", "§0", "6.0+";
+    MISC_ENABLE_PVM_RW = "vendor pvm: guest MISC_ENABLE write stored unchecked (host-notes, measured)", "§1", "6.18 pvm";
 }
 
 rules! {
@@ -117,7 +132,7 @@ rules! {
 /// Rules whose outcome does not depend on folded MSR/CPUID state (only on the
 /// policy's switches, the access and its value): a divergence under one of them
 /// is always direct.
-const STATELESS: [Rule; 26] = [
+const STATELESS: [Rule; 35] = [
     UNMODELED,
     FILTER_DENY,
     X2APIC_UNFILTERABLE,
@@ -142,6 +157,15 @@ const STATELESS: [Rule; 26] = [
     PAT_INVALID,
     PAT_PVM_UNCHECKED,
     MCE_CTL2_NO_CMCI,
+    TABLE_CONST,
+    TABLE_PVM_DEBUGCTL,
+    TABLE_MTRR_NONE,
+    TABLE_UNKNOWN,
+    TABLE_NO_VENDOR_CASE,
+    TABLE_PVM_ARCH_CAP,
+    TABLE_NONCANONICAL,
+    TABLE_UCODE_GUEST,
+    TABLE_HOST_ONLY,
     SHUTDOWN_SVM_INIT,
     SHUTDOWN_SVM_REINIT,
     SHUTDOWN_VMX,

@@ -55,6 +55,25 @@ pub struct CpuidBits {
     pub amd_or_hygon: bool,
     /// CPUID.0x80000008:EAX[7:0], 36 when absent.
     pub maxphyaddr: u8,
+    /// A leaf-0 entry exists (the guest CPUID is known at all).
+    pub known: bool,
+    /// Vendor GenuineIntel, CentaurHauls or "  Shanghai  "
+    /// (`guest_cpuid_is_intel_compatible`).
+    pub intel_compatible: bool,
+    /// CPUID.7.0:EDX[29] ARCH_CAPABILITIES.
+    pub arch_capabilities: bool,
+    /// CPUID.1:ECX[15] PDCM.
+    pub pdcm: bool,
+    /// CPUID.0xD.1:EAX[3] XSAVES.
+    pub xsaves: bool,
+    /// CPUID.0x80000001:EDX[27] RDTSCP.
+    pub rdtscp: bool,
+    /// CPUID.0x80000001:ECX[9] OSVW.
+    pub osvw: bool,
+    /// CPUID.7.0:ECX[22] RDPID.
+    pub rdpid: bool,
+    /// CPUID.0x40000001:EAX = "Hv#1" (`kvm_cpuid_has_hyperv`).
+    pub hyperv: bool,
 }
 
 impl CpuidBits {
@@ -69,6 +88,11 @@ impl CpuidBits {
             ..CpuidBits::default()
         };
         if let Some(l0) = find(0, 0) {
+            c.known = true;
+            let v = (l0.ebx, l0.edx, l0.ecx);
+            c.intel_compatible = v == (0x756e_6547, 0x4965_6e69, 0x6c65_746e)
+                || v == (0x746e_6543, 0x4872_7561, 0x736c_7561)
+                || v == (0x6853_2020, 0x6961_6867, 0x2020_6961);
             // "AuthenticAMD" = ebx "Auth", edx "enti", ecx "cAMD"; Hygon "HygonGenuine".
             c.amd_or_hygon = (l0.ebx, l0.edx, l0.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163)
                 || (l0.ebx, l0.edx, l0.ecx) == (0x6f67_7948, 0x6e65_476e, 0x656e_6975);
@@ -80,10 +104,23 @@ impl CpuidBits {
             c.mwait = l1.ecx & (1 << 3) != 0;
             c.vmx = l1.ecx & (1 << 5) != 0;
             c.x2apic = l1.ecx & (1 << 21) != 0;
+            c.pdcm = l1.ecx & (1 << 15) != 0;
+        }
+        if let Some(e) = find(0xd, 1) {
+            c.xsaves = e.eax & (1 << 3) != 0;
+        }
+        if let Some(e) = find(0x8000_0001, 0) {
+            c.rdtscp = e.edx & (1 << 27) != 0;
+            c.osvw = e.ecx & (1 << 9) != 0;
+        }
+        if let Some(e) = find(0x4000_0001, 0) {
+            c.hyperv = e.eax == 0x3123_7648;
         }
         if let Some(l7) = find(7, 0) {
             c.sgx = l7.ebx & (1 << 2) != 0;
             c.sgx_lc = l7.ecx & (1 << 30) != 0;
+            c.rdpid = l7.ecx & (1 << 22) != 0;
+            c.arch_capabilities = l7.edx & (1 << 29) != 0;
         }
         if let Some(e) = find(0x8000_0008, 0) {
             let w = (e.eax & 0xff) as u8;
@@ -116,6 +153,10 @@ pub struct VcpuState {
     pub cpuid_entries: Vec<CpuidEntry>,
     pub cr0: u64,
     pub mp_state: u32,
+    /// The registers of the MSR tables (`model::common::reg_slot`), valid
+    /// where the bit of `regs_known` is set.
+    pub regs: [u64; crate::model::NREGS],
+    pub regs_known: u64,
 }
 
 impl VcpuState {
@@ -160,6 +201,8 @@ impl VcpuState {
             cpuid_entries: Vec::new(),
             cr0: 0x6000_0010,
             mp_state: reset_mp_state(id, irqchip),
+            regs: [0; crate::model::NREGS],
+            regs_known: crate::model::REGS_KNOWN_AT_RESET,
         }
     }
 

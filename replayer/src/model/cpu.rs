@@ -324,12 +324,20 @@ impl Engine {
             v.apic_base = s.apic_base;
             v.cr0 = s.cr0;
             v.mp_state = s.mp_state;
+            // RESET: the table registers are 0, or what the recording read.
+            v.regs = [0; super::NREGS];
+            v.regs_known = super::REGS_KNOWN_AT_RESET;
+            for &(i, x) in &s.msrs {
+                super::common::teach(v, i, x);
+            }
         }
     }
 
     /// Fold an INIT: MISC_ENABLE, FEAT_CTL and MCE state are kept (§2).
     pub(crate) fn apply_init(&mut self, vcpu: u32, s: &ArchState) {
         if let Some(v) = self.vcpu_mut(vcpu) {
+            // Which table registers INIT clears differs by vendor: forget them.
+            v.regs_known = 0;
             v.apic_base = s.apic_base;
             v.cr0 = s.cr0;
             v.mp_state = s.mp_state;

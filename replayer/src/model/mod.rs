@@ -3,9 +3,12 @@
 //! - `msr`: the MSR pipeline of §0 and the handlers of §1, §3, §4, §5.
 //! - `cpu`: MONITOR/MWAIT (§1), RESET/INIT/SHUTDOWN (§2).
 
+mod common;
 mod cpu;
 mod msr;
 
+pub(crate) use common::teach;
+pub use common::{NREGS, REGS_KNOWN_AT_RESET};
 pub use cpu::compare_state;
 pub(crate) use msr::{Store, model_handles};
 #[cfg(test)]

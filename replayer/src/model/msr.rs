@@ -34,11 +34,14 @@ const ME_MWAIT: u64 = 1 << 18;
 
 /// The in-kernel handler's return code (§0): r = 0 with the read value, 1, -1, 2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum R {
+pub(crate) enum R {
     Ok(u64),
     Fault,
     Fatal,
     Unknown,
+    /// r = 1 or r = 2 depending on release details the model does not track:
+    /// `#GP` unless INVAL or UNKNOWN deflection could apply (then unmodeled).
+    FaultOrUnknown,
     /// The model does not know this MSR (or a `passthrough` rule).
     Unmodeled,
 }
@@ -59,6 +62,10 @@ pub(crate) enum Store {
     McgExtCtl(u64),
     Bank(usize, u64),
     Ctl2(usize, u64),
+    /// A register of the MSR tables (`common::reg_slot`) now holds the value.
+    Reg(usize, u64),
+    /// A register of the MSR tables now holds a value the model does not know.
+    Forget(usize),
 }
 
 impl Store {
@@ -76,7 +83,11 @@ impl Store {
             MSR_IA32_MCG_EXT_CTL => Store::McgExtCtl(value),
             0x400..=0x47f => Store::Bank((index - 0x400) as usize, value),
             0x280..=0x29f => Store::Ctl2((index - 0x280) as usize, value),
-            _ => Store::None,
+            // The kernel may have dropped or truncated it: unknown until read.
+            _ => match super::common::reg_slot(index) {
+                Some(s) => Store::Forget(s),
+                None => Store::None,
+            },
         }
     }
 
@@ -107,6 +118,13 @@ impl Store {
                     *b = x;
                 }
             }
+            Store::Reg(s, x) => {
+                if s < super::common::NREGS {
+                    v.regs[s] = x;
+                    v.regs_known |= 1 << s;
+                }
+            }
+            Store::Forget(s) => v.regs_known &= !(1u64 << (s % 64)),
         }
     }
 }
@@ -129,7 +147,7 @@ pub(crate) const fn model_handles(index: u32) -> bool {
             | 0x280..=0x29f
             | 0x400..=0x47f
             | 0x800..=0x8ff
-    )
+    ) || super::common::table_handles(index)
 }
 
 impl Engine {
@@ -175,10 +193,22 @@ impl Engine {
             Some(x) => x,
             None => match value {
                 None => {
-                    let (r, rule) = self.read_handler(v, index, host);
+                    let (r, rule) = match self.read_handler(v, index, host) {
+                        (R::Unmodeled, _) => self
+                            .table_read(v, index, host)
+                            .unwrap_or((R::Unmodeled, rules::UNMODELED)),
+                        x => x,
+                    };
                     (r, rule, Store::None)
                 }
-                Some(data) => self.write_handler(v, index, data, host),
+                Some(data) => match self.write_handler(v, index, data, host) {
+                    (R::Unmodeled, ..) => self.table_write(v, index, data, host).unwrap_or((
+                        R::Unmodeled,
+                        rules::UNMODELED,
+                        Store::None,
+                    )),
+                    x => x,
+                },
             },
         };
 
@@ -193,6 +223,15 @@ impl Engine {
         match r {
             R::Unmodeled => (Prediction::unmodeled(), Store::None),
             R::Ok(x) => (ok(x, rule), store),
+            R::FaultOrUnknown => {
+                let either = MsrExitReason::Inval.bit() | MsrExitReason::Unknown.bit();
+                if host || self.policy.switches.ignore_msrs || self.vm.user_space_msr & either != 0
+                {
+                    (Prediction::unmodeled(), Store::None)
+                } else {
+                    (Prediction::new(MsrOutcome::InjectGp, rule), Store::None)
+                }
+            }
             R::Unknown if self.policy.switches.ignore_msrs => {
                 (ok(0, rules::IGNORE_MSRS), Store::None)
             }
@@ -398,8 +437,12 @@ impl Engine {
             MSR_IA32_MISC_ENABLE => {
                 let old = v.misc_enable;
                 let mut data = data;
-                // kvm_pvm: the guest may flip bits 7, 11 and 12 (measured, host-notes).
-                if !host && s.misc_enable_guest_ro && vendor != Vendor::Pvm {
+                // kvm_pvm stores a guest's value unchecked: bits 7/11/12 flip,
+                // bit 18 sets without SSE3 (measured, host-notes).
+                if !host && vendor == Vendor::Pvm {
+                    return (R::Ok(0), rules::MISC_ENABLE_PVM_RW, Store::MiscEnable(data));
+                }
+                if !host && s.misc_enable_guest_ro {
                     if (old ^ data) & (ME_BTS_UNAVAIL | ME_PEBS_UNAVAIL) != 0 {
                         return fail(rules::MISC_ENABLE_RO);
                     }
@@ -416,15 +459,7 @@ impl Engine {
                         Store::MiscEnable(data),
                     );
                 }
-                let rule = if vendor == Vendor::Pvm
-                    && !host
-                    && (old ^ data) & (ME_EMON | ME_BTS_UNAVAIL | ME_PEBS_UNAVAIL) != 0
-                {
-                    rules::MISC_ENABLE_PVM_RW
-                } else {
-                    rules::MISC_ENABLE_WRITE
-                };
-                (R::Ok(0), rule, Store::MiscEnable(data))
+                (R::Ok(0), rules::MISC_ENABLE_WRITE, Store::MiscEnable(data))
             }
             // ---- §4 APIC base (kvm_set_apic_base) ----
             MSR_IA32_APICBASE => {

@@ -40,6 +40,7 @@ pub fn switches() -> Switches {
         hwcr_write: HwcrWrite::SetOnly,
         ignore_msrs: false,
         mwait_reads_misc_enable: false,
+        msr_tables: false,
     }
 }
 

@@ -271,3 +271,472 @@ fn pvm_mcg_ext_ctl_no_handler() {
         &h,
     );
 }
+
+#[test]
+fn msr_tables_common() {
+    // model::common: x86.c __kvm_set_msr/__kvm_get_msr, kvm_{get,set}_msr_common,
+    // mtrr.c, pvm.c (6.18 read). Leaf 0 + leaf 1 only: no RDTSCP, no XSAVES,
+    // no PDCM, no ARCH_CAPABILITIES, no OSVW, not Hyper-V.
+    let h = header("kvm_intel", false, 0);
+    let unk = MsrExitReason::Unknown;
+    let inval = MsrExitReason::Inval;
+    run(
+        &[
+            case!(
+                "§0 unknown index r=2",
+                "kvm-6.18",
+                Intel,
+                GUEST_FLIPS,
+                0,
+                0x474f_4f00,
+                None,
+                G,
+                GP
+            ),
+            case!(
+                "§0 unknown index UNKNOWN deflection",
+                "kvm-6.18",
+                Intel,
+                GUEST_FLIPS,
+                2,
+                0xdead_beef,
+                Some(1),
+                G,
+                ux(unk)
+            ),
+            case!(
+                "§0 unknown index: 5.19 preset has no table",
+                "kvm-5.19",
+                Intel,
+                GUEST_FLIPS,
+                0,
+                0x474f_4f00,
+                None,
+                G,
+                None
+            ),
+            case!(
+                "ARCH_CAPABILITIES without CPUID",
+                "kvm-6.18",
+                Intel,
+                GUEST_FLIPS,
+                0,
+                0x10a,
+                None,
+                G,
+                GP
+            ),
+            case!(
+                "ARCH_CAPABILITIES guest write",
+                "kvm-6.18",
+                Amd,
+                GUEST_FLIPS,
+                0,
+                0x10a,
+                Some(0),
+                G,
+                GP
+            ),
+            case!(
+                "PERF_CAPABILITIES without PDCM",
+                "kvm-6.18",
+                Amd,
+                GUEST_FLIPS,
+                0,
+                0x345,
+                None,
+                G,
+                GP
+            ),
+            case!(
+                "PERF_CAPABILITIES guest write, mask INVAL: 1 or 2",
+                "kvm-6.18",
+                Amd,
+                GUEST_FLIPS,
+                1,
+                0x345,
+                Some(0),
+                G,
+                None
+            ),
+            case!(
+                "XSS without XSAVES",
+                "kvm-6.18",
+                Pvm,
+                GUEST_FLIPS,
+                0,
+                0xda0,
+                None,
+                G,
+                GP
+            ),
+            case!(
+                "TSC_AUX without RDTSCP/RDPID",
+                "kvm-6.18",
+                Pvm,
+                GUEST_FLIPS,
+                0,
+                0xc000_0103,
+                Some(0),
+                G,
+                GP
+            ),
+            case!(
+                "TSC_AUX host read: RESET 0",
+                "kvm-6.18",
+                Intel,
+                GUEST_FLIPS,
+                0,
+                0xc000_0103,
+                None,
+                H,
+                val(0)
+            ),
+            case!(
+                "PLATFORM_INFO guest write",
+                "kvm-6.18",
+                Intel,
+                GUEST_FLIPS,
+                0,
+                0xce,
+                Some(0),
+                G,
+                GP
+            ),
+            case!(
+                "UCODE_REV guest write dropped",
+                "kvm-6.18",
+                Amd,
+                GUEST_FLIPS,
+                0,
+                0x8b,
+                Some(5),
+                G,
+                OK
+            ),
+            case!(
+                "UCODE_REV: value not known at RESET",
+                "kvm-6.18",
+                Amd,
+                &[(0x8b, 5, G)],
+                0,
+                0x8b,
+                None,
+                G,
+                None
+            ),
+            case!(
+                "SYSENTER_CS stored",
+                "kvm-6.18",
+                Intel,
+                &[(0x174, 0x10, G)],
+                0,
+                0x174,
+                None,
+                G,
+                val(0x10)
+            ),
+            case!(
+                "SYSENTER_EIP RESET 0",
+                "kvm-6.18",
+                Amd,
+                GUEST_FLIPS,
+                0,
+                0x176,
+                None,
+                G,
+                val(0)
+            ),
+            case!(
+                "SYSENTER_EIP non-canonical (57)",
+                "kvm-6.18",
+                Amd,
+                GUEST_FLIPS,
+                0,
+                0x176,
+                Some(0x0100_0000_0000_0000),
+                G,
+                GP
+            ),
+            case!(
+                "SYSENTER_EIP canonical only with LA57",
+                "kvm-6.18",
+                Amd,
+                GUEST_FLIPS,
+                0,
+                0x176,
+                Some(0x8000_0000_0000),
+                G,
+                None
+            ),
+            case!(
+                "LSTAR round trip",
+                "kvm-6.18",
+                Pvm,
+                &[(0xc000_0082, 0xffff_8000_0000_1000, G)],
+                0,
+                0xc000_0082,
+                None,
+                G,
+                val(0xffff_8000_0000_1000)
+            ),
+            case!(
+                "STAR: pvm checks guest selectors (not measured)",
+                "kvm-6.18",
+                Pvm,
+                GUEST_FLIPS,
+                0,
+                0xc000_0081,
+                Some(1),
+                G,
+                None
+            ),
+            case!(
+                "STAR any value on SVM",
+                "kvm-6.18",
+                Amd,
+                GUEST_FLIPS,
+                0,
+                0xc000_0081,
+                Some(1),
+                G,
+                OK
+            ),
+            case!(
+                "MTRRcap",
+                "kvm-6.18",
+                Pvm,
+                GUEST_FLIPS,
+                0,
+                0xfe,
+                None,
+                G,
+                val(0x508)
+            ),
+            case!(
+                "MTRRcap write r=2",
+                "kvm-6.18",
+                Pvm,
+                GUEST_FLIPS,
+                0,
+                0xfe,
+                Some(0),
+                G,
+                GP
+            ),
+            case!(
+                "MTRRdefType reserved bit 12",
+                "kvm-6.18",
+                Pvm,
+                GUEST_FLIPS,
+                0,
+                0x2ff,
+                Some(0x1000),
+                G,
+                GP
+            ),
+            case!(
+                "MTRRdefType E|FE|WB",
+                "kvm-6.18",
+                Pvm,
+                GUEST_FLIPS,
+                0,
+                0x2ff,
+                Some(0xc06),
+                G,
+                OK
+            ),
+            case!(
+                "MTRR base type 2 invalid",
+                "kvm-6.18",
+                Intel,
+                GUEST_FLIPS,
+                0,
+                0x200,
+                Some(2),
+                G,
+                GP
+            ),
+            case!(
+                "MTRR mask reserved low bits",
+                "kvm-6.18",
+                Intel,
+                GUEST_FLIPS,
+                0,
+                0x201,
+                Some(0x400),
+                G,
+                GP
+            ),
+            case!(
+                "MTRR fixed round trip",
+                "kvm-6.18",
+                Intel,
+                &[(0x250, 0x0606_0606_0606_0606, G)],
+                0,
+                0x250,
+                None,
+                G,
+                val(0x0606_0606_0606_0606)
+            ),
+            case!(
+                "no MTRR at 0x210",
+                "kvm-6.18",
+                Intel,
+                GUEST_FLIPS,
+                0,
+                0x210,
+                None,
+                G,
+                GP
+            ),
+            case!(
+                "PERF_STATUS constant",
+                "kvm-6.18",
+                Amd,
+                GUEST_FLIPS,
+                0,
+                0x198,
+                None,
+                G,
+                val(1000 | (4 << 40))
+            ),
+            case!(
+                "P5_MC_TYPE 0",
+                "kvm-6.18",
+                Amd,
+                GUEST_FLIPS,
+                0,
+                0x1,
+                None,
+                G,
+                val(0)
+            ),
+            case!(
+                "VMX MSR on AMD r=2",
+                "kvm-6.18",
+                Amd,
+                GUEST_FLIPS,
+                0,
+                0x480,
+                None,
+                G,
+                GP
+            ),
+            case!(
+                "VMX MSR on Intel: not in the table",
+                "kvm-6.18",
+                Intel,
+                GUEST_FLIPS,
+                0,
+                0x480,
+                None,
+                G,
+                None
+            ),
+            case!(
+                "SVM-only VM_CR on pvm r=2",
+                "kvm-6.18",
+                Pvm,
+                GUEST_FLIPS,
+                2,
+                0xc001_0114,
+                None,
+                G,
+                ux(unk)
+            ),
+            case!(
+                "Hyper-V MSR without Hyper-V CPUID",
+                "kvm-6.18",
+                Intel,
+                GUEST_FLIPS,
+                0,
+                0x4000_0000,
+                None,
+                G,
+                GP
+            ),
+            case!(
+                "Hyper-V MSR, INVAL mask: 1 or 2",
+                "kvm-6.18",
+                Intel,
+                GUEST_FLIPS,
+                1,
+                0x4000_0000,
+                None,
+                G,
+                None
+            ),
+            case!(
+                "OSVW without CPUID",
+                "kvm-6.18",
+                Intel,
+                GUEST_FLIPS,
+                0,
+                0xc001_0140,
+                None,
+                G,
+                GP
+            ),
+            case!(
+                "pvm DEBUGCTL reads 0",
+                "kvm-6.18",
+                Pvm,
+                &[(0x1d9, 1, G)],
+                0,
+                0x1d9,
+                None,
+                G,
+                val(0)
+            ),
+            case!(
+                "pvm ARCH_CAPABILITIES guest read",
+                "kvm-6.18",
+                Pvm,
+                GUEST_FLIPS,
+                0,
+                0x10a,
+                None,
+                G,
+                GP
+            ),
+            case!(
+                "§4 x2APIC still its own rule",
+                "kvm-6.18",
+                Pvm,
+                GUEST_FLIPS,
+                1,
+                0x802,
+                None,
+                G,
+                ux(inval)
+            ),
+        ],
+        &h,
+    );
+}
+
+#[test]
+fn registers_taught_by_reads() {
+    // Issue 6 item 5: an imported trace starts with no register known; the
+    // first read teaches (unmodeled), the next is predicted.
+    let mut h = header("kvm_pvm", true, 0);
+    h.capture.mode = CaptureMode::Import;
+    let mut e = engine("kvm-6.18", Vendor::Pvm, &h);
+    assert_eq!(e.msr_read(0, 0x174, G).outcome, None);
+    e.apply(&rec(
+        1,
+        Event::MsrRead {
+            index: 0x174,
+            origin: G,
+            outcome: MsrOutcome::Value(0x10),
+            decided_by: DecidedBy::Kernel,
+            capture: None,
+        },
+    ));
+    assert_eq!(e.msr_read(0, 0x174, G).outcome, val(0x10));
+    // Observe/intercept recordings start at RESET: 0 is known.
+    let h = header("kvm_pvm", true, 0);
+    let e = engine("kvm-6.18", Vendor::Pvm, &h);
+    assert_eq!(e.msr_read(0, 0x174, G).outcome, val(0));
+}

@@ -1,0 +1,357 @@
+//! The MSRs KVM handles outside §1–§5, from the kernel's own MSR tables
+//! (switch `msr_tables`, 6.0+; read in 6.18 x86.c `__kvm_set_msr`,
+//! `__kvm_get_msr`, `kvm_{get,set}_msr_common`, `get_msr_mce`, mtrr.c
+//! `kvm_mtrr_{get,set}_msr`, and pvm.c `pvm_{get,set}_msr` for vendor `pvm`).
+//!
+//! Three kinds of prediction, each only where the source decides it alone:
+//! - **unknown to KVM**: an index outside every range any KVM handler (common,
+//!   VMX, SVM, pvm, PMU, Hyper-V, KVM PV) has a case for → r = 2 (§0);
+//! - **CPUID-gated faults**: guest accesses whose handler returns 1 when the
+//!   guest CPUID lacks the feature (TSC_AUX, ARCH_CAPABILITIES, PERF_CAPABILITIES,
+//!   XSS), or that a guest may never write (PLATFORM_INFO, ARCH_CAPABILITIES);
+//! - **registers**: reads return what KVM stored — known from RESET (a trace
+//!   that starts at vCPU creation), from a write the model accepted, or taught
+//!   by a read (issue 6 item 5: the teaching read is unmodeled).
+//!
+//! What depends on guest instructions other than RDMSR/WRMSR (FS/GS base and
+//! KERNEL_GS_BASE change with SWAPGS and segment loads, EFER.LMA with CR0.PG) or
+//! on time (TSC, APERF/MPERF, kvmclock) is not predicted.
+
+use crate::engine::Engine;
+use crate::rules::{self, Rule};
+use crate::state::VcpuState;
+
+use super::msr::{R, Store};
+
+/// Slots of the registers in `VcpuState::regs`.
+pub const NREGS: usize = 38;
+const SLOT_UCODE_REV: usize = 8;
+const SLOT_PLATFORM_INFO: usize = 9;
+const SLOT_TSC_AUX: usize = 7;
+/// Registers whose value at RESET (vCPU creation) is 0 in every vendor's
+/// create/reset path: SYSENTER_*, STAR/LSTAR/CSTAR/SFMASK, TSC_AUX, MTRRs.
+/// UCODE_REV and PLATFORM_INFO are vendor/quirk-stuffed: taught only.
+pub const REGS_KNOWN_AT_RESET: u64 =
+    ((1u64 << NREGS) - 1) & !(1 << SLOT_UCODE_REV) & !(1 << SLOT_PLATFORM_INFO);
+
+pub const fn reg_slot(index: u32) -> Option<usize> {
+    Some(match index {
+        0x174 => 0,       // SYSENTER_CS
+        0x175 => 1,       // SYSENTER_ESP
+        0x176 => 2,       // SYSENTER_EIP
+        0xc000_0081 => 3, // STAR
+        0xc000_0082 => 4, // LSTAR
+        0xc000_0083 => 5, // CSTAR
+        0xc000_0084 => 6, // SYSCALL_MASK
+        0xc000_0103 => SLOT_TSC_AUX,
+        0x8b => SLOT_UCODE_REV,
+        0xce => SLOT_PLATFORM_INFO,
+        0x2ff => 10, // MTRRdefType
+        0x250 => 11,
+        0x258 => 12,
+        0x259 => 13,
+        0x268..=0x26f => 14 + (index - 0x268) as usize,
+        0x200..=0x20f => 22 + (index - 0x200) as usize,
+        _ => return None,
+    })
+}
+
+/// Index ranges some KVM handler has cases in (every vendor, PMU, Hyper-V
+/// 0x40000000–0x400001ff, KVM PV 0x4b564d00–0x4b564dff incl. pvm's own);
+/// anything else falls to `default: return KVM_MSR_RET_UNSUPPORTED` (r = 2).
+/// Not covered: a Xen `hvm_config.msr` (any index, only when a VMM enables Xen
+/// emulation), which the trace cannot show.
+const fn in_kvm_ranges(index: u32) -> bool {
+    matches!(
+        index,
+        0..=0x1fff
+            | 0x4000_0000..=0x4000_01ff
+            | 0x4b56_4d00..=0x4b56_4dff
+            | 0xc000_0000..=0xc000_1fff
+            | 0xc001_0000..=0xc001_1fff
+    )
+}
+
+/// Whether the table can decide `index` for some policy (replay fast path).
+pub(crate) const fn table_handles(index: u32) -> bool {
+    !in_kvm_ranges(index)
+        || reg_slot(index).is_some()
+        || matches!(
+            index,
+            0x0 | 0x1
+                | 0x17
+                | 0x2a
+                | 0x199
+                | 0x1db..=0x1de
+                | 0x480..=0x492
+                | 0x606
+                | 0x611
+                | 0x619
+                | 0x639
+                | 0x641
+                | 0xc000_0104
+                | 0xc001_0010
+                | 0xc001_001f
+                | 0xc001_0055
+                | 0xc001_0058
+                | 0xc001_0112
+                | 0xc001_0113
+                | 0xc001_0114
+                | 0xc001_0117
+                | 0xc001_0140
+                | 0xc001_0141
+                | 0xc001_1022
+                | 0xc001_1023
+                | 0xc001_1029
+                | 0xc001_102a
+                | 0xc001_102c
+                | 0x10a
+                | 0x345
+                | 0xda0
+                | 0xfe
+                | 0x198
+                | 0x1d9
+                | 0x210..=0x24f
+                | 0x251..=0x257
+                | 0x25a..=0x267
+                | 0x270..=0x276
+                | 0x278..=0x27f
+                | 0x2a0..=0x2fe
+                | 0x4000_0000..=0x4000_01ff
+        )
+}
+
+/// `__is_canonical_address` for `bits` of virtual address.
+const fn canonical(x: u64, bits: u32) -> bool {
+    let shift = 64 - bits;
+    (((x << shift) as i64) >> shift) as u64 == x
+}
+
+/// `valid_mtrr_type`: UC, WC, WT, WP, WB.
+const fn mtrr_type_ok(t: u64) -> bool {
+    t < 8 && (1u64 << t) & 0x73 != 0
+}
+
+impl Engine {
+    /// The read side; `None` when the table has no rule (other handlers decide).
+    pub(crate) fn table_read(&self, v: &VcpuState, index: u32, host: bool) -> Option<(R, Rule)> {
+        if !self.policy.switches.msr_tables {
+            return None;
+        }
+        let c = &v.cpuid;
+        let pvm = self.policy.vendor == crate::policy::Vendor::Pvm;
+        let intel = self.policy.vendor == crate::policy::Vendor::Intel;
+        Some(match index {
+            // get_msr_mce: MSR_IA32_P5_MC_ADDR / P5_MC_TYPE read 0.
+            0x0 | 0x1 => (R::Ok(0), rules::TABLE_CONST),
+            // kvm_get_msr_common MSR_IA32_PERF_STATUS: ratio 4, multiplier 1000.
+            0x198 => (R::Ok(1000 | (4 << 40)), rules::TABLE_CONST),
+            // kvm_mtrr_get_msr MSR_MTRRcap: 0x500 | KVM_NR_VAR_MTRR (8).
+            0xfe => (R::Ok(0x508), rules::TABLE_CONST),
+            // kvm_get_msr_common: PLATFORM_ID, EBL_CR_POWERON, SYSCFG, TSEG,
+            // INT_PENDING_MSG, NB_CFG, MMIO_CONF_BASE, BU_CFG2, PERF_CTL,
+            // DC_CFG, TW_CFG, EX_CFG and the RAPL MSRs read 0 ("do not want to
+            // expose the host data").
+            0x17 | 0x2a | 0x199 | 0x606 | 0x611 | 0x619 | 0x639 | 0x641 | 0xc001_0010
+            | 0xc001_0112 | 0xc001_0113 | 0xc001_0055 | 0xc001_001f | 0xc001_0058 | 0xc001_102a
+            | 0xc001_1022 | 0xc001_1023 | 0xc001_102c => (R::Ok(0), rules::TABLE_CONST),
+            // Same list: LASTBRANCH*/LASTINT* and VM_HSAVE_PA, which svm_get_msr
+            // handles itself on AMD (LBR virtualisation, nested): pvm only.
+            0x1db..=0x1de | 0xc001_0117 if pvm => (R::Ok(0), rules::TABLE_CONST),
+            // VMX capability MSRs: only vmx_get_msr has cases (r = 2 elsewhere).
+            0x480..=0x492 if !intel => (R::Unknown, rules::TABLE_NO_VENDOR_CASE),
+            // SVM-only MSRs (TSC_RATIO, VM_CR, DE_CFG): pvm_get_msr has no case.
+            0xc000_0104 | 0xc001_0114 | 0xc001_1029 if pvm => {
+                (R::Unknown, rules::TABLE_NO_VENDOR_CASE)
+            }
+            // AMD OSVW: kvm_get_msr_common returns 1 without CPUID OSVW.
+            0xc001_0140 | 0xc001_0141 if !c.osvw && c.known => (R::Fault, rules::TABLE_CPUID_GATED),
+            // pvm: #GP although the guest CPUID has ARCH_CAPABILITIES (msr-sweep).
+            0x10a if pvm && !host => (R::Fault, rules::TABLE_PVM_ARCH_CAP),
+            // pvm_get_msr MSR_IA32_DEBUGCTLMSR: 0.
+            0x1d9 if pvm => (R::Ok(0), rules::TABLE_PVM_DEBUGCTL),
+            // find_mtrr() finds no MTRR there: kvm_mtrr_get_msr returns 1.
+            0x210..=0x24f
+            | 0x251..=0x257
+            | 0x25a..=0x267
+            | 0x270..=0x276
+            | 0x278..=0x27f
+            | 0x2a0..=0x2fe => (R::Fault, rules::TABLE_MTRR_NONE),
+            0x10a if !host && !c.arch_capabilities => (R::Fault, rules::TABLE_CPUID_GATED),
+            0x345 if !host && !c.pdcm => (R::Fault, rules::TABLE_CPUID_GATED),
+            0xda0 if !host && !c.xsaves => (R::Fault, rules::TABLE_CPUID_GATED),
+            0xc000_0103 if !host && !c.rdtscp && !c.rdpid => (R::Fault, rules::TABLE_CPUID_GATED),
+            // kvm_hv_get_msr_common: no Hyper-V CPUID → 1; indices without a
+            // case → 2. Either way #GP unless deflected.
+            0x4000_0000..=0x4000_01ff if !host && c.known && !c.hyperv => {
+                (R::FaultOrUnknown, rules::TABLE_NO_HYPERV)
+            }
+            _ if !in_kvm_ranges(index) => (R::Unknown, rules::TABLE_UNKNOWN),
+            _ => match reg_slot(index) {
+                Some(s) if v.regs_known & (1 << s) != 0 => {
+                    (R::Ok(v.regs[s]), rules::TABLE_REG_READ)
+                }
+                _ => return None,
+            },
+        })
+    }
+
+    /// The write side; `None` when the table has no rule.
+    pub(crate) fn table_write(
+        &self,
+        v: &VcpuState,
+        index: u32,
+        data: u64,
+        host: bool,
+    ) -> Option<(R, Rule, Store)> {
+        if !self.policy.switches.msr_tables {
+            return None;
+        }
+        let c = &v.cpuid;
+        let pvm = self.policy.vendor == crate::policy::Vendor::Pvm;
+        let store = |s: usize, x: u64| (R::Ok(0), rules::TABLE_REG_WRITE, Store::Reg(s, x));
+        // __kvm_set_msr: LSTAR/CSTAR/SYSENTER_ESP/EIP must be canonical (host
+        // too). 48 vs 57 bits depends on LA57 support: decide only where both agree.
+        let canon = |s: usize| {
+            if canonical(data, 48) {
+                Some(store(s, data))
+            } else if !canonical(data, 57) {
+                Some((R::Fault, rules::TABLE_NONCANONICAL, Store::None))
+            } else {
+                None
+            }
+        };
+        match index {
+            // VMX keeps SYSENTER_CS in a 32-bit VMCS field: decide the low half.
+            0x174 if data >> 32 == 0 => Some(store(0, data)),
+            // SVM drops bits 63:32 of SYSENTER_ESP/EIP for a non-Intel guest
+            // (sysenter_*_hi): accepted, value not predicted.
+            0x175 | 0x176
+                if self.policy.vendor == crate::policy::Vendor::Amd && data >> 32 != 0 =>
+            {
+                canon(0).map(|(r, rule, _)| (r, rule, Store::Forget(reg_slot(index).unwrap_or(0))))
+            }
+            0x175 => canon(1),
+            0x176 => canon(2),
+            // pvm_set_msr checks a guest's STAR selectors (not measured): no rule.
+            0xc000_0081 if pvm && !host => None,
+            0xc000_0081 => Some(store(3, data)),
+            0xc000_0082 => canon(4),
+            0xc000_0083 => canon(5),
+            // SFMASK: bits 63:32 are reserved in hardware (VMX writes it to the
+            // CPU as a user-return MSR): decide only the low half.
+            0xc000_0084 if data >> 32 == 0 => Some(store(6, data)),
+            0xc000_0103 => {
+                if !host && !c.rdtscp && !c.rdpid {
+                    Some((R::Fault, rules::TABLE_CPUID_GATED, Store::None))
+                } else if !c.known {
+                    None
+                } else if c.intel_compatible && data >> 32 != 0 {
+                    Some((R::Fault, rules::TABLE_TSC_AUX_HIGH, Store::None))
+                } else {
+                    Some(store(SLOT_TSC_AUX, data & 0xffff_ffff))
+                }
+            }
+            // kvm_set_msr_common MSR_IA32_UCODE_REV: a guest write is dropped.
+            0x8b if !host => Some((R::Ok(0), rules::TABLE_UCODE_GUEST, Store::None)),
+            // MSR_PLATFORM_INFO and MSR_IA32_ARCH_CAPABILITIES: host only.
+            0xce | 0x10a if !host => Some((R::Fault, rules::TABLE_HOST_ONLY, Store::None)),
+            // PERF_CAPABILITIES: a guest write fails (1 or 2 by release).
+            0x345 if !host => Some((R::FaultOrUnknown, rules::TABLE_HOST_ONLY, Store::None)),
+            0xda0 if !host && !c.xsaves => Some((R::Fault, rules::TABLE_CPUID_GATED, Store::None)),
+            // pvm_set_msr MSR_IA32_DEBUGCTLMSR: ignored.
+            0x1d9 if pvm => Some((R::Ok(0), rules::TABLE_PVM_DEBUGCTL, Store::None)),
+            // kvm_mtrr_set_msr: find_mtrr() + kvm_mtrr_valid().
+            0x2ff => Some(if data & !0xcff != 0 || !mtrr_type_ok(data & 0xff) {
+                (R::Fault, rules::TABLE_MTRR_INVALID, Store::None)
+            } else {
+                store(10, data)
+            }),
+            0x250 | 0x258 | 0x259 | 0x268..=0x26f => {
+                let ok = (0..8).all(|i| mtrr_type_ok((data >> (i * 8)) & 0xff));
+                let s = reg_slot(index).unwrap_or(0);
+                Some(if ok {
+                    store(s, data)
+                } else {
+                    (R::Fault, rules::TABLE_MTRR_INVALID, Store::None)
+                })
+            }
+            0x200..=0x20f => {
+                let reserved_gpa = !0u64 << c.maxphyaddr;
+                let (mask, type_ok) = if index & 1 == 0 {
+                    (reserved_gpa | 0xf00, mtrr_type_ok(data & 0xff))
+                } else {
+                    (reserved_gpa | 0x7ff, true)
+                };
+                Some(if type_ok && data & mask == 0 {
+                    store(22 + (index - 0x200) as usize, data)
+                } else {
+                    (R::Fault, rules::TABLE_MTRR_INVALID, Store::None)
+                })
+            }
+            0x210..=0x24f
+            | 0x251..=0x257
+            | 0x25a..=0x267
+            | 0x270..=0x276
+            | 0x278..=0x27f
+            | 0x2a0..=0x2fe => Some((R::Fault, rules::TABLE_MTRR_NONE, Store::None)),
+            0x480..=0x492 if self.policy.vendor != crate::policy::Vendor::Intel => {
+                Some((R::Unknown, rules::TABLE_NO_VENDOR_CASE, Store::None))
+            }
+            0xc000_0104 | 0xc001_0114 | 0xc001_1029 if pvm => {
+                Some((R::Unknown, rules::TABLE_NO_VENDOR_CASE, Store::None))
+            }
+            0xc001_0140 | 0xc001_0141 if !c.osvw && c.known => {
+                Some((R::Fault, rules::TABLE_CPUID_GATED, Store::None))
+            }
+            // MTRRcap is read-only: no write case (r = 2).
+            0xfe => Some((R::Unknown, rules::TABLE_UNKNOWN, Store::None)),
+            0x4000_0000..=0x4000_01ff if !host && c.known && !c.hyperv => {
+                Some((R::FaultOrUnknown, rules::TABLE_NO_HYPERV, Store::None))
+            }
+            _ if !in_kvm_ranges(index) => Some((R::Unknown, rules::TABLE_UNKNOWN, Store::None)),
+            _ => None,
+        }
+    }
+}
+
+/// A read the model could not predict teaches the register's value.
+pub(crate) fn teach(v: &mut VcpuState, index: u32, value: u64) {
+    if let Some(s) = reg_slot(index) {
+        v.regs[s] = value;
+        v.regs_known |= 1 << s;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_and_mtrr_types() {
+        for (x, b48, b57) in [
+            (0u64, true, true),
+            (0x7fff_ffff_ffff, true, true),
+            (0x8000_0000_0000, false, true),
+            (0xffff_8000_0000_0000, true, true),
+            (0x0100_0000_0000_0000, false, false),
+        ] {
+            assert_eq!(canonical(x, 48), b48, "{x:#x}/48");
+            assert_eq!(canonical(x, 57), b57, "{x:#x}/57");
+        }
+        let ok: Vec<u64> = (0..8).filter(|&t| mtrr_type_ok(t)).collect();
+        assert_eq!(ok, [0, 1, 4, 5, 6]);
+    }
+
+    #[test]
+    fn slots_are_distinct_and_in_range() {
+        let mut seen = [false; NREGS];
+        for i in (0..0x300u32).chain(0xc000_0080..0xc000_0110) {
+            if let Some(s) = reg_slot(i) {
+                assert!(s < NREGS && !seen[s], "{i:#x}");
+                seen[s] = true;
+            }
+        }
+        assert!(seen.iter().all(|&x| x));
+    }
+}
