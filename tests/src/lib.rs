@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-/// The `kvmtrace` binary built for these tests.
+/// The `kvmtrace` binary, when one was built next to the tests (`cargo build`
+/// first); `kvmtrace()` does not need it.
 pub fn kvmtrace_bin() -> PathBuf {
     // CARGO_BIN_EXE_* is only set for the package that owns the binary, so find
     // it next to the test executable (target/<profile>/deps/..).
@@ -24,20 +25,23 @@ pub struct Run {
     pub stderr: String,
 }
 
-/// Run `kvmtrace ARGS` and capture everything.
+/// Run `kvmtrace ARGS` and capture everything. The command line runs
+/// in-process through `kvmtrace_tools::run_main`, the function the binary's
+/// `main` is made of, so the tests need no pre-built binary.
 pub fn kvmtrace<I, S>(args: I) -> Run
 where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let out = std::process::Command::new(kvmtrace_bin())
-        .args(args)
-        .output()
-        .expect("run kvmtrace");
+    let argv: Vec<std::ffi::OsString> = std::iter::once("kvmtrace".into())
+        .chain(args.into_iter().map(|a| a.as_ref().to_os_string()))
+        .collect();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = kvmtrace_tools::run_main(argv, &mut out, &mut err);
     Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code,
+        stdout: String::from_utf8_lossy(&out).into_owned(),
+        stderr: String::from_utf8_lossy(&err).into_owned(),
     }
 }
 

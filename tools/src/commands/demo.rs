@@ -94,7 +94,7 @@ fn pick_trace(
         )?,
     }
     let bundled = Path::new(BUNDLED_TOUR);
-    if bundled.is_file() {
+    if bundled.is_file() && crate::trace_io::verify(bundled).is_ok_and(|r| r.is_ok()) {
         return Ok((
             bundled.to_path_buf(),
             format!("bundled recording {}", bundled.display()),

@@ -44,6 +44,21 @@ pub fn run(args: &RecordArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
     if args.vcpus == Some(0) {
         anyhow::bail!("--vcpus 0: a VM needs at least one vCPU");
     }
+    // Checks that need no /dev/kvm come first, so bad input is one error line.
+    if let Some(name) = &args.scenario {
+        let known: Vec<&str> = kvmtrace_recorder::scenarios()
+            .iter()
+            .map(|s| s.name)
+            .collect();
+        if !known.contains(&name.as_str()) {
+            anyhow::bail!("unknown scenario {name:?}; known: {}", known.join(", "));
+        }
+    }
+    if let Some(p) = &args.payload
+        && let Err(e) = std::fs::metadata(p)
+    {
+        anyhow::bail!("cannot read payload {}: {e}", p.display());
+    }
     let cfg = config(args);
     let what = args
         .scenario
