@@ -1,6 +1,6 @@
 //! Recording overhead on `msr-loop`: the same run with events recorded and with
 //! events discarded before the channel (`RecordConfig::discard_events`).
-//! `cargo run --release -p kvmtrace-recorder --example overhead [ITERATIONS] [ROUNDS]`
+//! `cargo run --release -p kvmtrace-recorder --example overhead [ITERATIONS] [ROUNDS] [VCPUS]`
 
 use kvmtrace_recorder::{RecordConfig, record};
 
@@ -8,12 +8,14 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let iterations: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200_000);
     let rounds: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+    let vcpus: Option<u32> = args.next().and_then(|a| a.parse().ok());
     let dir = std::env::temp_dir();
     let run = |discard: bool| {
         let mut cfg = RecordConfig::new(dir.join(format!("overhead-{discard}.kvt")));
         cfg.scenario = Some("msr-loop".into());
         cfg.iterations = Some(iterations);
         cfg.discard_events = discard;
+        cfg.vcpus = vcpus;
         record(&cfg).expect("record")
     };
     println!(
@@ -25,10 +27,11 @@ fn main() {
     for _ in 0..rounds {
         let s = run(false);
         println!(
-            "recorded: {} events, {:.1} ms, vcpu {:.1} ns/event, {:.2} B/event, wait {} ns",
+            "recorded: {} events, {:.1} ms, vcpu {:.1} ns/event (median {:.0}), {:.2} B/event, wait {} ns",
             s.events,
             s.run_ns as f64 / 1e6,
             s.vcpu_ns_per_event,
+            s.vcpu_ns_per_event_median,
             s.bytes as f64 / s.events.max(1) as f64,
             s.channel_wait_ns
         );

@@ -214,12 +214,15 @@ impl Vcpu {
         match exit {
             Exit::IoOut { port, size, data } => self.io_out(ctx, port, size, data),
             Exit::IoIn { port, size } => {
-                self.out.emit(Event::Io {
-                    port,
-                    size,
-                    write: false,
-                    data: u32::MAX >> (32 - 8 * u32::from(size.clamp(1, 4))),
-                });
+                self.log(
+                    ctx,
+                    Event::Io {
+                        port,
+                        size,
+                        write: false,
+                        data: u32::MAX >> (32 - 8 * u32::from(size.clamp(1, 4))),
+                    },
+                );
                 Step::Continue
             }
             Exit::MmioWrite { addr, len, data } if is_apic(addr) => {
@@ -245,7 +248,7 @@ impl Vcpu {
                 reason,
             } => self.wrmsr(ctx, index, data, reason),
             Exit::Hlt => {
-                self.out.emit(Event::Halt);
+                self.log(ctx, Event::Halt);
                 Step::Wait(Wait::Halt)
             }
             Exit::Shutdown => self.shutdown(ctx),
@@ -307,19 +310,22 @@ impl Vcpu {
     /// Record an exit the recorder does not understand, flagged in the summary.
     fn raw_exit(&mut self, ctx: &VmCtx<'_>, exit_reason: u32, data: Vec<u8>) {
         ctx.raw_exits.fetch_add(1, Ordering::Relaxed);
-        self.out.emit(Event::RawExit { exit_reason, data });
+        self.log(ctx, Event::RawExit { exit_reason, data });
     }
 
     fn io_out(&mut self, ctx: &VmCtx<'_>, port: u16, size: u8, data: u32) -> Step {
         if port == ports::EXCEPTION {
             return self.exception(ctx, data as u8);
         }
-        self.out.emit(Event::Io {
-            port,
-            size,
-            write: true,
-            data,
-        });
+        self.log(
+            ctx,
+            Event::Io {
+                port,
+                size,
+                write: true,
+                data,
+            },
+        );
         match port {
             ports::DONE => Step::End(EndReason::Finished),
             ports::HOSTCALL => match ctx.spec.host_steps.get(data as usize) {
@@ -392,12 +398,15 @@ impl Vcpu {
         if let Err(e) = self.fd.set_regs(&regs) {
             return fail(ctx, self.index, format!("KVM_SET_REGS: {e}"));
         }
-        self.out.emit(Event::Io {
-            port: ports::EXCEPTION,
-            size: 4,
-            write: true,
-            data: u32::from(vector),
-        });
+        self.log(
+            ctx,
+            Event::Io {
+                port: ports::EXCEPTION,
+                size: 4,
+                write: true,
+                data: u32::from(vector),
+            },
+        );
         Step::Continue
     }
 
@@ -723,11 +732,14 @@ impl Vcpu {
             m => IpiMode::Other(m),
         };
         for t in targets {
-            self.out.emit(Event::Ipi {
-                dst: t,
-                vector,
-                mode,
-            });
+            self.log(
+                ctx,
+                Event::Ipi {
+                    dst: t,
+                    vector,
+                    mode,
+                },
+            );
             let msg = match mode {
                 IpiMode::Init => Ctl::Init { from: self.index },
                 IpiMode::Sipi => Ctl::Sipi {

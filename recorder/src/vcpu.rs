@@ -204,9 +204,9 @@ impl Vcpu {
         if was_running {
             ctx.running.fetch_sub(1, Ordering::SeqCst);
         }
-        self.out.emit(Event::End { reason });
+        self.log(ctx, Event::End { reason });
         self.out.close();
-        (self.out.stats, self.out.take_held())
+        (std::mem::take(&mut self.out.stats), self.out.take_held())
     }
 
     /// Returns the end reason and whether the vCPU was counted as running.
@@ -347,7 +347,7 @@ impl Vcpu {
                     // Outside wait-for-SIPI a startup IPI is dropped (SDM 10.4.7.3).
                     return waiting;
                 }
-                match self.sipi(from, vector) {
+                match self.sipi(ctx, from, vector) {
                     Ok(()) => None,
                     Err(e) => {
                         ctx.fail(format!("vCPU {}: SIPI: {e}", self.index));
@@ -393,6 +393,15 @@ impl Vcpu {
         Ok(())
     }
 
+    /// Record an event the engine folds as it is (I/O, IPIs, SIPI, End...).
+    pub fn log(&mut self, ctx: &VmCtx<'_>, event: Event) {
+        let mut eng = ctx.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let rec = self.out.stamp(event);
+        eng.apply(&rec);
+        drop(eng);
+        self.out.push(rec);
+    }
+
     /// Put this vCPU into the state the policy says RESET gives (or the RESET
     /// state read at creation) and record it.
     pub fn reset(&mut self, ctx: &VmCtx<'_>) -> Result<(), String> {
@@ -413,7 +422,7 @@ impl Vcpu {
         Ok(())
     }
 
-    fn sipi(&mut self, from: u32, vector: u8) -> Result<(), String> {
+    fn sipi(&mut self, ctx: &VmCtx<'_>, from: u32, vector: u8) -> Result<(), String> {
         let mut sregs = self.fd.get_sregs().map_err(|e| e.to_string())?;
         sregs.cs.selector = u16::from(vector) << 8;
         sregs.cs.base = u64::from(vector) << 12;
@@ -421,7 +430,7 @@ impl Vcpu {
         let mut regs = self.fd.get_regs().map_err(|e| e.to_string())?;
         regs.rip = 0;
         self.fd.set_regs(&regs).map_err(|e| e.to_string())?;
-        self.out.emit(Event::Sipi { from, vector });
+        self.log(ctx, Event::Sipi { from, vector });
         Ok(())
     }
 

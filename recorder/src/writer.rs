@@ -39,6 +39,23 @@ const SAMPLE: u64 = 16;
 /// of `vcpu_ns_per_event` (counted in `OutStats::preempted`).
 const PREEMPTED_NS: u64 = 20_000;
 
+/// What one `Instant::now()` costs here (the least of a few back-to-back
+/// pairs): each sampled event's two timed windows each hold about one clock
+/// read that is measurement, not recording, and is subtracted.
+fn clock_read_ns() -> u64 {
+    static NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *NS.get_or_init(|| {
+        (0..256)
+            .map(|_| {
+                let a = Instant::now();
+                let b = Instant::now();
+                b.duration_since(a).as_nanos() as u64
+            })
+            .min()
+            .unwrap_or(0)
+    })
+}
+
 /// State shared by the vCPU threads and the writer.
 #[derive(Debug)]
 pub struct Shared {
@@ -73,8 +90,12 @@ impl Shared {
     }
 }
 
+/// Width of one bucket of the sampled-cost histogram, and the bucket count.
+const HIST_NS: u64 = 4;
+const HIST_BUCKETS: usize = 1024;
+
 /// Per-vCPU counters, summed into `RecordSummary`.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct OutStats {
     pub events: u64,
     pub dropped: u64,
@@ -83,10 +104,40 @@ pub struct OutStats {
     pub sampled_ns: u64,
     pub send_ns: u64,
     pub preempted: u64,
+    /// Sampled stamp+push costs in `HIST_NS` buckets (the last one holds
+    /// everything longer), for a median that a noisy machine does not skew.
+    pub hist: Vec<u32>,
 }
 
 impl OutStats {
+    fn sample(&mut self, ns: u64) {
+        if self.hist.is_empty() {
+            self.hist = vec![0; HIST_BUCKETS];
+        }
+        let b = ((ns / HIST_NS) as usize).min(HIST_BUCKETS - 1);
+        self.hist[b] += 1;
+    }
+
+    /// The median sampled stamp+push cost (bucket midpoint), 0 without samples.
+    pub fn median_ns(&self) -> f64 {
+        let total: u64 = self.hist.iter().map(|&c| u64::from(c)).sum();
+        let mut seen = 0u64;
+        for (i, &c) in self.hist.iter().enumerate() {
+            seen += u64::from(c);
+            if total > 0 && seen * 2 >= total {
+                return (i as u64 * HIST_NS) as f64 + HIST_NS as f64 / 2.0;
+            }
+        }
+        0.0
+    }
+
     pub fn add(&mut self, o: &OutStats) {
+        if self.hist.is_empty() {
+            self.hist = vec![0; HIST_BUCKETS];
+        }
+        for (a, b) in self.hist.iter_mut().zip(o.hist.iter()) {
+            *a += b;
+        }
         self.events += o.events;
         self.dropped += o.dropped;
         self.channel_wait_ns += o.channel_wait_ns;
@@ -117,7 +168,10 @@ pub struct EventOut {
     on_full: OnFull,
     discard: bool,
     lost_pending: u64,
-    sample_start: Option<Instant>,
+    /// A sampled event's `stamp` time; its `push` time is added in `push`
+    /// (the engine's work between the two is not the recorder's cost).
+    sample_stamp_ns: Option<u64>,
+    clock_ns: u64,
     /// Observe mode: records are held here with the vCPU's `KVM_RUN` return
     /// count, to be merged with the kernel's events after the run (`merge`).
     hold: Option<Vec<(u64, Record)>>,
@@ -167,21 +221,23 @@ impl EventOut {
         }
         // Not the first push: it pays for cold caches once.
         let sampled = self.stats.events % SAMPLE == SAMPLE - 1;
+        let t_in = sampled.then(Instant::now);
         if self.batch.is_empty() {
             let lower = self.shared.seq.load(Ordering::SeqCst);
             self.shared.pending_min[self.vcpu as usize].store(lower, Ordering::SeqCst);
         }
         let now = Instant::now();
-        if sampled {
-            self.sample_start = Some(now);
-        }
         let seq = self.shared.seq.fetch_add(1, Ordering::SeqCst);
-        Record {
+        let rec = Record {
             seq,
             vcpu,
             time_ns: now.saturating_duration_since(self.shared.start).as_nanos() as u64,
             event,
+        };
+        if let Some(t) = t_in {
+            self.sample_stamp_ns = Some(t.elapsed().as_nanos() as u64);
         }
+        rec
     }
 
     /// Queue a stamped record.
@@ -189,6 +245,7 @@ impl EventOut {
         if self.discard {
             return;
         }
+        let t_in = self.sample_stamp_ns.is_some().then(Instant::now);
         self.stats.events += 1;
         if let Some(h) = &mut self.hold {
             h.push((self.run_index, rec));
@@ -212,13 +269,14 @@ impl EventOut {
         }
         let time_ns = rec.time_ns;
         self.batch.push(rec);
-        if let Some(t0) = self.sample_start.take() {
-            let ns = t0.elapsed().as_nanos() as u64;
+        if let (Some(stamp_ns), Some(t)) = (self.sample_stamp_ns.take(), t_in) {
+            let ns = (stamp_ns + t.elapsed().as_nanos() as u64).saturating_sub(2 * self.clock_ns);
             if ns > PREEMPTED_NS {
                 self.stats.preempted += 1;
             } else {
                 self.stats.sampled += 1;
                 self.stats.sampled_ns += ns;
+                self.stats.sample(ns);
             }
         }
         if self.batch.len() >= BATCH || time_ns.saturating_sub(self.batch_first_ns) > BATCH_AGE_NS {
@@ -361,7 +419,8 @@ impl Writer {
             on_full,
             discard,
             lost_pending: 0,
-            sample_start: None,
+            sample_stamp_ns: None,
+            clock_ns: clock_read_ns(),
             hold: None,
             run_index: 0,
             stats: OutStats::default(),
@@ -577,6 +636,20 @@ mod tests {
             .count() as u64;
         assert_eq!(kept + dropped, u64::from(n));
         assert!(recs.windows(2).all(|w| w[0].seq < w[1].seq));
+    }
+
+    #[test]
+    fn median_of_sampled_costs_ignores_spikes() {
+        let mut st = OutStats::default();
+        for ns in [40, 41, 42, 43, 44, 90_000 / 16, 10_000] {
+            st.sample(ns);
+        }
+        assert_eq!(st.median_ns(), 42.0);
+        let mut sum = OutStats::default();
+        sum.add(&st);
+        sum.add(&OutStats::default());
+        assert_eq!(sum.median_ns(), 42.0);
+        assert_eq!(OutStats::default().median_ns(), 0.0);
     }
 
     #[test]

@@ -118,3 +118,48 @@ fn bad_configurations_are_refused_before_kvm() {
         );
     }
 }
+
+const TIMEOUT_CHILD_ENV: &str = "KVMTRACE_TIMEOUT_CHILD_OUT";
+
+/// The child half of `runaway_guest_is_stopped_by_the_timeout`.
+#[test]
+fn timeout_child() {
+    let Some(out) = std::env::var_os(TIMEOUT_CHILD_ENV) else {
+        return;
+    };
+    let mut a = asm();
+    let mut top = a.create_label();
+    a.set_label(&mut top).unwrap();
+    a.jmp(top).unwrap(); // no exits, ever
+    let spec = spec("runaway", assemble(a));
+    let err = kvmtrace_recorder::record_spec(&RecordConfig::new(&out), &spec).unwrap_err();
+    println!("CHILD-RESULT {err}");
+}
+
+/// `KVMTRACE_RECORD_TIMEOUT_S` stops a guest that never exits.
+#[test]
+fn runaway_guest_is_stopped_by_the_timeout() {
+    if !kvmtrace_recorder::kvm_check::require_kvm("runaway_guest_is_stopped_by_the_timeout") {
+        return;
+    }
+    let out = tmp("runaway.kvt");
+    let t0 = Instant::now();
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "timeout_child", "--nocapture"])
+        .env(TIMEOUT_CHILD_ENV, &out)
+        .env(kvmtrace_recorder::TIMEOUT_ENV, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    assert!(child.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("CHILD-RESULT") && stdout.contains("longer than"),
+        "{stdout}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(60));
+    let (_, recs) = read_trace(&out);
+    assert!(matches!(
+        recs.last().unwrap().event,
+        kvmtrace_format::Event::End { .. }
+    ));
+}

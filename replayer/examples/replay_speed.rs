@@ -43,7 +43,7 @@ fn main() {
                         (true, 0) => Event::MsrRead {
                             index: 0x1a0,
                             origin: Origin::Guest,
-                            outcome: MsrOutcome::Value(0x1800),
+                            outcome: MsrOutcome::Value(0x1), // kvm_pvm RESET value
                             decided_by: DecidedBy::Vmm,
                             capture: Some(MsrExitReason::Filter),
                         },

@@ -13,7 +13,7 @@ use crate::model::Store;
 use crate::policy::{Policy, QuirkApi};
 use crate::quirks;
 use crate::rules::{self, Rule};
-use crate::state::{self, CpuidBits, Filter, VcpuState, VmState};
+use crate::state::{self, Filter, VcpuState, VmState};
 
 /// What a policy predicts for one action: `outcome` is `None` where the model
 /// cannot know (TSC value, an MSR it does not model): such outcomes are
@@ -91,7 +91,6 @@ impl Engine {
         // The scenario's configuration, in the order a VMM applies it: quirks,
         // user-space MSR mask and filter (VM ioctls), then per vCPU CPUID and MCE.
         e.disable_quirks(quirks_cap(&e.policy), header.vm.disabled_quirks);
-        e.vm.disabled_quirks |= e.policy.disabled_quirks;
         e.set_user_space_msr(header.vm.user_space_msr);
         if let Some(f) = &header.vm.msr_filter {
             e.set_msr_filter(f);
@@ -100,6 +99,8 @@ impl Engine {
         for i in 0..n {
             e.create_vcpu(i as u32);
         }
+        // vCPUs the trace uses beyond the header's count start like the others.
+        e.template = e.configured_vcpu(u32::MAX);
         e
     }
 
@@ -121,18 +122,27 @@ impl Engine {
         self.dead.get(vcpu as usize).copied().flatten()
     }
 
+    /// A vCPU as the VMM configures it at start: RESET state, the header's
+    /// CPUID and MCE setup.
+    fn configured_vcpu(&self, id: u32) -> VcpuState {
+        let mut v = VcpuState::created(id, misc_enable_at_reset(&self.policy), self.vm.irqchip);
+        if !self.header_cpuid.is_empty() {
+            set_cpuid_on(
+                &mut v,
+                &self.header_cpuid,
+                self.vm.quirk(quirks::MISC_ENABLE_NO_MWAIT),
+            );
+        }
+        if let Some(cap) = self.header_mcg_cap {
+            setup_mce_on(&mut v, cap);
+        }
+        v
+    }
+
     fn create_vcpu(&mut self, id: u32) {
-        let v = VcpuState::created(id, misc_enable_at_reset(&self.policy), self.vm.irqchip);
+        let v = self.configured_vcpu(id);
         self.vcpus.push(v);
         self.dead.push(None);
-        let cpuid = std::mem::take(&mut self.header_cpuid);
-        if !cpuid.is_empty() {
-            self.set_cpuid(id, &cpuid);
-        }
-        self.header_cpuid = cpuid;
-        if let Some(cap) = self.header_mcg_cap {
-            self.setup_mce(id, cap);
-        }
     }
 
     /// The vCPU's state for folding, creating vCPUs up to `vcpu` (bounded).
@@ -277,10 +287,7 @@ impl Engine {
     pub(crate) fn set_cpuid(&mut self, vcpu: u32, entries: &[CpuidEntry]) {
         let quirk_on = self.vm.quirk(quirks::MISC_ENABLE_NO_MWAIT);
         if let Some(v) = self.vcpu_mut(vcpu) {
-            v.cpuid = CpuidBits::from_entries(entries);
-            if !quirk_on && v.cpuid.has_leaf1 {
-                v.cpuid.mwait = v.misc_enable & (1 << 18) != 0;
-            }
+            set_cpuid_on(v, entries, quirk_on);
         }
     }
 
@@ -303,6 +310,9 @@ impl Engine {
             (QuirkApi::V2Sticky, 213) if valid.allows(mask) => *d |= mask,
             _ => {}
         }
+        // The policy's own disabled quirks model a VMM that always disables
+        // them: they survive the trace's own (overwriting) calls.
+        *d |= self.policy.disabled_quirks;
     }
 
     /// `KVM_CAP_X86_USER_SPACE_MSR` (§4): unknown bits are EINVAL since 5.19.
@@ -322,19 +332,33 @@ impl Engine {
 
     /// `KVM_X86_SETUP_MCE` (§5): bank count 1..=32, MCi_CTL and MCG_CTL to ~0.
     pub(crate) fn setup_mce(&mut self, vcpu: u32, mcg_cap: u64) {
-        let banks = (mcg_cap & 0xff) as usize;
-        if banks == 0 || banks > state::MAX_MCE_BANKS {
-            return;
-        }
         if let Some(v) = self.vcpu_mut(vcpu) {
-            v.mcg_cap = mcg_cap;
-            if mcg_cap & state::MCG_CTL_P != 0 {
-                v.mcg_ctl = !0;
-            }
-            for b in 0..banks {
-                v.mce_banks[b * 4] = !0;
-            }
+            setup_mce_on(v, mcg_cap);
         }
+    }
+}
+
+/// `KVM_SET_CPUID2` on one vCPU; CPUID.1:ECX[3] follows MISC_ENABLE[18] when
+/// MISC_ENABLE_NO_MWAIT is disabled (`quirk_on` false, §1).
+fn set_cpuid_on(v: &mut VcpuState, entries: &[CpuidEntry], quirk_on: bool) {
+    v.merge_cpuid(entries);
+    if !quirk_on && v.cpuid.has_leaf1 {
+        v.cpuid.mwait = v.misc_enable & (1 << 18) != 0;
+    }
+}
+
+/// `KVM_X86_SETUP_MCE` on one vCPU (§5); an invalid bank count is EINVAL.
+fn setup_mce_on(v: &mut VcpuState, mcg_cap: u64) {
+    let banks = (mcg_cap & 0xff) as usize;
+    if banks == 0 || banks > state::MAX_MCE_BANKS {
+        return;
+    }
+    v.mcg_cap = mcg_cap;
+    if mcg_cap & state::MCG_CTL_P != 0 {
+        v.mcg_ctl = !0;
+    }
+    for b in 0..banks {
+        v.mce_banks[b * 4] = !0;
     }
 }
 

@@ -450,6 +450,41 @@ impl Policy {
         })
     }
 
+    /// This policy with `mask` (`KVM_X86_QUIRK_*` bits) disabled as well, named
+    /// `NAME-no-QUIRK-...` (the offline quirk matrix: one policy per combination).
+    pub fn with_disabled_quirks(&self, mask: u64) -> Policy {
+        let mut p = self.clone();
+        p.disabled_quirks |= mask;
+        if mask != 0 {
+            let names: Vec<String> = quirks::list_of(mask)
+                .iter()
+                .map(|n| n.to_ascii_lowercase().replace('_', "-"))
+                .collect();
+            p.name = format!("{}-no-{}", self.name, names.join("-no-"));
+        }
+        p
+    }
+
+    /// Every combination of the quirks in `mask` disabled on top of `self`
+    /// (2^k policies for k bits, k ≤ 8), the empty combination first.
+    pub fn quirk_matrix(&self, mask: u64) -> Vec<Policy> {
+        let bits: Vec<u64> = (0..64)
+            .map(|i| 1u64 << i)
+            .filter(|b| mask & b != 0)
+            .take(8)
+            .collect();
+        (0..1u64 << bits.len())
+            .map(|combo| {
+                let m = bits
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| combo & (1 << i) != 0)
+                    .fold(0, |acc, (_, b)| acc | b);
+                self.with_disabled_quirks(m)
+            })
+            .collect()
+    }
+
     /// Whether quirk `bit` is disabled by this policy itself.
     pub fn disables(&self, bit: u64) -> bool {
         self.disabled_quirks & bit != 0

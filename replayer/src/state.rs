@@ -9,6 +9,9 @@ pub const MAX_MCE_BANKS: usize = 32;
 /// CONFIG_KVM_MAX_NR_VCPUS = 4096); beyond it events are unmodeled.
 pub const MAX_VCPUS: usize = 4096;
 
+/// KVM_MAX_CPUID_ENTRIES: the most CPUID entries a vCPU keeps.
+pub const MAX_CPUID_ENTRIES: usize = 256;
+
 pub const MCG_CTL_P: u64 = 1 << 8;
 pub const MCG_CMCI_P: u64 = 1 << 10;
 pub const MCG_LMCE_P: u64 = 1 << 27;
@@ -109,11 +112,32 @@ pub struct VcpuState {
     pub mce_banks: [u64; MAX_MCE_BANKS * 4],
     pub mci_ctl2: [u64; MAX_MCE_BANKS],
     pub cpuid: CpuidBits,
+    /// The guest CPUID entries known so far (at most `MAX_CPUID_ENTRIES`).
+    pub cpuid_entries: Vec<CpuidEntry>,
     pub cr0: u64,
     pub mp_state: u32,
 }
 
 impl VcpuState {
+    /// Fold CPUID entries: each replaces the known entry with the same
+    /// (function, index), others are kept. A `KVM_SET_CPUID2` lists every leaf;
+    /// observe/import traces list the leaves the guest executed so far
+    /// (docs/host-notes.md), so replacing the whole set would lose leaves.
+    pub fn merge_cpuid(&mut self, entries: &[CpuidEntry]) {
+        for e in entries {
+            let known = &mut self.cpuid_entries;
+            match known
+                .iter()
+                .position(|k| k.function == e.function && k.index == e.index)
+            {
+                Some(i) => known[i] = *e,
+                None if known.len() < MAX_CPUID_ENTRIES => known.push(*e),
+                None => {}
+            }
+        }
+        self.cpuid = CpuidBits::from_entries(&self.cpuid_entries);
+    }
+
     /// The state at `KVM_CREATE_VCPU` (RESET, §2; MCE §5; FEAT_CTL 0, §3).
     pub fn created(id: u32, misc_enable_reset: u64, irqchip: Irqchip) -> VcpuState {
         VcpuState {
@@ -133,6 +157,7 @@ impl VcpuState {
                 maxphyaddr: 36,
                 ..CpuidBits::default()
             },
+            cpuid_entries: Vec::new(),
             cr0: 0x6000_0010,
             mp_state: reset_mp_state(id, irqchip),
         }

@@ -204,3 +204,130 @@ proptest! {
         }
     }
 }
+
+fn arb_outcome() -> impl Strategy<Value = MsrOutcome> {
+    prop_oneof![
+        any::<u64>().prop_map(MsrOutcome::Value),
+        Just(MsrOutcome::Ok),
+        Just(MsrOutcome::InjectGp),
+        Just(MsrOutcome::VmFailed { errno: 1 }),
+        Just(MsrOutcome::UserExit {
+            reason: MsrExitReason::Inval,
+            answer: UserAnswer::Gp
+        }),
+    ]
+}
+
+fn arb_event() -> impl Strategy<Value = Event> {
+    let idx = prop_oneof![0u32..0x1000, any::<u32>(), 0x400u32..0x480, 0x800u32..0x900];
+    prop_oneof![
+        (idx.clone(), arb_outcome(), any::<bool>()).prop_map(|(index, outcome, host)| {
+            Event::MsrRead {
+                index,
+                origin: if host { Origin::Host } else { Origin::Guest },
+                outcome,
+                decided_by: DecidedBy::Kernel,
+                capture: None,
+            }
+        }),
+        (idx, any::<u64>(), arb_outcome()).prop_map(|(index, value, outcome)| Event::MsrWrite {
+            index,
+            value,
+            origin: Origin::Guest,
+            outcome,
+            decided_by: DecidedBy::Kernel,
+            capture: None,
+        }),
+        any::<u64>().prop_map(|mcg_cap| Event::SetupMce { mcg_cap }),
+        any::<u32>().prop_map(|mask| Event::UserSpaceMsr { mask }),
+        (any::<u32>(), any::<u64>()).prop_map(|(cap, mask)| Event::QuirksDisabled { cap, mask }),
+        (
+            any::<bool>(),
+            prop::collection::vec(
+                (
+                    any::<u32>(),
+                    any::<u32>(),
+                    any::<u32>(),
+                    prop::collection::vec(any::<u8>(), 0..16)
+                ),
+                0..20
+            )
+        )
+            .prop_map(|(default_deny, rs)| Event::MsrFilter {
+                filter: MsrFilter {
+                    default_deny,
+                    ranges: rs
+                        .into_iter()
+                        .map(|(flags, base, nmsrs, bitmap)| MsrFilterRange {
+                            flags,
+                            base,
+                            nmsrs,
+                            bitmap
+                        })
+                        .collect(),
+                },
+            }),
+        prop::collection::vec((any::<u32>(), any::<u32>(), any::<u32>()), 0..4).prop_map(|v| {
+            Event::Cpuid {
+                entries: v
+                    .into_iter()
+                    .map(|(function, ecx, eax)| CpuidEntry {
+                        function,
+                        ecx,
+                        eax,
+                        ..Default::default()
+                    })
+                    .collect(),
+            }
+        }),
+        Just(Event::Mwait {
+            rip: 0,
+            eax: 0,
+            ecx: 0,
+            outcome: MwaitOutcome::InjectUd,
+            decided_by: DecidedBy::Kernel
+        }),
+        Just(Event::Reset {
+            state: Box::default(),
+            decided_by: DecidedBy::Kernel
+        }),
+        Just(Event::Init {
+            source: InitSource::Kernel,
+            before: Box::default(),
+            after: Box::default(),
+            decided_by: DecidedBy::Kernel
+        }),
+        Just(Event::Shutdown {
+            rip: 0,
+            cause: ShutdownCause::TripleFault,
+            then: AfterShutdown::Stop,
+            decided_by: DecidedBy::Kernel
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Untrusted traces never panic the replay, the renderer or diff.
+    #[test]
+    fn arbitrary_records_never_panic(
+        vcpus in any::<u32>(),
+        events in prop::collection::vec((arb_event(), prop_oneof![0u32..4, any::<u32>()]), 0..80),
+    ) {
+        let mut h = header("kvm_pvm", 0, 0, false, false);
+        h.vm.vcpus = vcpus;
+        let recs: Vec<Record> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, (event, vcpu))| Record { seq: i as u64, vcpu, time_ns: i as u64, event })
+            .collect();
+        let mut r = Replay::new(&h, policies().into_iter().take(6).collect());
+        r.feed(&recs);
+        let rep = r.finish();
+        let _ = rep.render(10);
+        let _ = serde_json::to_string(&rep).unwrap();
+        let d = kvmtrace_replayer::diff("a", &recs, "b", &recs[recs.len() / 2..]);
+        let _ = d.render(10);
+    }
+}

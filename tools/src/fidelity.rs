@@ -215,6 +215,31 @@ pub struct PolicyScore {
     pub name: String,
     pub total: Cell,
     pub by_behaviour: BTreeMap<&'static str, Cell>,
+    /// Disagreements grouped by (behaviour, what: "rdmsr 0x3a", "mwait", ...),
+    /// with the first example; at most `MAX_GROUPS` groups.
+    pub disagreements: BTreeMap<(&'static str, String), Group>,
+}
+
+/// One group of disagreements.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Group {
+    pub count: u64,
+    pub rule: &'static str,
+    pub predicted: serde_json::Value,
+    pub recorded: serde_json::Value,
+    pub first_seq: u64,
+}
+
+/// Disagreement groups kept per policy (counts stay exact in the cells).
+pub const MAX_GROUPS: usize = 256;
+
+/// What a disagreement is about, for grouping.
+fn what(e: &Event) -> String {
+    match e {
+        Event::MsrRead { index, .. } => format!("rdmsr {index:#x}"),
+        Event::MsrWrite { index, .. } => format!("wrmsr {index:#x}"),
+        other => other.kind().name().to_string(),
+    }
 }
 
 /// Score `policies` over one trace's records (any iterator: bounded memory).
@@ -239,6 +264,26 @@ pub fn score_trace<E: std::fmt::Display>(
                     .entry(c.behaviour)
                     .or_default()
                     .add(c.verdict);
+                if c.verdict == Verdict::Disagree {
+                    let key = (c.behaviour, what(&rec.event));
+                    let full = score.disagreements.len() >= MAX_GROUPS;
+                    match score.disagreements.get_mut(&key) {
+                        Some(g) => g.count += 1,
+                        None if !full => {
+                            score.disagreements.insert(
+                                key,
+                                Group {
+                                    count: 1,
+                                    rule: c.rule,
+                                    predicted: c.predicted,
+                                    recorded: c.recorded,
+                                    first_seq: rec.seq,
+                                },
+                            );
+                        }
+                        None => {}
+                    }
+                }
             }
             engine.apply(&rec);
         }
@@ -326,6 +371,18 @@ pub fn to_json(traces: &[String], scores: &[PolicyScore]) -> serde_json::Value {
                 .map(|(b, c)| ((*b).to_string(), cell_json(c)))
                 .collect::<serde_json::Map<_, _>>()
                 .into();
+            v["disagreements"] = s
+                .disagreements
+                .iter()
+                .map(|((b, w), g)| {
+                    serde_json::json!({
+                        "behaviour": b, "what": w, "count": g.count, "rule": g.rule,
+                        "predicted": g.predicted, "recorded": g.recorded,
+                        "first_seq": g.first_seq,
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into();
             v
         })
         .collect();
@@ -365,10 +422,20 @@ pub fn run(args: &FidelityArgs, out: &mut dyn Write, err: &mut dyn Write) -> any
                 header.capture.mode
             )?;
         }
-        for (s, t) in scores.iter_mut().zip(&per_trace) {
+        for (s, t) in scores.iter_mut().zip(per_trace) {
             s.total.merge(&t.total);
             for (b, c) in &t.by_behaviour {
                 s.by_behaviour.entry(b).or_default().merge(c);
+            }
+            for (k, g) in t.disagreements {
+                let full = s.disagreements.len() >= MAX_GROUPS;
+                match s.disagreements.get_mut(&k) {
+                    Some(e) => e.count += g.count,
+                    None if !full => {
+                        s.disagreements.insert(k, g);
+                    }
+                    None => {}
+                }
             }
         }
         names.push(path.display().to_string());
@@ -378,6 +445,22 @@ pub fn run(args: &FidelityArgs, out: &mut dyn Write, err: &mut dyn Write) -> any
         writeln!(out)?;
     } else {
         write_table(out, &scores)?;
+        // The model to fix first: `host`'s disagreements (others with --json).
+        if let Some(host) = scores.iter().find(|s| s.name == "host")
+            && !host.disagreements.is_empty()
+        {
+            writeln!(
+                out,
+                "\nhost disagreements (behaviour, access: count, predicted vs recorded, rule):"
+            )?;
+            for ((b, w), g) in &host.disagreements {
+                writeln!(
+                    out,
+                    "  {b:<11} {w:<18} x{:<5} predicted {} recorded {} ({}; first seq {})",
+                    g.count, g.predicted, g.recorded, g.rule, g.first_seq
+                )?;
+            }
+        }
     }
     Ok(0)
 }

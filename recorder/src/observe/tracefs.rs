@@ -138,6 +138,9 @@ pub struct CaptureStats {
     pub bad_lines: u64,
     pub lost_lines: u64,
     pub enabled: Vec<String>,
+    /// A read of `trace_pipe` failed and ended the capture early (the events
+    /// after it are missing; say so, never hide it).
+    pub read_error: Option<String>,
 }
 
 fn tracefs_mount() -> Result<PathBuf, ObserveError> {
@@ -354,6 +357,7 @@ impl TracefsCapture {
             self.stats.overflow = s.overflow;
             self.stats.bad_lines = s.bad_lines;
             self.stats.lost_lines = s.lost_lines;
+            self.stats.read_error = s.read_error.clone();
         }
         let lost = self.stats.overrun + self.stats.overflow + self.stats.bad_lines;
         if lost > 0 {

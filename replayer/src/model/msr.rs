@@ -329,6 +329,8 @@ impl Engine {
                     (R::Ok(v.mcg_ext_ctl), rules::MCE_READ)
                 }
             }
+            // kvm_pvm: not measured (docs/host-notes.md) — unmodeled, not guessed.
+            MSR_IA32_MCG_EXT_CTL if vendor == Vendor::Pvm => (R::Unmodeled, rules::UNMODELED),
             MSR_IA32_MCG_EXT_CTL => (R::Unknown, rules::MCG_EXT_CTL_NO_HANDLER),
             0x400..=0x47f => {
                 let off = (index - 0x400) as usize;
@@ -452,6 +454,9 @@ impl Engine {
                     return fail(rules::MCG_EXT_CTL_BAD);
                 }
                 (R::Ok(0), rules::MCE_WRITE, Store::McgExtCtl(data))
+            }
+            MSR_IA32_MCG_EXT_CTL if vendor == Vendor::Pvm => {
+                (R::Unmodeled, rules::UNMODELED, Store::None)
             }
             MSR_IA32_MCG_EXT_CTL => (R::Unknown, rules::MCG_EXT_CTL_NO_HANDLER, Store::None),
             0x400..=0x47f => {

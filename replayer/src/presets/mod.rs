@@ -116,10 +116,45 @@ mod tests {
     }
 
     #[test]
+    fn quirk_matrix_names_each_combination() {
+        let p = Policy::preset("kvm-6.18", Vendor::Intel).unwrap();
+        let m = p.quirk_matrix(0x50);
+        assert_eq!(m.len(), 4);
+        assert_eq!(m[0].name, "kvm-6.18");
+        assert_eq!(
+            m[3].name,
+            "kvm-6.18-no-misc-enable-no-mwait-no-mwait-never-ud-faults"
+        );
+        assert_eq!(m[3].disabled_quirks, 0x50);
+        assert_eq!(p.quirk_matrix(0x1f).len(), 32);
+    }
+
+    #[test]
     fn presets_differ_pairwise() {
         let all = Policy::presets();
         for w in all.windows(2) {
             assert!(w[0].first_difference(&w[1]).is_some(), "{}", w[1].name);
         }
+    }
+}
+
+#[cfg(test)]
+mod describe_tests {
+    use crate::policy::{Switches, describe_presets};
+
+    #[test]
+    fn every_preset_lists_every_switch() {
+        let d = describe_presets(None);
+        assert_eq!(d.len(), 6);
+        let j = serde_json::to_value(&d).unwrap();
+        for p in j.as_array().unwrap() {
+            let sw = p["switches"].as_object().unwrap();
+            for n in Switches::names() {
+                assert!(sw.contains_key(n), "{} lacks {n}", p["name"]);
+            }
+            assert!(p["provenance"].as_str().unwrap().contains("SEMANTICS.md"));
+        }
+        assert_eq!(j[0]["switches"]["mce_bad_write"], "eperm");
+        assert_eq!(j[5]["switches"]["quirk_api"], "v2-sticky");
     }
 }

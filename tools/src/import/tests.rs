@@ -309,3 +309,34 @@ fn host_flags() {
             .contains("assuming the text came from this machine")
     );
 }
+
+/// Captured on the build machine (kernel 6.18.44, kvm_pvm) from a private
+/// instance while `kvmtrace record --scenario msr-loop --mode observe` ran:
+/// the `trace` file layout, header included (two spaces before the timestamp).
+const REAL_THIS_HOST: &str = "\
+# tracer: nop
+#
+# entries-in-buffer/entries-written: 100001/100001   #P:2
+#
+#                                _-----=> irqs-off/BH-disabled
+#                               / _----=> need-resched
+#                              | / _---=> hardirq/softirq
+#                              || / _--=> preempt-depth
+#                              ||| / _-=> migrate-disable
+#                              |||| /     delay
+#           TASK-PID     CPU#  |||||  TIMESTAMP  FUNCTION
+#              | |         |   |||||     |         |
+           vcpu0-30899   [000] .....  3460.998549: kvm_msr: msr_read 10 = 0x7b29dd60ed3
+           vcpu0-30899   [000] .....  3460.998555: kvm_msr: msr_read 10 = 0x7b29dd65b32
+           vcpu0-30899   [000] .....  3462.590513: kvm_msr: msr_read 10 = 0x7b385e07675
+           vcpu0-30899   [000] .....  3462.590522: kvm_userspace_exit: reason KVM_EXIT_IO (2)
+";
+
+#[test]
+fn real_capture_from_this_host() {
+    let (recs, sum) = import_to_vec(REAL_THIS_HOST.as_bytes(), &ImportOptions::default()).unwrap();
+    assert_eq!(sum.convert.msr, 3);
+    assert_eq!(sum.convert.userspace_exits, 1);
+    assert_eq!(kinds(&recs), [EventKind::MsrRead; 3]);
+    assert_eq!(recs[2].time_ns, 1_591_964_000);
+}

@@ -795,3 +795,40 @@ fn pat_kvm_pat_valid() {
         assert_eq!(e.msr_write(0, 0x277, v, G).outcome, want, "PAT {v:#x}");
     }
 }
+
+#[test]
+fn cpuid_events_merge_by_leaf() {
+    // Observe/import traces carry the CPUID leaves the guest executed so far
+    // (host-notes): a Cpuid event with leaf 0 only keeps the leaf-1 bits.
+    let mut h = header("kvm_intel", false, 1 << 3);
+    h.vm.disabled_quirks = quirks::MWAIT_NEVER_UD_FAULTS;
+    let mut e = engine("kvm-6.18", Vendor::Intel, &h);
+    assert_eq!(e.mwait(0).outcome, Some(MwaitOutcome::Nop));
+    let leaf0 = cpuid(false, 0).into_iter().take(1).collect();
+    e.apply(&rec(1, Event::Cpuid { entries: leaf0 }));
+    assert_eq!(e.mwait(0).outcome, Some(MwaitOutcome::Nop));
+    // A new leaf 1 without MWAIT replaces the old one.
+    let leaf1 = cpuid(false, 0).into_iter().skip(1).collect();
+    e.apply(&rec(2, Event::Cpuid { entries: leaf1 }));
+    assert_eq!(e.mwait(0).outcome, Some(MwaitOutcome::InjectUd));
+}
+
+#[test]
+fn policy_quirks_survive_trace_quirk_calls() {
+    // A policy file's disabled_quirks model a VMM that always disables them;
+    // the trace's own KVM_CAP_DISABLE_QUIRKS2 (v2-assign overwrites) keeps them.
+    let h = header("kvm_intel", false, 0);
+    let p = Policy::preset("kvm-6.2", Vendor::Intel)
+        .unwrap()
+        .with_disabled_quirks(quirks::MWAIT_NEVER_UD_FAULTS);
+    let mut e = Engine::new(p, &h);
+    e.apply(&rec(
+        0,
+        Event::QuirksDisabled {
+            cap: 213,
+            mask: quirks::MISC_ENABLE_NO_MWAIT,
+        },
+    ));
+    assert_eq!(e.vm_state().disabled_quirks, 0x50);
+    assert_eq!(e.mwait(0).outcome, Some(MwaitOutcome::InjectUd));
+}

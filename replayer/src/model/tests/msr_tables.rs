@@ -363,7 +363,7 @@ fn mce_section5() {
                 OK
             ),
             case!(
-                "§5 pvm MCG_EXT_CTL unknown",
+                "§5 pvm MCG_EXT_CTL unmodeled (not measured)",
                 "kvm-6.18",
                 Pvm,
                 &[],
@@ -371,7 +371,7 @@ fn mce_section5() {
                 0x4d0,
                 None,
                 G,
-                GP
+                None
             ),
         ],
         &h,
