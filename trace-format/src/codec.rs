@@ -643,12 +643,13 @@ pub fn encode_chunk(records: &[Record]) -> Result<Option<EncodedChunk>, String> 
 
 // ---- decoding ----
 
-/// Reads the stream table of a stored chunk payload and decompresses the zstd
-/// streams into `buf`; returns each stream's (in `buf`?, start, len).
+/// Reads the stream table of a stored chunk payload and decompresses each zstd
+/// stream i into `bufs[i]` (allocating only what it really decompresses to, at
+/// most its table length); returns each stream's (in `bufs`?, start, len).
 fn unpack_streams(
     stored: &[u8],
     uncompressed_len: usize,
-    buf: &mut Vec<u8>,
+    bufs: &mut [Vec<u8>; STREAMS],
 ) -> Result<[(bool, usize, usize); STREAMS], PayloadError> {
     let mut c = Cursor::new(stored);
     let table_err = |c: &Cursor<'_>, what: String| PayloadError {
@@ -692,11 +693,7 @@ fn unpack_streams(
         ));
     }
     let mut pos = c.pos;
-    let zsize: usize = table.iter().filter(|t| t.0 == MODE_ZSTD).map(|t| t.1).sum();
-    buf.clear();
-    buf.resize(zsize, 0);
     let mut dec: Option<zstd::bulk::Decompressor<'static>> = None;
-    let mut zpos = 0usize;
     let mut out = [(false, 0usize, 0usize); STREAMS];
     for (i, &(mode, raw, stored_len)) in table.iter().enumerate() {
         if stored.len() - pos < stored_len {
@@ -721,7 +718,9 @@ fn unpack_streams(
             Some(d) => d,
             None => dec.insert(zstd::bulk::Decompressor::new().map_err(|e| derr(e.to_string()))?),
         };
-        let dst = &mut buf[zpos..zpos + raw];
+        let dst = &mut bufs[i];
+        dst.clear();
+        dst.reserve_exact(raw);
         let n = d
             .decompress_to_buffer(src, dst)
             .map_err(|e| derr(format!("stream {i} does not decompress: {e}")))?;
@@ -730,8 +729,7 @@ fn unpack_streams(
                 "stream {i} decompresses to {n} bytes, not {raw}"
             )));
         }
-        out[i] = (true, zpos, raw);
-        zpos += raw;
+        out[i] = (true, 0, raw);
     }
     if pos != stored.len() {
         return Err(table_err(
@@ -752,11 +750,12 @@ pub(crate) fn decode_chunk_into(
     first_time: u64,
     out: &mut Vec<Record>,
 ) -> Result<(), PayloadError> {
-    let mut buf = Vec::new();
-    let layout = unpack_streams(stored, uncompressed_len as usize, &mut buf)?;
-    let parts: [&[u8]; STREAMS] = layout.map(|(z, start, len)| {
+    let mut bufs: [Vec<u8>; STREAMS] = Default::default();
+    let layout = unpack_streams(stored, uncompressed_len as usize, &mut bufs)?;
+    let parts: [&[u8]; STREAMS] = std::array::from_fn(|i| {
+        let (z, start, len) = layout[i];
         if z {
-            &buf[start..start + len]
+            &bufs[i][..len]
         } else {
             &stored[start..start + len]
         }

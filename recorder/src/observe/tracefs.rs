@@ -215,6 +215,7 @@ impl TracefsCapture {
         let dir = root
             .join("instances")
             .join(format!("kvmtrace-{}", std::process::id()));
+        remove_stale_instances(&root.join("instances"));
         // A previous run of a process with our pid may have left one behind.
         let _ = std::fs::remove_dir(&dir);
         std::fs::create_dir(&dir).map_err(|source| ObserveError::CreateInstance {
@@ -385,6 +386,27 @@ impl Drop for TracefsCapture {
             let _ = h.join();
         }
         // `instance` drops after the reader closed trace_pipe: rmdir succeeds.
+    }
+}
+
+/// Remove `kvmtrace-PID` instances of processes that no longer exist (a
+/// recorder killed with SIGKILL cannot remove its own). Others are left alone.
+fn remove_stale_instances(instances: &Path) {
+    let Ok(entries) = std::fs::read_dir(instances) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("kvmtrace-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir(e.path());
+        }
     }
 }
 

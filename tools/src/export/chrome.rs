@@ -11,6 +11,9 @@ use super::{Divergence, Sink};
 
 /// Above this, the UIs struggle to open a JSON trace.
 pub const TOO_BIG_BYTES: u64 = 300 * 1024 * 1024;
+/// JSON bytes per event, for the warning before an export (an MSR instant is
+/// 200–250 bytes with its args).
+pub const BYTES_PER_EVENT_ESTIMATE: u64 = 220;
 
 const PID: u32 = 1;
 
@@ -59,6 +62,7 @@ impl<W: Write> ChromeWriter<W> {
             write!(self.out, "{}:", json_str(k))?;
             match v {
                 Arg::Str(s) => write!(self.out, "{}", json_str(s))?,
+                Arg::Hex(n) => write!(self.out, "\"{n:#x}\"")?,
                 Arg::U64(n) => write!(self.out, "{n}")?,
                 Arg::I64(n) => write!(self.out, "{n}")?,
                 Arg::Bool(b) => write!(self.out, "{b}")?,

@@ -6,7 +6,11 @@ use kvmtrace_format::{Event, IpiMode, MsrOutcome, UserAnswer};
 /// One argument value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Arg {
+    /// A string from a small set (index, origin, outcome kind): interned in
+    /// Perfetto.
     Str(String),
+    /// A 64-bit value shown in hex: `"0x..."` in JSON, a varint in Perfetto.
+    Hex(u64),
     U64(u64),
     I64(i64),
     Bool(bool),
@@ -117,45 +121,56 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, Arg)>) {
 /// outcomes in hex.
 pub fn args(e: &Event) -> Vec<(String, Arg)> {
     let s = |k: &str, v: String| (k.to_string(), Arg::Str(v));
+    let lower = |d: &dyn std::fmt::Debug| format!("{d:?}").to_lowercase();
+    // The outcome's kind is from a small set; a read value goes apart (hex).
+    let outcome = |o: &MsrOutcome, out: &mut Vec<(String, Arg)>| match o {
+        MsrOutcome::Value(v) => {
+            out.push(s("outcome", "value".into()));
+            out.push(("read_value".into(), Arg::Hex(*v)));
+        }
+        other => out.push(s("outcome", outcome_str(other))),
+    };
     match e {
         Event::MsrRead {
             index,
             origin,
-            outcome,
+            outcome: o,
             decided_by,
             capture,
-        } => vec![
-            s("index", format!("{index:#x}")),
-            s("origin", format!("{origin:?}").to_lowercase()),
-            s("outcome", outcome_str(outcome)),
-            s("decided_by", format!("{decided_by:?}").to_lowercase()),
-            s(
+        } => {
+            let mut out = vec![
+                s("index", format!("{index:#x}")),
+                s("origin", lower(origin)),
+            ];
+            outcome(o, &mut out);
+            out.push(s("decided_by", lower(decided_by)));
+            out.push(s(
                 "capture",
-                capture
-                    .map(|c| format!("{c:?}").to_lowercase())
-                    .unwrap_or("none".into()),
-            ),
-        ],
+                capture.map(|c| lower(&c)).unwrap_or("none".into()),
+            ));
+            out
+        }
         Event::MsrWrite {
             index,
             value,
             origin,
-            outcome,
+            outcome: o,
             decided_by,
             capture,
-        } => vec![
-            s("index", format!("{index:#x}")),
-            s("value", format!("{value:#x}")),
-            s("origin", format!("{origin:?}").to_lowercase()),
-            s("outcome", outcome_str(outcome)),
-            s("decided_by", format!("{decided_by:?}").to_lowercase()),
-            s(
+        } => {
+            let mut out = vec![
+                s("index", format!("{index:#x}")),
+                ("value".into(), Arg::Hex(*value)),
+                s("origin", lower(origin)),
+            ];
+            outcome(o, &mut out);
+            out.push(s("decided_by", lower(decided_by)));
+            out.push(s(
                 "capture",
-                capture
-                    .map(|c| format!("{c:?}").to_lowercase())
-                    .unwrap_or("none".into()),
-            ),
-        ],
+                capture.map(|c| lower(&c)).unwrap_or("none".into()),
+            ));
+            out
+        }
         other => {
             let mut out = Vec::new();
             if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(other) {

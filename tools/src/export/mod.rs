@@ -125,6 +125,19 @@ pub fn run(args: &ExportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
     }
     let mut input = open_trace(&args.trace)?;
     let header = input.header().clone();
+    // Say it before the work, not only after: an MSR event is ~200 bytes of JSON.
+    let estimate = input
+        .summary()
+        .events
+        .saturating_mul(chrome::BYTES_PER_EVENT_ESTIMATE);
+    if args.format == "chrome" && estimate > chrome::TOO_BIG_BYTES {
+        writeln!(
+            err,
+            "warning: {} events make about {} MB of JSON: Perfetto UI and chrome://tracing give up near 300 MB; --format perfetto is several times smaller",
+            input.summary().events,
+            estimate / (1024 * 1024)
+        )?;
+    }
     let file = std::fs::File::create(&args.output)
         .map_err(|e| anyhow::anyhow!("creating {}: {e}", args.output.display()))?;
     let mut counting = Counting {
@@ -152,10 +165,11 @@ pub fn run(args: &ExportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
         bytes,
         args.format
     )?;
-    if args.format == "chrome" && bytes > chrome::TOO_BIG_BYTES {
+    if args.format == "chrome" && bytes > chrome::TOO_BIG_BYTES && estimate <= chrome::TOO_BIG_BYTES
+    {
         writeln!(
             err,
-            "warning: {} is {} MB: Perfetto UI and chrome://tracing give up on JSON near 300 MB; use --format perfetto (about 10x smaller)",
+            "warning: {} is {} MB: Perfetto UI and chrome://tracing give up on JSON near 300 MB; use --format perfetto (several times smaller)",
             args.output.display(),
             bytes / (1024 * 1024)
         )?;

@@ -104,6 +104,8 @@ pub struct DebugAnnotation {
     pub string_value: Option<String>,
     #[prost(string, optional, tag = "10")]
     pub name: Option<String>,
+    #[prost(uint64, optional, tag = "17")]
+    pub string_value_iid: Option<u64>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -125,6 +127,9 @@ pub struct InternedData {
     /// `DebugAnnotationName { iid = 1; name = 2 }`.
     #[prost(message, repeated, tag = "3")]
     pub debug_annotation_names: Vec<InternedString>,
+    /// `InternedString { iid = 1; bytes str = 2 }` (same wire form).
+    #[prost(message, repeated, tag = "29")]
+    pub debug_annotation_string_values: Vec<InternedString>,
 }
 
 const SEQ_ID: u32 = 1;
@@ -166,6 +171,7 @@ pub struct PerfettoWriter<W: Write> {
     names: Table,
     cats: Table,
     arg_names: Table,
+    arg_values: Table,
     seen: Vec<u32>,
     buf: Vec<u8>,
 }
@@ -177,6 +183,7 @@ impl<W: Write> PerfettoWriter<W> {
             names: Table::default(),
             cats: Table::default(),
             arg_names: Table::default(),
+            arg_values: Table::default(),
             seen: Vec::new(),
             buf: Vec::with_capacity(512),
         };
@@ -255,7 +262,16 @@ impl<W: Write> PerfettoWriter<W> {
                 None => a.name = Some(k.clone()),
             }
             match v {
-                Arg::Str(s) => a.string_value = Some(s.clone()),
+                Arg::Str(s) => {
+                    match self
+                        .arg_values
+                        .intern(s, &mut interned.debug_annotation_string_values)
+                    {
+                        Some(id) => a.string_value_iid = Some(id),
+                        None => a.string_value = Some(s.clone()),
+                    }
+                }
+                Arg::Hex(n) => a.uint_value = Some(*n),
                 Arg::U64(n) => a.uint_value = Some(*n),
                 Arg::I64(n) => a.int_value = Some(*n),
                 Arg::Bool(b) => a.bool_value = Some(*b),
@@ -264,7 +280,8 @@ impl<W: Write> PerfettoWriter<W> {
         }
         let empty = interned.event_names.is_empty()
             && interned.event_categories.is_empty()
-            && interned.debug_annotation_names.is_empty();
+            && interned.debug_annotation_names.is_empty()
+            && interned.debug_annotation_string_values.is_empty();
         let ev = TrackEvent {
             category_iids: cat_iid.into_iter().collect(),
             debug_annotations: annotations,

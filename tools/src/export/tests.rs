@@ -77,7 +77,8 @@ fn chrome_json_is_valid_and_complete() {
     let instants: Vec<_> = events.iter().filter(|e| e["ph"] == "i").collect();
     assert_eq!(instants.len(), 4);
     assert_eq!(instants[0]["name"], "rdmsr 0x10");
-    assert_eq!(instants[0]["args"]["outcome"], "value 0x1227");
+    assert_eq!(instants[0]["args"]["outcome"], "value");
+    assert_eq!(instants[0]["args"]["read_value"], "0x1227");
     assert_eq!(instants[0]["tid"], 1);
     assert_eq!(instants[1]["args"]["outcome"], "inject_gp");
     assert_eq!(instants[1]["ts"], 1.5);
