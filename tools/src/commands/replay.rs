@@ -86,7 +86,10 @@ pub fn replay_file(
         if batch.is_empty() {
             break;
         }
-        pool.install(|| replay.feed(&batch));
+        match &pool {
+            Some(p) => p.install(|| replay.feed(&batch)),
+            None => replay.feed(&batch),
+        }
         pb.inc(batch.len() as u64);
     }
     pb.finish_and_clear();
