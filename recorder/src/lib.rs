@@ -531,6 +531,7 @@ fn run(
                 last_fault: (u64::MAX, 0),
                 runs: 0,
                 last_state: None,
+                msr: state::OneMsr::default(),
             };
             let ctx = &ctx;
             match std::thread::Builder::new()

@@ -179,6 +179,8 @@ pub struct Vcpu {
     pub runs: u64,
     /// The state last read from this vCPU (the `before` of an in-kernel INIT).
     pub last_state: Option<ArchState>,
+    /// Reused for the kernel's answers to unmodeled MSR exits.
+    pub msr: state::OneMsr,
 }
 
 const WAIT_POLL: Duration = Duration::from_millis(20);
