@@ -12,7 +12,7 @@ use kvmtrace_format::{
 };
 use kvmtrace_recorder::layout::{self, ports};
 use kvmtrace_recorder::scenarios::{OnShutdown, Region, VcpuStart};
-use kvmtrace_recorder::{RecordConfig, record, record_spec};
+use kvmtrace_recorder::{RecordConfig, record_spec};
 
 fn reports(recs: &[Record], vcpu: u32) -> Vec<u32> {
     recs.iter()
@@ -238,11 +238,8 @@ fn init_sipi_through_user_space_lapic() {
     if !kvmtrace_recorder::kvm_check::require_kvm("init_sipi_through_user_space_lapic") {
         return;
     }
-    let out = tmp("probe_init.kvt");
-    let mut cfg = RecordConfig::new(&out);
-    cfg.scenario = Some("init-sipi".into());
-    record(&cfg).unwrap();
-    let (header, recs) = read_trace(&out);
+    let (header, recs) =
+        record_scenario("probe_init.kvt", "init-sipi", CaptureMode::Intercept, None);
     let cpuid1 = header
         .vm
         .cpuid
@@ -281,12 +278,7 @@ fn observe_mode_records_in_run_order() {
     if !kvmtrace_recorder::kvm_check::require_kvm("observe_mode_records_in_run_order") {
         return;
     }
-    let out = tmp("observe_mwait.kvt");
-    let mut cfg = RecordConfig::new(&out);
-    cfg.scenario = Some("mwait".into());
-    cfg.mode = CaptureMode::Observe;
-    record(&cfg).unwrap();
-    let (header, recs) = read_trace(&out);
+    let (header, recs) = record_scenario("observe_mwait.kvt", "mwait", CaptureMode::Observe, None);
     assert_eq!(header.capture.mode, CaptureMode::Observe);
     assert!(recs.iter().enumerate().all(|(i, r)| r.seq == i as u64));
     assert!(
@@ -329,14 +321,12 @@ fn observe_mode_long_msr_loop_keeps_every_kernel_event() {
         return;
     }
     const ITERATIONS: u64 = 150_000;
-    let out = tmp("observe_long_msr_loop.kvt");
-    let mut cfg = RecordConfig::new(&out);
-    cfg.scenario = Some("msr-loop".into());
-    cfg.iterations = Some(ITERATIONS);
-    cfg.mode = CaptureMode::Observe;
-    let summary = record(&cfg).unwrap();
-    println!("{summary:?}");
-    let (_, recs) = read_trace(&out);
+    let (_, recs) = record_scenario(
+        "observe_long_msr_loop.kvt",
+        "msr-loop",
+        CaptureMode::Observe,
+        Some(ITERATIONS),
+    );
     assert!(recs.iter().enumerate().all(|(i, r)| r.seq == i as u64));
     let (reads, lost) = kernel_tsc_reads_and_lost(&recs);
     if lost == 0 {
@@ -368,13 +358,8 @@ fn two_observe_recordings_in_one_process_do_not_collide() {
         return;
     }
     let run = |name: &str, iterations: u64| {
-        let out = tmp(name);
-        let mut cfg = RecordConfig::new(&out);
-        cfg.scenario = Some("msr-loop".into());
-        cfg.iterations = Some(iterations);
-        cfg.mode = CaptureMode::Observe;
-        record(&cfg).unwrap();
-        kernel_tsc_reads_and_lost(&read_trace(&out).1)
+        let (_, recs) = record_scenario(name, "msr-loop", CaptureMode::Observe, Some(iterations));
+        kernel_tsc_reads_and_lost(&recs)
     };
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| run("observe_twin_a.kvt", 3000));

@@ -63,3 +63,20 @@ pub fn tmp(name: &str) -> PathBuf {
 pub fn read_trace(path: &Path) -> (TraceHeader, Vec<Record>) {
     kvmtrace_recorder::sink::read_all(path).unwrap()
 }
+
+/// Record the built-in `scenario` (`iterations` for looping ones) in `mode`
+/// into `tmp(file)` and read it back.
+pub fn record_scenario(
+    file: &str,
+    scenario: &str,
+    mode: kvmtrace_format::CaptureMode,
+    iterations: Option<u64>,
+) -> (TraceHeader, Vec<Record>) {
+    let out = tmp(file);
+    let mut cfg = kvmtrace_recorder::RecordConfig::new(&out);
+    cfg.scenario = Some(scenario.into());
+    cfg.mode = mode;
+    cfg.iterations = iterations;
+    kvmtrace_recorder::record(&cfg).unwrap();
+    read_trace(&out)
+}
