@@ -10,6 +10,7 @@
 //! - `writer` + `sink`: batching, the channel, the writer thread, the trace file;
 //! - `payload`: flat and ELF payloads; `kvm_extra`: `KVM_X86_SETUP_MCE`.
 
+pub mod clock;
 pub mod exits;
 pub mod guest;
 pub mod kvm_check;

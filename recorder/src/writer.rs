@@ -21,6 +21,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySen
 use kvmtrace_format::{Event, LostSource, Record, TraceHeader};
 
 use crate::OnFull;
+use crate::clock::StampClock;
 use crate::sink::{self, Sink, SinkError};
 
 /// Records per batch.
@@ -172,6 +173,8 @@ pub struct EventOut {
     /// (the engine's work between the two is not the recorder's cost).
     sample_stamp_ns: Option<u64>,
     clock_ns: u64,
+    /// The stamps' clock (the TSC between per-batch anchors, see `clock`).
+    clock: StampClock,
     /// Observe mode: records are held with the vCPU's `KVM_RUN` return count,
     /// to be merged with the kernel's events (`merge::StreamMerge`).
     hold: Option<Hold>,
@@ -323,17 +326,19 @@ impl EventOut {
         // Not the first push: it pays for cold caches once.
         let sampled = self.stats.events % SAMPLE == SAMPLE - 1;
         let t_in = sampled.then(Instant::now);
+        // A new batch (or held buffer) re-anchors the stamp clock.
+        let fresh = self.batch.is_empty() && self.hold.as_ref().is_none_or(|h| h.buf.is_empty());
         // Held records are numbered by the merge, not here.
         if self.batch.is_empty() && self.hold.is_none() {
             let lower = self.shared.seq.load(Ordering::SeqCst);
             self.shared.pending_min[self.vcpu as usize].store(lower, Ordering::SeqCst);
         }
-        let now = Instant::now();
+        let time_ns = self.clock.now_ns(fresh);
         let seq = self.shared.seq.fetch_add(1, Ordering::SeqCst);
         let rec = Record {
             seq,
             vcpu,
-            time_ns: now.saturating_duration_since(self.shared.start).as_nanos() as u64,
+            time_ns,
             event,
         };
         if let Some(t) = t_in {
@@ -539,6 +544,7 @@ impl Writer {
             lost_pending: 0,
             sample_stamp_ns: None,
             clock_ns: clock_read_ns(),
+            clock: StampClock::new(self.shared.start),
             hold: None,
             run_index: 0,
             stats: OutStats::default(),
