@@ -99,7 +99,7 @@ pub struct RecordSummary {
     /// Total time vCPU threads waited on a full channel.
     pub channel_wait_ns: u64,
     /// Time on vCPU threads spent building and sending events, per event
-    /// (mean of 1-in-16 timed events plus the batch sends).
+    /// (mean of 1-in-64 timed events plus the batch sends).
     pub vcpu_ns_per_event: f64,
     /// The median of the timed events' stamp+push cost (robust to a loaded
     /// machine's cache misses and preemption).
