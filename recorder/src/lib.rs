@@ -8,6 +8,10 @@
 //! - `vcpu`: the per-vCPU state machine, INIT/SIPI, host steps; `exits`: exit handlers;
 //! - `state`: RESET/INIT architectural state read from / written to a vCPU;
 //! - `writer` + `sink`: batching, the channel, the writer thread, the trace file;
+//!   `clock`: the stamps' clock (TSC between per-batch CLOCK_MONOTONIC anchors);
+//! - observe mode: `observe` (tracefs capture, line parser), `live` (drains the
+//!   capture and the vCPUs' held records while the guest runs), `merge` (their
+//!   exact per-vCPU merge, incremental, bounded memory);
 //! - `payload`: flat and ELF payloads; `kvm_extra`: `KVM_X86_SETUP_MCE`.
 
 pub mod clock;
