@@ -253,7 +253,7 @@ impl Vcpu {
                 if running {
                     ctx.running.fetch_sub(1, Ordering::SeqCst);
                 }
-                self.out.before_blocking();
+                self.out.before_wait();
                 let woke = self.wait(ctx, w);
                 self.out.after_blocking();
                 match woke {

@@ -257,10 +257,23 @@ impl EventOut {
         self.hold.take().map(|h| h.buf).unwrap_or_default()
     }
 
-    /// Observe mode: about to enter `KVM_RUN` (or wait for an IPI): hand the
-    /// held records over and say that nothing is unsent.
+    /// Observe mode: about to enter `KVM_RUN`: hand the held records over and
+    /// say that nothing is unsent; every record of this run index is out (the
+    /// next ones come after the `KVM_RUN` return, with a later run index).
     #[inline]
     pub fn before_blocking(&mut self) {
+        self.hand_over(true);
+    }
+
+    /// Observe mode: about to wait for an IPI in user space. Nothing is unsent,
+    /// but the records after the wake-up (INIT, SIPI) keep this run index: the
+    /// run-index promise waits for the next `KVM_RUN`.
+    pub fn before_wait(&mut self) {
+        self.hand_over(false);
+    }
+
+    #[inline]
+    fn hand_over(&mut self, run_done: bool) {
         let run_index = self.run_index;
         if let Some(Hold {
             buf,
@@ -272,10 +285,11 @@ impl EventOut {
                     .tx
                     .send(std::mem::replace(buf, Vec::with_capacity(BATCH)));
             }
-            // Every record of this run index is out; the next ones get a later one.
-            link.mark
-                .runs_below
-                .store(run_index.saturating_add(1), Ordering::SeqCst);
+            if run_done {
+                link.mark
+                    .runs_below
+                    .store(run_index.saturating_add(1), Ordering::SeqCst);
+            }
             link.mark.since_ns.store(u64::MAX, Ordering::SeqCst);
         }
     }
