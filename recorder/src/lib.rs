@@ -74,7 +74,9 @@ pub struct RecordConfig {
     pub iterations: Option<u64>,
     pub on_full: OnFull,
     /// Benchmark baseline: build nothing, send nothing; events are discarded
-    /// before the channel (`record_overhead_ratio`'s denominator).
+    /// before the channel (`record_overhead_ratio`'s denominator). In observe
+    /// mode the kernel's tracepoints stay off too (`observe_overhead_ratio`'s
+    /// denominator: the same run untraced).
     pub discard_events: bool,
 }
 
@@ -395,7 +397,9 @@ fn run(
     let mut held: Vec<(u64, kvmtrace_format::Record)> = Vec::new();
     // Observe mode: the kernel's own decisions come from its tracepoints, for
     // this thread and the vCPU threads it is about to create.
-    let mut capture = if observe {
+    // With `discard_events` an observe-mode run is the bench's untraced
+    // baseline: same VM, no MSR filter, no tracepoints, nothing recorded.
+    let mut capture = if observe && !cfg.discard_events {
         let cap = observe::TracefsCapture::start(&observe::CaptureConfig {
             tids: observe::current_tid().into_iter().collect(),
             follow_forks: true,

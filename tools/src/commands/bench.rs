@@ -119,6 +119,14 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow
     let r = record_overhead(&scratch.0, sizes.record_iterations);
     note(err, "record", r, &mut figures, &mut skipped);
 
+    writeln!(
+        err,
+        "bench: observe-mode msr-loop {} iterations, traced vs untraced",
+        sizes.record_iterations
+    )?;
+    let r = observe_overhead(&scratch.0, sizes.record_iterations);
+    note(err, "observe", r, &mut figures, &mut skipped);
+
     writeln!(err, "bench: import {} ftrace lines", sizes.import_lines)?;
     let r = import_speed(sizes.import_lines);
     note(err, "import_lines_per_s", r, &mut figures, &mut skipped);
@@ -219,7 +227,14 @@ fn json_lines_zstd_size(records: &[Record]) -> anyhow::Result<u64> {
 }
 
 /// msr-loop recorded vs the same loop with events discarded before the channel.
-fn record_overhead(dir: &Path, iterations: u64) -> anyhow::Result<Value> {
+/// Five recordings of msr-loop in `mode`, each next to the same run with
+/// `discard_events` (alternated to spread the noise of a shared machine):
+/// (median recorded run time / median baseline run time, the recorded runs).
+fn record_vs_baseline(
+    dir: &Path,
+    mode: kvmtrace_format::CaptureMode,
+    iterations: u64,
+) -> anyhow::Result<(f64, Vec<kvmtrace_recorder::RecordSummary>)> {
     if let Err(e) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -232,36 +247,58 @@ fn record_overhead(dir: &Path, iterations: u64) -> anyhow::Result<Value> {
         payload: None,
         output: dir.join(name),
         policy: "host".into(),
-        mode: kvmtrace_format::CaptureMode::Intercept,
+        mode,
         vcpus: Some(1),
         iterations: Some(iterations),
         on_full: kvmtrace_recorder::OnFull::Wait,
         discard_events: discard,
     };
-    // Warm-up, then alternate to spread the noise of a shared machine.
     let _ = kvmtrace_recorder::record(&cfg(true, "warm.kvt"))?;
     let mut on = Vec::new();
     let mut off = Vec::new();
-    let mut vcpu_ns = Vec::new();
-    let mut last = None;
+    let mut runs = Vec::new();
     for i in 0..5 {
         let s = kvmtrace_recorder::record(&cfg(false, &format!("rec{i}.kvt")))?;
         on.push(s.run_ns as f64);
-        vcpu_ns.push(s.vcpu_ns_per_event);
-        last = Some(s);
+        runs.push(s);
         let s = kvmtrace_recorder::record(&cfg(true, &format!("off{i}.kvt")))?;
         off.push(s.run_ns as f64);
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let s = last.expect("five runs");
+    Ok((median(&mut on) / median(&mut off).max(1.0), runs))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn record_overhead(dir: &Path, iterations: u64) -> anyhow::Result<Value> {
+    let (ratio, runs) =
+        record_vs_baseline(dir, kvmtrace_format::CaptureMode::Intercept, iterations)?;
+    let mut vcpu_ns: Vec<f64> = runs.iter().map(|s| s.vcpu_ns_per_event).collect();
+    let s = runs.last().expect("five runs");
     Ok(json!({
-        "record_overhead_ratio": median(&mut on) / median(&mut off).max(1.0),
+        "record_overhead_ratio": ratio,
         "vcpu_ns_per_event": median(&mut vcpu_ns),
         "recorded_bytes_per_event": s.bytes as f64 / s.events.max(1) as f64,
         "record_events": s.events,
+    }))
+}
+
+/// Issue 6: observe mode (kernel tracepoints on, trace_pipe read live) against
+/// the same run untraced. The ratio includes what the kernel's tracepoints
+/// cost; `observe_lost` says whether the reader kept up.
+fn observe_overhead(dir: &Path, iterations: u64) -> anyhow::Result<Value> {
+    let (ratio, runs) = record_vs_baseline(dir, kvmtrace_format::CaptureMode::Observe, iterations)?;
+    let lost: u64 = runs
+        .iter()
+        .filter_map(|s| s.capture.as_ref())
+        .map(|c| c.overrun + c.overflow + c.lost_lines)
+        .sum();
+    Ok(json!({
+        "observe_overhead_ratio": ratio,
+        "observe_events": runs.last().map_or(0, |s| s.events),
+        "observe_lost": lost,
     }))
 }
 
