@@ -74,6 +74,9 @@ pub struct CpuidBits {
     pub rdpid: bool,
     /// CPUID.0x40000001:EAX = "Hv#1" (`kvm_cpuid_has_hyperv`).
     pub hyperv: bool,
+    /// CPUID.0x40000000 or 0x40000100 signature "XenVMMXenVMM": the VMM may
+    /// have set a Xen hypercall-page MSR (`xen_hvm_config.msr`, any index).
+    pub xen: bool,
 }
 
 impl CpuidBits {
@@ -116,6 +119,9 @@ impl CpuidBits {
         if let Some(e) = find(0x4000_0001, 0) {
             c.hyperv = e.eax == 0x3123_7648;
         }
+        c.xen = [0x4000_0000, 0x4000_0100]
+            .iter()
+            .any(|&f| find(f, 0).is_some_and(|e| e.ebx == 0x566e_6558));
         if let Some(l7) = find(7, 0) {
             c.sgx = l7.ebx & (1 << 2) != 0;
             c.sgx_lc = l7.ecx & (1 << 30) != 0;

@@ -306,6 +306,8 @@ impl Engine {
             }
             // MTRRcap is read-only: no write case (r = 2).
             0xfe => Some((R::Unknown, rules::TABLE_UNKNOWN, Store::None)),
+            // A Xen guest's hypercall-page MSR can be any index (writes only).
+            _ if c.xen => None,
             0x4000_0000..=0x4000_01ff if !host && c.known && !c.hyperv => {
                 Some((R::FaultOrUnknown, rules::TABLE_NO_HYPERV, Store::None))
             }

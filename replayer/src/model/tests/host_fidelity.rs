@@ -740,3 +740,225 @@ fn registers_taught_by_reads() {
     let e = engine("kvm-6.18", Vendor::Pvm, &h);
     assert_eq!(e.msr_read(0, 0x174, G).outcome, val(0));
 }
+
+#[test]
+fn x2apic_registers_in_x2apic_mode() {
+    // lapic.c kvm_x2apic_msr_read/write (6.18 read), x2APIC enabled through
+    // 0x1b with an in-kernel irqchip.
+    let mut h = header("kvm_pvm", true, 1 << 21);
+    h.vm.irqchip = Some(Irqchip::Kernel);
+    const X2: &[(u32, u64, Origin)] = &[(0x1b, 0xfee0_0d00, G)];
+    run(
+        &[
+            case!(
+                "LDR derived from the id",
+                "kvm-6.18",
+                Pvm,
+                X2,
+                0,
+                0x80d,
+                None,
+                G,
+                val(1)
+            ),
+            case!(
+                "EOI is write-only",
+                "kvm-6.18",
+                Pvm,
+                X2,
+                0,
+                0x80b,
+                None,
+                G,
+                GP
+            ),
+            case!(
+                "EOI write of 0",
+                "kvm-6.18",
+                Pvm,
+                X2,
+                0,
+                0x80b,
+                Some(0),
+                G,
+                OK
+            ),
+            case!(
+                "TPR write",
+                "kvm-6.18",
+                Pvm,
+                X2,
+                0,
+                0x808,
+                Some(0x20),
+                G,
+                OK
+            ),
+            case!(
+                "bits 63:32 reserved outside the ICR",
+                "kvm-6.18",
+                Pvm,
+                X2,
+                0,
+                0x808,
+                Some(1 << 32),
+                G,
+                GP
+            ),
+            case!(
+                "ID read-only in x2APIC mode",
+                "kvm-6.18",
+                Pvm,
+                X2,
+                0,
+                0x802,
+                Some(0),
+                G,
+                GP
+            ),
+            case!(
+                "LDR read-only in x2APIC mode",
+                "kvm-6.18",
+                Pvm,
+                X2,
+                0,
+                0x80d,
+                Some(0),
+                G,
+                GP
+            ),
+            case!(
+                "ESR takes only 0",
+                "kvm-6.18",
+                Pvm,
+                X2,
+                0,
+                0x828,
+                Some(1),
+                G,
+                GP
+            ),
+            case!(
+                "TMCCT read: not modelled",
+                "kvm-6.18",
+                Pvm,
+                X2,
+                0,
+                0x839,
+                None,
+                G,
+                None
+            ),
+            case!(
+                "ICR write: not modelled",
+                "kvm-6.18",
+                Pvm,
+                X2,
+                0,
+                0x830,
+                Some(0x4_0000_00fe),
+                G,
+                None
+            ),
+            case!(
+                "reserved offset",
+                "kvm-6.18",
+                Pvm,
+                X2,
+                0,
+                0x804,
+                None,
+                G,
+                GP
+            ),
+            case!(
+                "5.19 preset: not modelled",
+                "kvm-5.19",
+                Pvm,
+                X2,
+                0,
+                0x80b,
+                Some(0),
+                G,
+                None
+            ),
+        ],
+        &h,
+    );
+}
+
+#[test]
+fn pvm_misc_enable_mwait_bit_without_sse3() {
+    // §1: with MISC_ENABLE_NO_MWAIT disabled, toggling bit 18 needs SSE3.
+    // kvm_pvm accepted 0x40001 without SSE3 (observe misc-enable-no-mwait).
+    let mut h = header("kvm_pvm", true, 0);
+    h.vm.disabled_quirks = crate::quirks::MISC_ENABLE_NO_MWAIT;
+    run(
+        &[
+            case!(
+                "§1 amd: bit 18 without SSE3 -> #GP",
+                "kvm-6.18",
+                Amd,
+                GUEST_FLIPS,
+                0,
+                0x1a0,
+                Some(0x41800),
+                G,
+                GP
+            ),
+            case!(
+                "host-notes pvm: bit 18 without SSE3 ok",
+                "kvm-6.18",
+                Pvm,
+                GUEST_FLIPS,
+                0,
+                0x1a0,
+                Some(0x40001),
+                G,
+                OK
+            ),
+        ],
+        &h,
+    );
+}
+
+#[test]
+fn xen_guest_writes_not_predicted_unknown() {
+    // kvm_set_msr_common: a write to xen_hvm_config.msr (any index) installs
+    // the hypercall page; a guest with Xen CPUID may have one configured.
+    let mut h = header("kvm_intel", false, 0);
+    h.vm.cpuid.push(CpuidEntry {
+        function: 0x4000_0000,
+        ebx: 0x566e_6558,
+        ecx: 0x65584d4d,
+        edx: 0x4d4d566e,
+        ..Default::default()
+    });
+    run(
+        &[
+            case!(
+                "Xen guest: write to an unknown index",
+                "kvm-6.18",
+                Intel,
+                GUEST_FLIPS,
+                0,
+                0xdead_beef,
+                Some(1),
+                G,
+                None
+            ),
+            case!(
+                "Xen guest: read of an unknown index still r=2",
+                "kvm-6.18",
+                Intel,
+                GUEST_FLIPS,
+                0,
+                0xdead_beef,
+                None,
+                G,
+                GP
+            ),
+        ],
+        &h,
+    );
+}
