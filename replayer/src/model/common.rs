@@ -19,7 +19,9 @@
 
 use crate::engine::Engine;
 use crate::rules::{self, Rule};
-use crate::state::VcpuState;
+use crate::state::{
+    LEAF_1, LEAF_7, LEAF_4000_0001, LEAF_8000_0001, LEAF_8000_0008, LEAF_D1, VcpuState,
+};
 
 use super::msr::{R, Store};
 
@@ -121,6 +123,22 @@ pub(crate) const fn table_handles(index: u32) -> bool {
         )
 }
 
+/// A guest CPUID feature is known absent: its leaf is in the guest CPUID with
+/// the bit clear, or in KVM's supported CPUID with the bit clear.
+fn absent(
+    c: &crate::state::CpuidBits,
+    sup: &crate::state::CpuidBits,
+    leaf: u32,
+    bit: fn(&crate::state::CpuidBits) -> bool,
+) -> bool {
+    (c.leaves & leaf != 0 && !bit(c)) || (sup.leaves & leaf != 0 && !bit(sup))
+}
+
+/// TSC_AUX needs RDTSCP (0x80000001:EDX[27]) or RDPID (7.0:ECX[22]).
+fn no_rdtscp(c: &crate::state::CpuidBits, sup: &crate::state::CpuidBits) -> bool {
+    absent(c, sup, LEAF_8000_0001, |x| x.rdtscp) && absent(c, sup, LEAF_7, |x| x.rdpid)
+}
+
 /// `__is_canonical_address` for `bits` of virtual address.
 const fn canonical(x: u64, bits: u32) -> bool {
     let shift = 64 - bits;
@@ -139,6 +157,7 @@ impl Engine {
             return None;
         }
         let c = &v.cpuid;
+        let sup = &self.supported;
         let pvm = self.policy.vendor == crate::policy::Vendor::Pvm;
         let intel = self.policy.vendor == crate::policy::Vendor::Intel;
         Some(match index {
@@ -165,7 +184,9 @@ impl Engine {
                 (R::Unknown, rules::TABLE_NO_VENDOR_CASE)
             }
             // AMD OSVW: kvm_get_msr_common returns 1 without CPUID OSVW.
-            0xc001_0140 | 0xc001_0141 if !c.osvw && c.known => (R::Fault, rules::TABLE_CPUID_GATED),
+            0xc001_0140 | 0xc001_0141 if absent(c, sup, LEAF_8000_0001, |x| x.osvw) => {
+                (R::Fault, rules::TABLE_CPUID_GATED)
+            }
             // pvm: #GP although the guest CPUID has ARCH_CAPABILITIES (msr-sweep).
             0x10a if pvm && !host => (R::Fault, rules::TABLE_PVM_ARCH_CAP),
             // pvm_get_msr MSR_IA32_DEBUGCTLMSR: 0.
@@ -177,13 +198,19 @@ impl Engine {
             | 0x270..=0x276
             | 0x278..=0x27f
             | 0x2a0..=0x2fe => (R::Fault, rules::TABLE_MTRR_NONE),
-            0x10a if !host && !c.arch_capabilities => (R::Fault, rules::TABLE_CPUID_GATED),
-            0x345 if !host && !c.pdcm => (R::Fault, rules::TABLE_CPUID_GATED),
-            0xda0 if !host && !c.xsaves => (R::Fault, rules::TABLE_CPUID_GATED),
-            0xc000_0103 if !host && !c.rdtscp && !c.rdpid => (R::Fault, rules::TABLE_CPUID_GATED),
+            0x10a if !host && absent(c, sup, LEAF_7, |x| x.arch_capabilities) => {
+                (R::Fault, rules::TABLE_CPUID_GATED)
+            }
+            0x345 if !host && absent(c, sup, LEAF_1, |x| x.pdcm) => {
+                (R::Fault, rules::TABLE_CPUID_GATED)
+            }
+            0xda0 if !host && absent(c, sup, LEAF_D1, |x| x.xsaves) => {
+                (R::Fault, rules::TABLE_CPUID_GATED)
+            }
+            0xc000_0103 if !host && no_rdtscp(c, sup) => (R::Fault, rules::TABLE_CPUID_GATED),
             // kvm_hv_get_msr_common: no Hyper-V CPUID → 1; indices without a
             // case → 2. Either way #GP unless deflected.
-            0x4000_0000..=0x4000_01ff if !host && c.known && !c.hyperv => {
+            0x4000_0000..=0x4000_01ff if !host && c.leaves & LEAF_4000_0001 != 0 && !c.hyperv => {
                 (R::FaultOrUnknown, rules::TABLE_NO_HYPERV)
             }
             _ if !in_kvm_ranges(index) => (R::Unknown, rules::TABLE_UNKNOWN),
@@ -208,6 +235,7 @@ impl Engine {
             return None;
         }
         let c = &v.cpuid;
+        let sup = &self.supported;
         let pvm = self.policy.vendor == crate::policy::Vendor::Pvm;
         let store = |s: usize, x: u64| (R::Ok(0), rules::TABLE_REG_WRITE, Store::Reg(s, x));
         // __kvm_set_msr: LSTAR/CSTAR/SYSENTER_ESP/EIP must be canonical (host
@@ -242,8 +270,11 @@ impl Engine {
             // CPU as a user-return MSR): decide only the low half.
             0xc000_0084 if data >> 32 == 0 => Some(store(6, data)),
             0xc000_0103 => {
-                if !host && !c.rdtscp && !c.rdpid {
+                if !host && no_rdtscp(c, sup) {
                     Some((R::Fault, rules::TABLE_CPUID_GATED, Store::None))
+                } else if !host && !c.rdtscp && !c.rdpid {
+                    // Feature leaves not seen yet (import).
+                    None
                 } else if !c.known {
                     None
                 } else if c.intel_compatible && data >> 32 != 0 {
@@ -258,7 +289,9 @@ impl Engine {
             0xce | 0x10a if !host => Some((R::Fault, rules::TABLE_HOST_ONLY, Store::None)),
             // PERF_CAPABILITIES: a guest write fails (1 or 2 by release).
             0x345 if !host => Some((R::FaultOrUnknown, rules::TABLE_HOST_ONLY, Store::None)),
-            0xda0 if !host && !c.xsaves => Some((R::Fault, rules::TABLE_CPUID_GATED, Store::None)),
+            0xda0 if !host && absent(c, sup, LEAF_D1, |x| x.xsaves) => {
+                Some((R::Fault, rules::TABLE_CPUID_GATED, Store::None))
+            }
             // pvm_set_msr MSR_IA32_DEBUGCTLMSR: ignored.
             0x1d9 if pvm => Some((R::Ok(0), rules::TABLE_PVM_DEBUGCTL, Store::None)),
             // kvm_mtrr_set_msr: find_mtrr() + kvm_mtrr_valid().
@@ -276,6 +309,8 @@ impl Engine {
                     (R::Fault, rules::TABLE_MTRR_INVALID, Store::None)
                 })
             }
+            // Without leaf 0x80000008 the guest MAXPHYADDR is not known (import).
+            0x200..=0x20f if c.leaves & LEAF_8000_0008 == 0 && c.known && data >> 36 != 0 => None,
             0x200..=0x20f => {
                 let reserved_gpa = !0u64 << c.maxphyaddr;
                 let (mask, type_ok) = if index & 1 == 0 {
@@ -301,14 +336,14 @@ impl Engine {
             0xc000_0104 | 0xc001_0114 | 0xc001_1029 if pvm => {
                 Some((R::Unknown, rules::TABLE_NO_VENDOR_CASE, Store::None))
             }
-            0xc001_0140 | 0xc001_0141 if !c.osvw && c.known => {
+            0xc001_0140 | 0xc001_0141 if absent(c, sup, LEAF_8000_0001, |x| x.osvw) => {
                 Some((R::Fault, rules::TABLE_CPUID_GATED, Store::None))
             }
             // MTRRcap is read-only: no write case (r = 2).
             0xfe => Some((R::Unknown, rules::TABLE_UNKNOWN, Store::None)),
             // A Xen guest's hypercall-page MSR can be any index (writes only).
             _ if c.xen => None,
-            0x4000_0000..=0x4000_01ff if !host && c.known && !c.hyperv => {
+            0x4000_0000..=0x4000_01ff if !host && c.leaves & LEAF_4000_0001 != 0 && !c.hyperv => {
                 Some((R::FaultOrUnknown, rules::TABLE_NO_HYPERV, Store::None))
             }
             _ if !in_kvm_ranges(index) => Some((R::Unknown, rules::TABLE_UNKNOWN, Store::None)),
@@ -318,10 +353,109 @@ impl Engine {
 }
 
 /// A read the model could not predict teaches the register's value.
+/// For an imported trace, it also teaches the §1–§5 state it did not know
+/// (`VcpuState::unknown`).
 pub(crate) fn teach(v: &mut VcpuState, index: u32, value: u64) {
     if let Some(s) = reg_slot(index) {
         v.regs[s] = value;
         v.regs_known |= 1 << s;
+    }
+    if v.unknown == 0 {
+        return;
+    }
+    use crate::state::*;
+    let bit = match index {
+        0x1a0 => U_MISC_ENABLE,
+        0x277 => U_PAT,
+        0x1b => U_APIC_BASE,
+        0xc001_0015 => U_HWCR,
+        0x3a => U_FEAT_CTL,
+        // KVM_X86_SETUP_MCE refuses more than KVM_MAX_MCE_BANKS banks.
+        0x179 if value & 0xff <= MAX_MCE_BANKS as u64 => U_MCG_CAP,
+        0x17a => U_MCG_STATUS,
+        0x17b => U_MCG_CTL,
+        0x4d0 => U_MCG_EXT_CTL,
+        _ => return,
+    };
+    if v.unknown & bit == 0 {
+        return;
+    }
+    v.unknown &= !bit;
+    match index {
+        0x1a0 => v.misc_enable = value,
+        0x277 => v.pat = value,
+        0x1b => v.apic_base = value,
+        0xc001_0015 => v.hwcr = value,
+        0x3a => v.feat_ctl = value,
+        0x179 => v.mcg_cap = value,
+        0x17a => v.mcg_status = value,
+        0x17b => v.mcg_ctl = value,
+        _ => v.mcg_ext_ctl = value,
+    }
+}
+
+/// Whether the §1–§5 handlers would decide `index` from state an imported
+/// trace has not shown yet (then the access is unmodeled).
+pub(crate) fn needs_unknown(
+    v: &VcpuState,
+    index: u32,
+    write: Option<u64>,
+    host: bool,
+    pvm: bool,
+    intel: bool,
+    irqchip_known: bool,
+) -> bool {
+    use crate::state::*;
+    let u = v.unknown;
+    let w = write.is_some();
+    let d = write.unwrap_or(0);
+    let leaves = v.cpuid.leaves;
+    // Rules that read the guest CPUID need the leaf (an import lists only the
+    // leaves the guest executed).
+    let cpuid_missing = match index {
+        0x1b => {
+            (d & APIC_BASE_EXTD != 0 && leaves & LEAF_1 == 0)
+                || (d >> 36 != 0 && leaves & LEAF_8000_0008 == 0)
+        }
+        0x1a0 => w && !pvm && leaves & LEAF_1 == 0,
+        0x3a => intel && leaves & (LEAF_1 | LEAF_7) != LEAF_1 | LEAF_7,
+        0x400..=0x47f => (index - 0x400) % 4 == 1 && d != 0 && !host && !v.cpuid.known,
+        _ => false,
+    };
+    if cpuid_missing {
+        return true;
+    }
+    if u == 0 && irqchip_known {
+        return false;
+    }
+    match index {
+        // kvm_pvm stores a guest's MISC_ENABLE unchecked: no state needed.
+        0x1a0 => u & U_MISC_ENABLE != 0 && !(w && pvm && !host),
+        0x277 => !w && u & U_PAT != 0,
+        0x1b => u & U_APIC_BASE != 0,
+        0x800..=0x8ff => u & U_APIC_BASE != 0 || (!irqchip_known && v.x2apic_mode()),
+        0xc001_0015 => !w && u & U_HWCR != 0,
+        0x3a => intel && u & U_FEAT_CTL != 0,
+        0x4d0 => intel && u & (U_FEAT_CTL | U_MCG_EXT_CTL) != 0,
+        0x179 => !w && u & U_MCG_CAP != 0,
+        0x17a => !w && u & U_MCG_STATUS != 0,
+        0x17b => u & U_MCG_CAP != 0 || (!w && u & U_MCG_CTL != 0),
+        0x400..=0x47f => {
+            let in_range = ((index - 0x400) / 4) < (v.mcg_cap & 0xff) as u32;
+            u & U_MCG_CAP != 0
+                || (!w && in_range && u & U_BANKS != 0)
+                || (write.is_some_and(|d| d != 0)
+                    && !host
+                    && (index - 0x400) % 4 == 1
+                    && u & U_HWCR != 0)
+        }
+        0x280..=0x29f => {
+            // A guest read without MCG_CMCI_P faults whatever the value.
+            let in_range = index - 0x280 < (v.mcg_cap & 0xff) as u32;
+            let value_read = !w && (host || v.mcg_cap & MCG_CMCI_P != 0);
+            u & U_MCG_CAP != 0 || (value_read && in_range && u & U_CTL2 != 0)
+        }
+        _ => false,
     }
 }
 

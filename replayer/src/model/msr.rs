@@ -92,6 +92,18 @@ impl Store {
     }
 
     pub(crate) fn apply(self, v: &mut VcpuState, quirk_no_mwait: bool) {
+        // A stored value is known from now on (imported traces, issue 6 item 5).
+        v.unknown &= !match self {
+            Store::MiscEnable(_) => U_MISC_ENABLE,
+            Store::FeatCtl(_) => U_FEAT_CTL,
+            Store::Hwcr(_) => U_HWCR,
+            Store::Pat(_) => U_PAT,
+            Store::ApicBase(_) => U_APIC_BASE,
+            Store::McgStatus(_) => U_MCG_STATUS,
+            Store::McgCtl(_) => U_MCG_CTL,
+            Store::McgExtCtl(_) => U_MCG_EXT_CTL,
+            _ => 0,
+        };
         match self {
             Store::None => {}
             Store::MiscEnable(x) => {
@@ -189,6 +201,19 @@ impl Engine {
             );
         }
 
+        if self.policy.msr.is_empty()
+            && super::common::needs_unknown(
+                v,
+                index,
+                value,
+                host,
+                self.policy.vendor == Vendor::Pvm,
+                self.policy.vendor == Vendor::Intel,
+                self.vm.irqchip_known,
+            )
+        {
+            return (Prediction::unmodeled(), Store::None);
+        }
         let (r, rule, store) = match self.user_rule(index, value) {
             Some(x) => x,
             None => match value {

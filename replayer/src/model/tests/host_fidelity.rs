@@ -276,8 +276,21 @@ fn pvm_mcg_ext_ctl_no_handler() {
 fn msr_tables_common() {
     // model::common: x86.c __kvm_set_msr/__kvm_get_msr, kvm_{get,set}_msr_common,
     // mtrr.c, pvm.c (6.18 read). Leaf 0 + leaf 1 only: no RDTSCP, no XSAVES,
-    // no PDCM, no ARCH_CAPABILITIES, no OSVW, not Hyper-V.
-    let h = header("kvm_intel", false, 0);
+    // no PDCM, no ARCH_CAPABILITIES, no OSVW, not Hyper-V (the leaves present,
+    // with those bits clear).
+    let mut h = header("kvm_intel", false, 0);
+    for (function, index) in [(7, 0), (0xd, 1), (0x8000_0001, 0), (0x4000_0001, 0)] {
+        h.vm.cpuid.push(CpuidEntry {
+            function,
+            index,
+            flags: if function == 7 || function == 0xd {
+                1
+            } else {
+                0
+            },
+            ..Default::default()
+        });
+    }
     let unk = MsrExitReason::Unknown;
     let inval = MsrExitReason::Inval;
     run(
@@ -961,4 +974,79 @@ fn xen_guest_writes_not_predicted_unknown() {
         ],
         &h,
     );
+}
+
+fn read_rec(index: u32, value: u64) -> Record {
+    rec(
+        1,
+        Event::MsrRead {
+            index,
+            origin: G,
+            outcome: MsrOutcome::Value(value),
+            decided_by: DecidedBy::Kernel,
+            capture: None,
+        },
+    )
+}
+
+#[test]
+fn imported_trace_learns_state_before_predicting() {
+    // Issue 6 item 5: an imported text starts mid-run. Nothing the text has not
+    // shown is assumed: not the RESET values, not the MCE setup, not x2APIC
+    // mode or the in-kernel LAPIC, not CPUID leaves never executed.
+    let mut h = TraceHeader::default();
+    h.host.kernel_release = "6.18.44".into();
+    h.host.kvm_module = "kvm_amd".into();
+    h.capture.mode = CaptureMode::Import;
+    let mut e = engine("kvm-6.18", Vendor::Amd, &h);
+    let cases: [(u32, Option<u64>, Option<MsrOutcome>); 8] = [
+        (0x1a0, None, None),
+        (0x277, None, None),
+        (0x277, Some(0x0e), GP), // kvm_pat_valid needs no state
+        (0x808, None, None),
+        (0x401, None, None),
+        (0x17b, None, None),
+        (0xc000_0103, None, None), // CPUID leaves 7 / 0x80000001 not seen
+        (0x474f_4f00, None, GP),   // unknown index needs no state
+    ];
+    for (i, w, want) in cases {
+        let got = match w {
+            Some(d) => e.msr_write(0, i, d, G).outcome,
+            None => e.msr_read(0, i, G).outcome,
+        };
+        assert_eq!(got, want, "before teaching: {i:#x} {w:?}");
+    }
+    // Reads teach.
+    for (i, x) in [
+        (0x1a0, 0x1),
+        (0x1b, 0xfee0_0d00),
+        (0x179, 0x10a),
+        (0x808, 0),
+    ] {
+        e.apply(&read_rec(i, x));
+    }
+    assert_eq!(e.msr_read(0, 0x1a0, G).outcome, val(0x1));
+    assert_eq!(e.msr_read(0, 0x428, G).outcome, GP, "bank 10 of 10");
+    assert_eq!(
+        e.msr_read(0, 0x401, G).outcome,
+        None,
+        "bank values still unknown"
+    );
+    assert_eq!(e.msr_write(0, 0x400, 1, G).outcome, GP);
+    assert_eq!(e.msr_write(0, 0x401, 1, G).outcome, None, "HWCR unknown");
+    // An x2APIC read answered by the kernel shows the in-kernel LAPIC.
+    assert_eq!(e.msr_write(0, 0x80b, 0, G).outcome, OK);
+    // A write the kernel accepted stores the value.
+    e.apply(&rec(
+        2,
+        Event::MsrWrite {
+            index: 0x277,
+            value: 0x0606,
+            origin: G,
+            outcome: MsrOutcome::Ok,
+            decided_by: DecidedBy::Kernel,
+            capture: None,
+        },
+    ));
+    assert_eq!(e.msr_read(0, 0x277, G).outcome, val(0x0606));
 }
