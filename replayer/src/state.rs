@@ -103,6 +103,9 @@ pub struct CpuidBits {
     pub rdpid: bool,
     /// CPUID.0x40000001:EAX = "Hv#1" (`kvm_cpuid_has_hyperv`).
     pub hyperv: bool,
+    /// CPUID.0x40000001:EAX when 0x40000000 has the "KVMKVMKVM" signature: the
+    /// KVM PV features (`guest_pv_has` is true for a set bit, enforced or not).
+    pub kvm_pv_features: u32,
     /// CPUID.0x40000000 or 0x40000100 signature "XenVMMXenVMM": the VMM may
     /// have set a Xen hypercall-page MSR (`xen_hvm_config.msr`, any index).
     pub xen: bool,
@@ -151,6 +154,11 @@ impl CpuidBits {
         if let Some(e) = find(0x4000_0001, 0) {
             c.leaves |= LEAF_4000_0001;
             c.hyperv = e.eax == 0x3123_7648;
+        }
+        if find(0x4000_0000, 0)
+            .is_some_and(|e| (e.ebx, e.ecx, e.edx) == (0x4b4d_564b, 0x564b_4d56, 0x4d))
+        {
+            c.kvm_pv_features = find(0x4000_0001, 0).map_or(0, |e| e.eax);
         }
         c.xen = [0x4000_0000, 0x4000_0100]
             .iter()

@@ -26,15 +26,25 @@ use crate::state::{
 use super::msr::{R, Store};
 
 /// Slots of the registers in `VcpuState::regs`.
-pub const NREGS: usize = 38;
+pub const NREGS: usize = 40;
+/// `vcpu->arch.time`: MSR_KVM_SYSTEM_TIME and _NEW (0 after kvmclock_reset).
+const SLOT_KVM_TIME: usize = 38;
+/// `msr_kvm_poll_control` (set at vCPU creation, not measured: taught).
+const SLOT_POLL_CONTROL: usize = 39;
+/// KVM PV feature bits (CPUID 0x40000001:EAX).
+const KVM_FEATURE_CLOCKSOURCE: u32 = 1 << 0;
+const KVM_FEATURE_CLOCKSOURCE2: u32 = 1 << 3;
+const KVM_FEATURE_POLL_CONTROL: u32 = 1 << 12;
 const SLOT_UCODE_REV: usize = 8;
 const SLOT_PLATFORM_INFO: usize = 9;
 const SLOT_TSC_AUX: usize = 7;
 /// Registers whose value at RESET (vCPU creation) is 0 in every vendor's
 /// create/reset path: SYSENTER_*, STAR/LSTAR/CSTAR/SFMASK, TSC_AUX, MTRRs.
 /// UCODE_REV and PLATFORM_INFO are vendor/quirk-stuffed: taught only.
-pub const REGS_KNOWN_AT_RESET: u64 =
-    ((1u64 << NREGS) - 1) & !(1 << SLOT_UCODE_REV) & !(1 << SLOT_PLATFORM_INFO);
+pub const REGS_KNOWN_AT_RESET: u64 = ((1u64 << NREGS) - 1)
+    & !(1 << SLOT_UCODE_REV)
+    & !(1 << SLOT_PLATFORM_INFO)
+    & !(1 << SLOT_POLL_CONTROL);
 
 pub const fn reg_slot(index: u32) -> Option<usize> {
     Some(match index {
@@ -54,6 +64,8 @@ pub const fn reg_slot(index: u32) -> Option<usize> {
         0x259 => 13,
         0x268..=0x26f => 14 + (index - 0x268) as usize,
         0x200..=0x20f => 22 + (index - 0x200) as usize,
+        0x12 | 0x4b56_4d01 => SLOT_KVM_TIME,
+        0x4b56_4d05 => SLOT_POLL_CONTROL,
         _ => return None,
     })
 }
@@ -81,6 +93,8 @@ pub(crate) const fn table_handles(index: u32) -> bool {
         || matches!(
             index,
             0x0 | 0x1
+                | 0x11
+                | 0x4b56_4d00
                 | 0x17
                 | 0x2a
                 | 0x199
@@ -283,6 +297,28 @@ impl Engine {
                     Some(store(SLOT_TSC_AUX, data & 0xffff_ffff))
                 }
             }
+            // kvm_set_msr_common, KVM PV MSRs with the feature bit set:
+            // wall clock (VM-wide, not stored here) and system time always
+            // accepted; POLL_CONTROL takes bit 0 only.
+            0x11 if c.kvm_pv_features & KVM_FEATURE_CLOCKSOURCE != 0 => {
+                Some((R::Ok(0), rules::TABLE_KVM_PV, Store::None))
+            }
+            0x4b56_4d00 if c.kvm_pv_features & KVM_FEATURE_CLOCKSOURCE2 != 0 => {
+                Some((R::Ok(0), rules::TABLE_KVM_PV, Store::None))
+            }
+            0x12 if c.kvm_pv_features & KVM_FEATURE_CLOCKSOURCE != 0 => {
+                Some(store(SLOT_KVM_TIME, data))
+            }
+            0x4b56_4d01 if c.kvm_pv_features & KVM_FEATURE_CLOCKSOURCE2 != 0 => {
+                Some(store(SLOT_KVM_TIME, data))
+            }
+            0x4b56_4d05 if c.kvm_pv_features & KVM_FEATURE_POLL_CONTROL != 0 => {
+                Some(if data >> 1 != 0 {
+                    (R::Fault, rules::TABLE_KVM_PV, Store::None)
+                } else {
+                    store(SLOT_POLL_CONTROL, data)
+                })
+            }
             // kvm_set_msr_common MSR_IA32_UCODE_REV: a guest write is dropped.
             0x8b if !host => Some((R::Ok(0), rules::TABLE_UCODE_GUEST, Store::None)),
             // MSR_PLATFORM_INFO and MSR_IA32_ARCH_CAPABILITIES: host only.
@@ -310,7 +346,7 @@ impl Engine {
                 })
             }
             // Without leaf 0x80000008 the guest MAXPHYADDR is not known (import).
-            0x200..=0x20f if c.leaves & LEAF_8000_0008 == 0 && c.known && data >> 36 != 0 => None,
+            0x200..=0x20f if c.leaves & LEAF_8000_0008 == 0 && data >> 36 != 0 => None,
             0x200..=0x20f => {
                 let reserved_gpa = !0u64 << c.maxphyaddr;
                 let (mask, type_ok) = if index & 1 == 0 {
@@ -482,9 +518,14 @@ mod tests {
     #[test]
     fn slots_are_distinct_and_in_range() {
         let mut seen = [false; NREGS];
-        for i in (0..0x300u32).chain(0xc000_0080..0xc000_0110) {
+        for i in (0..0x300u32)
+            .chain(0xc000_0080..0xc000_0110)
+            .chain(0x4b56_4d00..0x4b56_4d10)
+        {
             if let Some(s) = reg_slot(i) {
-                assert!(s < NREGS && !seen[s], "{i:#x}");
+                // MSR_KVM_SYSTEM_TIME and _NEW are the same vcpu->arch.time.
+                let shared = i == 0x4b56_4d01 && s == SLOT_KVM_TIME;
+                assert!(s < NREGS && (!seen[s] || shared), "{i:#x}");
                 seen[s] = true;
             }
         }

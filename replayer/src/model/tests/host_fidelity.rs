@@ -1050,3 +1050,116 @@ fn imported_trace_learns_state_before_predicting() {
     ));
     assert_eq!(e.msr_read(0, 0x277, G).outcome, val(0x0606));
 }
+
+#[test]
+fn kvm_pv_msrs_with_feature_bits() {
+    // kvm_set_msr_common / kvm_get_msr_common: with the feature bit in the
+    // KVM leaf, guest_pv_has() is true whether or not the VMM enforces it.
+    let mut h = header("kvm_pvm", true, 0);
+    h.vm.cpuid.push(CpuidEntry {
+        function: 0x4000_0000,
+        eax: 0x4000_0001,
+        ebx: 0x4b4d_564b,
+        ecx: 0x564b_4d56,
+        edx: 0x4d,
+        ..Default::default()
+    });
+    h.vm.cpuid.push(CpuidEntry {
+        function: 0x4000_0001,
+        eax: (1 << 3) | (1 << 12), // CLOCKSOURCE2, POLL_CONTROL; not CLOCKSOURCE
+        ..Default::default()
+    });
+    run(
+        &[
+            case!(
+                "SYSTEM_TIME_NEW write",
+                "kvm-6.18",
+                Pvm,
+                GUEST_FLIPS,
+                0,
+                0x4b56_4d01,
+                Some(0x1001),
+                G,
+                OK
+            ),
+            case!(
+                "SYSTEM_TIME_NEW round trip",
+                "kvm-6.18",
+                Pvm,
+                &[(0x4b56_4d01, 0x1001, G)],
+                0,
+                0x4b56_4d01,
+                None,
+                G,
+                val(0x1001)
+            ),
+            case!(
+                "SYSTEM_TIME_NEW 0 after RESET",
+                "kvm-6.18",
+                Pvm,
+                GUEST_FLIPS,
+                0,
+                0x4b56_4d01,
+                None,
+                G,
+                val(0)
+            ),
+            case!(
+                "WALL_CLOCK_NEW write",
+                "kvm-6.18",
+                Pvm,
+                GUEST_FLIPS,
+                0,
+                0x4b56_4d00,
+                Some(0x2000),
+                G,
+                OK
+            ),
+            case!(
+                "old SYSTEM_TIME without CLOCKSOURCE: enforcement unknown",
+                "kvm-6.18",
+                Pvm,
+                GUEST_FLIPS,
+                0,
+                0x12,
+                Some(1),
+                G,
+                None
+            ),
+            case!(
+                "POLL_CONTROL bit 1",
+                "kvm-6.18",
+                Pvm,
+                GUEST_FLIPS,
+                0,
+                0x4b56_4d05,
+                Some(2),
+                G,
+                GP
+            ),
+            case!(
+                "POLL_CONTROL value at creation not assumed",
+                "kvm-6.18",
+                Pvm,
+                GUEST_FLIPS,
+                0,
+                0x4b56_4d05,
+                None,
+                G,
+                None
+            ),
+            case!(
+                "POLL_CONTROL round trip",
+                "kvm-6.18",
+                Pvm,
+                &[(0x4b56_4d05, 0, G)],
+                0,
+                0x4b56_4d05,
+                None,
+                G,
+                val(0)
+            ),
+        ],
+        &h,
+    );
+}
