@@ -148,6 +148,7 @@ impl Vcpu {
     /// `KVM_RUN` once and handle the exit.
     pub fn run_once(&mut self, ctx: &VmCtx<'_>) -> Step {
         let index = self.index;
+        self.out.before_blocking();
         let exit = match self.fd.run() {
             Ok(VcpuExit::IoOut(port, data)) => Exit::IoOut {
                 port,
@@ -197,6 +198,7 @@ impl Vcpu {
             Err(e) if e.errno() == libc::EINTR => Exit::Interrupted,
             Err(e) => Exit::RunFailed { errno: e.errno() },
         };
+        self.out.after_blocking();
         self.runs += 1;
         self.out.set_run_index(self.runs);
         ctx.kernel_wait[index as usize].store(false, Ordering::SeqCst);

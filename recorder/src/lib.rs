@@ -15,6 +15,7 @@ pub mod guest;
 pub mod kvm_check;
 pub mod kvm_extra;
 pub mod layout;
+pub mod live;
 pub mod merge;
 pub mod observe;
 pub mod payload;
@@ -108,6 +109,9 @@ pub struct RecordSummary {
     pub chunks: u64,
     /// Exits the recorder did not understand (recorded as `RawExit` events).
     pub raw_exits: u64,
+    /// Observe mode: the tracefs capture's counters (events read, ring-buffer
+    /// overruns and the other losses the trace's `Lost { Tracefs }` sums).
+    pub capture: Option<observe::CaptureStats>,
 }
 
 /// A built-in scenario, for `kvmtrace scenarios`.
@@ -498,6 +502,9 @@ fn run(
         out.close();
         held.extend(out.take_held());
     }
+    let mut pump = capture
+        .take()
+        .map(|cap| live::ObservePump::new(cap, n, std::mem::take(&mut held)));
 
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| crossbeam_channel::unbounded()).unzip();
     let ctx = VmCtx::new(spec, &mem, &engine, cfg.mode, txs, resets, cpuid1_eax);
@@ -506,12 +513,13 @@ fn run(
     let t0 = Instant::now();
     let mut stats = OutStats::default();
     let mut spawn_error = None;
+    let mut read_failed = false;
     std::thread::scope(|s| {
         let mut handles = Vec::new();
         for ((i, fd), rx) in fds.into_iter().enumerate().zip(rxs) {
             let mut out = writer.out(i as u32, cfg.on_full, cfg.discard_events);
-            if observe {
-                out.hold();
+            if let Some(link) = pump.as_ref().and_then(|p| p.link(i as u32)) {
+                out.hold_into(link);
             }
             let v = Vcpu {
                 index: i as u32,
@@ -566,12 +574,20 @@ fn run(
                     ctx.kick(i);
                 }
             }
+            if let Some(p) = &mut pump {
+                p.pump(&ctx.linux_tids, &shared, &writer);
+                if !read_failed && let Some(why) = p.read_error() {
+                    read_failed = true;
+                    ctx.fail(format!(
+                        "observe mode: reading trace_pipe failed ({why}): the kernel events after it are missing"
+                    ));
+                }
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
         for h in handles {
-            if let Ok((st, h)) = h.join() {
+            if let Ok(st) = h.join() {
                 stats.add(&st);
-                held.extend(h);
             }
         }
     });
@@ -580,17 +596,16 @@ fn run(
         let _ = writer.finish();
         return Err(RecordError::SpawnThread(e));
     }
-    if let Some(mut cap) = capture.take() {
-        for (v, tid) in ctx.linux_tids.iter().enumerate() {
-            let tid = tid.load(Ordering::SeqCst);
-            if tid != 0 {
-                cap.set_vcpu(tid, v as u32);
-            }
+    let mut capture_stats = None;
+    if let Some(p) = pump.take() {
+        let st = p.finish(&ctx.linux_tids, &shared, &writer);
+        // An incomplete capture is an error, never a quietly short trace.
+        if let Some(why) = st.read_error.clone().filter(|_| !read_failed) {
+            ctx.fail(format!(
+                "observe mode: reading trace_pipe failed ({why}): the kernel events after it are missing"
+            ));
         }
-        let base = cap.mono_ns_at(shared.start()).unwrap_or(0);
-        let (observed, _stats) = cap.stop();
-        let merged = merge::merge(std::mem::take(&mut held), observed, base);
-        writer.send_records(merged);
+        capture_stats = Some(st);
     }
     let ws = writer.finish()?;
     let summary = RecordSummary {
@@ -603,6 +618,7 @@ fn run(
         bytes: ws.bytes,
         chunks: ws.chunks,
         raw_exits: u64::from(ctx.raw_exits.load(Ordering::SeqCst)),
+        capture: capture_stats,
     };
     let messages = ctx.errors.into_inner().unwrap_or_default();
     if !messages.is_empty() {

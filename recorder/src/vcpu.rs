@@ -9,7 +9,6 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use kvm_ioctls::VcpuFd;
 use kvmtrace_format::{
     ArchState, CaptureMode, DecidedBy, EndReason, Event, InitSource, Irqchip, MsrOutcome, Origin,
-    Record,
 };
 use kvmtrace_replayer::Engine;
 use vm_memory::GuestMemoryMmap;
@@ -186,8 +185,9 @@ const WAIT_POLL: Duration = Duration::from_millis(20);
 
 impl Vcpu {
     /// Run to the end; the `End` event is recorded here.
-    /// Returns the vCPU's counters and, in observe mode, its held records.
-    pub fn run(mut self, ctx: &VmCtx<'_>) -> (crate::writer::OutStats, Vec<(u64, Record)>) {
+    /// Returns the vCPU's counters (observe mode's held records went through
+    /// the hold link).
+    pub fn run(mut self, ctx: &VmCtx<'_>) -> crate::writer::OutStats {
         let i = self.index as usize;
         // SAFETY: pthread_self has no preconditions; it returns this thread's id,
         // which stays valid until the scope joins this thread.
@@ -206,7 +206,7 @@ impl Vcpu {
         }
         self.log(ctx, Event::End { reason });
         self.out.close();
-        (std::mem::take(&mut self.out.stats), self.out.take_held())
+        std::mem::take(&mut self.out.stats)
     }
 
     /// Returns the end reason and whether the vCPU was counted as running.
@@ -251,7 +251,10 @@ impl Vcpu {
                 if running {
                     ctx.running.fetch_sub(1, Ordering::SeqCst);
                 }
-                match self.wait(ctx, w) {
+                self.out.before_blocking();
+                let woke = self.wait(ctx, w);
+                self.out.after_blocking();
+                match woke {
                     Ok(()) => {
                         waiting = None;
                         ctx.running.fetch_add(1, Ordering::SeqCst);

@@ -172,22 +172,123 @@ pub struct EventOut {
     /// (the engine's work between the two is not the recorder's cost).
     sample_stamp_ns: Option<u64>,
     clock_ns: u64,
-    /// Observe mode: records are held here with the vCPU's `KVM_RUN` return
-    /// count, to be merged with the kernel's events after the run (`merge`).
-    hold: Option<Vec<(u64, Record)>>,
+    /// Observe mode: records are held with the vCPU's `KVM_RUN` return count,
+    /// to be merged with the kernel's events (`merge::StreamMerge`).
+    hold: Option<Hold>,
     run_index: u64,
     pub stats: OutStats,
 }
 
+/// A batch of held records `(run index, record)` from one vCPU thread.
+pub type HeldBatch = Vec<(u64, Record)>;
+
+/// Observe mode: how far one vCPU thread's held records have been handed over,
+/// read by the merging thread. Load these *before* draining the held channel:
+/// every batch sent before a store is then in the channel.
+#[derive(Debug)]
+pub struct HoldMark {
+    /// Every held record with a run index below this has been sent
+    /// (`u64::MAX`: the thread is done).
+    pub runs_below: AtomicU64,
+    /// A lower bound of the times (ns since the trace start) of the records the
+    /// thread has not sent yet; `u64::MAX` while it is inside `KVM_RUN` (or
+    /// waiting) with nothing unsent: then its next record is stamped later than
+    /// any clock read made before loading this.
+    pub since_ns: AtomicU64,
+}
+
+impl HoldMark {
+    pub fn new() -> HoldMark {
+        HoldMark {
+            runs_below: AtomicU64::new(0),
+            since_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Default for HoldMark {
+    fn default() -> Self {
+        HoldMark::new()
+    }
+}
+
+/// Where a vCPU thread's held records go (observe mode).
+#[derive(Clone, Debug)]
+pub struct HoldLink {
+    pub tx: Sender<HeldBatch>,
+    pub mark: Arc<HoldMark>,
+}
+
+struct Hold {
+    buf: HeldBatch,
+    /// `None`: kept until `take_held` (the setup thread).
+    link: Option<HoldLink>,
+}
+
 impl EventOut {
-    /// Hold records instead of sending them (observe mode).
+    /// Hold records instead of sending them (observe mode), until `take_held`.
     pub fn hold(&mut self) {
-        self.hold = Some(Vec::new());
+        self.hold = Some(Hold {
+            buf: Vec::new(),
+            link: None,
+        });
+    }
+
+    /// Hold records and hand them over through `link` in batches: when the
+    /// buffer is full, before each `KVM_RUN` or wait (`before_blocking`), and
+    /// at `close` (observe mode's vCPU threads).
+    pub fn hold_into(&mut self, link: HoldLink) {
+        self.hold = Some(Hold {
+            buf: Vec::with_capacity(BATCH),
+            link: Some(link),
+        });
+    }
+
+    pub fn holding(&self) -> bool {
+        self.hold.is_some()
     }
 
     /// The held records, each with its run index.
     pub fn take_held(&mut self) -> Vec<(u64, Record)> {
-        self.hold.take().unwrap_or_default()
+        self.hold.take().map(|h| h.buf).unwrap_or_default()
+    }
+
+    /// Observe mode: about to enter `KVM_RUN` (or wait for an IPI): hand the
+    /// held records over and say that nothing is unsent.
+    #[inline]
+    pub fn before_blocking(&mut self) {
+        let run_index = self.run_index;
+        if let Some(Hold {
+            buf,
+            link: Some(link),
+        }) = &mut self.hold
+        {
+            if !buf.is_empty() {
+                let _ = link
+                    .tx
+                    .send(std::mem::replace(buf, Vec::with_capacity(BATCH)));
+            }
+            // Every record of this run index is out; the next ones get a later one.
+            link.mark
+                .runs_below
+                .store(run_index.saturating_add(1), Ordering::SeqCst);
+            link.mark.since_ns.store(u64::MAX, Ordering::SeqCst);
+        }
+    }
+
+    /// Observe mode: back from `KVM_RUN` (or a wait).
+    #[inline]
+    pub fn after_blocking(&mut self) {
+        if let Some(Hold {
+            link: Some(link), ..
+        }) = &self.hold
+        {
+            // 0 first: a reader that still saw MAX read its clock before this.
+            link.mark.since_ns.store(0, Ordering::SeqCst);
+            link.mark
+                .since_ns
+                .store(self.shared.elapsed_ns(), Ordering::SeqCst);
+        }
     }
 
     /// How many times this vCPU's `KVM_RUN` has returned (observe mode's merge key).
@@ -222,7 +323,8 @@ impl EventOut {
         // Not the first push: it pays for cold caches once.
         let sampled = self.stats.events % SAMPLE == SAMPLE - 1;
         let t_in = sampled.then(Instant::now);
-        if self.batch.is_empty() {
+        // Held records are numbered by the merge, not here.
+        if self.batch.is_empty() && self.hold.is_none() {
             let lower = self.shared.seq.load(Ordering::SeqCst);
             self.shared.pending_min[self.vcpu as usize].store(lower, Ordering::SeqCst);
         }
@@ -248,7 +350,14 @@ impl EventOut {
         let t_in = self.sample_stamp_ns.is_some().then(Instant::now);
         self.stats.events += 1;
         if let Some(h) = &mut self.hold {
-            h.push((self.run_index, rec));
+            h.buf.push((self.run_index, rec));
+            if h.buf.len() >= BATCH
+                && let Some(link) = &h.link
+            {
+                let _ = link
+                    .tx
+                    .send(std::mem::replace(&mut h.buf, Vec::with_capacity(BATCH)));
+            }
             return;
         }
         if self.batch.is_empty() {
@@ -335,6 +444,15 @@ impl EventOut {
     /// Send what is left (waiting for room even in drop mode: nothing more
     /// will come to carry a `Lost` count); the thread is done with events.
     pub fn close(&mut self) {
+        if let Some(h) = &mut self.hold
+            && let Some(link) = h.link.take()
+        {
+            if !h.buf.is_empty() {
+                let _ = link.tx.send(std::mem::take(&mut h.buf));
+            }
+            link.mark.runs_below.store(u64::MAX, Ordering::SeqCst);
+            link.mark.since_ns.store(u64::MAX, Ordering::SeqCst);
+        }
         if self.tx.is_none() {
             return;
         }
@@ -429,8 +547,13 @@ impl Writer {
 
     /// Send finished records (already numbered) straight to the writer.
     pub fn send_records(&self, records: Vec<Record>) {
-        for batch in records.chunks(BATCH) {
-            let _ = self.tx.send(batch.to_vec());
+        let mut it = records.into_iter();
+        loop {
+            let batch: Vec<Record> = it.by_ref().take(BATCH).collect();
+            if batch.is_empty() {
+                break;
+            }
+            let _ = self.tx.send(batch);
         }
     }
 

@@ -44,8 +44,11 @@ where
         // `kvmtrace dump big.kvt | head`: the reader went away, not an error.
         Err(e)
             if e.chain().any(|c| {
+                let pipe = std::io::ErrorKind::BrokenPipe;
                 c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                    .is_some_and(|io| io.kind() == pipe)
+                    || c.downcast_ref::<serde_json::Error>()
+                        .is_some_and(|j| j.io_error_kind() == Some(pipe))
             }) =>
         {
             0

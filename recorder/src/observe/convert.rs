@@ -185,6 +185,14 @@ impl Converter {
         }
     }
 
+    /// How many `kvm_userspace_exit` lines task `tid` has had so far.
+    pub fn runs(&self, tid: u32) -> u64 {
+        self.vcpus
+            .iter()
+            .rfind(|v| v.tid == tid)
+            .map_or(0, |v| v.runs)
+    }
+
     /// The vCPUs seen so far, as (tid, vcpu).
     pub fn vcpus(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
         self.vcpus.iter().map(|v| (v.tid, v.vcpu))

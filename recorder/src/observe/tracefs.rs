@@ -1,6 +1,7 @@
 //! Live capture of the KVM tracepoints from a private tracefs instance.
 //!
-//! - The instance `instances/kvmtrace-PID` is made for the run and removed after
+//! - The instance `instances/kvmtrace-PID-N` (N counts the captures of this
+//!   process, so two recordings in one process never share one) is made for the run and removed after
 //!   it (on `stop`, on drop, on every error after it was made); the top-level
 //!   buffer other users may be reading is never touched.
 //! - `trace_clock` is `mono`, so event times are CLOCK_MONOTONIC, the clock of
@@ -19,12 +20,16 @@
 //!   recorder an exact merge key against its own `KVM_RUN` returns.
 //! - Ring-buffer overruns (`per_cpu/cpuN/stats`: `overrun`, `dropped events`)
 //!   are read at stop and returned as `Lost { source: Tracefs }`, never hidden.
+//! - Long runs: the caller drains periodically (`drain`); `sync` writes a
+//!   marker whose trace time, once read back (`synced_ns`), bounds the events
+//!   still unread (ring order), which is what lets the recorder merge and write
+//!   as it goes instead of holding the whole run.
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -47,6 +52,10 @@ pub const EVENTS: [&str; 5] = [
 /// Pending decoded events the reader keeps before counting more as lost.
 const MAX_PENDING: usize = 1 << 20;
 const MARKER: &str = "kvmtrace_clock_sync";
+/// The periodic marker of `sync`.
+const SYNC_MARKER: &str = "kvmtrace_sync_point";
+/// Captures made by this process (the instance name's N).
+static INSTANCES: AtomicU64 = AtomicU64::new(0);
 const DEFAULT_MOUNT: &str = "/sys/kernel/tracing";
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +134,8 @@ struct Shared {
     lost_lines: u64,
     /// The marker's trace timestamp.
     marker_ns: Option<u64>,
+    /// The latest marker read back: every event before it has been read.
+    synced_ns: Option<u64>,
     read_error: Option<String>,
 }
 
@@ -195,6 +206,8 @@ impl Drop for Instance {
 pub struct TracefsCapture {
     instance: Option<Instance>,
     reader: Option<JoinHandle<()>>,
+    /// `trace_marker`, kept open for `sync`.
+    marker: Option<File>,
     stop: Arc<AtomicBool>,
     shared: Arc<Mutex<Shared>>,
     marker_instant: Instant,
@@ -204,7 +217,7 @@ pub struct TracefsCapture {
 }
 
 impl TracefsCapture {
-    /// The instance directory (`.../instances/kvmtrace-PID`).
+    /// The instance directory (`.../instances/kvmtrace-PID-N`).
     pub fn instance_dir(&self) -> Option<&Path> {
         self.instance.as_ref().map(|i| i.dir.as_path())
     }
@@ -212,10 +225,12 @@ impl TracefsCapture {
     /// Make the instance, enable the KVM tracepoints for `cfg.tids`, start reading.
     pub fn start(cfg: &CaptureConfig) -> Result<Self, ObserveError> {
         let root = tracefs_mount()?;
-        let dir = root
-            .join("instances")
-            .join(format!("kvmtrace-{}", std::process::id()));
         remove_stale_instances(&root.join("instances"));
+        let dir = root.join("instances").join(format!(
+            "kvmtrace-{}-{}",
+            std::process::id(),
+            INSTANCES.fetch_add(1, Ordering::Relaxed)
+        ));
         // A previous run of a process with our pid may have left one behind.
         let _ = std::fs::remove_dir(&dir);
         std::fs::create_dir(&dir).map_err(|source| ObserveError::CreateInstance {
@@ -256,7 +271,21 @@ impl TracefsCapture {
             })?;
         write_file(&dir.join("tracing_on"), "1")?;
         let marker_instant = Instant::now();
-        write_file(&dir.join("trace_marker"), MARKER)?;
+        let marker_path = dir.join("trace_marker");
+        let mut marker = OpenOptions::new()
+            .write(true)
+            .open(&marker_path)
+            .map_err(|source| ObserveError::Open {
+                path: marker_path.clone(),
+                source,
+            })?;
+        marker
+            .write_all(MARKER.as_bytes())
+            .map_err(|source| ObserveError::Write {
+                path: marker_path,
+                value: MARKER.to_string(),
+                source,
+            })?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Mutex::new(Shared::default()));
@@ -276,6 +305,7 @@ impl TracefsCapture {
         Ok(TracefsCapture {
             instance: Some(instance),
             reader: Some(reader),
+            marker: Some(marker),
             stop,
             shared,
             marker_instant,
@@ -295,6 +325,33 @@ impl TracefsCapture {
             self.tid_map.push((tid, vcpu));
             self.converter.add_tid(tid, vcpu);
         }
+    }
+
+    /// Write a sync marker; once it is read back, `synced_ns` moves to its time.
+    pub fn sync(&mut self) {
+        if let Some(m) = &mut self.marker {
+            // A failed marker write only delays `synced_ns`; reads are checked.
+            let _ = m.write_all(SYNC_MARKER.as_bytes());
+        }
+    }
+
+    /// The trace time of the latest marker read back: every event with an
+    /// earlier timestamp has been read (and is returned by the next `drain`,
+    /// or is pending for a thread not yet named). Load it before `drain`.
+    pub fn synced_ns(&self) -> Option<u64> {
+        self.shared.lock().ok()?.synced_ns
+    }
+
+    /// How many `kvm_userspace_exit` lines of thread `tid` have been drained:
+    /// every kernel event of that thread with a smaller `run_index` has been
+    /// returned by `drain`.
+    pub fn runs_seen(&self, tid: u32) -> u64 {
+        self.converter.runs(tid)
+    }
+
+    /// A failed read of `trace_pipe` so far (the capture is then incomplete).
+    pub fn read_error(&self) -> Option<String> {
+        self.shared.lock().ok()?.read_error.clone()
     }
 
     /// CLOCK_MONOTONIC nanoseconds (the trace clock) at `instant`, once the sync
@@ -317,10 +374,13 @@ impl TracefsCapture {
         };
         let mut out = Vec::with_capacity(raws.len());
         let mut keep = Vec::new();
+        let mut dropped = 0u64;
         for r in raws {
             if !self.tid_map.iter().any(|&(t, _)| t == r.tid) {
                 if keep.len() < MAX_PENDING {
                     keep.push(r);
+                } else {
+                    dropped += 1;
                 }
                 continue;
             }
@@ -329,11 +389,12 @@ impl TracefsCapture {
                 .converter
                 .feed(r.ts_ns, r.tid, r.ev, &mut |o| out.push(o));
         }
-        if !keep.is_empty() {
-            if let Ok(mut s) = self.shared.lock() {
-                keep.append(&mut s.pending);
-                s.pending = keep;
-            }
+        if (!keep.is_empty() || dropped > 0)
+            && let Ok(mut s) = self.shared.lock()
+        {
+            keep.append(&mut s.pending);
+            s.pending = keep;
+            s.overflow += dropped;
         }
         self.stats.events += out.len() as u64;
         out
@@ -342,7 +403,14 @@ impl TracefsCapture {
     /// Stop reading, drain the rest, read the overrun counters, remove the
     /// instance. The returned events end with a `Lost { source: Tracefs }` (on
     /// vCPU 0) when anything was lost.
-    pub fn stop(mut self) -> (Vec<Observed>, CaptureStats) {
+    pub fn stop(self) -> (Vec<Observed>, CaptureStats) {
+        let (out, stats, _) = self.stop_at(Instant::now());
+        (out, stats)
+    }
+
+    /// `stop`, also returning `mono_ns_at(instant)` as known once everything
+    /// was read (the recorder's trace-time base).
+    pub fn stop_at(mut self, instant: Instant) -> (Vec<Observed>, CaptureStats, Option<u64>) {
         // Let the last events of a vCPU that just returned reach the buffer.
         std::thread::sleep(Duration::from_millis(20));
         self.stop.store(true, Ordering::SeqCst);
@@ -374,8 +442,10 @@ impl TracefsCapture {
                 },
             });
         }
+        let base = self.mono_ns_at(instant);
+        self.marker = None;
         self.instance = None;
-        (out, self.stats.clone())
+        (out, self.stats.clone(), base)
     }
 }
 
@@ -385,7 +455,9 @@ impl Drop for TracefsCapture {
         if let Some(h) = self.reader.take() {
             let _ = h.join();
         }
-        // `instance` drops after the reader closed trace_pipe: rmdir succeeds.
+        // `instance` drops after the reader closed trace_pipe and the marker is
+        // closed: rmdir succeeds.
+        self.marker = None;
     }
 }
 
@@ -400,6 +472,8 @@ fn remove_stale_instances(instances: &Path) {
         let Some(pid) = name
             .to_str()
             .and_then(|n| n.strip_prefix("kvmtrace-"))
+            // `kvmtrace-PID-N`; older recorders named it `kvmtrace-PID`.
+            .and_then(|p| p.split('-').next())
             .and_then(|p| p.parse::<u32>().ok())
         else {
             continue;
@@ -437,8 +511,12 @@ fn handle_line(line: &[u8], shared: &Mutex<Shared>) {
     match parse_line(line) {
         Ok(LineKind::Event(e)) => {
             if e.event == b"tracing_mark_write" || e.event == b"print" {
-                if e.fields.ends_with(MARKER.as_bytes()) && s.marker_ns.is_none() {
+                let clock = e.fields.ends_with(MARKER.as_bytes());
+                if clock && s.marker_ns.is_none() {
                     s.marker_ns = Some(e.ts_ns);
+                }
+                if clock || e.fields.ends_with(SYNC_MARKER.as_bytes()) {
+                    s.synced_ns = Some(s.synced_ns.map_or(e.ts_ns, |t| t.max(e.ts_ns)));
                 }
                 return;
             }

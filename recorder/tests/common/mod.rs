@@ -78,7 +78,3 @@ pub fn tmp(name: &str) -> PathBuf {
 pub fn read_trace(path: &Path) -> (TraceHeader, Vec<Record>) {
     kvmtrace_recorder::sink::read_all(path).unwrap()
 }
-
-/// Observe-mode captures in one process share the tracefs instance name
-/// (`kvmtrace-PID`): tests that record in observe mode take this lock.
-pub static OBSERVE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());

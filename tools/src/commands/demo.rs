@@ -69,7 +69,8 @@ fn pick_trace(
     }
     match kvm_unavailable() {
         None => {
-            let out = dir.join("tour.kvt");
+            // Kept after the demo, so the user can go on with it.
+            let out = std::env::temp_dir().join("kvmtrace-demo-tour.kvt");
             writeln!(
                 err,
                 "recording the `tour` scenario on /dev/kvm (live policy host) ..."
@@ -177,23 +178,23 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow:
             )?,
         }
     }
+    let shown = if trace.starts_with(&dir.0) {
+        "TRACE.kvt".to_string()
+    } else {
+        trace.display().to_string()
+    };
+    writeln!(out, "\nnext:")?;
     writeln!(
         out,
-        "\nnext: kvmtrace replay {} --policy kvm-5.10   (the full report of one policy)",
-        if trace.starts_with(&dir.0) {
-            "TRACE.kvt".to_string()
-        } else {
-            trace.display().to_string()
-        }
+        "  kvmtrace replay {shown} --policy kvm-5.10   # one policy in full"
     )?;
     writeln!(
         out,
-        "      kvmtrace policies                                  (what each preset's switches say)"
+        "  kvmtrace dump {shown} | head                 # the events"
     )?;
     writeln!(
         out,
-        "      kvmtrace dump {} --json | head                     (the events)",
-        trace.display()
+        "  kvmtrace policies                            # each preset's switches"
     )?;
     Ok(0)
 }

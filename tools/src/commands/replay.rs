@@ -63,9 +63,16 @@ pub fn replay_file(
     if threads == 1 {
         replay = replay.sequential();
     }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()?;
+    // One thread: no pool at all (lanes run on this thread).
+    let pool = if threads > 1 {
+        Some(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()?,
+        )
+    } else {
+        None
+    };
     let pb = crate::progress::bar(total, "events");
     let mut batch = Vec::with_capacity(BATCH.min(total as usize + 1));
     let mut records = t.records();
@@ -86,7 +93,10 @@ pub fn replay_file(
         if batch.is_empty() {
             break;
         }
-        pool.install(|| replay.feed(&batch));
+        match &pool {
+            Some(p) => p.install(|| replay.feed(&batch)),
+            None => replay.feed(&batch),
+        }
         pb.inc(batch.len() as u64);
     }
     pb.finish_and_clear();
