@@ -68,7 +68,7 @@ pub struct Engine {
     header_cpuid: Vec<CpuidEntry>,
     header_mcg_cap: Option<u64>,
     /// The trace was imported from kernel text (unknown start state).
-    imported: bool,
+    pub(crate) imported: bool,
     /// `KVM_GET_SUPPORTED_CPUID` from the header: a feature KVM does not
     /// support is absent for the guest whatever its CPUID (6.13+ cpu_caps =
     /// guest CPUID ∩ KVM caps), which decides CPUID-gated MSRs when the guest

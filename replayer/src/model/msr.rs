@@ -371,6 +371,17 @@ impl Engine {
                 } else if index == 0x802 {
                     // x2APIC ID = vcpu_id (HOST.md: 0x802 reads 0 on vCPU 0).
                     (R::Ok(v.id as u64), rules::APIC_BASE_READ)
+                } else if index == 0x803 && self.policy.switches.msr_tables && !self.imported {
+                    // kvm_apic_set_version: APIC_VERSION 0x14, max LVT index
+                    // (6 LVTs, 7 with MCG_CMCI_P), directed EOI without an
+                    // in-kernel IOAPIC (split irqchip). 0x50014 here (HOST.md).
+                    let lvts: u64 = if v.mcg_cap & MCG_CMCI_P != 0 { 7 } else { 6 };
+                    let deoi = if self.vm.irqchip == kvmtrace_format::Irqchip::Split {
+                        1 << 24
+                    } else {
+                        0
+                    };
+                    (R::Ok(0x14 | ((lvts - 1) << 16) | deoi), rules::X2APIC_REG)
                 } else if self.policy.switches.msr_tables && !host {
                     x2apic_read(v.id, index)
                 } else {
