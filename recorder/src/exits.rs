@@ -15,7 +15,6 @@ use kvmtrace_format::{
 
 use crate::guest;
 use crate::layout::{self, ports};
-use crate::state;
 use crate::vcpu::{Ctl, Step, Vcpu, VmCtx, Wait};
 
 const KVM_EXIT_MMIO: u32 = 6;
@@ -201,7 +200,11 @@ impl Vcpu {
         self.out.after_blocking();
         self.runs += 1;
         self.out.set_run_index(self.runs);
-        ctx.kernel_wait[index as usize].store(false, Ordering::SeqCst);
+        // Per exit: a load, and the (fencing) store only when the flag was set.
+        let kernel_wait = &ctx.kernel_wait[index as usize];
+        if kernel_wait.load(Ordering::Relaxed) {
+            kernel_wait.store(false, Ordering::SeqCst);
+        }
         let exit = match exit {
             Exit::Other { what, .. } => Exit::Other {
                 exit_reason: self.fd.get_kvm_run().exit_reason,
@@ -243,12 +246,12 @@ impl Vcpu {
                 self.raw_exit(ctx, KVM_EXIT_MMIO, addr.to_le_bytes().to_vec());
                 Step::Continue
             }
-            Exit::Rdmsr { index, reason } => self.rdmsr(ctx, index, reason),
+            Exit::Rdmsr { index, reason } => self.guest_msr(ctx, index, None, reason),
             Exit::Wrmsr {
                 index,
                 data,
                 reason,
-            } => self.wrmsr(ctx, index, data, reason),
+            } => self.guest_msr(ctx, index, Some(data), reason),
             Exit::Hlt => {
                 self.log(ctx, Event::Halt);
                 Step::Wait(Wait::Halt)
@@ -412,76 +415,75 @@ impl Vcpu {
         Step::Continue
     }
 
-    fn rdmsr(&mut self, ctx: &VmCtx<'_>, index: u32, reason: u32) -> Step {
+    /// A guest RDMSR (`value` None) or WRMSR exit: the live policy decides, or,
+    /// where it does not model the MSR, the kernel answers through
+    /// `KVM_GET_MSRS`/`KVM_SET_MSRS` (a refused entry becomes #GP). Recorded,
+    /// then answered in `kvm_run`. The hot path: no allocation, one lock.
+    fn guest_msr(&mut self, ctx: &VmCtx<'_>, index: u32, value: Option<u64>, reason: u32) -> Step {
         let capture = MsrExitReason::from_bit(reason);
         let mut eng = ctx.engine.lock().unwrap_or_else(|p| p.into_inner());
-        let outcome = match eng.msr_read(self.index, index, Origin::Guest).outcome {
+        let predicted = match value {
+            None => eng.msr_read(self.index, index, Origin::Guest).outcome,
+            Some(v) => eng.msr_write(self.index, index, v, Origin::Guest).outcome,
+        };
+        let outcome = match predicted {
             Some(o) => o,
-            // Unmodeled: the kernel answers through KVM_GET_MSRS (a refused entry
-            // becomes #GP).
-            None => match state::get_msr(&self.fd, index) {
-                Ok(Some(v)) => MsrOutcome::Value(v),
-                Ok(None) => MsrOutcome::InjectGp,
-                Err(e) => {
-                    drop(eng);
-                    let message = format!("vCPU {}: KVM_GET_MSRS({index:#x}): {e}", self.index);
-                    ctx.fail(message.clone());
-                    return Step::StopVm(EndReason::Error { message });
+            None => {
+                let asked = match value {
+                    None => self
+                        .msr
+                        .get(&self.fd, index)
+                        .map(|v| v.map_or(MsrOutcome::InjectGp, MsrOutcome::Value)),
+                    Some(v) => self.msr.set(&self.fd, index, v).map(|ok| {
+                        if ok {
+                            MsrOutcome::Ok
+                        } else {
+                            MsrOutcome::InjectGp
+                        }
+                    }),
+                };
+                match asked {
+                    Ok(o) => o,
+                    Err(e) => {
+                        drop(eng);
+                        let op = if value.is_some() {
+                            "KVM_SET_MSRS"
+                        } else {
+                            "KVM_GET_MSRS"
+                        };
+                        let message = format!("vCPU {}: {op}({index:#x}): {e}", self.index);
+                        ctx.fail(message.clone());
+                        return Step::StopVm(EndReason::Error { message });
+                    }
                 }
+            }
+        };
+        let (origin, decided_by) = (Origin::Guest, DecidedBy::Vmm);
+        let event = match value {
+            None => Event::MsrRead {
+                index,
+                origin,
+                outcome,
+                decided_by,
+                capture,
+            },
+            Some(value) => Event::MsrWrite {
+                index,
+                value,
+                origin,
+                outcome,
+                decided_by,
+                capture,
             },
         };
-        let rec = self.out.stamp(Event::MsrRead {
-            index,
-            origin: Origin::Guest,
-            outcome,
-            decided_by: DecidedBy::Vmm,
-            capture,
-        });
+        let rec = self.out.stamp(event);
         eng.apply(&rec);
         drop(eng);
         self.out.push(rec);
         match reply(outcome) {
             Ok((data, error)) => {
-                self.answer_msr(Some(data), error);
-                Step::Continue
-            }
-            Err(errno) => Step::StopVm(EndReason::VmFailed { errno }),
-        }
-    }
-
-    fn wrmsr(&mut self, ctx: &VmCtx<'_>, index: u32, value: u64, reason: u32) -> Step {
-        let capture = MsrExitReason::from_bit(reason);
-        let mut eng = ctx.engine.lock().unwrap_or_else(|p| p.into_inner());
-        let outcome = match eng
-            .msr_write(self.index, index, value, Origin::Guest)
-            .outcome
-        {
-            Some(o) => o,
-            None => match state::set_msr(&self.fd, index, value) {
-                Ok(true) => MsrOutcome::Ok,
-                Ok(false) => MsrOutcome::InjectGp,
-                Err(e) => {
-                    drop(eng);
-                    let message = format!("vCPU {}: KVM_SET_MSRS({index:#x}): {e}", self.index);
-                    ctx.fail(message.clone());
-                    return Step::StopVm(EndReason::Error { message });
-                }
-            },
-        };
-        let rec = self.out.stamp(Event::MsrWrite {
-            index,
-            value,
-            origin: Origin::Guest,
-            outcome,
-            decided_by: DecidedBy::Vmm,
-            capture,
-        });
-        eng.apply(&rec);
-        drop(eng);
-        self.out.push(rec);
-        match reply(outcome) {
-            Ok((_, error)) => {
-                self.answer_msr(None, error);
+                // A WRMSR's reply carries no data.
+                self.answer_msr(value.is_none().then_some(data), error);
                 Step::Continue
             }
             Err(errno) => Step::StopVm(EndReason::VmFailed { errno }),

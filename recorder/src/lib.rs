@@ -8,8 +8,13 @@
 //! - `vcpu`: the per-vCPU state machine, INIT/SIPI, host steps; `exits`: exit handlers;
 //! - `state`: RESET/INIT architectural state read from / written to a vCPU;
 //! - `writer` + `sink`: batching, the channel, the writer thread, the trace file;
+//!   `clock`: the stamps' clock (TSC between per-batch CLOCK_MONOTONIC anchors);
+//! - observe mode: `observe` (tracefs capture, line parser), `live` (drains the
+//!   capture and the vCPUs' held records while the guest runs), `merge` (their
+//!   exact per-vCPU merge, incremental, bounded memory);
 //! - `payload`: flat and ELF payloads; `kvm_extra`: `KVM_X86_SETUP_MCE`.
 
+pub mod clock;
 pub mod exits;
 pub mod guest;
 pub mod kvm_check;
@@ -98,7 +103,7 @@ pub struct RecordSummary {
     /// Total time vCPU threads waited on a full channel.
     pub channel_wait_ns: u64,
     /// Time on vCPU threads spent building and sending events, per event
-    /// (mean of 1-in-16 timed events plus the batch sends).
+    /// (mean of 1-in-64 timed events plus the batch sends).
     pub vcpu_ns_per_event: f64,
     /// The median of the timed events' stamp+push cost (robust to a loaded
     /// machine's cache misses and preemption).
@@ -531,6 +536,7 @@ fn run(
                 last_fault: (u64::MAX, 0),
                 runs: 0,
                 last_state: None,
+                msr: state::OneMsr::default(),
             };
             let ctx = &ctx;
             match std::thread::Builder::new()

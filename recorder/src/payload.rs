@@ -4,10 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use kvmtrace_format::Irqchip;
-
 use crate::layout;
-use crate::scenarios::{OnShutdown, Region, ScenarioSpec, VcpuStart};
+use crate::scenarios::{Region, ScenarioSpec};
 
 /// Lowest and end of the guest addresses a payload may load into: code and data
 /// areas (below: VMM tables; above: stacks).
@@ -239,23 +237,7 @@ fn parse_elf(path: &Path, bytes: Vec<u8>) -> Result<Payload, PayloadError> {
 /// The spec a payload runs under: every vCPU enters long mode at the entry point,
 /// no CPUID edits, no quirks, no irqchip, stop on shutdown.
 pub fn spec(name: &str, payload: &Payload, vcpus: u32) -> ScenarioSpec {
-    ScenarioSpec {
-        name: name.to_string(),
-        vcpus,
-        regions: payload.regions.clone(),
-        starts: (0..vcpus)
-            .map(|_| VcpuStart::LongMode { rip: payload.entry })
-            .collect(),
-        cpuid: Vec::new(),
-        disabled_quirks: 0,
-        irqchip: Irqchip::None,
-        mcg_cap: None,
-        user_space_msr: 0,
-        msr_filter: None,
-        setup: Vec::new(),
-        host_steps: Vec::new(),
-        on_shutdown: OnShutdown::Stop,
-    }
+    ScenarioSpec::long_mode(name, vcpus, payload.regions.clone(), payload.entry)
 }
 
 #[cfg(test)]

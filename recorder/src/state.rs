@@ -72,26 +72,53 @@ fn from_segment(s: &Segment) -> kvm_segment {
     }
 }
 
+/// A one-entry `KVM_GET_MSRS`/`KVM_SET_MSRS` buffer, allocated on first use
+/// and reused: a vCPU answers every unmodeled MSR exit through it, and the exit
+/// path should not allocate per event.
+#[derive(Default)]
+pub struct OneMsr(Option<Msrs>);
+
+impl OneMsr {
+    fn entry(&mut self, index: u32, data: u64) -> Result<&mut Msrs, kvm_ioctls::Error> {
+        if self.0.is_none() {
+            self.0 = Some(Msrs::new(1).map_err(|_| kvm_ioctls::Error::new(libc::E2BIG))?);
+        }
+        let msrs = self
+            .0
+            .as_mut()
+            .ok_or_else(|| kvm_ioctls::Error::new(libc::E2BIG))?;
+        if let Some(e) = msrs.as_mut_slice().first_mut() {
+            *e = kvm_msr_entry {
+                index,
+                data,
+                ..Default::default()
+            };
+        }
+        Ok(msrs)
+    }
+
+    /// `KVM_GET_MSRS` of one MSR: `Some(value)` if KVM processed the entry.
+    pub fn get(&mut self, vcpu: &VcpuFd, index: u32) -> Result<Option<u64>, kvm_ioctls::Error> {
+        let msrs = self.entry(index, 0)?;
+        let n = vcpu.get_msrs(msrs)?;
+        Ok((n == 1).then(|| msrs.as_slice()[0].data))
+    }
+
+    /// `KVM_SET_MSRS` of one MSR: whether KVM accepted the entry.
+    pub fn set(&mut self, vcpu: &VcpuFd, index: u32, data: u64) -> Result<bool, kvm_ioctls::Error> {
+        let msrs = self.entry(index, data)?;
+        Ok(vcpu.set_msrs(msrs)? == 1)
+    }
+}
+
 /// `KVM_GET_MSRS` of one MSR: `Some(value)` if KVM processed the entry.
 pub fn get_msr(vcpu: &VcpuFd, index: u32) -> Result<Option<u64>, kvm_ioctls::Error> {
-    let mut msrs = Msrs::from_entries(&[kvm_msr_entry {
-        index,
-        ..Default::default()
-    }])
-    .map_err(|_| kvm_ioctls::Error::new(libc::E2BIG))?;
-    let n = vcpu.get_msrs(&mut msrs)?;
-    Ok((n == 1).then(|| msrs.as_slice()[0].data))
+    OneMsr::default().get(vcpu, index)
 }
 
 /// `KVM_SET_MSRS` of one MSR: whether KVM accepted the entry.
 pub fn set_msr(vcpu: &VcpuFd, index: u32, data: u64) -> Result<bool, kvm_ioctls::Error> {
-    let msrs = Msrs::from_entries(&[kvm_msr_entry {
-        index,
-        data,
-        ..Default::default()
-    }])
-    .map_err(|_| kvm_ioctls::Error::new(libc::E2BIG))?;
-    Ok(vcpu.set_msrs(&msrs)? == 1)
+    OneMsr::default().set(vcpu, index, data)
 }
 
 /// Read the RESET/INIT-relevant state of `vcpu`.

@@ -179,6 +179,8 @@ pub struct Vcpu {
     pub runs: u64,
     /// The state last read from this vCPU (the `before` of an in-kernel INIT).
     pub last_state: Option<ArchState>,
+    /// Reused for the kernel's answers to unmodeled MSR exits.
+    pub msr: state::OneMsr,
 }
 
 const WAIT_POLL: Duration = Duration::from_millis(20);
@@ -251,7 +253,7 @@ impl Vcpu {
                 if running {
                     ctx.running.fetch_sub(1, Ordering::SeqCst);
                 }
-                self.out.before_blocking();
+                self.out.before_wait();
                 let woke = self.wait(ctx, w);
                 self.out.after_blocking();
                 match woke {

@@ -5,8 +5,7 @@
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, kvm_enable_cap, kvm_userspace_memory_region};
 use kvm_ioctls::{Kvm, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VcpuFd, VmFd};
 use kvmtrace_format::{
-    CaptureInfo, CaptureMode, CpuVendor, CpuidEntry, HostInfo, MsrFilter,
-    MsrFilterRange as FilterRange,
+    CaptureInfo, CaptureMode, CpuidEntry, HostInfo, MsrFilter, MsrFilterRange as FilterRange,
 };
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
@@ -142,60 +141,35 @@ const CAPS: [u32; 16] = [
     kvm_bindings::KVM_CAP_X86_SMM,
 ];
 
-fn cpuinfo_field(text: &str, key: &str) -> Option<String> {
-    text.lines()
-        .find(|l| l.split(':').next().is_some_and(|k| k.trim() == key))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_string())
-}
-
 /// What the recording host is and what its KVM offers.
 pub fn host_info(kvm: &Kvm) -> Result<HostInfo, VmError> {
-    let kernel_release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    let kvm_module = ["kvm_intel", "kvm_amd", "kvm_pvm"]
-        .into_iter()
-        .find(|m| std::path::Path::new("/sys/module").join(m).exists())
-        .unwrap_or("")
-        .to_string();
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu_vendor = cpuinfo_field(&cpuinfo, "vendor_id").map(|v| match v.as_str() {
-        "GenuineIntel" => CpuVendor::Intel,
-        "AuthenticAMD" => CpuVendor::Amd,
-        "HygonGenuine" => CpuVendor::Hygon,
-        _ => CpuVendor::Other,
-    });
-    let cpu_model = cpuinfo_field(&cpuinfo, "model name").unwrap_or_default();
-    let caps = CAPS
-        .iter()
-        .map(|&c| (c, i64::from(kvm.check_extension_raw(u64::from(c)))))
-        .collect();
-    let valid_quirks = kvm
-        .check_extension_raw(u64::from(KVM_CAP_DISABLE_QUIRKS2))
-        .max(0) as u64;
-    let msr_index_list = kvm
-        .get_msr_index_list()
-        .map(|l| l.as_slice().to_vec())
-        .unwrap_or_default();
-    let msr_feature_list = kvm
-        .get_msr_feature_index_list()
-        .map(|l| l.as_slice().to_vec())
-        .unwrap_or_default();
+    let mut info = crate::observe::host::basic();
+    kvm_offers(kvm, &mut info);
     let supported = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(VmError::GetSupportedCpuid)?;
-    Ok(HostInfo {
-        kernel_release,
-        kvm_module,
-        cpu_vendor,
-        cpu_model,
-        caps,
-        valid_quirks,
-        msr_index_list,
-        msr_feature_list,
-        supported_cpuid: to_entries(&supported),
-    })
+    info.supported_cpuid = to_entries(&supported);
+    Ok(info)
+}
+
+/// The capabilities, quirks and MSR lists KVM offers (a list it refuses stays
+/// empty), into `info`.
+pub fn kvm_offers(kvm: &Kvm, info: &mut HostInfo) {
+    info.caps = CAPS
+        .iter()
+        .map(|&c| (c, i64::from(kvm.check_extension_raw(u64::from(c)))))
+        .collect();
+    info.valid_quirks = kvm
+        .check_extension_raw(u64::from(KVM_CAP_DISABLE_QUIRKS2))
+        .max(0) as u64;
+    info.msr_index_list = kvm
+        .get_msr_index_list()
+        .map(|l| l.as_slice().to_vec())
+        .unwrap_or_default();
+    info.msr_feature_list = kvm
+        .get_msr_feature_index_list()
+        .map(|l| l.as_slice().to_vec())
+        .unwrap_or_default();
 }
 
 pub fn to_entries(c: &CpuId) -> Vec<CpuidEntry> {

@@ -600,3 +600,19 @@ pub fn current_tid() -> Option<u32> {
     let link = std::fs::read_link("/proc/thread-self").ok()?;
     link.file_name()?.to_str()?.parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed `trace_pipe` read is kept for `read_error` (the recorder turns
+    /// it into an error), never dropped: reading a directory fails (EISDIR).
+    #[test]
+    fn a_failed_read_is_reported() {
+        let dir = File::open(std::env::temp_dir()).unwrap();
+        let shared = Mutex::new(Shared::default());
+        read_pipe(dir, &AtomicBool::new(false), &shared);
+        let s = shared.lock().unwrap();
+        assert!(s.read_error.is_some());
+    }
+}

@@ -57,15 +57,10 @@ pub fn guest_writes(g: &mut Guest) -> R {
 
 pub fn spec(params: &ScenarioParams) -> Result<ScenarioSpec, ScenarioError> {
     // Host steps act on vCPU 0: one vCPU only.
-    let vcpus = super::vcpus(NAME, params, 1, 1, 1)?;
-    let err = super::assemble_err(NAME);
-    let mut g = Guest::new().map_err(err)?;
-    host_bits(&mut g, &BITS)
-        .and_then(|()| guest_writes(&mut g))
+    super::one_program(NAME, params, 1, |g| {
+        host_bits(g, &BITS)?;
+        guest_writes(g)?;
         // The host may rewrite a locked FEAT_CTL (SEMANTICS.md §3).
-        .and_then(|()| g.host(host_write_read(0, 0)))
-        .and_then(|()| g.done(0))
-        .map_err(err)?;
-    let (code, steps) = g.finish().map_err(err)?;
-    Ok(ScenarioSpec::new(NAME, vcpus, code, steps))
+        g.host(host_write_read(0, 0))
+    })
 }

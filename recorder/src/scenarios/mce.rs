@@ -90,12 +90,7 @@ pub fn body(g: &mut Guest) -> R {
 }
 
 pub fn spec(params: &ScenarioParams) -> Result<ScenarioSpec, ScenarioError> {
-    let vcpus = super::vcpus(NAME, params, 1, 1, super::MAX_VCPUS)?;
-    let err = super::assemble_err(NAME);
-    let mut g = Guest::new().map_err(err)?;
-    body(&mut g).and_then(|()| g.done(0)).map_err(err)?;
-    let (code, steps) = g.finish().map_err(err)?;
-    let mut spec = ScenarioSpec::new(NAME, vcpus, code, steps);
+    let mut spec = super::one_program(NAME, params, super::MAX_VCPUS, body)?;
     spec.mcg_cap = Some(MCG_CAP);
     Ok(spec)
 }

@@ -36,12 +36,7 @@ fn build(
     params: &ScenarioParams,
     disabled_quirks: u64,
 ) -> Result<ScenarioSpec, ScenarioError> {
-    let vcpus = super::vcpus(name, params, 1, 1, super::MAX_VCPUS)?;
-    let err = super::assemble_err(name);
-    let mut g = Guest::new().map_err(err)?;
-    body(&mut g).and_then(|()| g.done(0)).map_err(err)?;
-    let (code, steps) = g.finish().map_err(err)?;
-    let mut spec = ScenarioSpec::new(name, vcpus, code, steps);
+    let mut spec = super::one_program(name, params, super::MAX_VCPUS, body)?;
     spec.disabled_quirks = disabled_quirks;
     // Start from MWAIT absent whatever the host offers, so the outcome depends
     // only on the quirks and bit 18.

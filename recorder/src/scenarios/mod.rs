@@ -293,27 +293,15 @@ pub fn try_build(name: &str, params: &ScenarioParams) -> Result<ScenarioSpec, Sc
 }
 
 impl ScenarioSpec {
-    /// One vCPU-independent scenario: `code` at `CODE_ADDR` run by every vCPU
-    /// from there, plus the zeroed data region; everything else at its default.
-    fn new(name: &str, vcpus: u32, code: Vec<u8>, host_steps: Vec<HostStep>) -> Self {
+    /// Every vCPU enters long mode at `rip` with `regions` loaded; everything
+    /// else at its default: no CPUID edits, quirks, irqchip, MCE, MSR filter,
+    /// setup or host steps; stop on shutdown.
+    pub fn long_mode(name: &str, vcpus: u32, regions: Vec<Region>, rip: u64) -> Self {
         ScenarioSpec {
             name: name.to_string(),
             vcpus,
-            regions: vec![
-                Region {
-                    addr: layout::CODE_ADDR,
-                    bytes: code,
-                },
-                Region {
-                    addr: layout::DATA_ADDR,
-                    bytes: vec![0; asm::DATA_REGION_SIZE],
-                },
-            ],
-            starts: (0..vcpus)
-                .map(|_| VcpuStart::LongMode {
-                    rip: layout::CODE_ADDR,
-                })
-                .collect(),
+            regions,
+            starts: (0..vcpus).map(|_| VcpuStart::LongMode { rip }).collect(),
             cpuid: Vec::new(),
             disabled_quirks: 0,
             irqchip: Irqchip::None,
@@ -321,8 +309,27 @@ impl ScenarioSpec {
             user_space_msr: 0,
             msr_filter: None,
             setup: Vec::new(),
-            host_steps,
+            host_steps: Vec::new(),
             on_shutdown: OnShutdown::Stop,
+        }
+    }
+
+    /// One vCPU-independent scenario: `code` at `CODE_ADDR` run by every vCPU
+    /// from there, plus the zeroed data region; everything else at its default.
+    fn new(name: &str, vcpus: u32, code: Vec<u8>, host_steps: Vec<HostStep>) -> Self {
+        let regions = vec![
+            Region {
+                addr: layout::CODE_ADDR,
+                bytes: code,
+            },
+            Region {
+                addr: layout::DATA_ADDR,
+                bytes: vec![0; asm::DATA_REGION_SIZE],
+            },
+        ];
+        ScenarioSpec {
+            host_steps,
+            ..Self::long_mode(name, vcpus, regions, layout::CODE_ADDR)
         }
     }
 
@@ -411,6 +418,23 @@ fn vcpus(
             max,
         }),
     }
+}
+
+/// The prologue of the scenarios whose vCPUs all run one program: the vCPU
+/// count (default 1, at most `max_vcpus`), `body` followed by `done(0)`, the
+/// spec with everything else at its default (the caller adjusts it).
+fn one_program(
+    name: &'static str,
+    params: &ScenarioParams,
+    max_vcpus: u32,
+    body: impl FnOnce(&mut asm::Guest) -> asm::R,
+) -> Result<ScenarioSpec, ScenarioError> {
+    let vcpus = vcpus(name, params, 1, 1, max_vcpus)?;
+    let err = assemble_err(name);
+    let mut g = asm::Guest::new().map_err(err)?;
+    body(&mut g).and_then(|()| g.done(0)).map_err(err)?;
+    let (code, steps) = g.finish().map_err(err)?;
+    Ok(ScenarioSpec::new(name, vcpus, code, steps))
 }
 
 /// Wraps an assembler error with the scenario's name.

@@ -97,12 +97,5 @@ pub fn body(g: &mut Guest, ranges: &[(u32, u32)], mark: bool) -> R {
 }
 
 pub fn spec(params: &ScenarioParams) -> Result<ScenarioSpec, ScenarioError> {
-    let vcpus = super::vcpus(NAME, params, 1, 1, super::MAX_VCPUS)?;
-    let err = super::assemble_err(NAME);
-    let mut g = Guest::new().map_err(err)?;
-    body(&mut g, SWEEP, true)
-        .and_then(|()| g.done(0))
-        .map_err(err)?;
-    let (code, steps) = g.finish().map_err(err)?;
-    Ok(ScenarioSpec::new(NAME, vcpus, code, steps))
+    super::one_program(NAME, params, super::MAX_VCPUS, |g| body(g, SWEEP, true))
 }

@@ -5,32 +5,17 @@
 use std::path::{Path, PathBuf};
 
 use iced_x86::code_asm::*;
-use kvmtrace_format::{Irqchip, Record, TraceHeader};
+use kvmtrace_format::{Record, TraceHeader};
 use kvmtrace_recorder::layout::{self, ports};
-use kvmtrace_recorder::scenarios::{OnShutdown, Region, ScenarioSpec, VcpuStart};
+use kvmtrace_recorder::scenarios::{Region, ScenarioSpec};
 
 /// One vCPU in long mode running `code` (which should end with `done`).
 pub fn spec(name: &str, code: Vec<u8>) -> ScenarioSpec {
-    ScenarioSpec {
-        name: name.into(),
-        vcpus: 1,
-        regions: vec![Region {
-            addr: layout::CODE_ADDR,
-            bytes: code,
-        }],
-        starts: vec![VcpuStart::LongMode {
-            rip: layout::CODE_ADDR,
-        }],
-        cpuid: Vec::new(),
-        disabled_quirks: 0,
-        irqchip: Irqchip::None,
-        mcg_cap: None,
-        user_space_msr: 0,
-        msr_filter: None,
-        setup: Vec::new(),
-        host_steps: Vec::new(),
-        on_shutdown: OnShutdown::Stop,
-    }
+    let regions = vec![Region {
+        addr: layout::CODE_ADDR,
+        bytes: code,
+    }];
+    ScenarioSpec::long_mode(name, 1, regions, layout::CODE_ADDR)
 }
 
 pub fn asm() -> CodeAssembler {
@@ -77,4 +62,21 @@ pub fn tmp(name: &str) -> PathBuf {
 /// Read a trace written by the recorder.
 pub fn read_trace(path: &Path) -> (TraceHeader, Vec<Record>) {
     kvmtrace_recorder::sink::read_all(path).unwrap()
+}
+
+/// Record the built-in `scenario` (`iterations` for looping ones) in `mode`
+/// into `tmp(file)` and read it back.
+pub fn record_scenario(
+    file: &str,
+    scenario: &str,
+    mode: kvmtrace_format::CaptureMode,
+    iterations: Option<u64>,
+) -> (TraceHeader, Vec<Record>) {
+    let out = tmp(file);
+    let mut cfg = kvmtrace_recorder::RecordConfig::new(&out);
+    cfg.scenario = Some(scenario.into());
+    cfg.mode = mode;
+    cfg.iterations = iterations;
+    kvmtrace_recorder::record(&cfg).unwrap();
+    read_trace(&out)
 }
