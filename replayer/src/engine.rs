@@ -68,24 +68,33 @@ pub struct Engine {
     header_cpuid: Vec<CpuidEntry>,
     header_mcg_cap: Option<u64>,
     /// The trace was imported from kernel text (unknown start state).
-    imported: bool,
+    pub(crate) imported: bool,
+    /// `KVM_GET_SUPPORTED_CPUID` from the header: a feature KVM does not
+    /// support is absent for the guest whatever its CPUID (6.13+ cpu_caps =
+    /// guest CPUID ∩ KVM caps), which decides CPUID-gated MSRs when the guest
+    /// never executed the leaf (imports).
+    pub(crate) supported: state::CpuidBits,
 }
 
 impl Engine {
     pub fn new(policy: Policy, header: &TraceHeader) -> Engine {
         let irqchip = header.vm.irqchip.unwrap_or(Irqchip::None);
+        let imported = header.capture.mode == kvmtrace_format::CaptureMode::Import;
         let vm = VmState {
             disabled_quirks: 0,
             user_space_msr: 0,
             filter: None,
             irqchip,
+            irqchip_known: !imported || header.vm.irqchip.is_some(),
         };
         let mut template = VcpuState::created(u32::MAX, misc_enable_at_reset(&policy), irqchip);
         // An imported text starts mid-run: no register value is known (issue 6
         // item 5); observe/intercept recordings start at vCPU creation.
-        let imported = header.capture.mode == kvmtrace_format::CaptureMode::Import;
         if imported {
             template.regs_known = 0;
+            template.unknown = state::U_ALL;
+            template.cpuid_complete = false;
+            template.cpuid.leaves = 0;
         }
         let mut e = Engine {
             policy,
@@ -96,6 +105,7 @@ impl Engine {
             header_cpuid: header.vm.cpuid.clone(),
             header_mcg_cap: header.vm.mcg_cap,
             imported,
+            supported: state::CpuidBits::from_entries(&header.host.supported_cpuid),
         };
         // The scenario's configuration, in the order a VMM applies it: quirks,
         // user-space MSR mask and filter (VM ioctls), then per vCPU CPUID and MCE.
@@ -137,6 +147,9 @@ impl Engine {
         let mut v = VcpuState::created(id, misc_enable_at_reset(&self.policy), self.vm.irqchip);
         if self.imported {
             v.regs_known = 0;
+            v.unknown = state::U_ALL;
+            v.cpuid_complete = false;
+            v.cpuid.leaves = 0;
         }
         if !self.header_cpuid.is_empty() {
             set_cpuid_on(
@@ -230,6 +243,14 @@ impl Engine {
                 } else {
                     Store::raw(*index, *value)
                 };
+                if (0x800..=0x8ff).contains(index)
+                    && *outcome == MsrOutcome::Ok
+                    && !self.vm.irqchip_known
+                {
+                    // Only an in-kernel LAPIC accepts x2APIC writes.
+                    self.vm.irqchip = Irqchip::Kernel;
+                    self.vm.irqchip_known = true;
+                }
                 self.apply_msr_write(rec.seq, rec.vcpu, outcome, store);
             }
             Event::MsrRead { index, outcome, .. } => match outcome {
@@ -247,6 +268,11 @@ impl Engine {
     /// A read value the kernel returned teaches the register it came from
     /// (issue 6 item 5; `model::common`).
     pub(crate) fn teach_read(&mut self, vcpu: u32, index: u32, value: u64) {
+        if (0x800..=0x8ff).contains(&index) && !self.vm.irqchip_known {
+            // Only an in-kernel LAPIC answers x2APIC reads.
+            self.vm.irqchip = Irqchip::Kernel;
+            self.vm.irqchip_known = true;
+        }
         if let Some(v) = self.vcpu_mut(vcpu) {
             crate::model::teach(v, index, value);
         }

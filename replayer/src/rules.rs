@@ -108,6 +108,8 @@ rules! {
     TABLE_NO_HYPERV = "Hyper-V MSR without Hyper-V CPUID", "§0", "6.0+";
     TABLE_NO_VENDOR_CASE = "no handler on this vendor (r=2): VMX MSRs off Intel, SVM-only MSRs on pvm", "§0", "6.0+";
     TABLE_PVM_ARCH_CAP = "vendor pvm: guest ARCH_CAPABILITIES read #GP (host-notes, measured)", "§0", "6.18 pvm";
+    X2APIC_REG = "x2APIC register access (kvm_x2apic_msr_read/write)", "§4", "6.0+";
+    TABLE_KVM_PV = "KVM PV MSR with its CPUID feature bit (kvm_set_msr_common)", "§0", "6.0+";
     TABLE_UNKNOWN = "no KVM handler for this index (r=2)", "§0", "all";
     TABLE_REG_READ = "register read returns the stored value", "§0", "6.0+";
     TABLE_REG_WRITE = "register write stored", "§0", "6.0+";

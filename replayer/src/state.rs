@@ -31,6 +31,33 @@ pub const APIC_BASE_EXTD: u64 = 1 << 10;
 pub const APIC_BASE_EN: u64 = 1 << 11;
 pub const APIC_DEFAULT: u64 = 0xfee0_0000;
 
+/// State an imported trace (which starts mid-run) does not know until a read
+/// teaches it or a write stores it (`VcpuState::unknown`, issue 6 item 5).
+pub const U_MISC_ENABLE: u32 = 1 << 0;
+pub const U_PAT: u32 = 1 << 1;
+pub const U_APIC_BASE: u32 = 1 << 2;
+pub const U_HWCR: u32 = 1 << 3;
+pub const U_FEAT_CTL: u32 = 1 << 4;
+pub const U_MCG_CAP: u32 = 1 << 5;
+pub const U_MCG_STATUS: u32 = 1 << 6;
+pub const U_MCG_CTL: u32 = 1 << 7;
+pub const U_MCG_EXT_CTL: u32 = 1 << 8;
+/// Values of MCi_CTL/STATUS/ADDR/MISC (all banks).
+pub const U_BANKS: u32 = 1 << 9;
+pub const U_CTL2: u32 = 1 << 10;
+pub const U_ALL: u32 = (1 << 11) - 1;
+
+/// CPUID leaves seen (`CpuidBits::leaves`): a feature bit is only trusted
+/// absent when its leaf is known.
+pub const LEAF_1: u32 = 1 << 0;
+pub const LEAF_7: u32 = 1 << 1;
+pub const LEAF_D1: u32 = 1 << 2;
+pub const LEAF_8000_0001: u32 = 1 << 3;
+pub const LEAF_8000_0008: u32 = 1 << 4;
+pub const LEAF_4000_0001: u32 = 1 << 5;
+/// Every leaf: the CPUID a VMM set is complete (a leaf it left out is absent).
+pub const LEAF_ALL: u32 = u32::MAX;
+
 /// The guest CPUID bits the models read, per vCPU (`KVM_SET_CPUID2`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CpuidBits {
@@ -57,6 +84,8 @@ pub struct CpuidBits {
     pub maxphyaddr: u8,
     /// A leaf-0 entry exists (the guest CPUID is known at all).
     pub known: bool,
+    /// `LEAF_*` bits of the leaves present.
+    pub leaves: u32,
     /// Vendor GenuineIntel, CentaurHauls or "  Shanghai  "
     /// (`guest_cpuid_is_intel_compatible`).
     pub intel_compatible: bool,
@@ -74,6 +103,12 @@ pub struct CpuidBits {
     pub rdpid: bool,
     /// CPUID.0x40000001:EAX = "Hv#1" (`kvm_cpuid_has_hyperv`).
     pub hyperv: bool,
+    /// CPUID.0x40000001:EAX when 0x40000000 has the "KVMKVMKVM" signature: the
+    /// KVM PV features (`guest_pv_has` is true for a set bit, enforced or not).
+    pub kvm_pv_features: u32,
+    /// CPUID.0x40000000 or 0x40000100 signature "XenVMMXenVMM": the VMM may
+    /// have set a Xen hypercall-page MSR (`xen_hvm_config.msr`, any index).
+    pub xen: bool,
 }
 
 impl CpuidBits {
@@ -98,6 +133,7 @@ impl CpuidBits {
                 || (l0.ebx, l0.edx, l0.ecx) == (0x6f67_7948, 0x6e65_476e, 0x656e_6975);
         }
         if let Some(l1) = find(1, 0) {
+            c.leaves |= LEAF_1;
             c.has_leaf1 = true;
             c.leaf1_eax = Some(l1.eax);
             c.sse3 = l1.ecx & 1 != 0;
@@ -107,22 +143,35 @@ impl CpuidBits {
             c.pdcm = l1.ecx & (1 << 15) != 0;
         }
         if let Some(e) = find(0xd, 1) {
+            c.leaves |= LEAF_D1;
             c.xsaves = e.eax & (1 << 3) != 0;
         }
         if let Some(e) = find(0x8000_0001, 0) {
+            c.leaves |= LEAF_8000_0001;
             c.rdtscp = e.edx & (1 << 27) != 0;
             c.osvw = e.ecx & (1 << 9) != 0;
         }
         if let Some(e) = find(0x4000_0001, 0) {
+            c.leaves |= LEAF_4000_0001;
             c.hyperv = e.eax == 0x3123_7648;
         }
+        if find(0x4000_0000, 0)
+            .is_some_and(|e| (e.ebx, e.ecx, e.edx) == (0x4b4d_564b, 0x564b_4d56, 0x4d))
+        {
+            c.kvm_pv_features = find(0x4000_0001, 0).map_or(0, |e| e.eax);
+        }
+        c.xen = [0x4000_0000, 0x4000_0100]
+            .iter()
+            .any(|&f| find(f, 0).is_some_and(|e| e.ebx == 0x566e_6558));
         if let Some(l7) = find(7, 0) {
+            c.leaves |= LEAF_7;
             c.sgx = l7.ebx & (1 << 2) != 0;
             c.sgx_lc = l7.ecx & (1 << 30) != 0;
             c.rdpid = l7.ecx & (1 << 22) != 0;
             c.arch_capabilities = l7.edx & (1 << 29) != 0;
         }
         if let Some(e) = find(0x8000_0008, 0) {
+            c.leaves |= LEAF_8000_0008;
             let w = (e.eax & 0xff) as u8;
             if w != 0 {
                 c.maxphyaddr = w.min(52);
@@ -157,6 +206,11 @@ pub struct VcpuState {
     /// where the bit of `regs_known` is set.
     pub regs: [u64; crate::model::NREGS],
     pub regs_known: u64,
+    /// `U_*` bits of the state above an imported trace does not know yet.
+    pub unknown: u32,
+    /// The CPUID entries are the VMM's whole `KVM_SET_CPUID2` (recordings), not
+    /// the leaves an imported text happened to show.
+    pub cpuid_complete: bool,
 }
 
 impl VcpuState {
@@ -177,6 +231,9 @@ impl VcpuState {
             }
         }
         self.cpuid = CpuidBits::from_entries(&self.cpuid_entries);
+        if self.cpuid_complete {
+            self.cpuid.leaves = LEAF_ALL;
+        }
     }
 
     /// The state at `KVM_CREATE_VCPU` (RESET, §2; MCE §5; FEAT_CTL 0, §3).
@@ -196,6 +253,7 @@ impl VcpuState {
             mci_ctl2: [0; MAX_MCE_BANKS],
             cpuid: CpuidBits {
                 maxphyaddr: 36,
+                leaves: LEAF_ALL,
                 ..CpuidBits::default()
             },
             cpuid_entries: Vec::new(),
@@ -203,6 +261,8 @@ impl VcpuState {
             mp_state: reset_mp_state(id, irqchip),
             regs: [0; crate::model::NREGS],
             regs_known: crate::model::REGS_KNOWN_AT_RESET,
+            unknown: 0,
+            cpuid_complete: true,
         }
     }
 
@@ -324,6 +384,9 @@ pub struct VmState {
     pub user_space_msr: u32,
     pub filter: Option<Filter>,
     pub irqchip: Irqchip,
+    /// Whether `irqchip` is known: an imported text does not show it until an
+    /// x2APIC access succeeds in the kernel.
+    pub irqchip_known: bool,
 }
 
 impl VmState {

@@ -19,20 +19,32 @@
 
 use crate::engine::Engine;
 use crate::rules::{self, Rule};
-use crate::state::VcpuState;
+use crate::state::{
+    LEAF_1, LEAF_7, LEAF_4000_0001, LEAF_8000_0001, LEAF_8000_0008, LEAF_D1, VcpuState,
+};
 
 use super::msr::{R, Store};
 
 /// Slots of the registers in `VcpuState::regs`.
-pub const NREGS: usize = 38;
+pub const NREGS: usize = 40;
+/// `vcpu->arch.time`: MSR_KVM_SYSTEM_TIME and _NEW (0 after kvmclock_reset).
+const SLOT_KVM_TIME: usize = 38;
+/// `msr_kvm_poll_control` (set at vCPU creation, not measured: taught).
+const SLOT_POLL_CONTROL: usize = 39;
+/// KVM PV feature bits (CPUID 0x40000001:EAX).
+const KVM_FEATURE_CLOCKSOURCE: u32 = 1 << 0;
+const KVM_FEATURE_CLOCKSOURCE2: u32 = 1 << 3;
+const KVM_FEATURE_POLL_CONTROL: u32 = 1 << 12;
 const SLOT_UCODE_REV: usize = 8;
 const SLOT_PLATFORM_INFO: usize = 9;
 const SLOT_TSC_AUX: usize = 7;
 /// Registers whose value at RESET (vCPU creation) is 0 in every vendor's
 /// create/reset path: SYSENTER_*, STAR/LSTAR/CSTAR/SFMASK, TSC_AUX, MTRRs.
 /// UCODE_REV and PLATFORM_INFO are vendor/quirk-stuffed: taught only.
-pub const REGS_KNOWN_AT_RESET: u64 =
-    ((1u64 << NREGS) - 1) & !(1 << SLOT_UCODE_REV) & !(1 << SLOT_PLATFORM_INFO);
+pub const REGS_KNOWN_AT_RESET: u64 = ((1u64 << NREGS) - 1)
+    & !(1 << SLOT_UCODE_REV)
+    & !(1 << SLOT_PLATFORM_INFO)
+    & !(1 << SLOT_POLL_CONTROL);
 
 pub const fn reg_slot(index: u32) -> Option<usize> {
     Some(match index {
@@ -52,6 +64,8 @@ pub const fn reg_slot(index: u32) -> Option<usize> {
         0x259 => 13,
         0x268..=0x26f => 14 + (index - 0x268) as usize,
         0x200..=0x20f => 22 + (index - 0x200) as usize,
+        0x12 | 0x4b56_4d01 => SLOT_KVM_TIME,
+        0x4b56_4d05 => SLOT_POLL_CONTROL,
         _ => return None,
     })
 }
@@ -79,6 +93,8 @@ pub(crate) const fn table_handles(index: u32) -> bool {
         || matches!(
             index,
             0x0 | 0x1
+                | 0x11
+                | 0x4b56_4d00
                 | 0x17
                 | 0x2a
                 | 0x199
@@ -121,6 +137,22 @@ pub(crate) const fn table_handles(index: u32) -> bool {
         )
 }
 
+/// A guest CPUID feature is known absent: its leaf is in the guest CPUID with
+/// the bit clear, or in KVM's supported CPUID with the bit clear.
+fn absent(
+    c: &crate::state::CpuidBits,
+    sup: &crate::state::CpuidBits,
+    leaf: u32,
+    bit: fn(&crate::state::CpuidBits) -> bool,
+) -> bool {
+    (c.leaves & leaf != 0 && !bit(c)) || (sup.leaves & leaf != 0 && !bit(sup))
+}
+
+/// TSC_AUX needs RDTSCP (0x80000001:EDX[27]) or RDPID (7.0:ECX[22]).
+fn no_rdtscp(c: &crate::state::CpuidBits, sup: &crate::state::CpuidBits) -> bool {
+    absent(c, sup, LEAF_8000_0001, |x| x.rdtscp) && absent(c, sup, LEAF_7, |x| x.rdpid)
+}
+
 /// `__is_canonical_address` for `bits` of virtual address.
 const fn canonical(x: u64, bits: u32) -> bool {
     let shift = 64 - bits;
@@ -139,6 +171,7 @@ impl Engine {
             return None;
         }
         let c = &v.cpuid;
+        let sup = &self.supported;
         let pvm = self.policy.vendor == crate::policy::Vendor::Pvm;
         let intel = self.policy.vendor == crate::policy::Vendor::Intel;
         Some(match index {
@@ -165,7 +198,9 @@ impl Engine {
                 (R::Unknown, rules::TABLE_NO_VENDOR_CASE)
             }
             // AMD OSVW: kvm_get_msr_common returns 1 without CPUID OSVW.
-            0xc001_0140 | 0xc001_0141 if !c.osvw && c.known => (R::Fault, rules::TABLE_CPUID_GATED),
+            0xc001_0140 | 0xc001_0141 if absent(c, sup, LEAF_8000_0001, |x| x.osvw) => {
+                (R::Fault, rules::TABLE_CPUID_GATED)
+            }
             // pvm: #GP although the guest CPUID has ARCH_CAPABILITIES (msr-sweep).
             0x10a if pvm && !host => (R::Fault, rules::TABLE_PVM_ARCH_CAP),
             // pvm_get_msr MSR_IA32_DEBUGCTLMSR: 0.
@@ -177,13 +212,19 @@ impl Engine {
             | 0x270..=0x276
             | 0x278..=0x27f
             | 0x2a0..=0x2fe => (R::Fault, rules::TABLE_MTRR_NONE),
-            0x10a if !host && !c.arch_capabilities => (R::Fault, rules::TABLE_CPUID_GATED),
-            0x345 if !host && !c.pdcm => (R::Fault, rules::TABLE_CPUID_GATED),
-            0xda0 if !host && !c.xsaves => (R::Fault, rules::TABLE_CPUID_GATED),
-            0xc000_0103 if !host && !c.rdtscp && !c.rdpid => (R::Fault, rules::TABLE_CPUID_GATED),
+            0x10a if !host && absent(c, sup, LEAF_7, |x| x.arch_capabilities) => {
+                (R::Fault, rules::TABLE_CPUID_GATED)
+            }
+            0x345 if !host && absent(c, sup, LEAF_1, |x| x.pdcm) => {
+                (R::Fault, rules::TABLE_CPUID_GATED)
+            }
+            0xda0 if !host && absent(c, sup, LEAF_D1, |x| x.xsaves) => {
+                (R::Fault, rules::TABLE_CPUID_GATED)
+            }
+            0xc000_0103 if !host && no_rdtscp(c, sup) => (R::Fault, rules::TABLE_CPUID_GATED),
             // kvm_hv_get_msr_common: no Hyper-V CPUID → 1; indices without a
             // case → 2. Either way #GP unless deflected.
-            0x4000_0000..=0x4000_01ff if !host && c.known && !c.hyperv => {
+            0x4000_0000..=0x4000_01ff if !host && c.leaves & LEAF_4000_0001 != 0 && !c.hyperv => {
                 (R::FaultOrUnknown, rules::TABLE_NO_HYPERV)
             }
             _ if !in_kvm_ranges(index) => (R::Unknown, rules::TABLE_UNKNOWN),
@@ -208,6 +249,7 @@ impl Engine {
             return None;
         }
         let c = &v.cpuid;
+        let sup = &self.supported;
         let pvm = self.policy.vendor == crate::policy::Vendor::Pvm;
         let store = |s: usize, x: u64| (R::Ok(0), rules::TABLE_REG_WRITE, Store::Reg(s, x));
         // __kvm_set_msr: LSTAR/CSTAR/SYSENTER_ESP/EIP must be canonical (host
@@ -242,8 +284,11 @@ impl Engine {
             // CPU as a user-return MSR): decide only the low half.
             0xc000_0084 if data >> 32 == 0 => Some(store(6, data)),
             0xc000_0103 => {
-                if !host && !c.rdtscp && !c.rdpid {
+                if !host && no_rdtscp(c, sup) {
                     Some((R::Fault, rules::TABLE_CPUID_GATED, Store::None))
+                } else if !host && !c.rdtscp && !c.rdpid {
+                    // Feature leaves not seen yet (import).
+                    None
                 } else if !c.known {
                     None
                 } else if c.intel_compatible && data >> 32 != 0 {
@@ -252,13 +297,37 @@ impl Engine {
                     Some(store(SLOT_TSC_AUX, data & 0xffff_ffff))
                 }
             }
+            // kvm_set_msr_common, KVM PV MSRs with the feature bit set:
+            // wall clock (VM-wide, not stored here) and system time always
+            // accepted; POLL_CONTROL takes bit 0 only.
+            0x11 if c.kvm_pv_features & KVM_FEATURE_CLOCKSOURCE != 0 => {
+                Some((R::Ok(0), rules::TABLE_KVM_PV, Store::None))
+            }
+            0x4b56_4d00 if c.kvm_pv_features & KVM_FEATURE_CLOCKSOURCE2 != 0 => {
+                Some((R::Ok(0), rules::TABLE_KVM_PV, Store::None))
+            }
+            0x12 if c.kvm_pv_features & KVM_FEATURE_CLOCKSOURCE != 0 => {
+                Some(store(SLOT_KVM_TIME, data))
+            }
+            0x4b56_4d01 if c.kvm_pv_features & KVM_FEATURE_CLOCKSOURCE2 != 0 => {
+                Some(store(SLOT_KVM_TIME, data))
+            }
+            0x4b56_4d05 if c.kvm_pv_features & KVM_FEATURE_POLL_CONTROL != 0 => {
+                Some(if data >> 1 != 0 {
+                    (R::Fault, rules::TABLE_KVM_PV, Store::None)
+                } else {
+                    store(SLOT_POLL_CONTROL, data)
+                })
+            }
             // kvm_set_msr_common MSR_IA32_UCODE_REV: a guest write is dropped.
             0x8b if !host => Some((R::Ok(0), rules::TABLE_UCODE_GUEST, Store::None)),
             // MSR_PLATFORM_INFO and MSR_IA32_ARCH_CAPABILITIES: host only.
             0xce | 0x10a if !host => Some((R::Fault, rules::TABLE_HOST_ONLY, Store::None)),
             // PERF_CAPABILITIES: a guest write fails (1 or 2 by release).
             0x345 if !host => Some((R::FaultOrUnknown, rules::TABLE_HOST_ONLY, Store::None)),
-            0xda0 if !host && !c.xsaves => Some((R::Fault, rules::TABLE_CPUID_GATED, Store::None)),
+            0xda0 if !host && absent(c, sup, LEAF_D1, |x| x.xsaves) => {
+                Some((R::Fault, rules::TABLE_CPUID_GATED, Store::None))
+            }
             // pvm_set_msr MSR_IA32_DEBUGCTLMSR: ignored.
             0x1d9 if pvm => Some((R::Ok(0), rules::TABLE_PVM_DEBUGCTL, Store::None)),
             // kvm_mtrr_set_msr: find_mtrr() + kvm_mtrr_valid().
@@ -276,6 +345,8 @@ impl Engine {
                     (R::Fault, rules::TABLE_MTRR_INVALID, Store::None)
                 })
             }
+            // Without leaf 0x80000008 the guest MAXPHYADDR is not known (import).
+            0x200..=0x20f if c.leaves & LEAF_8000_0008 == 0 && data >> 36 != 0 => None,
             0x200..=0x20f => {
                 let reserved_gpa = !0u64 << c.maxphyaddr;
                 let (mask, type_ok) = if index & 1 == 0 {
@@ -301,12 +372,14 @@ impl Engine {
             0xc000_0104 | 0xc001_0114 | 0xc001_1029 if pvm => {
                 Some((R::Unknown, rules::TABLE_NO_VENDOR_CASE, Store::None))
             }
-            0xc001_0140 | 0xc001_0141 if !c.osvw && c.known => {
+            0xc001_0140 | 0xc001_0141 if absent(c, sup, LEAF_8000_0001, |x| x.osvw) => {
                 Some((R::Fault, rules::TABLE_CPUID_GATED, Store::None))
             }
             // MTRRcap is read-only: no write case (r = 2).
             0xfe => Some((R::Unknown, rules::TABLE_UNKNOWN, Store::None)),
-            0x4000_0000..=0x4000_01ff if !host && c.known && !c.hyperv => {
+            // A Xen guest's hypercall-page MSR can be any index (writes only).
+            _ if c.xen => None,
+            0x4000_0000..=0x4000_01ff if !host && c.leaves & LEAF_4000_0001 != 0 && !c.hyperv => {
                 Some((R::FaultOrUnknown, rules::TABLE_NO_HYPERV, Store::None))
             }
             _ if !in_kvm_ranges(index) => Some((R::Unknown, rules::TABLE_UNKNOWN, Store::None)),
@@ -316,10 +389,109 @@ impl Engine {
 }
 
 /// A read the model could not predict teaches the register's value.
+/// For an imported trace, it also teaches the §1–§5 state it did not know
+/// (`VcpuState::unknown`).
 pub(crate) fn teach(v: &mut VcpuState, index: u32, value: u64) {
     if let Some(s) = reg_slot(index) {
         v.regs[s] = value;
         v.regs_known |= 1 << s;
+    }
+    if v.unknown == 0 {
+        return;
+    }
+    use crate::state::*;
+    let bit = match index {
+        0x1a0 => U_MISC_ENABLE,
+        0x277 => U_PAT,
+        0x1b => U_APIC_BASE,
+        0xc001_0015 => U_HWCR,
+        0x3a => U_FEAT_CTL,
+        // KVM_X86_SETUP_MCE refuses more than KVM_MAX_MCE_BANKS banks.
+        0x179 if value & 0xff <= MAX_MCE_BANKS as u64 => U_MCG_CAP,
+        0x17a => U_MCG_STATUS,
+        0x17b => U_MCG_CTL,
+        0x4d0 => U_MCG_EXT_CTL,
+        _ => return,
+    };
+    if v.unknown & bit == 0 {
+        return;
+    }
+    v.unknown &= !bit;
+    match index {
+        0x1a0 => v.misc_enable = value,
+        0x277 => v.pat = value,
+        0x1b => v.apic_base = value,
+        0xc001_0015 => v.hwcr = value,
+        0x3a => v.feat_ctl = value,
+        0x179 => v.mcg_cap = value,
+        0x17a => v.mcg_status = value,
+        0x17b => v.mcg_ctl = value,
+        _ => v.mcg_ext_ctl = value,
+    }
+}
+
+/// Whether the §1–§5 handlers would decide `index` from state an imported
+/// trace has not shown yet (then the access is unmodeled).
+pub(crate) fn needs_unknown(
+    v: &VcpuState,
+    index: u32,
+    write: Option<u64>,
+    host: bool,
+    pvm: bool,
+    intel: bool,
+    irqchip_known: bool,
+) -> bool {
+    use crate::state::*;
+    let u = v.unknown;
+    let w = write.is_some();
+    let d = write.unwrap_or(0);
+    let leaves = v.cpuid.leaves;
+    // Rules that read the guest CPUID need the leaf (an import lists only the
+    // leaves the guest executed).
+    let cpuid_missing = match index {
+        0x1b => {
+            (d & APIC_BASE_EXTD != 0 && leaves & LEAF_1 == 0)
+                || (d >> 36 != 0 && leaves & LEAF_8000_0008 == 0)
+        }
+        0x1a0 => w && !pvm && leaves & LEAF_1 == 0,
+        0x3a => intel && leaves & (LEAF_1 | LEAF_7) != LEAF_1 | LEAF_7,
+        0x400..=0x47f => (index - 0x400) % 4 == 1 && d != 0 && !host && !v.cpuid.known,
+        _ => false,
+    };
+    if cpuid_missing {
+        return true;
+    }
+    if u == 0 && irqchip_known {
+        return false;
+    }
+    match index {
+        // kvm_pvm stores a guest's MISC_ENABLE unchecked: no state needed.
+        0x1a0 => u & U_MISC_ENABLE != 0 && !(w && pvm && !host),
+        0x277 => !w && u & U_PAT != 0,
+        0x1b => u & U_APIC_BASE != 0,
+        0x800..=0x8ff => u & U_APIC_BASE != 0 || (!irqchip_known && v.x2apic_mode()),
+        0xc001_0015 => !w && u & U_HWCR != 0,
+        0x3a => intel && u & U_FEAT_CTL != 0,
+        0x4d0 => intel && u & (U_FEAT_CTL | U_MCG_EXT_CTL) != 0,
+        0x179 => !w && u & U_MCG_CAP != 0,
+        0x17a => !w && u & U_MCG_STATUS != 0,
+        0x17b => u & U_MCG_CAP != 0 || (!w && u & U_MCG_CTL != 0),
+        0x400..=0x47f => {
+            let in_range = ((index - 0x400) / 4) < (v.mcg_cap & 0xff) as u32;
+            u & U_MCG_CAP != 0
+                || (!w && in_range && u & U_BANKS != 0)
+                || (write.is_some_and(|d| d != 0)
+                    && !host
+                    && (index - 0x400) % 4 == 1
+                    && u & U_HWCR != 0)
+        }
+        0x280..=0x29f => {
+            // A guest read without MCG_CMCI_P faults whatever the value.
+            let in_range = index - 0x280 < (v.mcg_cap & 0xff) as u32;
+            let value_read = !w && (host || v.mcg_cap & MCG_CMCI_P != 0);
+            u & U_MCG_CAP != 0 || (value_read && in_range && u & U_CTL2 != 0)
+        }
+        _ => false,
     }
 }
 
@@ -346,9 +518,14 @@ mod tests {
     #[test]
     fn slots_are_distinct_and_in_range() {
         let mut seen = [false; NREGS];
-        for i in (0..0x300u32).chain(0xc000_0080..0xc000_0110) {
+        for i in (0..0x300u32)
+            .chain(0xc000_0080..0xc000_0110)
+            .chain(0x4b56_4d00..0x4b56_4d10)
+        {
             if let Some(s) = reg_slot(i) {
-                assert!(s < NREGS && !seen[s], "{i:#x}");
+                // MSR_KVM_SYSTEM_TIME and _NEW are the same vcpu->arch.time.
+                let shared = i == 0x4b56_4d01 && s == SLOT_KVM_TIME;
+                assert!(s < NREGS && (!seen[s] || shared), "{i:#x}");
                 seen[s] = true;
             }
         }

@@ -92,6 +92,18 @@ impl Store {
     }
 
     pub(crate) fn apply(self, v: &mut VcpuState, quirk_no_mwait: bool) {
+        // A stored value is known from now on (imported traces, issue 6 item 5).
+        v.unknown &= !match self {
+            Store::MiscEnable(_) => U_MISC_ENABLE,
+            Store::FeatCtl(_) => U_FEAT_CTL,
+            Store::Hwcr(_) => U_HWCR,
+            Store::Pat(_) => U_PAT,
+            Store::ApicBase(_) => U_APIC_BASE,
+            Store::McgStatus(_) => U_MCG_STATUS,
+            Store::McgCtl(_) => U_MCG_CTL,
+            Store::McgExtCtl(_) => U_MCG_EXT_CTL,
+            _ => 0,
+        };
         match self {
             Store::None => {}
             Store::MiscEnable(x) => {
@@ -189,6 +201,19 @@ impl Engine {
             );
         }
 
+        if self.policy.msr.is_empty()
+            && super::common::needs_unknown(
+                v,
+                index,
+                value,
+                host,
+                self.policy.vendor == Vendor::Pvm,
+                self.policy.vendor == Vendor::Intel,
+                self.vm.irqchip_known,
+            )
+        {
+            return (Prediction::unmodeled(), Store::None);
+        }
         let (r, rule, store) = match self.user_rule(index, value) {
             Some(x) => x,
             None => match value {
@@ -346,6 +371,19 @@ impl Engine {
                 } else if index == 0x802 {
                     // x2APIC ID = vcpu_id (HOST.md: 0x802 reads 0 on vCPU 0).
                     (R::Ok(v.id as u64), rules::APIC_BASE_READ)
+                } else if index == 0x803 && self.policy.switches.msr_tables && !self.imported {
+                    // kvm_apic_set_version: APIC_VERSION 0x14, max LVT index
+                    // (6 LVTs, 7 with MCG_CMCI_P), directed EOI without an
+                    // in-kernel IOAPIC (split irqchip). 0x50014 here (HOST.md).
+                    let lvts: u64 = if v.mcg_cap & MCG_CMCI_P != 0 { 7 } else { 6 };
+                    let deoi = if self.vm.irqchip == kvmtrace_format::Irqchip::Split {
+                        1 << 24
+                    } else {
+                        0
+                    };
+                    (R::Ok(0x14 | ((lvts - 1) << 16) | deoi), rules::X2APIC_REG)
+                } else if self.policy.switches.msr_tables && !host {
+                    x2apic_read(v.id, index)
                 } else {
                     // LAPIC register contents are not modelled.
                     (R::Unmodeled, rules::UNMODELED)
@@ -480,6 +518,9 @@ impl Engine {
             0x800..=0x8ff => {
                 if !self.vm.lapic_in_kernel() || !v.x2apic_mode() {
                     fail(rules::X2APIC_OFF)
+                } else if s.msr_tables && !host {
+                    let (r, rule) = x2apic_write(index, data);
+                    (r, rule, Store::None)
                 } else {
                     (R::Unmodeled, rules::UNMODELED, Store::None)
                 }
@@ -587,5 +628,56 @@ impl Engine {
             MSR_IA32_CR_PAT => (R::Ok(0), rules::PAT_WRITE, Store::Pat(data)),
             _ => (R::Unmodeled, rules::UNMODELED, Store::None),
         }
+    }
+}
+
+/// lapic.c `kvm_x2apic_msr_read` / `kvm_lapic_reg_read` in x2APIC mode with an
+/// in-kernel LAPIC: registers outside `kvm_lapic_readable_reg_mask` (EOI,
+/// SELF_IPI, ARBPRI, DFR, ICR2, reserved offsets) → 1; the LDR is derived
+/// from the x2APIC ID. Other contents (timers, IRR/ISR, LVTs) are not modelled.
+fn x2apic_read(id: u32, index: u32) -> (R, Rule) {
+    let reg = (index - 0x800) << 4;
+    match reg {
+        // APIC_LDR in x2APIC mode: cluster (id >> 4) << 16 | 1 << (id & 0xf).
+        0xd0 => (
+            R::Ok((((id >> 4) as u64) << 16) | (1 << (id & 0xf))),
+            rules::X2APIC_REG,
+        ),
+        // ID LVR TASKPRI PROCPRI SPIV ISR TMR IRR ESR ICR LVTs TMICT TMCCT TDCR
+        0x20
+        | 0x30
+        | 0x80
+        | 0xa0
+        | 0xf0
+        | 0x100..=0x270
+        | 0x280
+        | 0x2f0
+        | 0x300
+        | 0x320..=0x370
+        | 0x380
+        | 0x390
+        | 0x3e0 => (R::Unmodeled, rules::UNMODELED),
+        _ => (R::Fault, rules::X2APIC_REG),
+    }
+}
+
+/// lapic.c `kvm_x2apic_msr_write` / `kvm_lapic_reg_write` in x2APIC mode with an
+/// in-kernel LAPIC: bits 63:32 reserved except in the ICR; ID, LDR, DFR and
+/// read-only or reserved offsets → 1; ESR only takes 0; EOI of 0 and TPR are
+/// accepted. The rest (ICR, LVTs, timer, SPIV, SELF_IPI) is not modelled.
+fn x2apic_write(index: u32, data: u64) -> (R, Rule) {
+    let reg = (index - 0x800) << 4;
+    if reg != 0x300 && data >> 32 != 0 {
+        return (R::Fault, rules::X2APIC_REG);
+    }
+    match reg {
+        0xb0 if data == 0 => (R::Ok(0), rules::X2APIC_REG),
+        0x80 if data <= 0xff => (R::Ok(0), rules::X2APIC_REG),
+        0x280 if data != 0 => (R::Fault, rules::X2APIC_REG),
+        0x20 | 0x30 | 0xa0 | 0xd0 | 0xe0 | 0x100..=0x270 | 0x390 => (R::Fault, rules::X2APIC_REG),
+        0xb0 | 0x80 | 0x280 | 0xf0 | 0x2f0 | 0x300 | 0x320..=0x370 | 0x380 | 0x3e0 | 0x3f0 => {
+            (R::Unmodeled, rules::UNMODELED)
+        }
+        _ => (R::Fault, rules::X2APIC_REG),
     }
 }

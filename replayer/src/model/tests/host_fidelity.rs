@@ -276,8 +276,21 @@ fn pvm_mcg_ext_ctl_no_handler() {
 fn msr_tables_common() {
     // model::common: x86.c __kvm_set_msr/__kvm_get_msr, kvm_{get,set}_msr_common,
     // mtrr.c, pvm.c (6.18 read). Leaf 0 + leaf 1 only: no RDTSCP, no XSAVES,
-    // no PDCM, no ARCH_CAPABILITIES, no OSVW, not Hyper-V.
-    let h = header("kvm_intel", false, 0);
+    // no PDCM, no ARCH_CAPABILITIES, no OSVW, not Hyper-V (the leaves present,
+    // with those bits clear).
+    let mut h = header("kvm_intel", false, 0);
+    for (function, index) in [(7, 0), (0xd, 1), (0x8000_0001, 0), (0x4000_0001, 0)] {
+        h.vm.cpuid.push(CpuidEntry {
+            function,
+            index,
+            flags: if function == 7 || function == 0xd {
+                1
+            } else {
+                0
+            },
+            ..Default::default()
+        });
+    }
     let unk = MsrExitReason::Unknown;
     let inval = MsrExitReason::Inval;
     run(
@@ -739,4 +752,414 @@ fn registers_taught_by_reads() {
     let h = header("kvm_pvm", true, 0);
     let e = engine("kvm-6.18", Vendor::Pvm, &h);
     assert_eq!(e.msr_read(0, 0x174, G).outcome, val(0));
+}
+
+#[test]
+fn x2apic_registers_in_x2apic_mode() {
+    // lapic.c kvm_x2apic_msr_read/write (6.18 read), x2APIC enabled through
+    // 0x1b with an in-kernel irqchip.
+    let mut h = header("kvm_pvm", true, 1 << 21);
+    h.vm.irqchip = Some(Irqchip::Kernel);
+    const X2: &[(u32, u64, Origin)] = &[(0x1b, 0xfee0_0d00, G)];
+    run(
+        &[
+            case!(
+                "LDR derived from the id",
+                "kvm-6.18",
+                Pvm,
+                X2,
+                0,
+                0x80d,
+                None,
+                G,
+                val(1)
+            ),
+            case!(
+                "EOI is write-only",
+                "kvm-6.18",
+                Pvm,
+                X2,
+                0,
+                0x80b,
+                None,
+                G,
+                GP
+            ),
+            case!(
+                "EOI write of 0",
+                "kvm-6.18",
+                Pvm,
+                X2,
+                0,
+                0x80b,
+                Some(0),
+                G,
+                OK
+            ),
+            case!(
+                "TPR write",
+                "kvm-6.18",
+                Pvm,
+                X2,
+                0,
+                0x808,
+                Some(0x20),
+                G,
+                OK
+            ),
+            case!(
+                "bits 63:32 reserved outside the ICR",
+                "kvm-6.18",
+                Pvm,
+                X2,
+                0,
+                0x808,
+                Some(1 << 32),
+                G,
+                GP
+            ),
+            case!(
+                "ID read-only in x2APIC mode",
+                "kvm-6.18",
+                Pvm,
+                X2,
+                0,
+                0x802,
+                Some(0),
+                G,
+                GP
+            ),
+            case!(
+                "LDR read-only in x2APIC mode",
+                "kvm-6.18",
+                Pvm,
+                X2,
+                0,
+                0x80d,
+                Some(0),
+                G,
+                GP
+            ),
+            case!(
+                "ESR takes only 0",
+                "kvm-6.18",
+                Pvm,
+                X2,
+                0,
+                0x828,
+                Some(1),
+                G,
+                GP
+            ),
+            case!(
+                "TMCCT read: not modelled",
+                "kvm-6.18",
+                Pvm,
+                X2,
+                0,
+                0x839,
+                None,
+                G,
+                None
+            ),
+            case!(
+                "ICR write: not modelled",
+                "kvm-6.18",
+                Pvm,
+                X2,
+                0,
+                0x830,
+                Some(0x4_0000_00fe),
+                G,
+                None
+            ),
+            case!(
+                "reserved offset",
+                "kvm-6.18",
+                Pvm,
+                X2,
+                0,
+                0x804,
+                None,
+                G,
+                GP
+            ),
+            case!(
+                "5.19 preset: not modelled",
+                "kvm-5.19",
+                Pvm,
+                X2,
+                0,
+                0x80b,
+                Some(0),
+                G,
+                None
+            ),
+        ],
+        &h,
+    );
+}
+
+#[test]
+fn pvm_misc_enable_mwait_bit_without_sse3() {
+    // §1: with MISC_ENABLE_NO_MWAIT disabled, toggling bit 18 needs SSE3.
+    // kvm_pvm accepted 0x40001 without SSE3 (observe misc-enable-no-mwait).
+    let mut h = header("kvm_pvm", true, 0);
+    h.vm.disabled_quirks = crate::quirks::MISC_ENABLE_NO_MWAIT;
+    run(
+        &[
+            case!(
+                "§1 amd: bit 18 without SSE3 -> #GP",
+                "kvm-6.18",
+                Amd,
+                GUEST_FLIPS,
+                0,
+                0x1a0,
+                Some(0x41800),
+                G,
+                GP
+            ),
+            case!(
+                "host-notes pvm: bit 18 without SSE3 ok",
+                "kvm-6.18",
+                Pvm,
+                GUEST_FLIPS,
+                0,
+                0x1a0,
+                Some(0x40001),
+                G,
+                OK
+            ),
+        ],
+        &h,
+    );
+}
+
+#[test]
+fn xen_guest_writes_not_predicted_unknown() {
+    // kvm_set_msr_common: a write to xen_hvm_config.msr (any index) installs
+    // the hypercall page; a guest with Xen CPUID may have one configured.
+    let mut h = header("kvm_intel", false, 0);
+    h.vm.cpuid.push(CpuidEntry {
+        function: 0x4000_0000,
+        ebx: 0x566e_6558,
+        ecx: 0x65584d4d,
+        edx: 0x4d4d566e,
+        ..Default::default()
+    });
+    run(
+        &[
+            case!(
+                "Xen guest: write to an unknown index",
+                "kvm-6.18",
+                Intel,
+                GUEST_FLIPS,
+                0,
+                0xdead_beef,
+                Some(1),
+                G,
+                None
+            ),
+            case!(
+                "Xen guest: read of an unknown index still r=2",
+                "kvm-6.18",
+                Intel,
+                GUEST_FLIPS,
+                0,
+                0xdead_beef,
+                None,
+                G,
+                GP
+            ),
+        ],
+        &h,
+    );
+}
+
+fn read_rec(index: u32, value: u64) -> Record {
+    rec(
+        1,
+        Event::MsrRead {
+            index,
+            origin: G,
+            outcome: MsrOutcome::Value(value),
+            decided_by: DecidedBy::Kernel,
+            capture: None,
+        },
+    )
+}
+
+#[test]
+fn imported_trace_learns_state_before_predicting() {
+    // Issue 6 item 5: an imported text starts mid-run. Nothing the text has not
+    // shown is assumed: not the RESET values, not the MCE setup, not x2APIC
+    // mode or the in-kernel LAPIC, not CPUID leaves never executed.
+    let mut h = TraceHeader::default();
+    h.host.kernel_release = "6.18.44".into();
+    h.host.kvm_module = "kvm_amd".into();
+    h.capture.mode = CaptureMode::Import;
+    let mut e = engine("kvm-6.18", Vendor::Amd, &h);
+    let cases: [(u32, Option<u64>, Option<MsrOutcome>); 8] = [
+        (0x1a0, None, None),
+        (0x277, None, None),
+        (0x277, Some(0x0e), GP), // kvm_pat_valid needs no state
+        (0x808, None, None),
+        (0x401, None, None),
+        (0x17b, None, None),
+        (0xc000_0103, None, None), // CPUID leaves 7 / 0x80000001 not seen
+        (0x474f_4f00, None, GP),   // unknown index needs no state
+    ];
+    for (i, w, want) in cases {
+        let got = match w {
+            Some(d) => e.msr_write(0, i, d, G).outcome,
+            None => e.msr_read(0, i, G).outcome,
+        };
+        assert_eq!(got, want, "before teaching: {i:#x} {w:?}");
+    }
+    // Reads teach.
+    for (i, x) in [
+        (0x1a0, 0x1),
+        (0x1b, 0xfee0_0d00),
+        (0x179, 0x10a),
+        (0x808, 0),
+    ] {
+        e.apply(&read_rec(i, x));
+    }
+    assert_eq!(e.msr_read(0, 0x1a0, G).outcome, val(0x1));
+    assert_eq!(e.msr_read(0, 0x428, G).outcome, GP, "bank 10 of 10");
+    assert_eq!(
+        e.msr_read(0, 0x401, G).outcome,
+        None,
+        "bank values still unknown"
+    );
+    assert_eq!(e.msr_write(0, 0x400, 1, G).outcome, GP);
+    assert_eq!(e.msr_write(0, 0x401, 1, G).outcome, None, "HWCR unknown");
+    // An x2APIC read answered by the kernel shows the in-kernel LAPIC.
+    assert_eq!(e.msr_write(0, 0x80b, 0, G).outcome, OK);
+    // A write the kernel accepted stores the value.
+    e.apply(&rec(
+        2,
+        Event::MsrWrite {
+            index: 0x277,
+            value: 0x0606,
+            origin: G,
+            outcome: MsrOutcome::Ok,
+            decided_by: DecidedBy::Kernel,
+            capture: None,
+        },
+    ));
+    assert_eq!(e.msr_read(0, 0x277, G).outcome, val(0x0606));
+}
+
+#[test]
+fn kvm_pv_msrs_with_feature_bits() {
+    // kvm_set_msr_common / kvm_get_msr_common: with the feature bit in the
+    // KVM leaf, guest_pv_has() is true whether or not the VMM enforces it.
+    let mut h = header("kvm_pvm", true, 0);
+    h.vm.cpuid.push(CpuidEntry {
+        function: 0x4000_0000,
+        eax: 0x4000_0001,
+        ebx: 0x4b4d_564b,
+        ecx: 0x564b_4d56,
+        edx: 0x4d,
+        ..Default::default()
+    });
+    h.vm.cpuid.push(CpuidEntry {
+        function: 0x4000_0001,
+        eax: (1 << 3) | (1 << 12), // CLOCKSOURCE2, POLL_CONTROL; not CLOCKSOURCE
+        ..Default::default()
+    });
+    run(
+        &[
+            case!(
+                "SYSTEM_TIME_NEW write",
+                "kvm-6.18",
+                Pvm,
+                GUEST_FLIPS,
+                0,
+                0x4b56_4d01,
+                Some(0x1001),
+                G,
+                OK
+            ),
+            case!(
+                "SYSTEM_TIME_NEW round trip",
+                "kvm-6.18",
+                Pvm,
+                &[(0x4b56_4d01, 0x1001, G)],
+                0,
+                0x4b56_4d01,
+                None,
+                G,
+                val(0x1001)
+            ),
+            case!(
+                "SYSTEM_TIME_NEW 0 after RESET",
+                "kvm-6.18",
+                Pvm,
+                GUEST_FLIPS,
+                0,
+                0x4b56_4d01,
+                None,
+                G,
+                val(0)
+            ),
+            case!(
+                "WALL_CLOCK_NEW write",
+                "kvm-6.18",
+                Pvm,
+                GUEST_FLIPS,
+                0,
+                0x4b56_4d00,
+                Some(0x2000),
+                G,
+                OK
+            ),
+            case!(
+                "old SYSTEM_TIME without CLOCKSOURCE: enforcement unknown",
+                "kvm-6.18",
+                Pvm,
+                GUEST_FLIPS,
+                0,
+                0x12,
+                Some(1),
+                G,
+                None
+            ),
+            case!(
+                "POLL_CONTROL bit 1",
+                "kvm-6.18",
+                Pvm,
+                GUEST_FLIPS,
+                0,
+                0x4b56_4d05,
+                Some(2),
+                G,
+                GP
+            ),
+            case!(
+                "POLL_CONTROL value at creation not assumed",
+                "kvm-6.18",
+                Pvm,
+                GUEST_FLIPS,
+                0,
+                0x4b56_4d05,
+                None,
+                G,
+                None
+            ),
+            case!(
+                "POLL_CONTROL round trip",
+                "kvm-6.18",
+                Pvm,
+                &[(0x4b56_4d05, 0, G)],
+                0,
+                0x4b56_4d05,
+                None,
+                G,
+                val(0)
+            ),
+        ],
+        &h,
+    );
 }
