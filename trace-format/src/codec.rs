@@ -24,30 +24,23 @@ use crate::wire::{
 /// Number of event kinds with a code.
 pub const KIND_COUNT: usize = KINDS.len();
 
-/// The kind of each record-tag code, in code order (FORMAT.md, "Kind codes").
+/// The kind of each record-tag code, in code order (FORMAT.md, "Kind codes"):
+/// the inverse of [`kind_code`], built from it so the codes are written once.
 /// Codes are part of the format: new kinds are only ever appended.
-pub const KINDS: [EventKind; 20] = [
-    EventKind::MsrRead,
-    EventKind::MsrWrite,
-    EventKind::Monitor,
-    EventKind::Mwait,
-    EventKind::Shutdown,
-    EventKind::Reset,
-    EventKind::Init,
-    EventKind::Sipi,
-    EventKind::Ipi,
-    EventKind::Cpuid,
-    EventKind::QuirksDisabled,
-    EventKind::MsrFilter,
-    EventKind::UserSpaceMsr,
-    EventKind::SetupMce,
-    EventKind::Io,
-    EventKind::Exception,
-    EventKind::Halt,
-    EventKind::RawExit,
-    EventKind::Lost,
-    EventKind::End,
-];
+pub const KINDS: [EventKind; EventKind::ALL.len()] = {
+    let mut out = [EventKind::End; EventKind::ALL.len()];
+    let mut seen = [false; EventKind::ALL.len()];
+    let mut i = 0;
+    while i < EventKind::ALL.len() {
+        let k = EventKind::ALL[i];
+        let code = kind_code(k) as usize;
+        assert!(!seen[code], "two kinds share a record-tag code");
+        seen[code] = true;
+        out[code] = k;
+        i += 1;
+    }
+    out
+};
 
 /// The stable code of a kind in the record tag.
 #[inline]

@@ -63,19 +63,8 @@ pub struct TraceReader<R = BufReader<File>> {
 impl TraceReader<BufReader<File>> {
     /// Opens a finished trace file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let name = path.display().to_string();
-        let f = File::open(path).map_err(|source| FormatError::Read {
-            file: name.clone(),
-            source,
-        })?;
-        if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-            return Err(FormatError::Read {
-                file: name,
-                source: io::Error::other("is a directory"),
-            });
-        }
-        Self::from_reader(BufReader::with_capacity(256 << 10, f), name)
+        let (src, name) = open_file(path.as_ref())?;
+        Self::from_reader(src, name)
     }
 }
 
@@ -87,6 +76,23 @@ impl<'a> TraceReader<io::Cursor<&'a [u8]>> {
 }
 
 /// Reads exactly `buf.len()` bytes at `offset`; a short read is truncation.
+/// Opens a file for reading as a trace; a directory is a read error, not an
+/// empty trace.
+pub(crate) fn open_file(path: &Path) -> Result<(BufReader<File>, String)> {
+    let name = path.display().to_string();
+    let f = File::open(path).map_err(|source| FormatError::Read {
+        file: name.clone(),
+        source,
+    })?;
+    if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+        return Err(FormatError::Read {
+            file: name,
+            source: io::Error::other("is a directory"),
+        });
+    }
+    Ok((BufReader::with_capacity(256 << 10, f), name))
+}
+
 pub(crate) fn read_at<R: Read + Seek>(
     src: &mut R,
     name: &str,

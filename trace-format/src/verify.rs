@@ -4,15 +4,14 @@
 //! Both walk the chunk frames from the start (they are self-delimiting), so a
 //! file cut off at any byte keeps every chunk written whole before the cut.
 
-use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::codec::{ChunkStats, EncodedChunk};
 use crate::error::{FormatError, Location, Result};
-use crate::reader::{read_chunk_at, read_footer, read_head};
+use crate::reader::{open_file, read_chunk_at, read_footer, read_head};
 use crate::wire::{CHUNK_FRAME_LEN, CHUNK_MAGIC, FOOTER_MAGIC, Version};
 use crate::writer::{ChunkInfo, TraceWriter, create};
 
@@ -202,21 +201,6 @@ pub(crate) fn scan_chunks<R: Read + Seek>(
         }
     }
     Ok(s)
-}
-
-fn open_file(path: &Path) -> Result<(BufReader<File>, String)> {
-    let name = path.display().to_string();
-    let f = File::open(path).map_err(|source| FormatError::Read {
-        file: name.clone(),
-        source,
-    })?;
-    if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-        return Err(FormatError::Read {
-            file: name,
-            source: std::io::Error::other("is a directory"),
-        });
-    }
-    Ok((BufReader::with_capacity(256 << 10, f), name))
 }
 
 /// Checks a whole trace file: every chunk (CRC, limits, decompression, decode),
