@@ -62,7 +62,9 @@ pub use rules::Rule;
 pub mod replay;
 pub mod report;
 
-pub use replay::{Replay, ReplayError, replay, replay_reader, replay_reader_with_progress};
+pub use replay::{
+    Replay, ReplayError, msr_agrees, replay, replay_reader, replay_reader_with_progress,
+};
 pub use report::{Divergence, PolicyReport, ReplayReport};
 pub mod diff;
 pub use diff::{DiffReport, diff};

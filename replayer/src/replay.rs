@@ -241,8 +241,9 @@ fn deps(index: u32) -> [u32; 2] {
 }
 
 /// Whether a predicted MSR outcome agrees with the recorded one: a deflection
-/// agrees on its reason (the answer is the VMM's).
-fn msr_agrees(pred: &MsrOutcome, rec: &MsrOutcome) -> bool {
+/// agrees on its reason (the answer is the VMM's). `fidelity` scores with the
+/// same rule.
+pub fn msr_agrees(pred: &MsrOutcome, rec: &MsrOutcome) -> bool {
     match (pred, rec) {
         (MsrOutcome::UserExit { reason: a, .. }, MsrOutcome::UserExit { reason: b, .. }) => a == b,
         _ => pred == rec,

@@ -10,13 +10,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
-use kvmtrace_format::{
-    AfterShutdown, ArchState, DecidedBy, Event, MsrOutcome, Record, TraceHeader,
-};
-use kvmtrace_replayer::compare_state;
+use kvmtrace_format::{AfterShutdown, ArchState, DecidedBy, Event, Record, TraceHeader};
 use kvmtrace_replayer::engine::{Engine, StatePrediction};
 use kvmtrace_replayer::policy::Policy;
 use kvmtrace_replayer::report::Behaviour;
+use kvmtrace_replayer::{compare_state, msr_agrees};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct FidelityArgs {
@@ -64,15 +62,6 @@ fn verdict<T>(pred: &Option<T>, agrees: impl FnOnce(&T) -> bool) -> Verdict {
         None => Verdict::Unmodeled,
         Some(p) if agrees(p) => Verdict::Agree,
         Some(_) => Verdict::Disagree,
-    }
-}
-
-/// As `replay` compares MSR outcomes: a deflection agrees on its reason (the
-/// answer is the VMM's).
-fn msr_agrees(pred: &MsrOutcome, rec: &MsrOutcome) -> bool {
-    match (pred, rec) {
-        (MsrOutcome::UserExit { reason: a, .. }, MsrOutcome::UserExit { reason: b, .. }) => a == b,
-        _ => pred == rec,
     }
 }
 
