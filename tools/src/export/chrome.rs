@@ -121,14 +121,7 @@ impl<W: Write> Sink for ChromeWriter<W> {
             ts(rec.time_ns),
             tid(rec.vcpu)
         )?;
-        let args = vec![
-            ("policy".to_string(), Arg::Str(d.policy.clone())),
-            ("rule".to_string(), Arg::Str(d.rule.to_string())),
-            ("behaviour".to_string(), Arg::Str(d.behaviour.to_string())),
-            ("predicted".to_string(), Arg::Str(d.predicted.to_string())),
-            ("recorded".to_string(), Arg::Str(d.recorded.to_string())),
-            ("seq".to_string(), Arg::U64(rec.seq)),
-        ];
+        let args = describe::divergence_args(rec, d);
         self.args(&args)?;
         self.out.write_all(b"}")
     }

@@ -1,7 +1,9 @@
 //! How an event is shown in a timeline: a short name, a category, whether it is
 //! a marker (INIT/SIPI/SHUTDOWN/RESET), and its fields as flat arguments.
 
-use kvmtrace_format::{Event, IpiMode, MsrOutcome, UserAnswer};
+use kvmtrace_format::{Event, IpiMode, MsrOutcome, Record, UserAnswer};
+
+use super::Divergence;
 
 /// One argument value.
 #[derive(Clone, Debug, PartialEq)]
@@ -115,6 +117,18 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, Arg)>) {
         // Arrays (GPRs, CPUID entries, MSR lists) stay one JSON string.
         serde_json::Value::Array(_) => out.push((prefix.to_string(), Arg::Str(v.to_string()))),
     }
+}
+
+/// A divergence's arguments, the same in every export format.
+pub fn divergence_args(rec: &Record, d: &Divergence) -> Vec<(String, Arg)> {
+    vec![
+        ("policy".to_string(), Arg::Str(d.policy.clone())),
+        ("rule".to_string(), Arg::Str(d.rule.to_string())),
+        ("behaviour".to_string(), Arg::Str(d.behaviour.to_string())),
+        ("predicted".to_string(), Arg::Str(d.predicted.to_string())),
+        ("recorded".to_string(), Arg::Str(d.recorded.to_string())),
+        ("seq".to_string(), Arg::U64(rec.seq)),
+    ]
 }
 
 /// The event's fields as flat (name, value) arguments; MSR indices, values and

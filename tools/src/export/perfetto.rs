@@ -325,14 +325,7 @@ impl<W: Write> Sink for PerfettoWriter<W> {
 
     fn divergence(&mut self, rec: &Record, d: &Divergence) -> std::io::Result<()> {
         let name = format!("DIVERGENCE {}", describe::name(&rec.event));
-        let args = vec![
-            ("policy".to_string(), Arg::Str(d.policy.clone())),
-            ("rule".to_string(), Arg::Str(d.rule.to_string())),
-            ("behaviour".to_string(), Arg::Str(d.behaviour.to_string())),
-            ("predicted".to_string(), Arg::Str(d.predicted.to_string())),
-            ("recorded".to_string(), Arg::Str(d.recorded.to_string())),
-            ("seq".to_string(), Arg::U64(rec.seq)),
-        ];
+        let args = describe::divergence_args(rec, d);
         self.event(
             rec.time_ns,
             track_uuid(rec.vcpu),
