@@ -212,27 +212,14 @@ pub(crate) fn read_head<R: Read + Seek>(
     let mut h = crc32fast::Hasher::new();
     h.update(&pre);
     h.update(&body);
-    let crc = h.finalize();
-    if CHECK_CRC && crc != le32(&hf[4..8]) {
-        return Err(FormatError::Corrupt {
-            file: name.into(),
-            at,
-            what: format!(
-                "header CRC32 mismatch (stored {:#010x}, computed {crc:#010x})",
-                le32(&hf[4..8])
-            ),
-        });
-    }
+    check_crc(name, at, "header", le32(&hf[4..8]), h.finalize())?;
     // Bytes after the bincode header inside the frame are the extension area.
-    let (header, _used): (TraceHeader, usize) = bincode::serde::decode_from_slice(
+    let header: TraceHeader = decode_body::<_, { MAX_HEADER_BYTES as usize }>(
         &body,
-        wire::bincode_config::<{ MAX_HEADER_BYTES as usize }>(),
-    )
-    .map_err(|e| FormatError::Corrupt {
-        file: name.into(),
-        at: Location::at(body_at),
-        what: format!("the header does not decode: {e}"),
-    })?;
+        name,
+        Location::at(body_at),
+        "header",
+    )?;
     Ok((version, header, body_at + hlen))
 }
 
@@ -311,17 +298,42 @@ pub(crate) fn read_frame_at<R: Read + Seek>(
             source,
         })?;
     let crc = ChunkFrame::compute_crc(&hb, &raw[CHUNK_FRAME_LEN..]);
-    if CHECK_CRC && crc != f.crc {
+    check_crc(name, at, "chunk", f.crc, crc)?;
+    Ok(f)
+}
+
+/// A frame's stored CRC32 against the one computed over what it covers (not
+/// checked when fuzzing, so the fuzzer gets past it).
+fn check_crc(name: &str, at: Location, what: &str, stored: u32, computed: u32) -> Result<()> {
+    if CHECK_CRC && computed != stored {
         return Err(FormatError::Corrupt {
             file: name.into(),
             at,
             what: format!(
-                "chunk CRC32 mismatch (stored {:#010x}, computed {crc:#010x})",
-                f.crc
+                "{what} CRC32 mismatch (stored {stored:#010x}, computed {computed:#010x})"
             ),
         });
     }
-    Ok(f)
+    Ok(())
+}
+
+/// Decodes a bincode header or footer body of at most `LIMIT` bytes; bytes
+/// after it are the extension area, ignored.
+fn decode_body<T: serde::de::DeserializeOwned, const LIMIT: usize>(
+    body: &[u8],
+    name: &str,
+    at: Location,
+    what: &str,
+) -> Result<T> {
+    let (value, _ext): (T, usize) =
+        bincode::serde::decode_from_slice(body, wire::bincode_config::<LIMIT>()).map_err(|e| {
+            FormatError::Corrupt {
+                file: name.into(),
+                at,
+                what: format!("the {what} does not decode: {e}"),
+            }
+        })?;
+    Ok(value)
 }
 
 /// Decompresses and decodes a chunk payload whose frame passed its checks.
@@ -805,26 +817,15 @@ pub(crate) fn read_footer<R: Read + Seek>(
         fat,
         "footer",
     )?;
-    let crc = crc32fast::hash(&body);
-    if CHECK_CRC && crc != le32(&fh[8..12]) {
-        return Err(FormatError::Corrupt {
-            file: name.into(),
-            at: fat,
-            what: format!(
-                "footer CRC32 mismatch (stored {:#010x}, computed {crc:#010x})",
-                le32(&fh[8..12])
-            ),
-        });
-    }
-    let (footer, _ext): (Footer, usize) = bincode::serde::decode_from_slice(
-        &body,
-        wire::bincode_config::<{ MAX_FOOTER_BYTES as usize }>(),
-    )
-    .map_err(|e| FormatError::Corrupt {
-        file: name.into(),
-        at: fat,
-        what: format!("the footer does not decode: {e}"),
-    })?;
+    check_crc(
+        name,
+        fat,
+        "footer",
+        le32(&fh[8..12]),
+        crc32fast::hash(&body),
+    )?;
+    let footer: Footer =
+        decode_body::<_, { MAX_FOOTER_BYTES as usize }>(&body, name, fat, "footer")?;
     // The index must tile the file between the header and the footer.
     let mut expect = header_end;
     let mut events = 0u64;
