@@ -1,7 +1,9 @@
 //! How an event is shown in a timeline: a short name, a category, whether it is
 //! a marker (INIT/SIPI/SHUTDOWN/RESET), and its fields as flat arguments.
 
-use kvmtrace_format::{Event, IpiMode, MsrOutcome, Record, UserAnswer};
+use kvmtrace_format::{
+    DecidedBy, Event, IpiMode, MsrExitReason, MsrOutcome, Origin, Record, UserAnswer,
+};
 
 use super::Divergence;
 
@@ -144,6 +146,26 @@ pub fn args(e: &Event) -> Vec<(String, Arg)> {
         }
         other => out.push(s("outcome", outcome_str(other))),
     };
+    // An MSR access, read (no value) or write.
+    let msr = |index: u32,
+               value: Option<u64>,
+               origin: &Origin,
+               o: &MsrOutcome,
+               decided_by: &DecidedBy,
+               capture: &Option<MsrExitReason>| {
+        let mut out = vec![s("index", format!("{index:#x}"))];
+        if let Some(v) = value {
+            out.push(("value".into(), Arg::Hex(v)));
+        }
+        out.push(s("origin", lower(origin)));
+        outcome(o, &mut out);
+        out.push(s("decided_by", lower(decided_by)));
+        out.push(s(
+            "capture",
+            capture.map(|c| lower(&c)).unwrap_or("none".into()),
+        ));
+        out
+    };
     match e {
         Event::MsrRead {
             index,
@@ -151,19 +173,7 @@ pub fn args(e: &Event) -> Vec<(String, Arg)> {
             outcome: o,
             decided_by,
             capture,
-        } => {
-            let mut out = vec![
-                s("index", format!("{index:#x}")),
-                s("origin", lower(origin)),
-            ];
-            outcome(o, &mut out);
-            out.push(s("decided_by", lower(decided_by)));
-            out.push(s(
-                "capture",
-                capture.map(|c| lower(&c)).unwrap_or("none".into()),
-            ));
-            out
-        }
+        } => msr(*index, None, origin, o, decided_by, capture),
         Event::MsrWrite {
             index,
             value,
@@ -171,20 +181,7 @@ pub fn args(e: &Event) -> Vec<(String, Arg)> {
             outcome: o,
             decided_by,
             capture,
-        } => {
-            let mut out = vec![
-                s("index", format!("{index:#x}")),
-                ("value".into(), Arg::Hex(*value)),
-                s("origin", lower(origin)),
-            ];
-            outcome(o, &mut out);
-            out.push(s("decided_by", lower(decided_by)));
-            out.push(s(
-                "capture",
-                capture.map(|c| lower(&c)).unwrap_or("none".into()),
-            ));
-            out
-        }
+        } => msr(*index, Some(*value), origin, o, decided_by, capture),
         other => {
             let mut out = Vec::new();
             if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(other) {
