@@ -29,7 +29,7 @@ use kvmtrace_format::{
     MsrOutcome, MwaitOutcome, Origin, Record, Segment, ShutdownCause, TraceHeader, UserAnswer,
     VmConfig,
 };
-use kvmtrace_replayer::{Engine, Policy};
+use kvmtrace_replayer::{Engine, Policy, state};
 
 use super::prng::SplitMix64;
 use super::{Sink, SynthError};
@@ -188,7 +188,7 @@ fn reset_state(vcpu: u32) -> ArchState {
         },
         dr6: 0xffff_0ff0,
         dr7: 0x400,
-        apic_base: 0xfee0_0800 | if vcpu == 0 { 0x100 } else { 0 },
+        apic_base: state::reset_apic_base(vcpu),
         mp_state: 0,
         msrs: vec![(MSR_MISC_ENABLE, 0x1800), (MSR_PAT, 0x0007_0406_0007_0406)],
         ..ArchState::default()
