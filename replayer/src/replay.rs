@@ -327,9 +327,14 @@ impl Lane {
     }
 
     fn matched(&mut self) {
+        self.modelled();
+        self.matching += 1;
+    }
+
+    /// A modelled outcome, matching or not.
+    fn modelled(&mut self) {
         self.report.outcomes += 1;
         self.report.modelled += 1;
-        self.matching += 1;
     }
 
     fn unmodeled(&mut self) {
@@ -343,8 +348,7 @@ impl Lane {
         let vcpu = rec.vcpu;
         let has_outcome = rec.event.decided_by().is_some();
         if has_outcome && let Some(since) = self.engine.dead_since(vcpu) {
-            self.report.outcomes += 1;
-            self.report.modelled += 1;
+            self.modelled();
             return Some(Pending {
                 recorded: recorded_view(&rec.event),
                 policy: OutcomeView::Dead { since },
@@ -375,8 +379,7 @@ impl Lane {
                     self.matched();
                     return None;
                 }
-                self.report.outcomes += 1;
-                self.report.modelled += 1;
+                self.modelled();
                 if let MsrOutcome::VmFailed { .. } = po {
                     self.engine.kill(vcpu, rec.seq);
                 }
@@ -429,8 +432,7 @@ impl Lane {
                     self.matched();
                     return None;
                 }
-                self.report.outcomes += 1;
-                self.report.modelled += 1;
+                self.modelled();
                 Some(Pending {
                     recorded: OutcomeView::msr(outcome, true),
                     policy: OutcomeView::msr(&po, false),
@@ -449,8 +451,7 @@ impl Lane {
                     self.matched();
                     return None;
                 }
-                self.report.outcomes += 1;
-                self.report.modelled += 1;
+                self.modelled();
                 Some(Pending {
                     recorded: OutcomeView::mwait(*outcome),
                     policy: OutcomeView::mwait(po),
@@ -479,8 +480,7 @@ impl Lane {
                     self.matched();
                     return None;
                 }
-                self.report.outcomes += 1;
-                self.report.modelled += 1;
+                self.modelled();
                 Some(Pending {
                     recorded: OutcomeView::Then { then: *then },
                     policy: OutcomeView::Then { then: po },
@@ -530,8 +530,7 @@ impl Lane {
                 None
             }
             Some((field, pv, rv)) => {
-                self.report.outcomes += 1;
-                self.report.modelled += 1;
+                self.modelled();
                 // State this policy now holds differently: MSRs and APIC base.
                 let mut keys: Vec<u32> = p
                     .state
