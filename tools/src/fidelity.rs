@@ -209,6 +209,17 @@ pub struct PolicyScore {
     pub disagreements: BTreeMap<(&'static str, String), Group>,
 }
 
+/// An empty score for each policy name, in order.
+fn empty_scores<'a>(names: impl IntoIterator<Item = &'a String>) -> Vec<PolicyScore> {
+    names
+        .into_iter()
+        .map(|name| PolicyScore {
+            name: name.clone(),
+            ..Default::default()
+        })
+        .collect()
+}
+
 /// One group of disagreements.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Group {
@@ -384,24 +395,12 @@ pub fn run(args: &FidelityArgs, out: &mut dyn Write, err: &mut dyn Write) -> any
     } else {
         args.policies.clone()
     };
-    let mut scores: Vec<PolicyScore> = policies
-        .iter()
-        .map(|p| PolicyScore {
-            name: p.clone(),
-            ..Default::default()
-        })
-        .collect();
+    let mut scores = empty_scores(&policies);
     let mut names = Vec::new();
     for path in &args.traces {
         let mut reader = crate::export::open_trace(path)?;
         let header = reader.header().clone();
-        let mut per_trace: Vec<PolicyScore> = scores
-            .iter()
-            .map(|s| PolicyScore {
-                name: s.name.clone(),
-                ..Default::default()
-            })
-            .collect();
+        let mut per_trace = empty_scores(scores.iter().map(|s| &s.name));
         score_trace(&header, reader.records(), &policies, &mut per_trace)?;
         if per_trace.iter().all(|s| s.total.total() == 0) {
             writeln!(
@@ -481,13 +480,7 @@ mod tests {
         ];
         let policies = default_policies();
         assert_eq!(policies[0], "host");
-        let mut scores: Vec<PolicyScore> = policies
-            .iter()
-            .map(|p| PolicyScore {
-                name: p.clone(),
-                ..Default::default()
-            })
-            .collect();
+        let mut scores = empty_scores(&policies);
         score_trace(
             &TraceHeader::default(),
             recs.iter().map(|r| Ok::<_, String>(r.clone())),
