@@ -105,18 +105,3 @@ fn hostile_lengths_stay_within_bounds() {
     b.extend_from_slice(&body);
     all_readers_fail(&b, "1 GiB header string");
 }
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in data {
-        c ^= u32::from(b);
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0xedb8_8320
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
-}
