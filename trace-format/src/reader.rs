@@ -76,6 +76,15 @@ impl<'a> TraceReader<io::Cursor<&'a [u8]>> {
 }
 
 /// Reads exactly `buf.len()` bytes at `offset`; a short read is truncation.
+/// The length of a trace source; leaves it positioned at the end.
+pub(crate) fn file_len<R: Seek>(src: &mut R, name: &str) -> Result<u64> {
+    src.seek(SeekFrom::End(0))
+        .map_err(|source| FormatError::Read {
+            file: name.into(),
+            source,
+        })
+}
+
 /// Opens a file for reading as a trace; a directory is a read error, not an
 /// empty trace.
 pub(crate) fn open_file(path: &Path) -> Result<(BufReader<File>, String)> {
@@ -391,12 +400,7 @@ impl<R: Read + Seek> TraceReader<R> {
     /// Reads a finished trace from any `Read + Seek`, through its footer index.
     pub fn from_reader(mut src: R, name: impl Into<String>) -> Result<Self> {
         let name = name.into();
-        let len = src
-            .seek(SeekFrom::End(0))
-            .map_err(|source| FormatError::Read {
-                file: name.clone(),
-                source,
-            })?;
+        let len = file_len(&mut src, &name)?;
         let (version, header, header_end) = read_head(&mut src, &name, len)?;
         let footer = read_footer(&mut src, &name, len, header_end)?;
         let mut r = TraceReader {
@@ -418,12 +422,7 @@ impl<R: Read + Seek> TraceReader<R> {
     /// returns it beside the reader; every chunk before it is fully checked.
     pub fn scan(mut src: R, name: impl Into<String>) -> Result<(Self, Option<FormatError>)> {
         let name = name.into();
-        let len = src
-            .seek(SeekFrom::End(0))
-            .map_err(|source| FormatError::Read {
-                file: name.clone(),
-                source,
-            })?;
+        let len = file_len(&mut src, &name)?;
         let (version, header, header_end) = read_head(&mut src, &name, len)?;
         let mut s = crate::verify::scan_chunks(&mut src, &name, len, header_end)?;
         if s.damage.is_none() {

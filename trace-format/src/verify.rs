@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::codec::{ChunkStats, EncodedChunk};
 use crate::error::{FormatError, Location, Result};
-use crate::reader::{open_file, read_chunk_at, read_footer, read_head};
+use crate::reader::{file_len, open_file, read_chunk_at, read_footer, read_head};
 use crate::wire::{CHUNK_FRAME_LEN, CHUNK_MAGIC, FOOTER_MAGIC, Version};
 use crate::writer::{ChunkInfo, TraceWriter, create};
 
@@ -214,12 +214,7 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
 /// [`verify`] over any `Read + Seek`.
 pub fn verify_reader<R: Read + Seek>(mut src: R, name: impl Into<String>) -> Result<VerifyReport> {
     let name = name.into();
-    let len = src
-        .seek(SeekFrom::End(0))
-        .map_err(|source| FormatError::Read {
-            file: name.clone(),
-            source,
-        })?;
+    let len = file_len(&mut src, &name)?;
     let (version, header_end) = match read_head(&mut src, &name, len) {
         Ok((v, _, end)) => (v, end),
         Err(e) if e.is_damage() => {
@@ -294,12 +289,7 @@ fn salvage_with<R: Read + Seek, W: Write>(
     make: impl FnOnce(&crate::TraceHeader) -> Result<TraceWriter<W>>,
     rep: &mut Option<SalvageReport>,
 ) -> Result<crate::WriteSummary> {
-    let len = src
-        .seek(SeekFrom::End(0))
-        .map_err(|source| FormatError::Read {
-            file: name.clone(),
-            source,
-        })?;
+    let len = file_len(&mut src, &name)?;
     // A damaged header leaves nothing to salvage: that is an error.
     let (_, header, header_end) = read_head(&mut src, &name, len)?;
     let s = scan_chunks(&mut src, &name, len, header_end)?;
