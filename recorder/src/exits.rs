@@ -246,20 +246,37 @@ impl Vcpu {
                 self.raw_exit(ctx, KVM_EXIT_MMIO, addr.to_le_bytes().to_vec());
                 Step::Continue
             }
-            Exit::Rdmsr { index, reason } => self.guest_msr(ctx, index, None, reason),
+            Exit::Rdmsr { index, reason } => {
+                self.catch_up(ctx);
+                self.guest_msr(ctx, index, None, reason)
+            }
             Exit::Wrmsr {
                 index,
                 data,
                 reason,
-            } => self.guest_msr(ctx, index, Some(data), reason),
+            } => {
+                self.catch_up(ctx);
+                self.guest_msr(ctx, index, Some(data), reason)
+            }
             Exit::Hlt => {
                 self.log(ctx, Event::Halt);
                 Step::Wait(Wait::Halt)
             }
-            Exit::Shutdown => self.shutdown(ctx),
-            Exit::InternalError => self.internal_error(ctx),
+            // Observe mode: the live engine decides these after folding the
+            // kernel's events of this vCPU's earlier runs (`Vcpu::catch_up`).
+            Exit::Shutdown => {
+                self.catch_up(ctx);
+                self.shutdown(ctx)
+            }
+            Exit::InternalError => {
+                self.catch_up(ctx);
+                self.internal_error(ctx)
+            }
             Exit::Interrupted => Step::Continue,
-            Exit::Again => self.kernel_init(ctx),
+            Exit::Again => {
+                self.catch_up(ctx);
+                self.kernel_init(ctx)
+            }
             Exit::RunFailed { errno } => {
                 ctx.fail(format!(
                     "vCPU {}: KVM_RUN failed: {}",
