@@ -1,8 +1,8 @@
 //! One vCPU thread: a small state machine (running, waiting for INIT/SIPI or a
 //! wake-up after HLT, finished) around `KVM_RUN`. Exit handling is in `exits`.
 
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
