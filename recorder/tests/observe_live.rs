@@ -37,7 +37,7 @@ fn observe_mode_decides_mwait_after_the_kernels_misc_enable_write() {
                 outcome,
                 decided_by: DecidedBy::Kernel,
                 ..
-            } if value & (1 << 18) != 0 => Some(outcome.clone()),
+            } if value & (1 << 18) != 0 => Some(*outcome),
             _ => None,
         })
         .expect("the kernel's MISC_ENABLE write of bit 18 is in the trace");
