@@ -36,9 +36,24 @@ struct FeedInner {
     /// The trace clock at the trace's start, once the capture's clock marker
     /// has been read back.
     base: Option<u64>,
+    /// Per vCPU: `kvm_userspace_exit` lines still missing when its last
+    /// catch-up gave up (e.g. swallowed by a ring-buffer overrun). Later
+    /// catch-ups of that vCPU expect that many fewer, so one lost line does
+    /// not cost every later exit a full `CATCH_UP_TIMEOUT`; back to 0 once
+    /// the count is complete again.
+    lag: Vec<u64>,
 }
 
 impl FeedInner {
+    /// Whether every kernel event of `vcpu`'s first `runs` runs has been drained.
+    fn caught_up(&mut self, vcpu: u32, tid: u32, runs: u64) -> bool {
+        let seen = self.cap.runs_seen(tid);
+        match self.lag.get_mut(vcpu as usize) {
+            Some(lag) => enough(seen, runs, lag),
+            None => seen >= runs,
+        }
+    }
+
     fn name(&mut self, vcpu: u32, tid: u32) {
         if let Some(slot) = self.named.get_mut(vcpu as usize)
             && slot.is_none()
@@ -70,6 +85,15 @@ impl FeedInner {
     }
 }
 
+/// Whether `seen` `kvm_userspace_exit` lines cover `runs` returns, allowing
+/// for `lag` lines known to be missing (reset once the count is complete).
+fn enough(seen: u64, runs: u64, lag: &mut u64) -> bool {
+    if seen >= runs {
+        *lag = 0;
+    }
+    seen >= runs.saturating_sub(*lag)
+}
+
 /// Observe mode's kernel side, as the vCPU threads see it ([`ObservePump::feed`]).
 pub struct KernelFeed {
     inner: Mutex<Option<FeedInner>>,
@@ -91,7 +115,8 @@ impl KernelFeed {
     /// the capture has seen this thread's `runs` `kvm_userspace_exit` lines.
     /// Waits at most `CATCH_UP_TIMEOUT`; returns false (and counts it) when it
     /// had to give up, e.g. after a ring-buffer overrun ate a
-    /// `kvm_userspace_exit` line.
+    /// `kvm_userspace_exit` line (later catch-ups of the vCPU then allow for
+    /// the lines still missing, `FeedInner::lag`).
     pub fn catch_up(&self, vcpu: u32, tid: u32, runs: u64, engine: &Mutex<Engine>) -> bool {
         let deadline = Instant::now() + CATCH_UP_TIMEOUT;
         loop {
@@ -101,21 +126,21 @@ impl KernelFeed {
                     return true;
                 };
                 inner.name(vcpu, tid);
-                if inner.cap.runs_seen(tid) >= runs {
+                if inner.caught_up(vcpu, tid, runs) {
                     return true;
                 }
                 inner.drain(self.start, engine);
-                if inner.cap.runs_seen(tid) >= runs {
+                if inner.caught_up(vcpu, tid, runs) {
                     return true;
                 }
-                if inner.cap.read_error().is_some() {
+                if inner.cap.read_error().is_some() || Instant::now() >= deadline {
+                    let seen = inner.cap.runs_seen(tid);
+                    if let Some(lag) = inner.lag.get_mut(vcpu as usize) {
+                        *lag = runs.saturating_sub(seen);
+                    }
                     self.late.fetch_add(1, Ordering::Relaxed);
                     return false;
                 }
-            }
-            if Instant::now() >= deadline {
-                self.late.fetch_add(1, Ordering::Relaxed);
-                return false;
             }
             std::thread::sleep(CATCH_UP_POLL);
         }
@@ -156,6 +181,7 @@ impl ObservePump {
                     merge,
                     named: vec![None; vcpus as usize],
                     base: None,
+                    lag: vec![0; vcpus as usize],
                 })),
                 start,
                 late: AtomicU64::new(0),
@@ -303,5 +329,30 @@ impl ObservePump {
         }
         writer.send_records(rest);
         stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::enough;
+
+    #[test]
+    fn a_catch_up_allows_only_for_lines_known_missing() {
+        // (seen, runs, lag before) -> (caught up, lag after)
+        let cases = [
+            ((5, 5, 0), (true, 0)),
+            ((4, 5, 0), (false, 0)),
+            // One line lost earlier: one fewer expected from then on.
+            ((4, 5, 1), (true, 1)),
+            ((3, 5, 1), (false, 1)),
+            // The count is complete again: no allowance any more.
+            ((7, 7, 1), (true, 0)),
+            ((0, 0, 0), (true, 0)),
+        ];
+        for ((seen, runs, lag0), (want, lag1)) in cases {
+            let mut lag = lag0;
+            assert_eq!(enough(seen, runs, &mut lag), want, "{seen} {runs} {lag0}");
+            assert_eq!(lag, lag1, "{seen} {runs} {lag0}");
+        }
     }
 }
