@@ -444,7 +444,12 @@ impl Vcpu {
             Some(v) => eng.msr_write(self.index, index, v, Origin::Guest).outcome,
         };
         let outcome = match predicted {
-            Some(o) => o,
+            Some(o) => {
+                if let (Some(v), MsrOutcome::Ok) = (value, o) {
+                    self.write_through(index, v);
+                }
+                o
+            }
             None => {
                 let asked = match value {
                     None => self
@@ -505,6 +510,17 @@ impl Vcpu {
             }
             Err(errno) => Step::StopVm(EndReason::VmFailed { errno }),
         }
+    }
+
+    /// A guest WRMSR the live policy accepted also goes to the kernel
+    /// (`KVM_SET_MSRS`), because the kernel owns what the value *does*: APIC
+    /// base switches the LAPIC to x2APIC, EFER/STAR/LSTAR/SYSENTER_* steer the
+    /// guest's next SYSCALL or SYSENTER, PAT its memory types. The policy stays
+    /// the authority on the guest-visible outcome: where the host path refuses
+    /// (an MSR this vendor module does not have, e.g. FEAT_CTL under an `intel`
+    /// policy on `kvm_pvm`), the kernel's copy simply does not follow.
+    fn write_through(&mut self, index: u32, value: u64) {
+        let _ = self.msr.set(&self.fd, index, value);
     }
 
     /// Write the reply of the pending MSR exit into `kvm_run`.
