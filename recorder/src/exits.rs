@@ -246,20 +246,37 @@ impl Vcpu {
                 self.raw_exit(ctx, KVM_EXIT_MMIO, addr.to_le_bytes().to_vec());
                 Step::Continue
             }
-            Exit::Rdmsr { index, reason } => self.guest_msr(ctx, index, None, reason),
+            Exit::Rdmsr { index, reason } => {
+                self.catch_up(ctx);
+                self.guest_msr(ctx, index, None, reason)
+            }
             Exit::Wrmsr {
                 index,
                 data,
                 reason,
-            } => self.guest_msr(ctx, index, Some(data), reason),
+            } => {
+                self.catch_up(ctx);
+                self.guest_msr(ctx, index, Some(data), reason)
+            }
             Exit::Hlt => {
                 self.log(ctx, Event::Halt);
                 Step::Wait(Wait::Halt)
             }
-            Exit::Shutdown => self.shutdown(ctx),
-            Exit::InternalError => self.internal_error(ctx),
+            // Observe mode: the live engine decides these after folding the
+            // kernel's events of this vCPU's earlier runs (`Vcpu::catch_up`).
+            Exit::Shutdown => {
+                self.catch_up(ctx);
+                self.shutdown(ctx)
+            }
+            Exit::InternalError => {
+                self.catch_up(ctx);
+                self.internal_error(ctx)
+            }
             Exit::Interrupted => Step::Continue,
-            Exit::Again => self.kernel_init(ctx),
+            Exit::Again => {
+                self.catch_up(ctx);
+                self.kernel_init(ctx)
+            }
             Exit::RunFailed { errno } => {
                 ctx.fail(format!(
                     "vCPU {}: KVM_RUN failed: {}",
@@ -427,7 +444,12 @@ impl Vcpu {
             Some(v) => eng.msr_write(self.index, index, v, Origin::Guest).outcome,
         };
         let outcome = match predicted {
-            Some(o) => o,
+            Some(o) => {
+                if let (Some(v), MsrOutcome::Ok) = (value, o) {
+                    self.write_through(index, v);
+                }
+                o
+            }
             None => {
                 let asked = match value {
                     None => self
@@ -488,6 +510,17 @@ impl Vcpu {
             }
             Err(errno) => Step::StopVm(EndReason::VmFailed { errno }),
         }
+    }
+
+    /// A guest WRMSR the live policy accepted also goes to the kernel
+    /// (`KVM_SET_MSRS`), because the kernel owns what the value *does*: APIC
+    /// base switches the LAPIC to x2APIC, EFER/STAR/LSTAR/SYSENTER_* steer the
+    /// guest's next SYSCALL or SYSENTER, PAT its memory types. The policy stays
+    /// the authority on the guest-visible outcome: where the host path refuses
+    /// (an MSR this vendor module does not have, e.g. FEAT_CTL under an `intel`
+    /// policy on `kvm_pvm`), the kernel's copy simply does not follow.
+    fn write_through(&mut self, index: u32, value: u64) {
+        let _ = self.msr.set(&self.fd, index, value);
     }
 
     /// Write the reply of the pending MSR exit into `kvm_run`.

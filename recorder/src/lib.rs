@@ -513,10 +513,11 @@ fn run(
     }
     let mut pump = capture
         .take()
-        .map(|cap| live::ObservePump::new(cap, n, std::mem::take(&mut held)));
+        .map(|cap| live::ObservePump::new(cap, n, std::mem::take(&mut held), shared.start()));
 
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| crossbeam_channel::unbounded()).unzip();
-    let ctx = VmCtx::new(spec, &mem, &engine, cfg.mode, txs, resets, cpuid1_eax);
+    let mut ctx = VmCtx::new(spec, &mem, &engine, cfg.mode, txs, resets, cpuid1_eax);
+    ctx.feed = pump.as_ref().map(|p| p.feed());
     let _ = vmm_sys_util::signal::register_signal_handler(vcpu::kick_signal(), kick_handler);
 
     let t0 = Instant::now();
@@ -539,6 +540,7 @@ fn run(
                 icr_hi: 0,
                 last_fault: (u64::MAX, 0),
                 runs: 0,
+                caught_up: 0,
                 last_state: None,
                 msr: state::OneMsr::default(),
             };
@@ -585,7 +587,7 @@ fn run(
                 }
             }
             if let Some(p) = &mut pump {
-                p.pump(&ctx.linux_tids, &shared, &writer);
+                p.pump(&ctx.linux_tids, &shared, &writer, &engine);
                 if !read_failed && let Some(why) = p.read_error() {
                     read_failed = true;
                     ctx.fail(format!(

@@ -121,9 +121,14 @@ impl StreamMerge {
 
     /// A kernel event; `base_mono_ns` is the trace clock at the trace's start.
     pub fn push_kernel(&mut self, o: Observed, base_mono_ns: u64) {
-        self.buffered += 1;
         let run = o.run_index;
-        let rec = o.into_record(0, base_mono_ns);
+        self.push_kernel_record(run, o.into_record(0, base_mono_ns));
+    }
+
+    /// A kernel event already converted (`Observed::into_record`), with its
+    /// `run_index`.
+    pub fn push_kernel_record(&mut self, run: u64, rec: Record) {
+        self.buffered += 1;
         self.lane(rec.vcpu).kernel.push_back((run, rec));
     }
 

@@ -1,8 +1,8 @@
 //! One vCPU thread: a small state machine (running, waiting for INIT/SIPI or a
 //! wake-up after HLT, finished) around `KVM_RUN`. Exit handling is in `exits`.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -14,6 +14,7 @@ use kvmtrace_replayer::Engine;
 use vm_memory::GuestMemoryMmap;
 
 use crate::guest;
+use crate::live::KernelFeed;
 use crate::scenarios::{HostStep, ScenarioSpec, VcpuStart};
 use crate::state;
 use crate::writer::EventOut;
@@ -55,6 +56,9 @@ pub struct VmCtx<'a> {
     /// Per-vCPU: messages sent to it, and messages it has handled.
     pub sent: Vec<AtomicU64>,
     pub acks: Vec<AtomicU64>,
+    /// Observe mode: the kernel's events, folded into `engine` before it
+    /// decides a user-space exit (`Vcpu::catch_up`). None in intercept mode.
+    pub feed: Option<Arc<KernelFeed>>,
 }
 
 /// How long a sender keeps kicking a vCPU that has not taken its message.
@@ -100,6 +104,7 @@ impl VmCtx<'_> {
             kernel_wait: (0..n).map(|_| AtomicBool::new(false)).collect(),
             sent: atomics(),
             acks: atomics(),
+            feed: None,
         }
     }
 
@@ -177,6 +182,9 @@ pub struct Vcpu {
     pub last_fault: (u64, u32),
     /// `KVM_RUN` returns so far (observe mode's merge key).
     pub runs: u64,
+    /// Observe mode: the run count up to which the kernel's events have been
+    /// folded into the engine (`catch_up`).
+    pub caught_up: u64,
     /// The state last read from this vCPU (the `before` of an in-kernel INIT).
     pub last_state: Option<ArchState>,
     /// Reused for the kernel's answers to unmodeled MSR exits.
@@ -373,9 +381,26 @@ impl Vcpu {
         next
     }
 
+    /// Observe mode: before the live engine decides anything for this vCPU,
+    /// fold every kernel event of its runs so far (the kernel decided them
+    /// before `KVM_RUN` returned, but the capture delivers them later). Call
+    /// it without the engine locked. Nothing to do in intercept mode.
+    pub fn catch_up(&mut self, ctx: &VmCtx<'_>) {
+        let Some(feed) = &ctx.feed else { return };
+        if self.caught_up >= self.runs {
+            return;
+        }
+        let tid = ctx.linux_tids[self.index as usize].load(Ordering::SeqCst);
+        if tid != 0 {
+            feed.catch_up(self.index, tid, self.runs, ctx.engine);
+        }
+        self.caught_up = self.runs;
+    }
+
     /// INIT this vCPU with the state the live policy computes (or the ≥5.15
     /// rule when it does not model INIT) and record before/after.
     pub fn init(&mut self, ctx: &VmCtx<'_>, source: InitSource) -> Result<(), String> {
+        self.catch_up(ctx);
         let before = state::read(&self.fd).map_err(|e| e.to_string())?;
         let mut eng = ctx.engine.lock().map_err(|_| "engine lock poisoned")?;
         let target = eng
@@ -410,6 +435,7 @@ impl Vcpu {
     /// Put this vCPU into the state the policy says RESET gives (or the RESET
     /// state read at creation) and record it.
     pub fn reset(&mut self, ctx: &VmCtx<'_>) -> Result<(), String> {
+        self.catch_up(ctx);
         let mut eng = ctx.engine.lock().map_err(|_| "engine lock poisoned")?;
         let target = eng
             .reset_state(self.index)
@@ -452,7 +478,11 @@ impl Vcpu {
             {
                 ctx.deliver(self.index, *vcpu, Ctl::HostStep(step.clone()));
             }
-            _ => host_msr_step(&self.fd, ctx.engine, &mut self.out, self.index, step),
+            _ => {
+                // The kernel's answer is folded after its earlier guest decisions.
+                self.catch_up(ctx);
+                host_msr_step(&self.fd, ctx.engine, &mut self.out, self.index, step)
+            }
         }
     }
 }

@@ -317,7 +317,11 @@ fn mce() {
 fn x2apic_deflect() {
     check("x2apic-deflect", None, |t| {
         t.all_finished(1);
-        assert_eq!(t.guest_msr(0x802).len(), 4);
+        // Four reads of 0x802; the one made with x2APIC on is answered by the
+        // in-kernel LAPIC without an exit (x2APIC MSRs cannot be filtered,
+        // SEMANTICS.md §4), so intercept mode sees the other three. Observe
+        // mode sees all four through `kvm_msr`.
+        assert_eq!(t.guest_msr(0x802).len(), 3);
         // With x2APIC off, reading the ID faults.
         assert!(!matches!(t.guest_msr(0x802)[0].1, MsrOutcome::Value(_)));
         let bases = t.reports(0);
@@ -520,10 +524,11 @@ fn guest_view(t: &Trace, vcpus: u32) -> Vec<Vec<Seen>> {
 /// recorded in intercept mode and in observe mode (the kernel decides MSRs) must
 /// show the guest the same reports and the same exceptions. A difference is a
 /// place where the `host` model disagrees with this machine's kernel. Prints
-/// every scenario's first difference; fails if any.
-/// `cargo test -p kvmtrace-recorder --test scenarios_kvm -- --ignored --nocapture`
+/// every scenario's first difference; fails if any (DESIGN.md: the same guest
+/// recorded in intercept and observe mode gives the same guest-visible outcomes
+/// under `host`).
+/// `cargo test -p kvmtrace-recorder --test scenarios_kvm guest_view -- --nocapture`
 #[test]
-#[ignore = "a fidelity probe of the host policy; run by hand"]
 fn guest_view_intercept_vs_observe() {
     if !require_kvm("guest_view_intercept_vs_observe") {
         return;

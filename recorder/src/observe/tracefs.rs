@@ -152,6 +152,10 @@ pub struct CaptureStats {
     /// A read of `trace_pipe` failed and ended the capture early (the events
     /// after it are missing; say so, never hide it).
     pub read_error: Option<String>,
+    /// Observe mode: user-space exits the live engine decided before the
+    /// kernel's events of that vCPU's earlier runs could be read (waited
+    /// `live::CATCH_UP_TIMEOUT`, then decided anyway).
+    pub late_catch_ups: u64,
 }
 
 fn tracefs_mount() -> Result<PathBuf, ObserveError> {
