@@ -2,50 +2,13 @@
 
 use kvmtrace_format::{Event, MsrOutcome, MwaitOutcome, Origin};
 
-/// Architectural or KVM name of an MSR, for reports (never only a number).
-pub fn msr_name(index: u32) -> Option<&'static str> {
-    Some(match index {
-        0x10 => "IA32_TIME_STAMP_COUNTER",
-        0x1b => "IA32_APIC_BASE",
-        0x3a => "IA32_FEAT_CTL",
-        0x48 => "IA32_SPEC_CTRL",
-        0x8b => "IA32_UCODE_REV",
-        0xce => "MSR_PLATFORM_INFO",
-        0x10a => "IA32_ARCH_CAPABILITIES",
-        0x174 => "IA32_SYSENTER_CS",
-        0x179 => "IA32_MCG_CAP",
-        0x17a => "IA32_MCG_STATUS",
-        0x17b => "IA32_MCG_CTL",
-        0x1a0 => "IA32_MISC_ENABLE",
-        0x1d9 => "IA32_DEBUGCTL",
-        0x277 => "IA32_PAT",
-        0x4d0 => "IA32_MCG_EXT_CTL",
-        0x802 => "X2APIC_APICID",
-        0x803 => "X2APIC_VERSION",
-        0x808 => "X2APIC_TPR",
-        0x80b => "X2APIC_EOI",
-        0x830 => "X2APIC_ICR",
-        0xc000_0080 => "IA32_EFER",
-        0xc001_0015 => "MSR_K7_HWCR",
-        0x4b56_4d00..=0x4b56_4d07 => "MSR_KVM_PV",
-        _ => return None,
-    })
-}
-
-/// `0x401 (MC0_STATUS)` style label.
+/// `0x401 (MC0_STATUS)` style label, with the replayer's MSR name table (one
+/// table for dump, diff and replay reports).
 pub fn msr_label(index: u32) -> String {
-    if let Some(n) = msr_name(index) {
-        return format!("{index:#x} ({n})");
-    }
-    match index {
-        0x400..=0x47f => {
-            let bank = (index - 0x400) / 4;
-            let reg = ["CTL", "STATUS", "ADDR", "MISC"][((index - 0x400) % 4) as usize];
-            format!("{index:#x} (MC{bank}_{reg})")
-        }
-        0x280..=0x29f => format!("{index:#x} (MC{}_CTL2)", index - 0x280),
-        0x800..=0x8ff => format!("{index:#x} (x2APIC)"),
-        _ => format!("{index:#x}"),
+    match kvmtrace_replayer::names::msr_name(index) {
+        "" if (0x800..=0x8ff).contains(&index) => format!("{index:#x} (x2APIC)"),
+        "" => format!("{index:#x}"),
+        n => format!("{index:#x} ({n})"),
     }
 }
 

@@ -1,4 +1,4 @@
-//! `msr-loop`: a guest reading MSR 0x10 (IA32_TIME_STAMP_COUNTER) in a loop, as
+//! `msr-loop`: a guest reading MSR 0x10 (IA32_TSC) in a loop, as
 //! recorded in intercept mode on this project's host (HOST.md: ~3.5 µs per
 //! deflected RDMSR on kvm_pvm, TSC at about 2.5 GHz).
 
