@@ -63,9 +63,15 @@ fn main() {
     };
     let n = records.len() as f64;
     let chunk = 4096;
+    // SEQ=1: lanes on this thread only (the one-core ratio `kvmtrace bench`
+    // reports; the default runs lanes on rayon's global pool).
+    let seq = std::env::var_os("SEQ").is_some();
     let time = |policies: Vec<Policy>| {
         let t = Instant::now();
         let mut r = Replay::new(&header, policies);
+        if seq {
+            r = r.sequential();
+        }
         for c in records.chunks(chunk) {
             r.feed(c);
         }

@@ -365,7 +365,7 @@ impl Lane {
                 outcome,
                 ..
             } => {
-                let (p, _) = self.engine.decide_msr(vcpu, *index, None, *origin);
+                let (p, _) = self.engine.decide_msr_ref(vcpu, *index, None, *origin);
                 let Some(po) = p.outcome else {
                     self.unmodeled();
                     match outcome {
@@ -386,7 +386,7 @@ impl Lane {
                 Some(Pending {
                     recorded: OutcomeView::msr(outcome, true),
                     policy: OutcomeView::msr(&po, false),
-                    rule: p.rule,
+                    rule: *p.rule,
                     consequence_of: if p.rule.reads_state() {
                         self.tainted(vcpu, &deps(*index))
                     } else {
@@ -402,7 +402,9 @@ impl Lane {
                 outcome,
                 ..
             } => {
-                let (p, store) = self.engine.decide_msr(vcpu, *index, Some(*value), *origin);
+                let (p, store) = self
+                    .engine
+                    .decide_msr_ref(vcpu, *index, Some(*value), *origin);
                 let Some(po) = p.outcome else {
                     // Unmodeled: fold what was recorded.
                     self.unmodeled();
@@ -436,7 +438,7 @@ impl Lane {
                 Some(Pending {
                     recorded: OutcomeView::msr(outcome, true),
                     policy: OutcomeView::msr(&po, false),
-                    rule: p.rule,
+                    rule: *p.rule,
                     consequence_of: cause,
                     behaviour: None,
                 })

@@ -18,7 +18,12 @@
 //! on time (TSC, APERF/MPERF, kvmclock) is not predicted.
 
 use crate::engine::Engine;
-use crate::rules::{self, Rule};
+use crate::rules;
+
+/// Rules are consts: handlers pass them by reference, so the hot path never
+/// copies the three `&str` of a rule through the stack (a store-forwarding
+/// stall per event per lane); only a returned `Prediction` owns a copy.
+type Rule = &'static rules::Rule;
 use crate::state::{
     LEAF_1, LEAF_7, LEAF_4000_0001, LEAF_8000_0001, LEAF_8000_0008, LEAF_D1, VcpuState,
 };
@@ -176,61 +181,61 @@ impl Engine {
         let intel = self.policy.vendor == crate::policy::Vendor::Intel;
         Some(match index {
             // get_msr_mce: MSR_IA32_P5_MC_ADDR / P5_MC_TYPE read 0.
-            0x0 | 0x1 => (R::Ok(0), rules::TABLE_CONST),
+            0x0 | 0x1 => (R::Ok(0), &rules::TABLE_CONST),
             // kvm_get_msr_common MSR_IA32_PERF_STATUS: ratio 4, multiplier 1000.
-            0x198 => (R::Ok(1000 | (4 << 40)), rules::TABLE_CONST),
+            0x198 => (R::Ok(1000 | (4 << 40)), &rules::TABLE_CONST),
             // kvm_mtrr_get_msr MSR_MTRRcap: 0x500 | KVM_NR_VAR_MTRR (8).
-            0xfe => (R::Ok(0x508), rules::TABLE_CONST),
+            0xfe => (R::Ok(0x508), &rules::TABLE_CONST),
             // kvm_get_msr_common: PLATFORM_ID, EBL_CR_POWERON, SYSCFG, TSEG,
             // INT_PENDING_MSG, NB_CFG, MMIO_CONF_BASE, BU_CFG2, PERF_CTL,
             // DC_CFG, TW_CFG, EX_CFG and the RAPL MSRs read 0 ("do not want to
             // expose the host data").
             0x17 | 0x2a | 0x199 | 0x606 | 0x611 | 0x619 | 0x639 | 0x641 | 0xc001_0010
             | 0xc001_0112 | 0xc001_0113 | 0xc001_0055 | 0xc001_001f | 0xc001_0058 | 0xc001_102a
-            | 0xc001_1022 | 0xc001_1023 | 0xc001_102c => (R::Ok(0), rules::TABLE_CONST),
+            | 0xc001_1022 | 0xc001_1023 | 0xc001_102c => (R::Ok(0), &rules::TABLE_CONST),
             // Same list: LASTBRANCH*/LASTINT* and VM_HSAVE_PA, which svm_get_msr
             // handles itself on AMD (LBR virtualisation, nested): pvm only.
-            0x1db..=0x1de | 0xc001_0117 if pvm => (R::Ok(0), rules::TABLE_CONST),
+            0x1db..=0x1de | 0xc001_0117 if pvm => (R::Ok(0), &rules::TABLE_CONST),
             // VMX capability MSRs: only vmx_get_msr has cases (r = 2 elsewhere).
-            0x480..=0x492 if !intel => (R::Unknown, rules::TABLE_NO_VENDOR_CASE),
+            0x480..=0x492 if !intel => (R::Unknown, &rules::TABLE_NO_VENDOR_CASE),
             // SVM-only MSRs (TSC_RATIO, VM_CR, DE_CFG): pvm_get_msr has no case.
             0xc000_0104 | 0xc001_0114 | 0xc001_1029 if pvm => {
-                (R::Unknown, rules::TABLE_NO_VENDOR_CASE)
+                (R::Unknown, &rules::TABLE_NO_VENDOR_CASE)
             }
             // AMD OSVW: kvm_get_msr_common returns 1 without CPUID OSVW.
             0xc001_0140 | 0xc001_0141 if absent(c, sup, LEAF_8000_0001, |x| x.osvw) => {
-                (R::Fault, rules::TABLE_CPUID_GATED)
+                (R::Fault, &rules::TABLE_CPUID_GATED)
             }
             // pvm: #GP although the guest CPUID has ARCH_CAPABILITIES (msr-sweep).
-            0x10a if pvm && !host => (R::Fault, rules::TABLE_PVM_ARCH_CAP),
+            0x10a if pvm && !host => (R::Fault, &rules::TABLE_PVM_ARCH_CAP),
             // pvm_get_msr MSR_IA32_DEBUGCTLMSR: 0.
-            0x1d9 if pvm => (R::Ok(0), rules::TABLE_PVM_DEBUGCTL),
+            0x1d9 if pvm => (R::Ok(0), &rules::TABLE_PVM_DEBUGCTL),
             // find_mtrr() finds no MTRR there: kvm_mtrr_get_msr returns 1.
             0x210..=0x24f
             | 0x251..=0x257
             | 0x25a..=0x267
             | 0x270..=0x276
             | 0x278..=0x27f
-            | 0x2a0..=0x2fe => (R::Fault, rules::TABLE_MTRR_NONE),
+            | 0x2a0..=0x2fe => (R::Fault, &rules::TABLE_MTRR_NONE),
             0x10a if !host && absent(c, sup, LEAF_7, |x| x.arch_capabilities) => {
-                (R::Fault, rules::TABLE_CPUID_GATED)
+                (R::Fault, &rules::TABLE_CPUID_GATED)
             }
             0x345 if !host && absent(c, sup, LEAF_1, |x| x.pdcm) => {
-                (R::Fault, rules::TABLE_CPUID_GATED)
+                (R::Fault, &rules::TABLE_CPUID_GATED)
             }
             0xda0 if !host && absent(c, sup, LEAF_D1, |x| x.xsaves) => {
-                (R::Fault, rules::TABLE_CPUID_GATED)
+                (R::Fault, &rules::TABLE_CPUID_GATED)
             }
-            0xc000_0103 if !host && no_rdtscp(c, sup) => (R::Fault, rules::TABLE_CPUID_GATED),
+            0xc000_0103 if !host && no_rdtscp(c, sup) => (R::Fault, &rules::TABLE_CPUID_GATED),
             // kvm_hv_get_msr_common: no Hyper-V CPUID → 1; indices without a
             // case → 2. Either way #GP unless deflected.
             0x4000_0000..=0x4000_01ff if !host && c.leaves & LEAF_4000_0001 != 0 && !c.hyperv => {
-                (R::FaultOrUnknown, rules::TABLE_NO_HYPERV)
+                (R::FaultOrUnknown, &rules::TABLE_NO_HYPERV)
             }
-            _ if !in_kvm_ranges(index) => (R::Unknown, rules::TABLE_UNKNOWN),
+            _ if !in_kvm_ranges(index) => (R::Unknown, &rules::TABLE_UNKNOWN),
             _ => match reg_slot(index) {
                 Some(s) if v.regs_known & (1 << s) != 0 => {
-                    (R::Ok(v.regs[s]), rules::TABLE_REG_READ)
+                    (R::Ok(v.regs[s]), &rules::TABLE_REG_READ)
                 }
                 _ => return None,
             },
@@ -251,14 +256,14 @@ impl Engine {
         let c = &v.cpuid;
         let sup = &self.supported;
         let pvm = self.policy.vendor == crate::policy::Vendor::Pvm;
-        let store = |s: usize, x: u64| (R::Ok(0), rules::TABLE_REG_WRITE, Store::Reg(s, x));
+        let store = |s: usize, x: u64| (R::Ok(0), &rules::TABLE_REG_WRITE, Store::Reg(s, x));
         // __kvm_set_msr: LSTAR/CSTAR/SYSENTER_ESP/EIP must be canonical (host
         // too). 48 vs 57 bits depends on LA57 support: decide only where both agree.
         let canon = |s: usize| {
             if canonical(data, 48) {
                 Some(store(s, data))
             } else if !canonical(data, 57) {
-                Some((R::Fault, rules::TABLE_NONCANONICAL, Store::None))
+                Some((R::Fault, &rules::TABLE_NONCANONICAL, Store::None))
             } else {
                 None
             }
@@ -285,14 +290,14 @@ impl Engine {
             0xc000_0084 if data >> 32 == 0 => Some(store(6, data)),
             0xc000_0103 => {
                 if !host && no_rdtscp(c, sup) {
-                    Some((R::Fault, rules::TABLE_CPUID_GATED, Store::None))
+                    Some((R::Fault, &rules::TABLE_CPUID_GATED, Store::None))
                 } else if !host && !c.rdtscp && !c.rdpid {
                     // Feature leaves not seen yet (import).
                     None
                 } else if !c.known {
                     None
                 } else if c.intel_compatible && data >> 32 != 0 {
-                    Some((R::Fault, rules::TABLE_TSC_AUX_HIGH, Store::None))
+                    Some((R::Fault, &rules::TABLE_TSC_AUX_HIGH, Store::None))
                 } else {
                     Some(store(SLOT_TSC_AUX, data & 0xffff_ffff))
                 }
@@ -301,10 +306,10 @@ impl Engine {
             // wall clock (VM-wide, not stored here) and system time always
             // accepted; POLL_CONTROL takes bit 0 only.
             0x11 if c.kvm_pv_features & KVM_FEATURE_CLOCKSOURCE != 0 => {
-                Some((R::Ok(0), rules::TABLE_KVM_PV, Store::None))
+                Some((R::Ok(0), &rules::TABLE_KVM_PV, Store::None))
             }
             0x4b56_4d00 if c.kvm_pv_features & KVM_FEATURE_CLOCKSOURCE2 != 0 => {
-                Some((R::Ok(0), rules::TABLE_KVM_PV, Store::None))
+                Some((R::Ok(0), &rules::TABLE_KVM_PV, Store::None))
             }
             0x12 if c.kvm_pv_features & KVM_FEATURE_CLOCKSOURCE != 0 => {
                 Some(store(SLOT_KVM_TIME, data))
@@ -314,25 +319,25 @@ impl Engine {
             }
             0x4b56_4d05 if c.kvm_pv_features & KVM_FEATURE_POLL_CONTROL != 0 => {
                 Some(if data >> 1 != 0 {
-                    (R::Fault, rules::TABLE_KVM_PV, Store::None)
+                    (R::Fault, &rules::TABLE_KVM_PV, Store::None)
                 } else {
                     store(SLOT_POLL_CONTROL, data)
                 })
             }
             // kvm_set_msr_common MSR_IA32_UCODE_REV: a guest write is dropped.
-            0x8b if !host => Some((R::Ok(0), rules::TABLE_UCODE_GUEST, Store::None)),
+            0x8b if !host => Some((R::Ok(0), &rules::TABLE_UCODE_GUEST, Store::None)),
             // MSR_PLATFORM_INFO and MSR_IA32_ARCH_CAPABILITIES: host only.
-            0xce | 0x10a if !host => Some((R::Fault, rules::TABLE_HOST_ONLY, Store::None)),
+            0xce | 0x10a if !host => Some((R::Fault, &rules::TABLE_HOST_ONLY, Store::None)),
             // PERF_CAPABILITIES: a guest write fails (1 or 2 by release).
-            0x345 if !host => Some((R::FaultOrUnknown, rules::TABLE_HOST_ONLY, Store::None)),
+            0x345 if !host => Some((R::FaultOrUnknown, &rules::TABLE_HOST_ONLY, Store::None)),
             0xda0 if !host && absent(c, sup, LEAF_D1, |x| x.xsaves) => {
-                Some((R::Fault, rules::TABLE_CPUID_GATED, Store::None))
+                Some((R::Fault, &rules::TABLE_CPUID_GATED, Store::None))
             }
             // pvm_set_msr MSR_IA32_DEBUGCTLMSR: ignored.
-            0x1d9 if pvm => Some((R::Ok(0), rules::TABLE_PVM_DEBUGCTL, Store::None)),
+            0x1d9 if pvm => Some((R::Ok(0), &rules::TABLE_PVM_DEBUGCTL, Store::None)),
             // kvm_mtrr_set_msr: find_mtrr() + kvm_mtrr_valid().
             0x2ff => Some(if data & !0xcff != 0 || !mtrr_type_ok(data & 0xff) {
-                (R::Fault, rules::TABLE_MTRR_INVALID, Store::None)
+                (R::Fault, &rules::TABLE_MTRR_INVALID, Store::None)
             } else {
                 store(10, data)
             }),
@@ -342,7 +347,7 @@ impl Engine {
                 Some(if ok {
                     store(s, data)
                 } else {
-                    (R::Fault, rules::TABLE_MTRR_INVALID, Store::None)
+                    (R::Fault, &rules::TABLE_MTRR_INVALID, Store::None)
                 })
             }
             // Without leaf 0x80000008 the guest MAXPHYADDR is not known (import).
@@ -357,7 +362,7 @@ impl Engine {
                 Some(if type_ok && data & mask == 0 {
                     store(22 + (index - 0x200) as usize, data)
                 } else {
-                    (R::Fault, rules::TABLE_MTRR_INVALID, Store::None)
+                    (R::Fault, &rules::TABLE_MTRR_INVALID, Store::None)
                 })
             }
             0x210..=0x24f
@@ -365,24 +370,24 @@ impl Engine {
             | 0x25a..=0x267
             | 0x270..=0x276
             | 0x278..=0x27f
-            | 0x2a0..=0x2fe => Some((R::Fault, rules::TABLE_MTRR_NONE, Store::None)),
+            | 0x2a0..=0x2fe => Some((R::Fault, &rules::TABLE_MTRR_NONE, Store::None)),
             0x480..=0x492 if self.policy.vendor != crate::policy::Vendor::Intel => {
-                Some((R::Unknown, rules::TABLE_NO_VENDOR_CASE, Store::None))
+                Some((R::Unknown, &rules::TABLE_NO_VENDOR_CASE, Store::None))
             }
             0xc000_0104 | 0xc001_0114 | 0xc001_1029 if pvm => {
-                Some((R::Unknown, rules::TABLE_NO_VENDOR_CASE, Store::None))
+                Some((R::Unknown, &rules::TABLE_NO_VENDOR_CASE, Store::None))
             }
             0xc001_0140 | 0xc001_0141 if absent(c, sup, LEAF_8000_0001, |x| x.osvw) => {
-                Some((R::Fault, rules::TABLE_CPUID_GATED, Store::None))
+                Some((R::Fault, &rules::TABLE_CPUID_GATED, Store::None))
             }
             // MTRRcap is read-only: no write case (r = 2).
-            0xfe => Some((R::Unknown, rules::TABLE_UNKNOWN, Store::None)),
+            0xfe => Some((R::Unknown, &rules::TABLE_UNKNOWN, Store::None)),
             // A Xen guest's hypercall-page MSR can be any index (writes only).
             _ if c.xen => None,
             0x4000_0000..=0x4000_01ff if !host && c.leaves & LEAF_4000_0001 != 0 && !c.hyperv => {
-                Some((R::FaultOrUnknown, rules::TABLE_NO_HYPERV, Store::None))
+                Some((R::FaultOrUnknown, &rules::TABLE_NO_HYPERV, Store::None))
             }
-            _ if !in_kvm_ranges(index) => Some((R::Unknown, rules::TABLE_UNKNOWN, Store::None)),
+            _ if !in_kvm_ranges(index) => Some((R::Unknown, &rules::TABLE_UNKNOWN, Store::None)),
             _ => None,
         }
     }

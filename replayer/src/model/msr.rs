@@ -6,7 +6,12 @@ use kvmtrace_format::{MsrExitReason, MsrOutcome, Origin, UserAnswer};
 
 use crate::engine::{Engine, Prediction};
 use crate::policy::{FeatCtlHostBits, HwcrWrite, MceBadWrite, ReadRule, Vendor, WriteRule};
-use crate::rules::{self, Rule};
+use crate::rules;
+
+/// Rules are consts: handlers pass them by reference, so the hot path never
+/// copies the three `&str` of a rule through the stack (a store-forwarding
+/// stall per event per lane); only a returned `Prediction` owns a copy.
+type Rule = &'static rules::Rule;
 use crate::state::*;
 
 pub const MSR_IA32_FEAT_CTL: u32 = 0x3a;
@@ -162,6 +167,37 @@ pub(crate) const fn model_handles(index: u32) -> bool {
     ) || super::common::table_handles(index)
 }
 
+/// A prediction whose rule stays a reference to its const until a report
+/// needs a copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MsrPrediction {
+    pub outcome: Option<MsrOutcome>,
+    pub rule: Rule,
+}
+
+impl MsrPrediction {
+    fn new(outcome: MsrOutcome, rule: Rule) -> MsrPrediction {
+        MsrPrediction {
+            outcome: Some(outcome),
+            rule,
+        }
+    }
+
+    fn unmodeled() -> MsrPrediction {
+        MsrPrediction {
+            outcome: None,
+            rule: &rules::UNMODELED,
+        }
+    }
+
+    pub(crate) fn owned(self) -> Prediction<MsrOutcome> {
+        Prediction {
+            outcome: self.outcome,
+            rule: *self.rule,
+        }
+    }
+}
+
 impl Engine {
     /// Whether an access to an MSR no handler knows is unmodeled whatever the
     /// vCPU: no filter, no `[[msr]]` rules, no dead vCPU (replay fast path).
@@ -181,8 +217,21 @@ impl Engine {
         value: Option<u64>,
         origin: Origin,
     ) -> (Prediction<MsrOutcome>, Store) {
+        let (p, store) = self.decide_msr_ref(vcpu, index, value, origin);
+        (p.owned(), store)
+    }
+
+    /// [`Engine::decide_msr`] with the rule by reference (the replay lanes).
+    #[inline]
+    pub(crate) fn decide_msr_ref(
+        &self,
+        vcpu: u32,
+        index: u32,
+        value: Option<u64>,
+        origin: Origin,
+    ) -> (MsrPrediction, Store) {
         if vcpu as usize >= MAX_VCPUS {
-            return (Prediction::unmodeled(), Store::None);
+            return (MsrPrediction::unmodeled(), Store::None);
         }
         let v = self.vcpu_state(vcpu);
         let host = origin == Origin::Host;
@@ -196,7 +245,7 @@ impl Engine {
             && !f.allows(index, write)
         {
             return (
-                self.deflect(MsrExitReason::Filter, false, rules::FILTER_DENY),
+                self.deflect(MsrExitReason::Filter, false, &rules::FILTER_DENY),
                 Store::None,
             );
         }
@@ -212,7 +261,7 @@ impl Engine {
                 self.vm.irqchip_known,
             )
         {
-            return (Prediction::unmodeled(), Store::None);
+            return (MsrPrediction::unmodeled(), Store::None);
         }
         let (r, rule, store) = match self.user_rule(index, value) {
             Some(x) => x,
@@ -221,7 +270,7 @@ impl Engine {
                     let (r, rule) = match self.read_handler(v, index, host) {
                         (R::Unmodeled, _) => self
                             .table_read(v, index, host)
-                            .unwrap_or((R::Unmodeled, rules::UNMODELED)),
+                            .unwrap_or((R::Unmodeled, &rules::UNMODELED)),
                         x => x,
                     };
                     (r, rule, Store::None)
@@ -229,7 +278,7 @@ impl Engine {
                 Some(data) => match self.write_handler(v, index, data, host) {
                     (R::Unmodeled, ..) => self.table_write(v, index, data, host).unwrap_or((
                         R::Unmodeled,
-                        rules::UNMODELED,
+                        &rules::UNMODELED,
                         Store::None,
                     )),
                     x => x,
@@ -243,22 +292,22 @@ impl Engine {
             } else {
                 MsrOutcome::Value(x)
             };
-            Prediction::new(o, rule)
+            MsrPrediction::new(o, rule)
         };
         match r {
-            R::Unmodeled => (Prediction::unmodeled(), Store::None),
+            R::Unmodeled => (MsrPrediction::unmodeled(), Store::None),
             R::Ok(x) => (ok(x, rule), store),
             R::FaultOrUnknown => {
                 let either = MsrExitReason::Inval.bit() | MsrExitReason::Unknown.bit();
                 if host || self.policy.switches.ignore_msrs || self.vm.user_space_msr & either != 0
                 {
-                    (Prediction::unmodeled(), Store::None)
+                    (MsrPrediction::unmodeled(), Store::None)
                 } else {
-                    (Prediction::new(MsrOutcome::InjectGp, rule), Store::None)
+                    (MsrPrediction::new(MsrOutcome::InjectGp, rule), Store::None)
                 }
             }
             R::Unknown if self.policy.switches.ignore_msrs => {
-                (ok(0, rules::IGNORE_MSRS), Store::None)
+                (ok(0, &rules::IGNORE_MSRS), Store::None)
             }
             R::Unknown if host => {
                 // 6.12+: host read, or host write of 0, of an advertised MSR (§0).
@@ -266,13 +315,13 @@ impl Engine {
                     && value.unwrap_or(0) == 0
                     && self.advertised(index)
                 {
-                    (ok(0, rules::HOST_ZERO_ADVERTISED), Store::None)
+                    (ok(0, &rules::HOST_ZERO_ADVERTISED), Store::None)
                 } else {
-                    (Prediction::new(MsrOutcome::InjectGp, rule), Store::None)
+                    (MsrPrediction::new(MsrOutcome::InjectGp, rule), Store::None)
                 }
             }
             // Host accesses are never deflected: a failing entry is refused.
-            _ if host => (Prediction::new(MsrOutcome::InjectGp, rule), Store::None),
+            _ if host => (MsrPrediction::new(MsrOutcome::InjectGp, rule), Store::None),
             R::Unknown => (
                 self.deflect(MsrExitReason::Unknown, x2apic, rule),
                 Store::None,
@@ -286,7 +335,7 @@ impl Engine {
                 // WRMSR with r < 0 and no deflection: KVM_RUN returns r (EPERM).
                 if write && p.outcome == Some(MsrOutcome::InjectGp) {
                     (
-                        Prediction::new(MsrOutcome::VmFailed { errno: 1 }, rule),
+                        MsrPrediction::new(MsrOutcome::VmFailed { errno: 1 }, rule),
                         Store::None,
                     )
                 } else {
@@ -298,22 +347,20 @@ impl Engine {
 
     /// §0: deflect to user space if `reason` is in the mask (and, with
     /// `deflect_unfilterable = false`, the MSR is filterable), else #GP.
-    fn deflect(
-        &self,
-        reason: MsrExitReason,
-        unfilterable: bool,
-        rule: Rule,
-    ) -> Prediction<MsrOutcome> {
+    fn deflect(&self, reason: MsrExitReason, unfilterable: bool, rule: Rule) -> MsrPrediction {
         if self.vm.user_space_msr & reason.bit() != 0 {
             if unfilterable && !self.policy.switches.deflect_unfilterable {
-                return Prediction::new(MsrOutcome::InjectGp, rules::DEFLECT_UNFILTERABLE_FALSE);
+                return MsrPrediction::new(
+                    MsrOutcome::InjectGp,
+                    &rules::DEFLECT_UNFILTERABLE_FALSE,
+                );
             }
             let rule = if reason == MsrExitReason::Filter {
                 rule
             } else {
-                rules::DEFLECT
+                &rules::DEFLECT
             };
-            return Prediction::new(
+            return MsrPrediction::new(
                 MsrOutcome::UserExit {
                     reason,
                     answer: UserAnswer::Gp,
@@ -321,7 +368,7 @@ impl Engine {
                 rule,
             );
         }
-        Prediction::new(MsrOutcome::InjectGp, rule)
+        MsrPrediction::new(MsrOutcome::InjectGp, rule)
     }
 
     fn advertised(&self, index: u32) -> bool {
@@ -349,7 +396,7 @@ impl Engine {
                 WriteRule::Passthrough => R::Unmodeled,
             },
         };
-        Some((r, rules::USER_RULE, Store::None))
+        Some((r, &rules::USER_RULE, Store::None))
     }
 
     fn read_handler(&self, v: &VcpuState, index: u32, host: bool) -> (R, Rule) {
@@ -358,19 +405,19 @@ impl Engine {
         match index {
             // ---- §3 IA32_FEAT_CTL: VMX only ----
             MSR_IA32_FEAT_CTL if vendor == Vendor::Intel => {
-                (R::Ok(v.feat_ctl), rules::FEAT_CTL_READ)
+                (R::Ok(v.feat_ctl), &rules::FEAT_CTL_READ)
             }
-            MSR_IA32_FEAT_CTL => (R::Unknown, rules::FEAT_CTL_NO_HANDLER),
+            MSR_IA32_FEAT_CTL => (R::Unknown, &rules::FEAT_CTL_NO_HANDLER),
             // ---- §1 ----
-            MSR_IA32_MISC_ENABLE => (R::Ok(v.misc_enable), rules::MISC_ENABLE_READ),
+            MSR_IA32_MISC_ENABLE => (R::Ok(v.misc_enable), &rules::MISC_ENABLE_READ),
             // ---- §4 APIC base and x2APIC ----
-            MSR_IA32_APICBASE => (R::Ok(v.apic_base), rules::APIC_BASE_READ),
+            MSR_IA32_APICBASE => (R::Ok(v.apic_base), &rules::APIC_BASE_READ),
             0x800..=0x8ff => {
                 if !self.vm.lapic_in_kernel() || !v.x2apic_mode() {
-                    (R::Fault, rules::X2APIC_OFF)
+                    (R::Fault, &rules::X2APIC_OFF)
                 } else if index == 0x802 {
                     // x2APIC ID = vcpu_id (HOST.md: 0x802 reads 0 on vCPU 0).
-                    (R::Ok(v.id as u64), rules::APIC_BASE_READ)
+                    (R::Ok(v.id as u64), &rules::APIC_BASE_READ)
                 } else if index == 0x803 && self.policy.switches.msr_tables && !self.imported {
                     // kvm_apic_set_version: APIC_VERSION 0x14, max LVT index
                     // (6 LVTs, 7 with MCG_CMCI_P), directed EOI without an
@@ -381,58 +428,58 @@ impl Engine {
                     } else {
                         0
                     };
-                    (R::Ok(0x14 | ((lvts - 1) << 16) | deoi), rules::X2APIC_REG)
+                    (R::Ok(0x14 | ((lvts - 1) << 16) | deoi), &rules::X2APIC_REG)
                 } else if self.policy.switches.msr_tables && !host {
                     x2apic_read(v.id, index)
                 } else {
                     // LAPIC register contents are not modelled.
-                    (R::Unmodeled, rules::UNMODELED)
+                    (R::Unmodeled, &rules::UNMODELED)
                 }
             }
             // ---- §5 MCE ----
-            MSR_IA32_MCG_CAP => (R::Ok(v.mcg_cap), rules::MCE_READ),
-            MSR_IA32_MCG_STATUS => (R::Ok(v.mcg_status), rules::MCE_READ),
+            MSR_IA32_MCG_CAP => (R::Ok(v.mcg_cap), &rules::MCE_READ),
+            MSR_IA32_MCG_STATUS => (R::Ok(v.mcg_status), &rules::MCE_READ),
             MSR_IA32_MCG_CTL => {
                 if v.mcg_cap & MCG_CTL_P == 0 && !host {
-                    (R::Fault, rules::MCG_CTL_BAD)
+                    (R::Fault, &rules::MCG_CTL_BAD)
                 } else {
-                    (R::Ok(v.mcg_ctl), rules::MCE_READ)
+                    (R::Ok(v.mcg_ctl), &rules::MCE_READ)
                 }
             }
             MSR_IA32_MCG_EXT_CTL if vendor == Vendor::Intel => {
                 if !host && v.feat_ctl & FEAT_CTL_LMCE == 0 {
-                    (R::Fault, rules::MCG_EXT_CTL_BAD)
+                    (R::Fault, &rules::MCG_EXT_CTL_BAD)
                 } else {
-                    (R::Ok(v.mcg_ext_ctl), rules::MCE_READ)
+                    (R::Ok(v.mcg_ext_ctl), &rules::MCE_READ)
                 }
             }
             // SVM and kvm_pvm have no case for it (pvm_get_msr; host-notes).
-            MSR_IA32_MCG_EXT_CTL => (R::Unknown, rules::MCG_EXT_CTL_NO_HANDLER),
+            MSR_IA32_MCG_EXT_CTL => (R::Unknown, &rules::MCG_EXT_CTL_NO_HANDLER),
             0x400..=0x47f => {
                 let off = (index - 0x400) as usize;
                 if off / 4 >= bank_num {
-                    (R::Fault, rules::MCE_BANK_RANGE)
+                    (R::Fault, &rules::MCE_BANK_RANGE)
                 } else {
-                    (R::Ok(v.mce_banks[off]), rules::MCE_READ)
+                    (R::Ok(v.mce_banks[off]), &rules::MCE_READ)
                 }
             }
             0x280..=0x29f => {
                 let i = (index - 0x280) as usize;
                 if !self.policy.switches.mce_ctl2 {
-                    (R::Unknown, rules::MCE_CTL2_NONE)
+                    (R::Unknown, &rules::MCE_CTL2_NONE)
                 } else if i >= bank_num {
-                    (R::Fault, rules::MCE_BANK_RANGE)
+                    (R::Fault, &rules::MCE_BANK_RANGE)
                 } else if !host && v.mcg_cap & MCG_CMCI_P == 0 {
                     // get_msr_mce (6.0+): a guest read of CTL2 needs MCG_CMCI_P.
-                    (R::Fault, rules::MCE_CTL2_NO_CMCI)
+                    (R::Fault, &rules::MCE_CTL2_NO_CMCI)
                 } else {
-                    (R::Ok(v.mci_ctl2[i]), rules::MCE_READ)
+                    (R::Ok(v.mci_ctl2[i]), &rules::MCE_READ)
                 }
             }
-            MSR_K7_HWCR => (R::Ok(v.hwcr), rules::HWCR_READ),
+            MSR_K7_HWCR => (R::Ok(v.hwcr), &rules::HWCR_READ),
             // ---- other: PAT (common code, every vendor) ----
-            MSR_IA32_CR_PAT => (R::Ok(v.pat), rules::PAT_READ),
-            _ => (R::Unmodeled, rules::UNMODELED),
+            MSR_IA32_CR_PAT => (R::Ok(v.pat), &rules::PAT_READ),
+            _ => (R::Unmodeled, &rules::UNMODELED),
         }
     }
 
@@ -449,28 +496,32 @@ impl Engine {
                 match s.feat_ctl_host_bits {
                     FeatCtlHostBits::GuestCpuid => {
                         if data & !valid != 0 {
-                            return fail(rules::FEAT_CTL_INVALID_CPUID);
+                            return fail(&rules::FEAT_CTL_INVALID_CPUID);
                         }
                         if locked {
-                            return fail(rules::FEAT_CTL_LOCKED);
+                            return fail(&rules::FEAT_CTL_LOCKED);
                         }
-                        (R::Ok(0), rules::FEAT_CTL_OK_CPUID, Store::FeatCtl(data))
+                        (R::Ok(0), &rules::FEAT_CTL_OK_CPUID, Store::FeatCtl(data))
                     }
                     FeatCtlHostBits::Supported => {
                         if locked {
-                            return fail(rules::FEAT_CTL_LOCKED);
+                            return fail(&rules::FEAT_CTL_LOCKED);
                         }
                         if host && data & !FEAT_CTL_SUPPORTED != 0 {
-                            return fail(rules::FEAT_CTL_INVALID_SUPPORTED);
+                            return fail(&rules::FEAT_CTL_INVALID_SUPPORTED);
                         }
                         if !host && data & !valid != 0 {
-                            return fail(rules::FEAT_CTL_INVALID_GUEST);
+                            return fail(&rules::FEAT_CTL_INVALID_GUEST);
                         }
-                        (R::Ok(0), rules::FEAT_CTL_OK_SUPPORTED, Store::FeatCtl(data))
+                        (
+                            R::Ok(0),
+                            &rules::FEAT_CTL_OK_SUPPORTED,
+                            Store::FeatCtl(data),
+                        )
                     }
                 }
             }
-            MSR_IA32_FEAT_CTL => (R::Unknown, rules::FEAT_CTL_NO_HANDLER, Store::None),
+            MSR_IA32_FEAT_CTL => (R::Unknown, &rules::FEAT_CTL_NO_HANDLER, Store::None),
             // ---- §1 MISC_ENABLE (kvm_set_msr_common) ----
             MSR_IA32_MISC_ENABLE => {
                 let old = v.misc_enable;
@@ -478,26 +529,30 @@ impl Engine {
                 // kvm_pvm stores a guest's value unchecked: bits 7/11/12 flip,
                 // bit 18 sets without SSE3 (measured, host-notes).
                 if !host && vendor == Vendor::Pvm {
-                    return (R::Ok(0), rules::MISC_ENABLE_PVM_RW, Store::MiscEnable(data));
+                    return (
+                        R::Ok(0),
+                        &rules::MISC_ENABLE_PVM_RW,
+                        Store::MiscEnable(data),
+                    );
                 }
                 if !host && s.misc_enable_guest_ro {
                     if (old ^ data) & (ME_BTS_UNAVAIL | ME_PEBS_UNAVAIL) != 0 {
-                        return fail(rules::MISC_ENABLE_RO);
+                        return fail(&rules::MISC_ENABLE_RO);
                     }
                     data = (data & !ME_EMON) | (old & ME_EMON);
                 }
                 let quirk_on = self.vm.quirk(crate::quirks::MISC_ENABLE_NO_MWAIT);
                 if !quirk_on && (old ^ data) & ME_MWAIT != 0 {
                     if !v.cpuid.sse3 {
-                        return fail(rules::MISC_ENABLE_NO_SSE3);
+                        return fail(&rules::MISC_ENABLE_NO_SSE3);
                     }
                     return (
                         R::Ok(0),
-                        rules::MISC_ENABLE_MWAIT_SYNC,
+                        &rules::MISC_ENABLE_MWAIT_SYNC,
                         Store::MiscEnable(data),
                     );
                 }
-                (R::Ok(0), rules::MISC_ENABLE_WRITE, Store::MiscEnable(data))
+                (R::Ok(0), &rules::MISC_ENABLE_WRITE, Store::MiscEnable(data))
             }
             // ---- §4 APIC base (kvm_set_apic_base) ----
             MSR_IA32_APICBASE => {
@@ -507,46 +562,46 @@ impl Engine {
                 let mode = |x: u64| x & (APIC_BASE_EN | APIC_BASE_EXTD);
                 let (old, new) = (mode(v.apic_base), mode(data));
                 if data & reserved != 0 || new == APIC_BASE_EXTD {
-                    return fail(rules::APIC_BASE_RESERVED);
+                    return fail(&rules::APIC_BASE_RESERVED);
                 }
                 let x2 = APIC_BASE_EN | APIC_BASE_EXTD;
                 if !host && ((old == x2 && new == APIC_BASE_EN) || (old == 0 && new == x2)) {
-                    return fail(rules::APIC_BASE_TRANSITION);
+                    return fail(&rules::APIC_BASE_TRANSITION);
                 }
-                (R::Ok(0), rules::APIC_BASE_WRITE, Store::ApicBase(data))
+                (R::Ok(0), &rules::APIC_BASE_WRITE, Store::ApicBase(data))
             }
             0x800..=0x8ff => {
                 if !self.vm.lapic_in_kernel() || !v.x2apic_mode() {
-                    fail(rules::X2APIC_OFF)
+                    fail(&rules::X2APIC_OFF)
                 } else if s.msr_tables && !host {
                     let (r, rule) = x2apic_write(index, data);
                     (r, rule, Store::None)
                 } else {
-                    (R::Unmodeled, rules::UNMODELED, Store::None)
+                    (R::Unmodeled, &rules::UNMODELED, Store::None)
                 }
             }
             // ---- §5 MCE (set_msr_mce) ----
-            MSR_IA32_MCG_STATUS => (R::Ok(0), rules::MCE_WRITE, Store::McgStatus(data)),
+            MSR_IA32_MCG_STATUS => (R::Ok(0), &rules::MCE_WRITE, Store::McgStatus(data)),
             MSR_IA32_MCG_CTL => {
                 if v.mcg_cap & MCG_CTL_P == 0 && (data != 0 || !host) {
-                    return fail(rules::MCG_CTL_BAD);
+                    return fail(&rules::MCG_CTL_BAD);
                 }
                 if data != 0 && data != !0 {
-                    return fail(rules::MCG_CTL_BAD);
+                    return fail(&rules::MCG_CTL_BAD);
                 }
-                (R::Ok(0), rules::MCE_WRITE, Store::McgCtl(data))
+                (R::Ok(0), &rules::MCE_WRITE, Store::McgCtl(data))
             }
             MSR_IA32_MCG_EXT_CTL if vendor == Vendor::Intel => {
                 if (!host && v.feat_ctl & FEAT_CTL_LMCE == 0) || data & !1 != 0 {
-                    return fail(rules::MCG_EXT_CTL_BAD);
+                    return fail(&rules::MCG_EXT_CTL_BAD);
                 }
-                (R::Ok(0), rules::MCE_WRITE, Store::McgExtCtl(data))
+                (R::Ok(0), &rules::MCE_WRITE, Store::McgExtCtl(data))
             }
-            MSR_IA32_MCG_EXT_CTL => (R::Unknown, rules::MCG_EXT_CTL_NO_HANDLER, Store::None),
+            MSR_IA32_MCG_EXT_CTL => (R::Unknown, &rules::MCG_EXT_CTL_NO_HANDLER, Store::None),
             0x400..=0x47f => {
                 let off = (index - 0x400) as usize;
                 if off / 4 >= bank_num {
-                    return fail(rules::MCE_BANK_RANGE);
+                    return fail(&rules::MCE_BANK_RANGE);
                 }
                 let bad = match s.mce_bad_write {
                     MceBadWrite::Eperm => R::Fatal,
@@ -561,40 +616,40 @@ impl Engine {
                         };
                         if data != 0 && (data | tolerated) != !0 {
                             let rule = match s.mce_bad_write {
-                                MceBadWrite::Eperm => rules::MCE_CTL_EPERM,
-                                MceBadWrite::Gp => rules::MCE_CTL_GP,
+                                MceBadWrite::Eperm => &rules::MCE_CTL_EPERM,
+                                MceBadWrite::Gp => &rules::MCE_CTL_GP,
                             };
                             return (bad, rule, Store::None);
                         }
                         let rule = if s.mce_ctl_bit0_ok && data != 0 && data != !0 {
-                            rules::MCE_CTL_BIT0
+                            &rules::MCE_CTL_BIT0
                         } else {
-                            rules::MCE_WRITE
+                            &rules::MCE_WRITE
                         };
                         (R::Ok(0), rule, Store::Bank(off, data))
                     }
                     1 if !host && data != 0 && !v.can_set_mci_status() => {
                         let rule = match s.mce_bad_write {
-                            MceBadWrite::Eperm => rules::MCE_STATUS_EPERM,
-                            MceBadWrite::Gp => rules::MCE_STATUS_GP,
+                            MceBadWrite::Eperm => &rules::MCE_STATUS_EPERM,
+                            MceBadWrite::Gp => &rules::MCE_STATUS_GP,
                         };
                         (bad, rule, Store::None)
                     }
-                    _ => (R::Ok(0), rules::MCE_WRITE, Store::Bank(off, data)),
+                    _ => (R::Ok(0), &rules::MCE_WRITE, Store::Bank(off, data)),
                 }
             }
             0x280..=0x29f => {
                 let i = (index - 0x280) as usize;
                 if !s.mce_ctl2 {
-                    return (R::Unknown, rules::MCE_CTL2_NONE, Store::None);
+                    return (R::Unknown, &rules::MCE_CTL2_NONE, Store::None);
                 }
                 if i >= bank_num
                     || (v.mcg_cap & MCG_CMCI_P == 0 && (data != 0 || !host))
                     || data & !((1 << 30) | 0x7fff) != 0
                 {
-                    return fail(rules::MCE_CTL2_BAD);
+                    return fail(&rules::MCE_CTL2_BAD);
                 }
-                (R::Ok(0), rules::MCE_WRITE, Store::Ctl2(i, data))
+                (R::Ok(0), &rules::MCE_WRITE, Store::Ctl2(i, data))
             }
             // ---- §5 HWCR (kvm_set_msr_common MSR_K7_HWCR) ----
             MSR_K7_HWCR => {
@@ -602,19 +657,19 @@ impl Engine {
                 match s.hwcr_write {
                     HwcrWrite::SetOnly => {
                         if data == 1 << 18 {
-                            (R::Ok(0), rules::HWCR_WRITE, Store::Hwcr(data))
+                            (R::Ok(0), &rules::HWCR_WRITE, Store::Hwcr(data))
                         } else if data != 0 {
-                            fail(rules::HWCR_SET_ONLY)
+                            fail(&rules::HWCR_SET_ONLY)
                         } else {
                             // Accepted, but McStatusWrEn cannot be cleared.
-                            (R::Ok(0), rules::HWCR_SET_ONLY, Store::None)
+                            (R::Ok(0), &rules::HWCR_SET_ONLY, Store::None)
                         }
                     }
                     HwcrWrite::Bits18_24 => {
                         if data & !((1 << 18) | (1 << 24)) != 0 {
-                            fail(rules::HWCR_BITS)
+                            fail(&rules::HWCR_BITS)
                         } else {
-                            (R::Ok(0), rules::HWCR_WRITE, Store::Hwcr(data))
+                            (R::Ok(0), &rules::HWCR_WRITE, Store::Hwcr(data))
                         }
                     }
                 }
@@ -622,11 +677,11 @@ impl Engine {
             // ---- other: PAT (kvm_set_msr_common, kvm_pat_valid) ----
             // kvm_pvm stores PAT unchecked (measured, host-notes).
             MSR_IA32_CR_PAT if vendor == Vendor::Pvm => {
-                (R::Ok(0), rules::PAT_PVM_UNCHECKED, Store::Pat(data))
+                (R::Ok(0), &rules::PAT_PVM_UNCHECKED, Store::Pat(data))
             }
-            MSR_IA32_CR_PAT if !pat_valid(data) => fail(rules::PAT_INVALID),
-            MSR_IA32_CR_PAT => (R::Ok(0), rules::PAT_WRITE, Store::Pat(data)),
-            _ => (R::Unmodeled, rules::UNMODELED, Store::None),
+            MSR_IA32_CR_PAT if !pat_valid(data) => fail(&rules::PAT_INVALID),
+            MSR_IA32_CR_PAT => (R::Ok(0), &rules::PAT_WRITE, Store::Pat(data)),
+            _ => (R::Unmodeled, &rules::UNMODELED, Store::None),
         }
     }
 }
@@ -641,7 +696,7 @@ fn x2apic_read(id: u32, index: u32) -> (R, Rule) {
         // APIC_LDR in x2APIC mode: cluster (id >> 4) << 16 | 1 << (id & 0xf).
         0xd0 => (
             R::Ok((((id >> 4) as u64) << 16) | (1 << (id & 0xf))),
-            rules::X2APIC_REG,
+            &rules::X2APIC_REG,
         ),
         // ID LVR TASKPRI PROCPRI SPIV ISR TMR IRR ESR ICR LVTs TMICT TMCCT TDCR
         0x20
@@ -656,8 +711,8 @@ fn x2apic_read(id: u32, index: u32) -> (R, Rule) {
         | 0x320..=0x370
         | 0x380
         | 0x390
-        | 0x3e0 => (R::Unmodeled, rules::UNMODELED),
-        _ => (R::Fault, rules::X2APIC_REG),
+        | 0x3e0 => (R::Unmodeled, &rules::UNMODELED),
+        _ => (R::Fault, &rules::X2APIC_REG),
     }
 }
 
@@ -668,16 +723,16 @@ fn x2apic_read(id: u32, index: u32) -> (R, Rule) {
 fn x2apic_write(index: u32, data: u64) -> (R, Rule) {
     let reg = (index - 0x800) << 4;
     if reg != 0x300 && data >> 32 != 0 {
-        return (R::Fault, rules::X2APIC_REG);
+        return (R::Fault, &rules::X2APIC_REG);
     }
     match reg {
-        0xb0 if data == 0 => (R::Ok(0), rules::X2APIC_REG),
-        0x80 if data <= 0xff => (R::Ok(0), rules::X2APIC_REG),
-        0x280 if data != 0 => (R::Fault, rules::X2APIC_REG),
-        0x20 | 0x30 | 0xa0 | 0xd0 | 0xe0 | 0x100..=0x270 | 0x390 => (R::Fault, rules::X2APIC_REG),
+        0xb0 if data == 0 => (R::Ok(0), &rules::X2APIC_REG),
+        0x80 if data <= 0xff => (R::Ok(0), &rules::X2APIC_REG),
+        0x280 if data != 0 => (R::Fault, &rules::X2APIC_REG),
+        0x20 | 0x30 | 0xa0 | 0xd0 | 0xe0 | 0x100..=0x270 | 0x390 => (R::Fault, &rules::X2APIC_REG),
         0xb0 | 0x80 | 0x280 | 0xf0 | 0x2f0 | 0x300 | 0x320..=0x370 | 0x380 | 0x3e0 | 0x3f0 => {
-            (R::Unmodeled, rules::UNMODELED)
+            (R::Unmodeled, &rules::UNMODELED)
         }
-        _ => (R::Fault, rules::X2APIC_REG),
+        _ => (R::Fault, &rules::X2APIC_REG),
     }
 }
