@@ -23,6 +23,9 @@ pub struct Replay {
     trace: String,
     events: u64,
     lanes: Vec<Lane>,
+    /// Per policy, in the order given: its lane and its name's slot in that
+    /// lane's report list (0: the lane's own policy, k: its k-th alias).
+    order: Vec<(usize, usize)>,
     /// The last records of the previous chunk (context across chunk borders).
     tail: Vec<Record>,
     parallel: bool,
@@ -35,14 +38,30 @@ impl Replay {
     pub const KEEP: usize = 100;
 
     pub fn new(header: &TraceHeader, policies: Vec<Policy>) -> Replay {
-        let lanes = policies
-            .into_iter()
-            .map(|p| Lane::new(Engine::new(p, header)))
-            .collect();
+        let mut lanes: Vec<Lane> = Vec::new();
+        let mut order = Vec::with_capacity(policies.len());
+        for p in policies {
+            // A policy equal to an earlier one but for its name decides every
+            // event the same way: one lane replays it for both names.
+            match lanes
+                .iter()
+                .position(|l| same_but_name(l.engine.policy(), &p))
+            {
+                Some(i) => {
+                    lanes[i].aliases.push((p.name, Vec::new()));
+                    order.push((i, lanes[i].aliases.len()));
+                }
+                None => {
+                    order.push((lanes.len(), 0));
+                    lanes.push(Lane::new(Engine::new(p, header)));
+                }
+            }
+        }
         Replay {
             trace: header.payload.name.clone(),
             events: 0,
             lanes,
+            order,
             tail: Vec::new(),
             parallel: true,
             pool: None,
@@ -125,7 +144,17 @@ impl Replay {
         ReplayReport {
             trace: self.trace,
             events: self.events,
-            policies: self.lanes.into_iter().map(Lane::finish).collect(),
+            policies: {
+                let mut per_lane: Vec<Vec<Option<PolicyReport>>> = self
+                    .lanes
+                    .into_iter()
+                    .map(|l| l.finish().into_iter().map(Some).collect())
+                    .collect();
+                self.order
+                    .iter()
+                    .filter_map(|&(l, k)| per_lane[l][k].take())
+                    .collect()
+            },
         }
     }
 }
@@ -218,8 +247,22 @@ impl Taint {
     }
 }
 
+/// Whether `a` and `b` differ at most in their names.
+fn same_but_name(a: &Policy, b: &Policy) -> bool {
+    a.base == b.base
+        && a.release == b.release
+        && a.vendor == b.vendor
+        && a.switches == b.switches
+        && a.disabled_quirks == b.disabled_quirks
+        && a.msr == b.msr
+        && a.advertised_msrs == b.advertised_msrs
+}
+
 struct Lane {
     engine: Engine,
+    /// Other names of this lane's policy, each with the explanations of the
+    /// kept divergences under that name (the only text that names it).
+    aliases: Vec<(String, Vec<String>)>,
     /// Per vCPU: the behaviour of the event that made this policy's guest die.
     killed_by: Vec<Option<Behaviour>>,
     taint: Vec<Taint>,
@@ -255,6 +298,7 @@ impl Lane {
         let name = engine.policy().name.clone();
         Lane {
             engine,
+            aliases: Vec::new(),
             killed_by: Vec::new(),
             taint: Vec::new(),
             report: PolicyReport {
@@ -590,6 +634,9 @@ impl Lane {
             context.push((c.seq, c.vcpu, describe_event(&c.event)));
         }
         let explanation = explain(&r.name, &d, rec);
+        for (name, explanations) in &mut self.aliases {
+            explanations.push(explain(name, &d, rec));
+        }
         let div = Divergence {
             seq: rec.seq,
             vcpu: rec.vcpu,
@@ -611,7 +658,8 @@ impl Lane {
         r.kept.push(div);
     }
 
-    fn finish(mut self) -> PolicyReport {
+    /// The report of this lane's policy, then one per alias.
+    fn finish(mut self) -> Vec<PolicyReport> {
         let r = &mut self.report;
         r.agreement = if r.modelled == 0 {
             0.0
@@ -623,7 +671,19 @@ impl Lane {
         } else {
             r.modelled as f64 / r.outcomes as f64
         };
-        self.report
+        let mut out = Vec::with_capacity(1 + self.aliases.len());
+        for (name, explanations) in std::mem::take(&mut self.aliases) {
+            let mut r = self.report.clone();
+            r.name = name;
+            for (d, e) in r.kept.iter_mut().zip(explanations) {
+                d.explanation = e;
+            }
+            // The first divergence is always the first kept.
+            r.first = r.kept.first().cloned();
+            out.push(r);
+        }
+        out.insert(0, self.report);
+        out
     }
 }
 

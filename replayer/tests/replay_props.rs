@@ -151,6 +151,13 @@ fn policies() -> Vec<Policy> {
             v.push(p);
         }
     }
+    // The same policies under other names (one lane serves both; each name's
+    // report must equal its own single replay, explanations included).
+    for i in [0, 7, 17] {
+        let mut p = v[i].clone();
+        p.name = format!("{}-again", p.name);
+        v.push(p);
+    }
     v
 }
 
