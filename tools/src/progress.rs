@@ -41,3 +41,15 @@ pub fn spinner(what: &str) -> ProgressBar {
     );
     pb
 }
+
+/// A bar over `len` bytes of input (import), on the same terms.
+pub fn bytes(len: u64, what: &str) -> ProgressBar {
+    let pb = bar(len, what);
+    pb.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} {{bar:40}} {{bytes}}/{{total_bytes}} ({{bytes_per_sec}}, {{eta}})"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    pb
+}

@@ -132,3 +132,38 @@ pub struct TraceHeader {
     /// matters more (synth, golden files).
     pub started_unix_ns: u64,
 }
+
+/// The uapi name of a `KVM_CAP_*` number the recorder stores in
+/// [`HostInfo::caps`] (include/uapi/linux/kvm.h), for human output.
+pub fn kvm_cap_name(cap: u32) -> Option<&'static str> {
+    Some(match cap {
+        0 => "IRQCHIP",
+        14 => "MP_STATE",
+        31 => "MCE",
+        41 => "VCPU_EVENTS",
+        55 => "XSAVE",
+        116 => "DISABLE_QUIRKS",
+        117 => "X86_SMM",
+        121 => "SPLIT_IRQCHIP",
+        129 => "X2APIC_API",
+        143 => "X86_DISABLE_EXITS",
+        153 => "GET_MSR_FEATURES",
+        188 => "X86_USER_SPACE_MSR",
+        189 => "X86_MSR_FILTER",
+        204 => "EXIT_ON_EMULATION_FAILURE",
+        213 => "DISABLE_QUIRKS2",
+        218 => "X86_TRIPLE_FAULT_EVENT",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cap_names_match_uapi_numbers() {
+        // Spot checks against HOST.md's list (KVM_CAP_DISABLE_QUIRKS2 = 213 ...).
+        assert_eq!(super::kvm_cap_name(213), Some("DISABLE_QUIRKS2"));
+        assert_eq!(super::kvm_cap_name(188), Some("X86_USER_SPACE_MSR"));
+        assert_eq!(super::kvm_cap_name(1), None);
+    }
+}

@@ -48,14 +48,20 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
     writeln!(out, "tool          kvmtrace {}", h.tool_version)?;
     writeln!(
         out,
-        "host          kernel {} module {} vendor {:?} ({})",
-        h.host.kernel_release, h.host.kvm_module, h.host.cpu_vendor, h.host.cpu_model
+        "host          kernel {} module {} vendor {} ({})",
+        h.host.kernel_release,
+        h.host.kvm_module,
+        name(&h.host.cpu_vendor),
+        h.host.cpu_model
     )?;
     let caps: Vec<String> = h
         .host
         .caps
         .iter()
-        .map(|(c, v)| format!("{c}={v:#x}"))
+        .map(|(c, v)| match kvmtrace_format::kvm_cap_name(*c) {
+            Some(n) => format!("{n}={v:#x}"),
+            None => format!("{c}={v:#x}"),
+        })
         .collect();
     writeln!(out, "kvm caps      {}", caps.join(" "))?;
     writeln!(out, "valid quirks  {:#x}", h.host.valid_quirks)?;
@@ -68,12 +74,12 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
     )?;
     writeln!(
         out,
-        "vm            {} vCPUs, {} MiB, {} CPUID leaves, disabled quirks {:#x}, irqchip {:?}",
+        "vm            {} vCPUs, {} MiB, {} CPUID leaves, disabled quirks {:#x}, irqchip {}",
         h.vm.vcpus,
         h.vm.memory_bytes >> 20,
         h.vm.cpuid.len(),
         h.vm.disabled_quirks,
-        h.vm.irqchip
+        name(&h.vm.irqchip)
     )?;
     writeln!(
         out,
@@ -90,8 +96,8 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
     )?;
     writeln!(
         out,
-        "capture       {:?} (user-space exits {:#x}{}) {}",
-        cap.mode,
+        "capture       {} (user-space exits {:#x}{}) {}",
+        name(&cap.mode),
         cap.user_space_msr,
         if cap.filter.is_some() {
             ", capture filter"
@@ -126,4 +132,12 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
         }
     )?;
     Ok(0)
+}
+
+/// The name an enum has in JSON (`amd`, `none`, `intercept`), or `unknown`.
+fn name<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => "unknown".into(),
+    }
 }

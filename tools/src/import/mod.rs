@@ -9,7 +9,7 @@
 
 pub mod ftrace;
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use kvmtrace_format::{CaptureInfo, CaptureMode, CpuVendor, HostInfo, TraceHeader};
@@ -137,19 +137,6 @@ pub fn import_header(host: HostInfo, source: &str) -> TraceHeader {
     }
 }
 
-fn progress_bar(total: u64) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let pb = indicatif::ProgressBar::new(total);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "importing {bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
-    ) {
-        pb.set_style(style);
-    }
-    pb
-}
-
 pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
     if args.format != "ftrace" {
         anyhow::bail!(
@@ -169,7 +156,7 @@ pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
     let opts = ImportOptions {
         lenient: args.lenient,
     };
-    let pb = progress_bar(total);
+    let pb = crate::progress::bytes(total, "importing");
     let sum = write_trace(file, &name, &args.output, header, &opts, &pb)?;
     pb.finish_and_clear();
     let c = &sum.convert;
