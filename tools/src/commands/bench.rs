@@ -105,7 +105,7 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow
 
     writeln!(
         err,
-        "bench: replay msr-loop {} events and mixed (modelled), 1 and 8 policies",
+        "bench: replay msr-loop {} events and a fully modelled trace, 1 and 8 policies",
         sizes.replay_events
     )?;
     let r = super::replay::bench(&scratch.0, sizes.replay_events);
