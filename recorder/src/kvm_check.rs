@@ -26,7 +26,9 @@ pub fn require_kvm(test: &str) -> bool {
             .append(true)
             .open(path)
     {
-        let _ = writeln!(f, "{line}");
+        // One write of the whole line: tests run in parallel threads and
+        // processes, and O_APPEND keeps only a single write(2) in one piece.
+        let _ = f.write_all(format!("{line}\n").as_bytes());
     }
     ok
 }
