@@ -481,23 +481,7 @@ impl Vcpu {
             }
         };
         let (origin, decided_by) = (Origin::Guest, DecidedBy::Vmm);
-        let event = match value {
-            None => Event::MsrRead {
-                index,
-                origin,
-                outcome,
-                decided_by,
-                capture,
-            },
-            Some(value) => Event::MsrWrite {
-                index,
-                value,
-                origin,
-                outcome,
-                decided_by,
-                capture,
-            },
-        };
+        let event = Event::msr_access(index, value, origin, outcome, decided_by, capture);
         let rec = self.out.stamp(event);
         eng.apply(&rec);
         drop(eng);

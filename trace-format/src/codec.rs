@@ -971,23 +971,9 @@ fn decode_msr(
         }
         other => return Err(m(s[S_MSR].err(format!("unknown MSR outcome code {other}")))),
     };
-    Ok(match value {
-        Some(value) => Event::MsrWrite {
-            index,
-            value,
-            origin,
-            outcome,
-            decided_by,
-            capture,
-        },
-        None => Event::MsrRead {
-            index,
-            origin,
-            outcome,
-            decided_by,
-            capture,
-        },
-    })
+    Ok(Event::msr_access(
+        index, value, origin, outcome, decided_by, capture,
+    ))
 }
 
 #[cfg(test)]

@@ -491,6 +491,35 @@ impl EventKind {
 }
 
 impl Event {
+    /// An `MsrRead` (`value` None) or `MsrWrite`: the one place that builds an
+    /// MSR access from an exit or a decoded record, whichever it is.
+    pub fn msr_access(
+        index: u32,
+        value: Option<u64>,
+        origin: Origin,
+        outcome: MsrOutcome,
+        decided_by: DecidedBy,
+        capture: Option<MsrExitReason>,
+    ) -> Event {
+        match value {
+            None => Event::MsrRead {
+                index,
+                origin,
+                outcome,
+                decided_by,
+                capture,
+            },
+            Some(value) => Event::MsrWrite {
+                index,
+                value,
+                origin,
+                outcome,
+                decided_by,
+                capture,
+            },
+        }
+    }
+
     pub fn kind(&self) -> EventKind {
         match self {
             Event::MsrRead { .. } => EventKind::MsrRead,
