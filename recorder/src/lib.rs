@@ -30,6 +30,7 @@ pub mod sink;
 pub mod state;
 pub mod vcpu;
 pub mod vm;
+pub mod vmm_tap;
 pub mod writer;
 
 use std::path::PathBuf;
