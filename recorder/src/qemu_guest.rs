@@ -212,7 +212,10 @@ fn entry32() -> Result<Vec<u8>, IcedError> {
     a.cmp(ecx, 2048u32)?;
     a.jne(fill)?;
     // The xAPIC page uncached (PCD | PWT).
-    a.or(dword_ptr(PD as u32 + 8 * (XAPIC_BASE >> 21) as u32), 0x18u32)?;
+    a.or(
+        dword_ptr(PD as u32 + 8 * (XAPIC_BASE >> 21) as u32),
+        0x18u32,
+    )?;
     // GDT: null, 64-bit code (0x08), data (0x10); GDTR.
     let gdt: [u64; 3] = [0, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
     for (i, d) in gdt.iter().enumerate() {
@@ -403,7 +406,9 @@ fn code64() -> Result<(Vec<u8>, u64), IcedError> {
     // x2APIC on, its registers, INIT + SIPI through the ICR MSR.
     rmw(&mut a, MSR_APIC_BASE, APIC_EN | APIC_EXTD, 0)?;
     rdmsr(&mut a, MSR_APIC_BASE)?;
-    for index in [0x802, 0x803, 0x808, 0x80a, 0x80d, 0x80f, 0x830, 0x832, 0x838] {
+    for index in [
+        0x802, 0x803, 0x808, 0x80a, 0x80d, 0x80f, 0x830, 0x832, 0x838,
+    ] {
         rdmsr(&mut a, index)?;
     }
     // Write-only, read-only, reserved and the x2APIC-invalid DFR.
@@ -411,16 +416,16 @@ fn code64() -> Result<(Vec<u8>, u64), IcedError> {
         rdmsr(&mut a, index)?;
     }
     for (index, value) in [
-        (0x808, 0),           // TPR
-        (0x80b, 0),           // EOI
-        (0x802, 0),           // ID: read-only
-        (0x803, 0),           // version: read-only
-        (0x80d, 0),           // LDR: read-only in x2APIC mode
-        (0x80f, 0x1ff),       // SVR
-        (0x832, 0x1_0000),    // LVT timer masked
-        (0x838, 0),           // timer initial count
-        (0x83e, 0),           // divide config
-        (0x804, 0),           // reserved
+        (0x808, 0),             // TPR
+        (0x80b, 0),             // EOI
+        (0x802, 0),             // ID: read-only
+        (0x803, 0),             // version: read-only
+        (0x80d, 0),             // LDR: read-only in x2APIC mode
+        (0x80f, 0x1ff),         // SVR
+        (0x832, 0x1_0000),      // LVT timer masked
+        (0x838, 0),             // timer initial count
+        (0x83e, 0),             // divide config
+        (0x804, 0),             // reserved
         (0x830, 0x4_0000_00ff), // ICR with reserved bits (no shorthand, vector 0xff)
     ] {
         wrmsr(&mut a, index, value)?;
@@ -534,7 +539,8 @@ mod tests {
         assert!(p.entry > CODE64);
         // Multiboot: magic, flags, checksum within the first 8 KiB.
         let at = MULTIBOOT_OFFSET as usize;
-        let word = |i: usize| u32::from_le_bytes(bytes[at + 4 * i..at + 4 * i + 4].try_into().unwrap());
+        let word =
+            |i: usize| u32::from_le_bytes(bytes[at + 4 * i..at + 4 * i + 4].try_into().unwrap());
         assert_eq!(word(0), MB_MAGIC);
         assert_eq!(word(0).wrapping_add(word(1)).wrapping_add(word(2)), 0);
         assert_eq!(u64::from(word(7)), ENTRY32);
