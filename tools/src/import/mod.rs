@@ -22,9 +22,11 @@ pub use ftrace::{
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ImportArgs {
-    /// Input format (only `ftrace`).
+    /// Input format: `ftrace` (tracefs `trace`/`trace_pipe`, `trace-cmd report`) or
+    /// `perf` (a `perf.data` file or `perf script` text, from `perf record -e 'kvm:*'`
+    /// with or without `-p`/`-a`, or `perf kvm stat record`).
     pub format: String,
-    /// The tracefs text (`trace`, `trace_pipe` or `trace-cmd report` output).
+    /// The input file.
     pub input: PathBuf,
     #[arg(short, long)]
     pub output: PathBuf,
@@ -138,9 +140,9 @@ pub fn import_header(host: HostInfo, source: &str) -> TraceHeader {
 }
 
 pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
-    if args.format != "ftrace" {
+    if args.format != "ftrace" && args.format != "perf" {
         anyhow::bail!(
-            "import format {:?}: only `ftrace` is supported",
+            "import format {:?}: expected `ftrace` (tracefs text) or `perf` (perf.data or `perf script` text)",
             args.format
         );
     }
@@ -149,15 +151,38 @@ pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
         writeln!(err, "{note}")?;
     }
     let name = args.input.display().to_string();
-    let file =
+    let mut file =
         std::fs::File::open(&args.input).map_err(|e| anyhow::anyhow!("opening {name}: {e}"))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let header = import_header(host_info, &name);
+    let mut header = import_header(host_info, &name);
     let opts = ImportOptions {
         lenient: args.lenient,
     };
     let pb = crate::progress::bytes(total, "importing");
-    let sum = write_trace(file, &name, &args.output, header, &opts, &pb)?;
+    let sum = if args.format == "perf" {
+        let mut head = [0u8; 8];
+        let n = std::io::Read::read(&mut file, &mut head).unwrap_or(0);
+        if kvmtrace_capture::perf::is_perf_data(&head[..n]) {
+            drop(file);
+            let text = kvmtrace_capture::perf::PerfDataText::open(&args.input)?;
+            header.capture.detail = format!(
+                "perf.data {name} (formats from {})",
+                text.stats.formats_from
+            );
+            // Progress counts text bytes, not file bytes: no total.
+            pb.set_length(0);
+            write_trace(text, &name, &args.output, header, &opts, &pb)?
+        } else {
+            use std::io::Seek;
+            file.seek(std::io::SeekFrom::Start(0))
+                .map_err(|e| anyhow::anyhow!("reading {name}: {e}"))?;
+            header.capture.detail = format!("perf script text {name}");
+            let text = kvmtrace_capture::perf::PerfScriptText::new(file);
+            write_trace(text, &name, &args.output, header, &opts, &pb)?
+        }
+    } else {
+        write_trace(file, &name, &args.output, header, &opts, &pb)?
+    };
     pb.finish_and_clear();
     let c = &sum.convert;
     if args.json {
@@ -222,8 +247,8 @@ pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
 
 /// Stream the import into a `.kvt` file (`NAME.incomplete` until it is whole:
 /// a failed import leaves no file that looks good).
-fn write_trace(
-    file: std::fs::File,
+fn write_trace<R: std::io::Read>(
+    file: R,
     name: &str,
     output: &std::path::Path,
     header: TraceHeader,
