@@ -218,6 +218,9 @@ pub fn describe_event(e: &Event) -> String {
                 InitSource::Kernel => "in-kernel LAPIC".into(),
             }
         ),
+        Event::Sipi { from, vector } if *from == kvmtrace_format::SIPI_FROM_UNKNOWN => {
+            format!("SIPI vector {vector:#x}")
+        }
         Event::Sipi { from, vector } => format!("SIPI vector {vector:#x} from vCPU {from}"),
         Event::Cpuid { entries } => format!("KVM_SET_CPUID2 ({} entries)", entries.len()),
         Event::QuirksDisabled { cap, mask } => format!(
@@ -245,6 +248,17 @@ pub fn describe_event(e: &Event) -> String {
         Event::Lost { count, .. } => format!("{count} events lost"),
         Event::End { reason } => format!("end ({reason:?})"),
         Event::Ipi { dst, vector, mode } => format!("IPI {mode:?} vector {vector} to {dst}"),
+        Event::KernelReset { .. } => "RESET state (registers not seen)".to_string(),
+        Event::KernelInit { from, .. } => match from {
+            Some(f) => format!("INIT (in-kernel LAPIC, IPI from vCPU {f}; registers not seen)"),
+            None => "INIT (in-kernel LAPIC; registers not seen)".to_string(),
+        },
+        Event::VcpuThread {
+            pid,
+            tid,
+            comm,
+            identity,
+        } => format!("vCPU thread {comm:?} (pid {pid}, tid {tid}, identity {identity:?})"),
     }
 }
 

@@ -55,6 +55,23 @@ pub enum Command {
     Bench(BenchArgs),
     /// Record `tour` and replay it against every preset: the divergence matrix.
     Demo(DemoArgs),
+    /// Write a guest image: `guest qemu -o guest.elf` (QEMU `-kernel`, or `record --payload`).
+    Guest(GuestArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GuestKind {
+    /// Multiboot image for `qemu-system-x86_64 -kernel` that is also a 64-bit payload.
+    Qemu,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GuestArgs {
+    #[arg(value_enum)]
+    pub kind: GuestKind,
+    /// Where to write the image.
+    #[arg(short, long)]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
