@@ -24,6 +24,7 @@ pub mod live;
 pub mod merge;
 pub mod observe;
 pub mod payload;
+pub mod qemu_guest;
 pub mod scenarios;
 pub mod sink;
 pub mod state;
