@@ -24,11 +24,13 @@ pub mod live;
 pub mod merge;
 pub mod observe;
 pub mod payload;
+pub mod qemu_guest;
 pub mod scenarios;
 pub mod sink;
 pub mod state;
 pub mod vcpu;
 pub mod vm;
+pub mod vmm_tap;
 pub mod writer;
 
 use std::path::PathBuf;

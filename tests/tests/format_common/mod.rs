@@ -342,10 +342,54 @@ fn state(rip: u64) -> Box<ArchState> {
     })
 }
 
-/// A deterministic trace with every event kind on two vCPUs, over several
-/// chunks: what the golden file holds. Returns records and the chunk breaks
+/// A deterministic trace with every event kind on three vCPUs, over several
+/// chunks: what the newest golden file holds. Returns records and the chunk breaks
 /// (flush after these indices).
 pub fn golden_records() -> (Vec<Record>, Vec<usize>) {
+    let (mut out, breaks) = golden_records_v1_0();
+    let mut seq = out.len() as u64;
+    let mut t = out.last().map_or(0, |r| r.time_ns);
+    // Format 1.1: a vCPU of another VMM's capture (tracepoints only).
+    let mut push = |event: Event| {
+        t += 5;
+        out.push(Record {
+            seq,
+            vcpu: 2,
+            time_ns: t,
+            event,
+        });
+        seq += 1;
+    };
+    push(Event::VcpuThread {
+        pid: 4000,
+        tid: 4002,
+        comm: "CPU 2/KVM".into(),
+        identity: VcpuIdentity::ThreadName,
+    });
+    push(Event::KernelReset {
+        known: KnownState::UNKNOWN,
+    });
+    push(Event::KernelInit {
+        from: Some(0),
+        known: KnownState {
+            mp_state: Some(2),
+            ..KnownState::UNKNOWN
+        },
+    });
+    push(Event::Sipi {
+        from: SIPI_FROM_UNKNOWN,
+        vector: 0x9f,
+    });
+    push(Event::KernelInit {
+        from: None,
+        known: KnownState::UNKNOWN,
+    });
+    (out, breaks)
+}
+
+/// The records of format 1.0's golden file (`tests/golden/v1.kvt`): every
+/// event kind of 1.0.
+pub fn golden_records_v1_0() -> (Vec<Record>, Vec<usize>) {
     let mut out = Vec::new();
     let mut seq = 0u64;
     let mut t = 0u64;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use kvmtrace_format::Event;
+use kvmtrace_format::{Event, VcpuIdentity};
 
 use crate::cli::FileJsonArgs;
 use crate::trace_io::TraceFile;
@@ -14,6 +14,8 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
     // Taints live in the event stream (Lost events) and in how vCPUs ended.
     let mut lost: BTreeMap<String, u64> = BTreeMap::new();
     let mut ends = Vec::new();
+    // vCPUs whose identity is a guess (`VcpuThread { identity: first_seen }`).
+    let mut guessed = Vec::new();
     let mut events = 0u64;
     for rec in t.records() {
         let rec = rec?;
@@ -25,6 +27,10 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
                     .or_default() += count
             }
             Event::End { reason } => ends.push((rec.vcpu, reason.clone())),
+            Event::VcpuThread {
+                identity: VcpuIdentity::FirstSeen,
+                ..
+            } => guessed.push(rec.vcpu),
             _ => {}
         }
     }
@@ -32,6 +38,15 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
     let mut taints = Vec::new();
     for (src, n) in &lost {
         taints.push(format!("lost {n} events ({src})"));
+    }
+    if !guessed.is_empty() {
+        guessed.sort_unstable();
+        guessed.dedup();
+        let list: Vec<String> = guessed.iter().map(|v| v.to_string()).collect();
+        taints.push(format!(
+            "vCPU identity guessed (numbered in order of appearance) for vCPU {}",
+            list.join(", ")
+        ));
     }
     if args.json {
         let mut v = serde_json::to_value(h)?;
