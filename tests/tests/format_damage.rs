@@ -187,6 +187,7 @@ fn newer_versions() {
     // Needs a newer reader: refused, naming the file and both versions.
     let mut b = full.clone();
     b[8..10].copy_from_slice(&3u16.to_le_bytes());
+    b[10..12].copy_from_slice(&0u16.to_le_bytes());
     b[12..14].copy_from_slice(&2u16.to_le_bytes());
     let e = TraceReader::from_bytes(&b).err().unwrap();
     assert!(

@@ -66,6 +66,9 @@ pub const fn kind_code(k: EventKind) -> u8 {
         EventKind::RawExit => 17,
         EventKind::Lost => 18,
         EventKind::End => 19,
+        EventKind::KernelReset => 20,
+        EventKind::KernelInit => 21,
+        EventKind::VcpuThread => 22,
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use kvmtrace_format::Event;
+use kvmtrace_format::{Event, VcpuIdentity};
 
 use crate::cli::FileJsonArgs;
 use crate::trace_io::TraceFile;
@@ -16,6 +16,8 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
     // Sources with a loss the kernel did not count (`CPU:N [LOST EVENTS]`).
     let mut uncounted: BTreeMap<String, u64> = BTreeMap::new();
     let mut ends = Vec::new();
+    // vCPUs whose identity is a guess (`VcpuThread { identity: first_seen }`).
+    let mut guessed = Vec::new();
     let mut events = 0u64;
     for rec in t.records() {
         let rec = rec?;
@@ -29,6 +31,10 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
                 }
             }
             Event::End { reason } => ends.push((rec.vcpu, reason.clone())),
+            Event::VcpuThread {
+                identity: VcpuIdentity::FirstSeen,
+                ..
+            } => guessed.push(rec.vcpu),
             _ => {}
         }
     }
@@ -40,6 +46,18 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
             Some(k) if *n == 0 => format!("lost events {k} times, uncounted ({src})"),
             Some(k) => format!("lost at least {n} events, {k} times uncounted ({src})"),
         });
+    }
+    if !guessed.is_empty() {
+        guessed.sort_unstable();
+        guessed.dedup();
+        let list: Vec<String> = guessed.iter().map(|v| v.to_string()).collect();
+        taints.push(format!(
+            "vCPU identity guessed (numbered in order of appearance) for vCPU {}",
+            list.join(", ")
+        ));
+    }
+    if !h.config_source.is_exact() {
+        taints.push("VM configuration unknown: replay assumes it".to_string());
     }
     if args.json {
         let mut v = serde_json::to_value(h)?;
@@ -89,6 +107,7 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
         h.vm.disabled_quirks,
         name(&h.vm.irqchip)
     )?;
+    writeln!(out, "vm config     {}", h.config_source.describe())?;
     writeln!(
         out,
         "vm msr        user-space exits {:#x}, filter {}, mcg_cap {}",

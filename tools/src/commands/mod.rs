@@ -7,6 +7,7 @@ pub mod corpus;
 pub mod demo;
 pub mod diff;
 pub mod dump;
+pub mod guest;
 pub mod info;
 pub mod policies;
 pub mod record;
@@ -42,6 +43,7 @@ pub fn run(cmd: Command, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Re
         Command::Fidelity(a) => crate::fidelity::run(&a, out, err),
         Command::Bench(a) => bench::run(&a, out, err),
         Command::Demo(a) => demo::run(&a, out, err),
+        Command::Guest(a) => guest::run(&a, out, err),
     }
 }
 

@@ -124,6 +124,9 @@ pub fn describe(e: &Event) -> String {
             after.rdx(),
             after.rip
         ),
+        Event::Sipi { from, vector } if *from == kvmtrace_format::SIPI_FROM_UNKNOWN => {
+            format!("sipi vector {vector:#x}")
+        }
         Event::Sipi { from, vector } => format!("sipi from vcpu {from} vector {vector:#x}"),
         Event::Ipi { dst, vector, mode } => format!("ipi to {dst} vector {vector:#x} {mode:?}"),
         Event::Cpuid { entries } => format!("cpuid ({} entries)", entries.len()),
@@ -161,5 +164,41 @@ pub fn describe(e: &Event) -> String {
         }
         Event::Lost { source, count } => format!("LOST {count} events ({source:?})"),
         Event::End { reason } => format!("end {reason:?}"),
+        Event::KernelReset { known } => format!("reset {}", known_state(known)),
+        Event::KernelInit { from, known } => format!(
+            "init by the in-kernel lapic{} {}",
+            from.map(|f| format!(" from vcpu {f}")).unwrap_or_default(),
+            known_state(known)
+        ),
+        Event::VcpuThread {
+            pid,
+            tid,
+            comm,
+            identity,
+        } => {
+            format!("vcpu thread {comm:?} pid {pid} tid {tid} identity {identity:?}").to_lowercase()
+        }
+    }
+}
+
+/// `(registers not seen)` or the registers a capture saw, `name=value`.
+fn known_state(k: &kvmtrace_format::KnownState) -> String {
+    let mut parts = Vec::new();
+    let mut put = |name: &str, v: Option<u64>| {
+        if let Some(v) = v {
+            parts.push(format!("{name}={v:#x}"));
+        }
+    };
+    put("rip", k.rip);
+    put("cs", k.cs_selector.map(u64::from));
+    put("cs_base", k.cs_base);
+    put("rdx", k.rdx);
+    put("cr0", k.cr0);
+    put("apic_base", k.apic_base);
+    put("mp_state", k.mp_state.map(u64::from));
+    if parts.is_empty() {
+        "(registers not seen)".to_string()
+    } else {
+        format!("(seen: {}; the rest unknown)", parts.join(" "))
     }
 }

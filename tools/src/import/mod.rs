@@ -2,7 +2,7 @@
 //!
 //! The text is what users paste from tracefs `trace`, `trace_pipe` or
 //! `trace-cmd report`; the line parser and converter are shared with observe
-//! mode (`kvmtrace_recorder::observe`). The header says `capture.mode = Import`:
+//! mode and wrap/attach recording (`kvmtrace_capture`). The header says `capture.mode = Import`:
 //! an imported trace starts from unknown state (the replayer lets a first read
 //! teach a value), and its host is `--kernel/--vendor` or, without them, this
 //! machine (said on stderr).
@@ -134,6 +134,7 @@ pub fn import_header(host: HostInfo, source: &str) -> TraceHeader {
             detail: format!("ftrace text {source}"),
             ..Default::default()
         },
+        config_source: kvmtrace_format::ConfigSource::legacy(CaptureMode::Import),
         ..Default::default()
     }
 }
