@@ -152,6 +152,20 @@ pub struct ReplayArgs {
     /// Worker threads (output is identical whatever the count).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Divergences shown per policy (human report: default 5; --json: default
+    /// all); 0 shows all.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Only direct divergences (not consequences of an earlier one).
+    #[arg(long)]
+    pub direct_only: bool,
+    /// Only divergences of this behaviour (mwait, reset_init, shutdown,
+    /// feat_ctl, x2apic, mce, other).
+    #[arg(long)]
+    pub behaviour: Option<String>,
+    /// Only divergences on this vCPU.
+    #[arg(long)]
+    pub vcpu: Option<u32>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -9,7 +9,7 @@
 
 pub mod ftrace;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use kvmtrace_format::{CaptureInfo, CaptureMode, CpuVendor, HostInfo, TraceHeader};
@@ -26,7 +26,8 @@ pub struct ImportArgs {
     /// `perf` (a `perf.data` file or `perf script` text, from `perf record -e 'kvm:*'`
     /// with or without `-p`/`-a`, or `perf kvm stat record`).
     pub format: String,
-    /// The input file.
+    /// The input file; `-` reads standard input (text only: a perf.data file
+    /// must be named, it is read with seeks).
     pub input: PathBuf,
     #[arg(short, long)]
     pub output: PathBuf,
@@ -135,6 +136,7 @@ pub fn import_header(host: HostInfo, source: &str) -> TraceHeader {
             detail: format!("ftrace text {source}"),
             ..Default::default()
         },
+        config_source: kvmtrace_format::ConfigSource::legacy(CaptureMode::Import),
         ..Default::default()
     }
 }
@@ -150,20 +152,48 @@ pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
     if let Some(note) = note {
         writeln!(err, "{note}")?;
     }
-    let name = args.input.display().to_string();
-    let mut file =
-        std::fs::File::open(&args.input).map_err(|e| anyhow::anyhow!("opening {name}: {e}"))?;
-    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut header = import_header(host_info, &name);
     let opts = ImportOptions {
         lenient: args.lenient,
     };
+    // `-` is standard input; a FIFO or a pipe streams like a file (the
+    // import reads front to back and never seeks).
+    let (input, name, total): (Box<dyn std::io::Read>, String, u64) =
+        if args.input.as_os_str() == "-" {
+            (Box::new(std::io::stdin().lock()), "<stdin>".into(), 0)
+        } else {
+            let name = args.input.display().to_string();
+            let file = std::fs::File::open(&args.input)
+                .map_err(|e| anyhow::anyhow!("cannot read {name}: {e}"))?;
+            let meta = file
+                .metadata()
+                .map_err(|e| anyhow::anyhow!("cannot read {name}: {e}"))?;
+            if meta.is_dir() {
+                anyhow::bail!("cannot read {name}: it is a directory");
+            }
+            let total = if meta.is_file() { meta.len() } else { 0 };
+            (Box::new(file), name, total)
+        };
     let pb = crate::progress::bytes(total, "importing");
+    let mut header = import_header(host_info, &name);
     let sum = if args.format == "perf" {
+        let mut input = input;
         let mut head = [0u8; 8];
-        let n = std::io::Read::read(&mut file, &mut head).unwrap_or(0);
+        let mut n = 0;
+        while n < head.len() {
+            match input.read(&mut head[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => anyhow::bail!("cannot read {name}: {e}"),
+            }
+        }
         if kvmtrace_capture::perf::is_perf_data(&head[..n]) {
-            drop(file);
+            if args.input.as_os_str() == "-" {
+                anyhow::bail!(
+                    "<stdin>: a perf.data file cannot be read from standard input; name the file"
+                );
+            }
+            drop(input);
             let text = kvmtrace_capture::perf::PerfDataText::open(&args.input)?;
             header.capture.detail = format!(
                 "perf.data {name} (formats from {})",
@@ -173,15 +203,14 @@ pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
             pb.set_length(0);
             write_trace(text, &name, &args.output, header, &opts, &pb)?
         } else {
-            use std::io::Seek;
-            file.seek(std::io::SeekFrom::Start(0))
-                .map_err(|e| anyhow::anyhow!("reading {name}: {e}"))?;
             header.capture.detail = format!("perf script text {name}");
-            let text = kvmtrace_capture::perf::PerfScriptText::new(file);
+            let text = kvmtrace_capture::perf::PerfScriptText::new(
+                std::io::Cursor::new(head[..n].to_vec()).chain(input),
+            );
             write_trace(text, &name, &args.output, header, &opts, &pb)?
         }
     } else {
-        write_trace(file, &name, &args.output, header, &opts, &pb)?
+        write_trace(input, &name, &args.output, header, &opts, &pb)?
     };
     pb.finish_and_clear();
     let c = &sum.convert;
@@ -232,7 +261,7 @@ pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
     if sum.unterminated {
         writeln!(
             err,
-            "warning: {name} does not end in a newline: its last line may be cut short"
+            "warning: {name} does not end in a newline: its cut last line was recorded as lost"
         )?;
     }
     if sum.ring_lost > 0 {
@@ -247,8 +276,8 @@ pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
 
 /// Stream the import into a `.kvt` file (`NAME.incomplete` until it is whole:
 /// a failed import leaves no file that looks good).
-fn write_trace<R: std::io::Read>(
-    file: R,
+fn write_trace(
+    file: impl std::io::Read,
     name: &str,
     output: &std::path::Path,
     header: TraceHeader,
