@@ -79,7 +79,12 @@ pub struct Engine {
 impl Engine {
     pub fn new(policy: Policy, header: &TraceHeader) -> Engine {
         let irqchip = header.vm.irqchip.unwrap_or(Irqchip::None);
-        let imported = header.capture.mode == kvmtrace_format::CaptureMode::Import;
+        // Imports and recordings of other VMMs (tracepoints only) start from
+        // unknown state: the VMM set registers and MSRs nobody saw.
+        let imported = matches!(
+            header.capture.mode,
+            kvmtrace_format::CaptureMode::Import | kvmtrace_format::CaptureMode::External
+        );
         let vm = VmState {
             disabled_quirks: 0,
             user_space_msr: 0,
