@@ -37,7 +37,7 @@ use kvmtrace_format::{
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::SignalsInfo;
 use signal_hook::iterator::exfiltrator::WithOrigin;
-use signal_hook::low_level::siginfo::{Cause, Sent};
+use signal_hook::low_level::siginfo::Cause;
 
 use crate::vmm_tap::{self, TapError, TapEvent, TapStatus};
 
@@ -218,7 +218,7 @@ impl Drop for VmmLock {
 /// A VM's open trace.
 struct VmOut {
     path: PathBuf,
-    writer: TraceWriter<File>,
+    writer: TraceWriter<std::io::BufWriter<File>>,
     seq: u64,
     base_ns: u64,
     last_ns: u64,
@@ -497,6 +497,14 @@ pub fn record_external(
         lock = VmmLock::claim(vmm_pid).ok();
     }
     let (host, _) = crate::observe::host::this_host();
+    let config_source = kvmtrace_format::ConfigSource::Unknown {
+        why: match &cfg.target {
+            Target::Attach(_) => "attach mode cannot tap a running VMM's configuration ioctls".into(),
+            Target::Wrap(_) => {
+                "wrap mode: the VMM's configuration ioctls are not merged into the trace".into()
+            }
+        },
+    };
     let header = TraceHeader {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         host,
@@ -509,6 +517,7 @@ pub fn record_external(
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0),
+        config_source,
         ..Default::default()
     };
     let mut outs = Outs {
@@ -527,7 +536,7 @@ pub fn record_external(
     let mut break_with_signal = None;
     let stop = loop {
         for s in signals.pending() {
-            let from_terminal = matches!(s.cause, Cause::Sent(Sent::Kernel));
+            let from_terminal = matches!(s.cause, Cause::Kernel);
             if wrap {
                 // A terminal's Ctrl-C reached the VMM already (same process
                 // group); a signal sent to kvmtrace alone is passed on.

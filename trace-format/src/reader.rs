@@ -223,12 +223,23 @@ pub(crate) fn read_head<R: Read + Seek>(
     h.update(&body);
     check_crc(name, at, "header", le32(&hf[4..8]), h.finalize())?;
     // Bytes after the bincode header inside the frame are the extension area.
-    let header: TraceHeader = decode_body::<_, { MAX_HEADER_BYTES as usize }>(
-        &body,
-        name,
-        Location::at(body_at),
-        "header",
-    )?;
+    // Before 1.2 the header ends before `config_source`.
+    let header: TraceHeader = if (version.major, version.minor) < (1, 2) {
+        decode_body::<crate::header::TraceHeaderV1_1, { MAX_HEADER_BYTES as usize }>(
+            &body,
+            name,
+            Location::at(body_at),
+            "header",
+        )?
+        .into()
+    } else {
+        decode_body::<_, { MAX_HEADER_BYTES as usize }>(
+            &body,
+            name,
+            Location::at(body_at),
+            "header",
+        )?
+    };
     Ok((version, header, body_at + hlen))
 }
 

@@ -5,11 +5,13 @@
 
 mod common;
 mod cpu;
+pub(crate) mod lapic;
 mod msr;
 
 pub(crate) use common::teach;
 pub use common::{NREGS, REGS_KNOWN_AT_RESET};
 pub use cpu::compare_state;
+pub use lapic::LapicRegs;
 pub(crate) use msr::{Store, model_handles};
 #[cfg(test)]
 mod tests;

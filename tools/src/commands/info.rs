@@ -48,6 +48,9 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
             list.join(", ")
         ));
     }
+    if !h.config_source.is_exact() {
+        taints.push("VM configuration unknown: replay assumes it".to_string());
+    }
     if args.json {
         let mut v = serde_json::to_value(h)?;
         v["file"] = serde_json::json!(args.file.display().to_string());
@@ -96,6 +99,7 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
         h.vm.disabled_quirks,
         name(&h.vm.irqchip)
     )?;
+    writeln!(out, "vm config     {}", h.config_source.describe())?;
     writeln!(
         out,
         "vm msr        user-space exits {:#x}, filter {}, mcg_cap {}",

@@ -133,6 +133,7 @@ pub fn import_header(host: HostInfo, source: &str) -> TraceHeader {
             detail: format!("ftrace text {source}"),
             ..Default::default()
         },
+        config_source: kvmtrace_format::ConfigSource::legacy(CaptureMode::Import),
         ..Default::default()
     }
 }
