@@ -240,21 +240,36 @@ impl VmSplitter {
         v.conv.add_tid(tid, n);
         self.threads.push(Thread { tid, vm });
         let comm: String = d.comm.chars().take(16).collect();
-        out(
-            vm,
-            Observed {
-                ts_ns,
+        let o = Observed {
+            ts_ns,
+            tid,
+            vcpu: n,
+            run_index: 0,
+            event: Event::VcpuThread {
+                pid: d.tgid.unwrap_or(0),
                 tid,
-                vcpu: n,
-                run_index: 0,
-                event: Event::VcpuThread {
-                    pid: d.tgid.unwrap_or(0),
-                    tid,
-                    comm,
-                    identity,
-                },
+                comm,
+                identity,
             },
-        );
+        };
+        let from_creation = self.from_creation;
+        let v = &mut self.vms[vm];
+        let first = !v.started.contains(&n);
+        if first {
+            v.started.push(n);
+        }
+        out(vm, o.clone());
+        if first && from_creation {
+            out(
+                vm,
+                Observed {
+                    event: Event::KernelReset {
+                        known: KnownState::UNKNOWN,
+                    },
+                    ..o
+                },
+            );
+        }
         Ok(vm)
     }
 
