@@ -415,7 +415,11 @@ impl TracefsCapture {
     /// plus what the reader could not keep.
     pub fn lost_so_far(&self) -> u64 {
         let overrun = self.instance.as_ref().map_or(0, |i| read_overrun(&i.dir));
-        let s = self.shared.lock().map(|s| s.overflow + s.bad_lines).unwrap_or(0);
+        let s = self
+            .shared
+            .lock()
+            .map(|s| s.overflow + s.bad_lines)
+            .unwrap_or(0);
         overrun + s
     }
 

@@ -200,10 +200,16 @@ impl VmmLock {
                     let _ = std::fs::remove_file(&path);
                 }
                 // No lock possible (read-only temp dir): record anyway.
-                Err(_) => return Ok(VmmLock { path: PathBuf::new() }),
+                Err(_) => {
+                    return Ok(VmmLock {
+                        path: PathBuf::new(),
+                    });
+                }
             }
         }
-        Ok(VmmLock { path: PathBuf::new() })
+        Ok(VmmLock {
+            path: PathBuf::new(),
+        })
     }
 }
 
@@ -245,8 +251,8 @@ impl Outs {
                 header.capture.detail,
                 v.tgid.map(|p| format!(" (pid {p})")).unwrap_or_default()
             );
-            let writer = kvmtrace_format::create(&path, &header)
-                .map_err(|source| ExternalError::Write {
+            let writer =
+                kvmtrace_format::create(&path, &header).map_err(|source| ExternalError::Write {
                     path: path.clone(),
                     source,
                 })?;
@@ -484,7 +490,10 @@ pub fn record_external(
             let t = vmm_tap::spawn_with(argv, tx, vmm_tap::SpawnOptions { tap: cfg.ioctl_tap })?;
             let pid = t.pid();
             tapped = Some(t);
-            let cmd: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+            let cmd: Vec<String> = argv
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
             (pid, format!("wrap: {}", cmd.join(" ")))
         }
         Target::Attach(pid) => {
@@ -499,7 +508,9 @@ pub fn record_external(
     let (host, _) = crate::observe::host::this_host();
     let config_source = kvmtrace_format::ConfigSource::Unknown {
         why: match &cfg.target {
-            Target::Attach(_) => "attach mode cannot tap a running VMM's configuration ioctls".into(),
+            Target::Attach(_) => {
+                "attach mode cannot tap a running VMM's configuration ioctls".into()
+            }
             Target::Wrap(_) => {
                 "wrap mode: the VMM's configuration ioctls are not merged into the trace".into()
             }
@@ -546,7 +557,11 @@ pub fn record_external(
                 note(&format!(
                     "record: signal {} {}: finishing the trace once the VMM has exited",
                     s.signal,
-                    if from_terminal { "from the terminal" } else { "forwarded to the VMM" }
+                    if from_terminal {
+                        "from the terminal"
+                    } else {
+                        "forwarded to the VMM"
+                    }
                 ));
             } else {
                 note(&format!(
@@ -560,9 +575,12 @@ pub fn record_external(
             break StopReason::Detached { signal: sig };
         }
         let raws = cap.drain_raw();
-        entry_seen |= raws
-            .iter()
-            .any(|r| matches!(r.ev, kvmtrace_capture::KvmEvent::ExitOrEntry { vcpu_id: Some(_) }));
+        entry_seen |= raws.iter().any(|r| {
+            matches!(
+                r.ev,
+                kvmtrace_capture::KvmEvent::ExitOrEntry { vcpu_id: Some(_) }
+            )
+        });
         feed_raws(raws, &mut splitter, &mut outs, Some(&cap), tapped.as_ref())?;
         tap_events += rx.try_iter().count() as u64;
         // `kvm_entry` fires on every entry where it fires at all: once it has
