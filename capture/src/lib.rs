@@ -22,6 +22,8 @@ pub mod ftrace;
 pub mod host;
 /// One ftrace text line split into task, pid, CPU, timestamp, event, fields.
 pub mod line;
+/// `perf script` text and `perf.data` files.
+pub mod perf;
 /// A running VMM's threads as `/proc` shows them (process, name, vCPU).
 pub mod procfs;
 /// VMs and vCPUs kept apart: one trace per VM.
