@@ -21,6 +21,8 @@ pub mod ftrace;
 pub mod host;
 /// One ftrace text line split into task, pid, CPU, timestamp, event, fields.
 pub mod line;
+/// `perf script` text and `perf.data` files.
+pub mod perf;
 /// Live capture from a private tracefs instance.
 pub mod tracefs;
 

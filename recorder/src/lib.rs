@@ -341,6 +341,7 @@ fn run(
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0),
+        config_source: kvmtrace_format::ConfigSource::Recorder,
     };
     let policy = Policy::resolve(&cfg.policy, &header).map_err(|source| RecordError::Policy {
         spec: cfg.policy.clone(),
