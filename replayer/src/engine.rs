@@ -98,6 +98,7 @@ impl Engine {
         // An imported text starts mid-run: no register value is known (issue 6
         // item 5); observe/intercept recordings start at vCPU creation.
         if imported {
+            template.spec_ctrl = None;
             template.regs_known = 0;
             template.unknown = state::U_ALL;
             template.cpuid_complete = false;
@@ -154,6 +155,7 @@ impl Engine {
     fn configured_vcpu(&self, id: u32) -> VcpuState {
         let mut v = VcpuState::created(id, misc_enable_at_reset(&self.policy), self.vm.irqchip);
         if self.imported {
+            v.spec_ctrl = None;
             v.regs_known = 0;
             v.unknown = state::U_ALL;
             v.cpuid_complete = false;
