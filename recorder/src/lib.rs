@@ -12,10 +12,13 @@
 //! - observe mode: `observe` (tracefs capture, line parser), `live` (drains the
 //!   capture and the vCPUs' held records while the guest runs), `merge` (their
 //!   exact per-vCPU merge, incremental, bounded memory);
-//! - `payload`: flat and ELF payloads; `kvm_extra`: `KVM_X86_SETUP_MCE`.
+//! - `payload`: flat and ELF payloads; `kvm_extra`: `KVM_X86_SETUP_MCE`;
+//! - `external`: recording another VMM (`record -- CMD`, `record --pid`) from
+//!   the kernel's tracepoints, one trace per VM.
 
 pub mod clock;
 pub mod exits;
+pub mod external;
 pub mod guest;
 pub mod kvm_check;
 pub mod kvm_extra;

@@ -1,5 +1,6 @@
 //! `kvmtrace record --scenario NAME | --payload FILE -o FILE [--policy P]
-//! [--mode intercept|observe] [--vcpus N] [--iterations N] [--on-full wait|drop]`.
+//! [--mode intercept|observe] [--vcpus N] [--iterations N] [--on-full wait|drop]`;
+//! `-- CMD ARGS…` and `--pid PID` record another VMM (`record_external`).
 
 use std::io::Write;
 
@@ -41,6 +42,9 @@ pub fn summary_json(s: &RecordSummary) -> serde_json::Value {
 }
 
 pub fn run(args: &RecordArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
+    if args.pid.is_some() || !args.command.is_empty() {
+        return super::record_external::run(args, out, err);
+    }
     if args.vcpus == Some(0) {
         anyhow::bail!("--vcpus 0: a VM needs at least one vCPU");
     }
