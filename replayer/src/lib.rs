@@ -45,6 +45,7 @@
 
 pub mod decide;
 pub mod engine;
+pub mod external;
 mod model;
 pub mod names;
 pub mod policy;
@@ -52,9 +53,11 @@ pub mod policy_file;
 pub mod presets;
 pub mod quirks;
 pub mod rules;
+pub mod script;
 pub mod state;
 
 pub use decide::Action;
+pub use external::{HookError, PolicyHooks};
 pub use engine::{Engine, Prediction, StatePrediction};
 pub use model::compare_state;
 pub use policy::{Policy, PolicyError, Vendor};

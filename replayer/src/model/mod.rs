@@ -7,7 +7,7 @@ mod common;
 mod cpu;
 mod msr;
 
-pub(crate) use common::teach;
+pub(crate) use common::{reg_slot, teach};
 pub use common::{NREGS, REGS_KNOWN_AT_RESET};
 pub use cpu::compare_state;
 pub(crate) use msr::{Store, model_handles};
