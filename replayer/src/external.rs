@@ -134,10 +134,7 @@ impl HookState {
             return Ok(());
         }
         if self.values.len() >= Self::MAX_KEYS {
-            return Err(format!(
-                "more than {} state keys per vCPU",
-                Self::MAX_KEYS
-            ));
+            return Err(format!("more than {} state keys per vCPU", Self::MAX_KEYS));
         }
         self.values.insert(key.to_string(), value);
         Ok(())
@@ -529,7 +526,10 @@ impl Engine {
         let q = EventQuery {
             view: self.view(vcpu),
         };
-        match self.hooks.run(vcpu, |st| a.imp.mwait(&q, monitor, &base, st)) {
+        match self
+            .hooks
+            .run(vcpu, |st| a.imp.mwait(&q, monitor, &base, st))
+        {
             None => failed(),
             Some(Verdict::Unmodeled) => Prediction::unmodeled(),
             Some(Verdict::Defer) => base,

@@ -57,8 +57,8 @@ pub mod script;
 pub mod state;
 
 pub use decide::Action;
-pub use external::{HookError, PolicyHooks};
 pub use engine::{Engine, Prediction, StatePrediction};
+pub use external::{HookError, PolicyHooks};
 pub use model::compare_state;
 pub use policy::{Policy, PolicyError, Vendor};
 pub use rules::Rule;

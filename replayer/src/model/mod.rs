@@ -7,8 +7,8 @@ mod common;
 mod cpu;
 mod msr;
 
-pub(crate) use common::{reg_slot, teach};
 pub use common::{NREGS, REGS_KNOWN_AT_RESET};
+pub(crate) use common::{reg_slot, teach};
 pub use cpu::compare_state;
 pub(crate) use msr::{Store, model_handles};
 #[cfg(test)]

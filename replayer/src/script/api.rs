@@ -292,9 +292,38 @@ fn opt(x: Option<u64>) -> Dynamic {
 /// The fields `state(#{...})`, `ctx.base_state(...)` and `ctx.before(...)`
 /// know, besides `msr_<hex index>`.
 pub const STATE_FIELDS: [&str; 33] = [
-    "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12",
-    "r13", "r14", "r15", "rip", "rflags", "cr0", "cr2", "cr3", "cr4", "efer", "dr6", "dr7",
-    "apic_base", "mp_state", "cs_selector", "cs_base", "gdtr_base", "gdtr_limit", "idtr_base",
+    "rax",
+    "rcx",
+    "rdx",
+    "rbx",
+    "rsp",
+    "rbp",
+    "rsi",
+    "rdi",
+    "r8",
+    "r9",
+    "r10",
+    "r11",
+    "r12",
+    "r13",
+    "r14",
+    "r15",
+    "rip",
+    "rflags",
+    "cr0",
+    "cr2",
+    "cr3",
+    "cr4",
+    "efer",
+    "dr6",
+    "dr7",
+    "apic_base",
+    "mp_state",
+    "cs_selector",
+    "cs_base",
+    "gdtr_base",
+    "gdtr_limit",
+    "idtr_base",
     "idtr_limit",
 ];
 
@@ -405,7 +434,8 @@ pub fn register(e: &mut rhai::Engine) {
     e.register_get("hook", |c: &mut Ctx| c.d.hook.to_string());
     e.register_get("vcpu", |c: &mut Ctx| c.d.vcpu as i64);
     e.register_get("index", |c: &mut Ctx| {
-        c.d.index.map_or(Dynamic::UNIT, |i| Dynamic::from_int(i as i64))
+        c.d.index
+            .map_or(Dynamic::UNIT, |i| Dynamic::from_int(i as i64))
     });
     e.register_get("value", |c: &mut Ctx| opt(c.d.value));
     e.register_get("write", |c: &mut Ctx| c.d.value.is_some());
@@ -428,7 +458,11 @@ pub fn register(e: &mut rhai::Engine) {
     });
     e.register_get("base_rule", |c: &mut Ctx| c.d.base.rule.to_string());
     e.register_fn("base_state", |c: &mut Ctx, field: &str| {
-        opt(c.d.base_state.as_ref().and_then(|s| get_state_field(s, field)))
+        opt(c
+            .d
+            .base_state
+            .as_ref()
+            .and_then(|s| get_state_field(s, field)))
     });
     e.register_fn("before", |c: &mut Ctx, field: &str| {
         opt(c.d.before.as_ref().and_then(|s| get_state_field(s, field)))
@@ -550,7 +584,9 @@ pub fn register(e: &mut rhai::Engine) {
     e.register_fn("ok_store", |ctx: NativeCallContext, x: i64| {
         outcome(&ctx, OutcomeKind::Ok(Some(x as u64)))
     });
-    e.register_fn("gp", |ctx: NativeCallContext| outcome(&ctx, OutcomeKind::Gp));
+    e.register_fn("gp", |ctx: NativeCallContext| {
+        outcome(&ctx, OutcomeKind::Gp)
+    });
     e.register_fn(
         "deflect",
         |ctx: NativeCallContext, reason: &str| -> RhaiResult<Outcome> {
@@ -560,7 +596,9 @@ pub fn register(e: &mut rhai::Engine) {
                 "filter" => MsrExitReason::Filter,
                 other => {
                     return Err(runtime(
-                        format!("unknown deflection reason {other:?}; known: inval, unknown, filter"),
+                        format!(
+                            "unknown deflection reason {other:?}; known: inval, unknown, filter"
+                        ),
                         ctx.call_position(),
                     ));
                 }
@@ -571,14 +609,17 @@ pub fn register(e: &mut rhai::Engine) {
     e.register_fn(
         "vm_failed",
         |ctx: NativeCallContext, errno: i64| -> RhaiResult<Outcome> {
-            let e = i32::try_from(errno).map_err(|_| {
-                runtime(format!("errno {errno} out of range"), ctx.call_position())
-            })?;
+            let e = i32::try_from(errno)
+                .map_err(|_| runtime(format!("errno {errno} out of range"), ctx.call_position()))?;
             Ok(outcome(&ctx, OutcomeKind::VmFailed(e)))
         },
     );
-    e.register_fn("nop", |ctx: NativeCallContext| outcome(&ctx, OutcomeKind::Nop));
-    e.register_fn("ud", |ctx: NativeCallContext| outcome(&ctx, OutcomeKind::Ud));
+    e.register_fn("nop", |ctx: NativeCallContext| {
+        outcome(&ctx, OutcomeKind::Nop)
+    });
+    e.register_fn("ud", |ctx: NativeCallContext| {
+        outcome(&ctx, OutcomeKind::Ud)
+    });
     e.register_fn(
         "then",
         |ctx: NativeCallContext, what: &str| -> RhaiResult<Outcome> {
@@ -589,7 +630,9 @@ pub fn register(e: &mut rhai::Engine) {
                 "stop" => AfterShutdown::Stop,
                 other => {
                     return Err(runtime(
-                        format!("unknown shutdown outcome {other:?}; known: init, reset, resume, stop"),
+                        format!(
+                            "unknown shutdown outcome {other:?}; known: init, reset, resume, stop"
+                        ),
                         ctx.call_position(),
                     ));
                 }
@@ -604,7 +647,10 @@ pub fn register(e: &mut rhai::Engine) {
             for (k, x) in changes {
                 let Some(x) = x.as_int().ok() else {
                     return Err(runtime(
-                        format!("state field {k}: expected an integer, got {}", x.type_name()),
+                        format!(
+                            "state field {k}: expected an integer, got {}",
+                            x.type_name()
+                        ),
                         ctx.call_position(),
                     ));
                 };

@@ -52,6 +52,10 @@ enum Entry {
     Range([u32; 2]),
 }
 
+/// One hook the header declares: its name, MSR ranges (none for events)
+/// and where it is declared (line, column).
+pub type HookDecl = (&'static str, Vec<RangeInclusive<u32>>, (usize, usize));
+
 /// A parsed header, positions in the script's own coordinates.
 #[derive(Clone, Debug, Default)]
 pub struct Header {
@@ -61,7 +65,7 @@ pub struct Header {
     pub note: Option<String>,
     pub provenance: Option<String>,
     /// (hook, ranges, where declared); events have no ranges.
-    pub hooks: Vec<(&'static str, Vec<RangeInclusive<u32>>, (usize, usize))>,
+    pub hooks: Vec<HookDecl>,
 }
 
 impl Header {
@@ -148,7 +152,10 @@ pub fn parse(text: &str, path: &str) -> Result<Header, PolicyError> {
         )
     })?;
     let Some(base) = f.base else {
-        return Err(err(0, "header: missing `base` (a preset name or \"host\")".into()));
+        return Err(err(
+            0,
+            "header: missing `base` (a preset name or \"host\")".into(),
+        ));
     };
     let mut h = Header {
         name: f.name,
@@ -206,9 +213,7 @@ pub fn parse(text: &str, path: &str) -> Result<Header, PolicyError> {
             other => {
                 return Err(err(
                     ev.span().start,
-                    format!(
-                        "header: unknown event {other:?}; known: mwait, shutdown, reset, init"
-                    ),
+                    format!("header: unknown event {other:?}; known: mwait, shutdown, reset, init"),
                 ));
             }
         };

@@ -202,7 +202,11 @@ impl Script {
     /// Header, compilation and the hook functions' presence and arity.
     pub fn compile(text: &str, path: &str) -> Result<Script, PolicyError> {
         if text.len() as u64 > MAX_SCRIPT {
-            return Err(perr(path, (1, 1), format!("script exceeds {MAX_SCRIPT} bytes")));
+            return Err(perr(
+                path,
+                (1, 1),
+                format!("script exceeds {MAX_SCRIPT} bytes"),
+            ));
         }
         let header = header::parse(text, path)?;
         let engine = sandbox();
@@ -346,10 +350,9 @@ impl Script {
         if rules.len() >= MAX_RULES {
             return &TOO_MANY_RULES;
         }
-        let script = self.header.name.as_deref().unwrap_or("script");
         let name = match &key.because {
-            Some(b) => format!("{script}: {hook} hook: {b}"),
-            None => format!("{script}: {hook} hook: {what}"),
+            Some(b) => format!("{hook} hook: {b}"),
+            None => format!("{hook} hook: {what}"),
         };
         let section = format!("{}:{}", self.path, o.line);
         let release = key
@@ -369,7 +372,10 @@ impl Script {
         self.error(
             hook,
             (o.line, o.column),
-            format!("{} is not an outcome of hook {hook} (expected {want})", o.kind.name()),
+            format!(
+                "{} is not an outcome of hook {hook} (expected {want})",
+                o.kind.name()
+            ),
         )
     }
 }
@@ -399,7 +405,11 @@ impl PolicyHooks for Script {
         self.header.hook_set()
     }
 
-    fn msr(&self, q: &MsrQuery<'_>, state: &mut HookState) -> Result<Verdict<MsrOutcome>, HookError> {
+    fn msr(
+        &self,
+        q: &MsrQuery<'_>,
+        state: &mut HookState,
+    ) -> Result<Verdict<MsrOutcome>, HookError> {
         let hook: &'static str = match (q.value.is_some(), q.origin) {
             (false, kvmtrace_format::Origin::Guest) => "rdmsr",
             (true, kvmtrace_format::Origin::Guest) => "wrmsr",
@@ -489,7 +499,11 @@ impl PolicyHooks for Script {
             return Ok(Verdict::Unmodeled);
         }
         let OutcomeKind::Then(t) = o.kind else {
-            return Err(self.mismatch("shutdown", &o, "then(\"init\"|\"reset\"|\"resume\"|\"stop\")"));
+            return Err(self.mismatch(
+                "shutdown",
+                &o,
+                "then(\"init\"|\"reset\"|\"resume\"|\"stop\")",
+            ));
         };
         let what = o.kind.name();
         Ok(Verdict::decide(t, self.rule("shutdown", &o, &what)))
@@ -662,7 +676,10 @@ fn dry_run(p: &Policy, set: &HookSet, path: &str) -> Result<(), PolicyError> {
             Err(perr(
                 path,
                 (line, column),
-                format!("in hook {} (dry run on a fresh vCPU): {}", e.hook, e.message),
+                format!(
+                    "in hook {} (dry run on a fresh vCPU): {}",
+                    e.hook, e.message
+                ),
             ))
         }
     }

@@ -130,7 +130,7 @@ fn per_vcpu_state_persists_and_counts_once_per_event() {
     let r1 = e.decide(0, 0, 0, w(1));
     let r2 = e.decide(1, 0, 0, w(2));
     let o = |r: &Record| match &r.event {
-        Event::MsrWrite { outcome, .. } => outcome.clone(),
+        Event::MsrWrite { outcome, .. } => *outcome,
         _ => unreachable!(),
     };
     assert_eq!(o(&r1), MsrOutcome::Ok);
@@ -145,17 +145,29 @@ fn runtime_errors_name_file_line_and_hook() {
         // Endless loop: the operation limit.
         ("fn rdmsr(ctx) {\n  loop {\n  }\n}\n", 4, "endless loop"),
         // Recursion: the call depth limit.
-        ("fn f(x) { f(x) }\nfn rdmsr(ctx) {\n  f(1)\n}\n", 5, "recursion"),
+        (
+            "fn f(x) { f(x) }\nfn rdmsr(ctx) {\n  f(1)\n}\n",
+            5,
+            "recursion",
+        ),
         // Not an outcome.
         ("fn rdmsr(ctx) {\n  42\n}\n", 4, "not an outcome"),
         // The wrong outcome for the hook.
-        ("fn rdmsr(ctx) {\n  ok()\n}\n", 5, "not an outcome of hook rdmsr"),
+        (
+            "fn rdmsr(ctx) {\n  ok()\n}\n",
+            5,
+            "not an outcome of hook rdmsr",
+        ),
         // Unknown field of ctx.
         ("fn rdmsr(ctx) {\n  ctx.colour\n}\n", 5, "colour"),
         // Type error.
         ("fn rdmsr(ctx) {\n  value(\"x\")\n}\n", 5, "value"),
         // I/O that does not exist.
-        ("fn rdmsr(ctx) {\n  open_file(\"/etc/passwd\")\n}\n", 5, "open_file"),
+        (
+            "fn rdmsr(ctx) {\n  open_file(\"/etc/passwd\")\n}\n",
+            5,
+            "open_file",
+        ),
         // Huge strings.
         (
             "fn rdmsr(ctx) {\n  let s = \"x\";\n  loop { s += s; }\n}\n",
@@ -167,7 +179,10 @@ fn runtime_errors_name_file_line_and_hook() {
         let (p, e) = read_10(body);
         assert_eq!(p.outcome, None, "{body}");
         let e = e.unwrap_or_else(|| panic!("{body}: no error"));
-        assert!(e.location.starts_with(&format!("t.rhai:{line}:")), "{body}: {e}");
+        assert!(
+            e.location.starts_with(&format!("t.rhai:{line}:")),
+            "{body}: {e}"
+        );
         assert_eq!(e.hook, "rdmsr");
         assert!(e.message.contains(want), "{body}: {e}");
     }
@@ -177,17 +192,62 @@ fn runtime_errors_name_file_line_and_hook() {
 fn load_errors_name_line_and_column() {
     let cases: [(&str, usize, usize, &str); 12] = [
         ("fn rdmsr(ctx) {}\n", 1, 1, "`//!` header"),
-        ("//! base = \"kvm-4.4\"\n//! [hooks]\n//! rdmsr = [1]\nfn rdmsr(c) {}\n", 1, 12, "unknown base"),
-        ("//! base = \"kvm-6.18\"\n//! colour = 1\n", 2, 5, "unknown field"),
-        ("//! base = \"kvm-6.18\"\n//! [hooks]\n//! rdmsr = [[5, 1]]\n", 3, 14, "empty"),
-        ("//! base = \"kvm-6.18\"\n//! [hooks]\n//! events = [\"nmi\"]\n", 3, 15, "unknown event"),
-        ("//! base = \"kvm-6.18\"\n//! [hooks]\n//! rdmsr = [1]\n", 3, 13, "defines no fn rdmsr"),
+        (
+            "//! base = \"kvm-4.4\"\n//! [hooks]\n//! rdmsr = [1]\nfn rdmsr(c) {}\n",
+            1,
+            12,
+            "unknown base",
+        ),
+        (
+            "//! base = \"kvm-6.18\"\n//! colour = 1\n",
+            2,
+            5,
+            "unknown field",
+        ),
+        (
+            "//! base = \"kvm-6.18\"\n//! [hooks]\n//! rdmsr = [[5, 1]]\n",
+            3,
+            14,
+            "empty",
+        ),
+        (
+            "//! base = \"kvm-6.18\"\n//! [hooks]\n//! events = [\"nmi\"]\n",
+            3,
+            15,
+            "unknown event",
+        ),
+        (
+            "//! base = \"kvm-6.18\"\n//! [hooks]\n//! rdmsr = [1]\n",
+            3,
+            13,
+            "defines no fn rdmsr",
+        ),
         (&*format!("{HEAD}fn rdmsr(ctx) {{ 1 +* 2 }}\n"), 4, 20, ""),
-        (&*format!("{HEAD}fn rdmsr(ctx) {{ print(1) }}\n"), 4, 17, "not available"),
-        (&*format!("{HEAD}fn rdmsr(ctx) {{ eval(\"1\") }}\n"), 4, 17, "not available"),
+        (
+            &*format!("{HEAD}fn rdmsr(ctx) {{ print(1) }}\n"),
+            4,
+            17,
+            "not available",
+        ),
+        (
+            &*format!("{HEAD}fn rdmsr(ctx) {{ eval(\"1\") }}\n"),
+            4,
+            17,
+            "not available",
+        ),
         (&*format!("{HEAD}fn rdmsr(ctx) {{ y }}\n"), 4, 17, "y"),
-        (&*format!("{HEAD}fn rdmsr(ctx) {{ }}\nfn mwait(ctx) {{ }}\n"), 5, 1, "does not declare"),
-        (&*format!("{HEAD}fn rdmsr(a, b) {{ }}\n"), 4, 1, "takes 2 parameters"),
+        (
+            &*format!("{HEAD}fn rdmsr(ctx) {{ }}\nfn mwait(ctx) {{ }}\n"),
+            5,
+            1,
+            "does not declare",
+        ),
+        (
+            &*format!("{HEAD}fn rdmsr(a, b) {{ }}\n"),
+            4,
+            1,
+            "takes 2 parameters",
+        ),
     ];
     for (text, line, col, want) in cases {
         let (l, c, m) = err_of(text);
@@ -195,7 +255,11 @@ fn load_errors_name_line_and_column() {
         assert_eq!((l, c), (line, col), "{text:?}: {m}");
     }
     // Deep nesting is a parse error, not a stack overflow.
-    let deep = format!("{HEAD}fn rdmsr(ctx) {{ {}1{} }}\n", "(".repeat(5000), ")".repeat(5000));
+    let deep = format!(
+        "{HEAD}fn rdmsr(ctx) {{ {}1{} }}\n",
+        "(".repeat(5000),
+        ")".repeat(5000)
+    );
     let (l, _, _) = err_of(&deep);
     assert_eq!(l, 4);
     // A 10 MB script is refused before parsing.
@@ -264,7 +328,10 @@ fn no_deflect_script_matches_the_switch() {
     assert_eq!(r.policies[0].divergences, 4);
     assert_eq!(r.policies[1].divergences, 4);
     let d = &r.policies[0].kept[0];
-    assert!(d.rule.section.ends_with("no-deflect-unfilterable.rhai:19"), "{:?}", d.rule);
+    assert!(
+        d.rule.section.ends_with("no-deflect-unfilterable.rhai:19"),
+        "{:?}",
+        d.rule
+    );
     assert_eq!(d.policy, r.policies[1].kept[0].policy);
 }
-

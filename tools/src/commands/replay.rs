@@ -97,6 +97,11 @@ pub fn replay_file(
             Some(p) => p.install(|| replay.feed(&batch)),
             None => replay.feed(&batch),
         }
+        // A policy hook (script) failed: that policy's report would be wrong.
+        if let Some(e) = replay.hook_error() {
+            pb.finish_and_clear();
+            anyhow::bail!("{e} (replaying {})", file.display());
+        }
         pb.inc(batch.len() as u64);
     }
     pb.finish_and_clear();
