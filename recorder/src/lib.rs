@@ -24,11 +24,13 @@ pub mod live;
 pub mod merge;
 pub mod observe;
 pub mod payload;
+pub mod qemu_guest;
 pub mod scenarios;
 pub mod sink;
 pub mod state;
 pub mod vcpu;
 pub mod vm;
+pub mod vmm_tap;
 pub mod writer;
 
 use std::path::PathBuf;
@@ -339,6 +341,7 @@ fn run(
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0),
+        config_source: kvmtrace_format::ConfigSource::Recorder,
     };
     let policy = Policy::resolve(&cfg.policy, &header).map_err(|source| RecordError::Policy {
         spec: cfg.policy.clone(),

@@ -159,6 +159,9 @@ pub struct ExpectedPolicy {
     pub direct: u64,
     pub consequent: u64,
     pub unmodeled: u64,
+    /// Events after the policy ended the guest (older blessings: 0).
+    #[serde(default)]
+    pub unreachable: u64,
     pub by_behaviour: ByBehaviour,
     /// The first divergences (at most `Replay::KEEP`).
     pub kept: Vec<ExpectedDivergence>,
@@ -173,6 +176,7 @@ impl ExpectedPolicy {
             direct: p.direct,
             consequent: p.consequent,
             unmodeled: p.unmodeled,
+            unreachable: p.unreachable,
             by_behaviour: p.by_behaviour.clone(),
             kept: p
                 .kept

@@ -76,6 +76,8 @@ pub struct Engine {
     pub(crate) supported: state::CpuidBits,
     /// Per-vCPU state and errors of the policy's hooks (`crate::external`).
     pub(crate) hooks: crate::external::EngineHooks,
+    /// The header says which irqchip the VM has (an import may not).
+    pub(crate) header_irqchip_known: bool,
 }
 
 impl Engine {
@@ -109,6 +111,7 @@ impl Engine {
             imported,
             supported: state::CpuidBits::from_entries(&header.host.supported_cpuid),
             hooks: Default::default(),
+            header_irqchip_known: header.vm.irqchip.is_some(),
         };
         // The scenario's configuration, in the order a VMM applies it: quirks,
         // user-space MSR mask and filter (VM ioctls), then per vCPU CPUID and MCE.
@@ -292,6 +295,10 @@ impl Engine {
                     v.mp_state = 0;
                 }
             }
+            Event::Ipi {
+                mode: kvmtrace_format::IpiMode::Init,
+                ..
+            } => self.apply_ipi_init(rec.vcpu),
             Event::Cpuid { entries } => self.set_cpuid(rec.vcpu, entries),
             Event::QuirksDisabled { cap, mask } => self.disable_quirks(*cap, *mask),
             Event::MsrFilter { filter } => self.set_msr_filter(filter),
@@ -323,6 +330,7 @@ impl Engine {
         store: Store,
     ) {
         match outcome {
+            MsrOutcome::Ok if let Store::Lapic(st) = store => self.apply_lapic(vcpu, st),
             MsrOutcome::Ok => {
                 let quirk_on = self.vm.quirk(quirks::MISC_ENABLE_NO_MWAIT);
                 if let Some(v) = self.vcpu_mut(vcpu) {

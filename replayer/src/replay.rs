@@ -4,16 +4,18 @@
 //! reads. Many policies in one pass, one lane per policy, lanes in parallel
 //! (rayon); each lane is sequential, so the output does not depend on threads.
 
-use kvmtrace_format::{AfterShutdown, ArchState, Event, MsrOutcome, Origin, Record, TraceHeader};
+use kvmtrace_format::{
+    AfterShutdown, ArchState, DecidedBy, Event, MsrOutcome, Origin, Record, TraceHeader,
+};
 use rayon::prelude::*;
 
 use crate::engine::{Engine, StatePrediction};
 use crate::model::{Store, compare_state, model_handles};
 use crate::policy::Policy;
 use crate::report::{
-    Behaviour, ByBehaviour, Divergence, OutcomeView, PolicyReport, ReplayReport, describe_event,
+    Behaviour, Divergence, Ended, OutcomeView, PolicyReport, ReplayReport, Tally, describe_event,
 };
-use crate::rules::{self, Rule};
+use crate::rules::Rule;
 
 /// How many records before a divergence are kept as its context.
 const CONTEXT: usize = 3;
@@ -33,6 +35,51 @@ pub struct Replay {
     interesting: Vec<usize>,
 }
 
+/// Which divergences a report keeps in full (counts are always exact):
+/// `--limit N`, `--direct-only`, `--behaviour B`, `--vcpu N`; and whether every
+/// selected divergence is also handed out batch by batch
+/// ([`Replay::take_stream`]: `--json` streaming, `export --policy`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selection {
+    /// Divergences kept in full per policy (the first that match).
+    pub keep: usize,
+    pub direct_only: bool,
+    pub behaviour: Option<Behaviour>,
+    pub vcpu: Option<u32>,
+    /// Hand every selected divergence out through `take_stream` (not kept).
+    pub stream: bool,
+}
+
+impl Default for Selection {
+    fn default() -> Self {
+        Selection {
+            keep: Replay::KEEP,
+            direct_only: false,
+            behaviour: None,
+            vcpu: None,
+            stream: false,
+        }
+    }
+}
+
+impl Selection {
+    /// Whether a divergence of `behaviour` on `vcpu` can match (before it is built).
+    fn may_match(&self, behaviour: Behaviour, vcpu: u32, direct: bool) -> bool {
+        (!self.direct_only || direct)
+            && self.behaviour.is_none_or(|b| b == behaviour)
+            && self.vcpu.is_none_or(|v| v == vcpu)
+    }
+}
+
+/// One streamed divergence: the policy (index in the order given), the record's
+/// position in the batch just fed, and the divergence.
+#[derive(Clone, Debug)]
+pub struct Streamed {
+    pub policy: usize,
+    pub position: usize,
+    pub divergence: Divergence,
+}
+
 impl Replay {
     /// Divergences kept in full per policy (counts are always exact).
     pub const KEEP: usize = 100;
@@ -48,12 +95,16 @@ impl Replay {
                 .position(|l| same_but_name(l.engine.policy(), &p))
             {
                 Some(i) => {
-                    lanes[i].aliases.push((p.name, Vec::new()));
+                    lanes[i].aliases.push(Alias {
+                        name: p.name,
+                        kept: Vec::new(),
+                        stream: Vec::new(),
+                    });
                     order.push((i, lanes[i].aliases.len()));
                 }
                 None => {
                     order.push((lanes.len(), 0));
-                    lanes.push(Lane::new(Engine::new(p, header)));
+                    lanes.push(Lane::new(Engine::new(p, header), Selection::default()));
                 }
             }
         }
@@ -73,6 +124,50 @@ impl Replay {
     pub fn with_trace_name(mut self, name: impl Into<String>) -> Replay {
         self.trace = name.into();
         self
+    }
+
+    /// Which divergences to keep in full or stream (counts stay exact).
+    pub fn with_selection(mut self, sel: Selection) -> Replay {
+        for l in &mut self.lanes {
+            l.sel = sel.clone();
+        }
+        self
+    }
+
+    /// Also tally kernel-decided outcomes per behaviour (`fidelity`).
+    pub fn with_kernel_tally(mut self) -> Replay {
+        for l in &mut self.lanes {
+            l.kernel_tally = true;
+        }
+        self
+    }
+
+    /// The divergences selected while feeding the last batch, in trace order
+    /// (then in the order the policies were given); only with
+    /// `Selection::stream`.
+    pub fn take_stream(&mut self) -> Vec<Streamed> {
+        let mut out = Vec::new();
+        for (pi, &(l, k)) in self.order.iter().enumerate() {
+            let lane = &mut self.lanes[l];
+            let items: Vec<(usize, Divergence)> = if k == 0 {
+                lane.stream.clone()
+            } else {
+                lane.stream_alias(k - 1)
+            };
+            out.extend(items.into_iter().map(|(position, divergence)| Streamed {
+                policy: pi,
+                position,
+                divergence,
+            }));
+        }
+        for l in &mut self.lanes {
+            l.stream.clear();
+            for a in &mut l.aliases {
+                a.stream.clear();
+            }
+        }
+        out.sort_by_key(|s| (s.position, s.policy));
+        out
     }
 
     /// Run lanes on the calling thread only (the output is identical).
@@ -271,13 +366,35 @@ fn same_but_name(a: &Policy, b: &Policy) -> bool {
 struct Lane {
     engine: Engine,
     /// Other names of this lane's policy, each with the explanations of the
-    /// kept divergences under that name (the only text that names it).
-    aliases: Vec<(String, Vec<String>)>,
-    /// Per vCPU: the behaviour of the event that made this policy's guest die.
-    killed_by: Vec<Option<Behaviour>>,
+    /// kept and streamed divergences under that name (the only text that names it).
+    aliases: Vec<Alias>,
+    /// Where this policy's outcome ended the guest (`vm_failed`, a shutdown the
+    /// VMM would not resume): the seq and the behaviour of that event. Every
+    /// later event of the VM is unreachable under this policy.
+    ended: Option<(u64, Behaviour)>,
     taint: Vec<Taint>,
     report: PolicyReport,
     matching: u64,
+    sel: Selection,
+    /// Selected divergences of the current batch (`Selection::stream`).
+    stream: Vec<(usize, Divergence)>,
+    /// Tally kernel-decided outcomes per behaviour (`fidelity`).
+    kernel_tally: bool,
+}
+
+struct Alias {
+    name: String,
+    kept: Vec<String>,
+    stream: Vec<String>,
+}
+
+/// How one record compares under a policy.
+enum Verdict {
+    /// No outcome of its own (configuration, control).
+    NoOutcome,
+    Agree,
+    Unmodeled,
+    Diverge(Pending),
 }
 
 /// The MSRs whose state an access to `index` depends on (for `consequent`).
@@ -304,29 +421,35 @@ pub fn msr_agrees(pred: &MsrOutcome, rec: &MsrOutcome) -> bool {
 }
 
 impl Lane {
-    fn new(engine: Engine) -> Lane {
+    fn new(engine: Engine, sel: Selection) -> Lane {
         let name = engine.policy().name.clone();
         Lane {
             engine,
             aliases: Vec::new(),
-            killed_by: Vec::new(),
+            ended: None,
             taint: Vec::new(),
-            report: PolicyReport {
-                name,
-                divergences: 0,
-                direct: 0,
-                consequent: 0,
-                agreement: 0.0,
-                coverage: 0.0,
-                unmodeled: 0,
-                first: None,
-                by_behaviour: ByBehaviour::default(),
-                outcomes: 0,
-                modelled: 0,
-                kept: Vec::new(),
-            },
+            report: PolicyReport::empty(name),
             matching: 0,
+            sel,
+            stream: Vec::new(),
+            kernel_tally: false,
         }
+    }
+
+    /// The streamed divergences of the batch under alias `a`'s name.
+    fn stream_alias(&self, a: usize) -> Vec<(usize, Divergence)> {
+        let Some(alias) = self.aliases.get(a) else {
+            return Vec::new();
+        };
+        self.stream
+            .iter()
+            .zip(&alias.stream)
+            .map(|((pos, d), e)| {
+                let mut d = d.clone();
+                d.explanation = e.clone();
+                (*pos, d)
+            })
+            .collect()
     }
 
     fn taint(&mut self, vcpu: u32) -> Option<&mut Taint> {
@@ -350,9 +473,18 @@ impl Lane {
         for &pos in interesting.iter().chain(std::iter::once(&records.len())) {
             let gap = (pos - next) as u64;
             if gap > 0 {
-                if self.engine.unknown_msrs_unmodeled() {
+                if self.ended.is_none() && self.engine.unknown_msrs_unmodeled() {
                     self.report.outcomes += gap;
                     self.report.unmodeled += gap;
+                    if self.kernel_tally {
+                        for r in &records[next..pos] {
+                            if r.event.decided_by() == Some(DecidedBy::Kernel) {
+                                self.report.kernel_decided
+                                    [Behaviour::of_event(&r.event) as usize]
+                                    .unmodeled += 1;
+                            }
+                        }
+                    }
                 } else {
                     for i in next..pos {
                         self.step_at(records, i, tail);
@@ -366,52 +498,72 @@ impl Lane {
         }
     }
 
+    fn tally(&mut self, rec: &Record, f: impl FnOnce(&mut Tally)) {
+        if self.kernel_tally && rec.event.decided_by() == Some(DecidedBy::Kernel) {
+            f(&mut self.report.kernel_decided[Behaviour::of_event(&rec.event) as usize]);
+        }
+    }
+
     fn step_at(&mut self, records: &[Record], i: usize, tail: &[Record]) {
         let rec = &records[i];
-        if let Some(d) = self.step(rec) {
-            self.diverge(d, records, i, tail);
-        }
-        if self.engine.dead_since(rec.vcpu) == Some(rec.seq) {
-            let v = rec.vcpu as usize;
-            if self.killed_by.len() <= v {
-                self.killed_by.resize(v + 1, None);
+        if let Some((_, killer)) = self.ended {
+            // The guest ended under this policy: nothing after it happens.
+            if rec.event.decided_by().is_some() {
+                self.report.unreachable += 1;
+                self.report.unreachable_by_behaviour.add(killer);
+                self.tally(rec, |t| t.unreachable += 1);
             }
-            self.killed_by[v] = Some(Behaviour::of_event(&rec.event));
+            return;
+        }
+        match self.step(rec) {
+            Verdict::NoOutcome => {}
+            Verdict::Agree => {
+                self.report.outcomes += 1;
+                self.report.modelled += 1;
+                self.matching += 1;
+                self.tally(rec, |t| t.agree += 1);
+            }
+            Verdict::Unmodeled => {
+                self.report.outcomes += 1;
+                self.report.unmodeled += 1;
+                self.tally(rec, |t| t.unmodeled += 1);
+            }
+            Verdict::Diverge(d) => {
+                self.report.outcomes += 1;
+                self.report.modelled += 1;
+                let direct = d.consequence_of.is_none();
+                self.tally(rec, |t| {
+                    if direct {
+                        t.direct += 1
+                    } else {
+                        t.consequent += 1
+                    }
+                });
+                let ends = d.ends_guest;
+                self.diverge(d, records, i, tail);
+                if ends {
+                    self.end(rec);
+                }
+            }
+        }
+        if self.ended.is_none() && self.engine.dead_since(rec.vcpu) == Some(rec.seq) {
+            self.end(rec);
         }
     }
 
-    fn matched(&mut self) {
-        self.modelled();
-        self.matching += 1;
+    fn end(&mut self, rec: &Record) {
+        let b = Behaviour::of_event(&rec.event);
+        self.ended = Some((rec.seq, b));
+        self.report.ended = Some(Ended {
+            seq: rec.seq,
+            vcpu: rec.vcpu,
+            behaviour: b,
+        });
     }
 
-    /// A modelled outcome, matching or not.
-    fn modelled(&mut self) {
-        self.report.outcomes += 1;
-        self.report.modelled += 1;
-    }
-
-    fn unmodeled(&mut self) {
-        self.report.outcomes += 1;
-        self.report.unmodeled += 1;
-    }
-
-    /// Predict, compare and fold one record; a divergence if any (before its
-    /// context and explanation are filled in).
-    fn step(&mut self, rec: &Record) -> Option<Pending> {
+    /// Predict, compare and fold one record.
+    fn step(&mut self, rec: &Record) -> Verdict {
         let vcpu = rec.vcpu;
-        let has_outcome = rec.event.decided_by().is_some();
-        if has_outcome && let Some(since) = self.engine.dead_since(vcpu) {
-            self.modelled();
-            return Some(Pending {
-                recorded: recorded_view(&rec.event),
-                policy: OutcomeView::Dead { since },
-                rule: rules::GUEST_DEAD,
-                consequence_of: Some(since),
-                // Counted under the behaviour that killed the guest.
-                behaviour: self.killed_by.get(vcpu as usize).copied().flatten(),
-            });
-        }
         match &rec.event {
             Event::MsrRead {
                 index,
@@ -421,32 +573,29 @@ impl Lane {
             } => {
                 let (p, _) = self.engine.decide_msr_ref(vcpu, *index, None, *origin);
                 let Some(po) = p.outcome else {
-                    self.unmodeled();
                     match outcome {
                         MsrOutcome::VmFailed { .. } => self.engine.kill(vcpu, rec.seq),
                         MsrOutcome::Value(x) => self.engine.teach_read(vcpu, *index, *x),
                         _ => {}
                     }
-                    return None;
+                    return Verdict::Unmodeled;
                 };
                 if msr_agrees(&po, outcome) {
-                    self.matched();
-                    return None;
+                    return Verdict::Agree;
                 }
-                self.modelled();
                 if let MsrOutcome::VmFailed { .. } = po {
                     self.engine.kill(vcpu, rec.seq);
                 }
-                Some(Pending {
-                    recorded: OutcomeView::msr(outcome, true),
-                    policy: OutcomeView::msr(&po, false),
+                Verdict::Diverge(Pending {
+                    recorded: OutcomeView::msr_of(outcome, true, *origin),
+                    policy: OutcomeView::msr_of(&po, false, *origin),
                     rule: *p.rule,
                     consequence_of: if p.rule.reads_state() {
                         self.tainted(vcpu, &deps(*index))
                     } else {
                         None
                     },
-                    behaviour: None,
+                    ends_guest: false,
                 })
             }
             Event::MsrWrite {
@@ -461,9 +610,8 @@ impl Lane {
                     .decide_msr_ref(vcpu, *index, Some(*value), *origin);
                 let Some(po) = p.outcome else {
                     // Unmodeled: fold what was recorded.
-                    self.unmodeled();
                     self.engine.apply(rec);
-                    return None;
+                    return Verdict::Unmodeled;
                 };
                 let agrees = msr_agrees(&po, outcome);
                 let cause = if agrees || !p.rule.reads_state() {
@@ -485,16 +633,14 @@ impl Lane {
                 }
                 self.engine.apply_msr_write(rec.seq, vcpu, &po, store);
                 if agrees {
-                    self.matched();
-                    return None;
+                    return Verdict::Agree;
                 }
-                self.modelled();
-                Some(Pending {
-                    recorded: OutcomeView::msr(outcome, true),
-                    policy: OutcomeView::msr(&po, false),
+                Verdict::Diverge(Pending {
+                    recorded: OutcomeView::msr_of(outcome, true, *origin),
+                    policy: OutcomeView::msr_of(&po, false, *origin),
                     rule: *p.rule,
                     consequence_of: cause,
-                    behaviour: None,
+                    ends_guest: false,
                 })
             }
             Event::Monitor { outcome, .. } | Event::Mwait { outcome, .. } => {
@@ -504,15 +650,12 @@ impl Lane {
                     self.engine.mwait(vcpu)
                 };
                 let Some(po) = p.outcome else {
-                    self.unmodeled();
-                    return None;
+                    return Verdict::Unmodeled;
                 };
                 if po == *outcome {
-                    self.matched();
-                    return None;
+                    return Verdict::Agree;
                 }
-                self.modelled();
-                Some(Pending {
+                Verdict::Diverge(Pending {
                     recorded: OutcomeView::mwait(*outcome),
                     policy: OutcomeView::mwait(po),
                     rule: p.rule,
@@ -521,15 +664,14 @@ impl Lane {
                     } else {
                         None
                     },
-                    behaviour: None,
+                    ends_guest: false,
                 })
             }
             Event::Shutdown { then, .. } => {
                 let p = self.engine.shutdown(vcpu);
                 let Some(po) = p.outcome else {
-                    self.unmodeled();
                     self.engine.apply(rec);
-                    return None;
+                    return Verdict::Unmodeled;
                 };
                 // "No change in the kernel" agrees with the VMM stopping too.
                 let agrees =
@@ -537,16 +679,19 @@ impl Lane {
                 self.engine
                     .apply_shutdown(vcpu, if agrees { *then } else { po });
                 if agrees {
-                    self.matched();
-                    return None;
+                    return Verdict::Agree;
                 }
-                self.modelled();
-                Some(Pending {
+                // The kernel INIT/RESET the vCPU when recorded; under this
+                // policy the VMM gets KVM_EXIT_SHUTDOWN instead, which the
+                // recorded VMM never answered: the guest ends here.
+                let ends_guest = matches!(po, AfterShutdown::Stop | AfterShutdown::Resume)
+                    && matches!(then, AfterShutdown::Init | AfterShutdown::Reset);
+                Verdict::Diverge(Pending {
                     recorded: OutcomeView::Then { then: *then },
                     policy: OutcomeView::Then { then: po },
                     rule: p.rule,
                     consequence_of: None,
-                    behaviour: None,
+                    ends_guest,
                 })
             }
             Event::Reset { state, .. } => {
@@ -572,7 +717,7 @@ impl Lane {
             }
             _ => {
                 self.engine.apply_config(rec);
-                None
+                Verdict::NoOutcome
             }
         }
     }
@@ -583,14 +728,10 @@ impl Lane {
         p: &StatePrediction,
         rec: &ArchState,
         init: bool,
-    ) -> Option<Pending> {
+    ) -> Verdict {
         match compare_state(p, rec) {
-            None => {
-                self.matched();
-                None
-            }
+            None => Verdict::Agree,
             Some((field, pv, rv)) => {
-                self.modelled();
                 // State this policy now holds differently: MSRs and APIC base.
                 let mut keys: Vec<u32> = p
                     .state
@@ -608,7 +749,7 @@ impl Lane {
                     }
                 }
                 let rule = self.engine.state_rule(&field, init, p.rule);
-                Some(Pending {
+                Verdict::Diverge(Pending {
                     recorded: OutcomeView::State {
                         field: field.clone(),
                         value: rv,
@@ -616,28 +757,32 @@ impl Lane {
                     policy: OutcomeView::State { field, value: pv },
                     rule,
                     consequence_of: None,
-                    behaviour: None,
+                    ends_guest: false,
                 })
             }
         }
     }
 
     fn diverge(&mut self, d: Pending, records: &[Record], i: usize, tail: &[Record]) {
+        let rec = &records[i];
         let r = &mut self.report;
         r.divergences += 1;
-        let behaviour = d
-            .behaviour
-            .unwrap_or_else(|| Behaviour::of_event(&records[i].event));
+        let behaviour = Behaviour::of_event(&rec.event);
         r.by_behaviour.add(behaviour);
-        if d.consequence_of.is_some() {
-            r.consequent += 1;
-        } else {
+        let direct = d.consequence_of.is_none();
+        if direct {
             r.direct += 1;
+        } else {
+            r.consequent += 1;
         }
-        if r.kept.len() >= Replay::KEEP {
+        if !self.sel.may_match(behaviour, rec.vcpu, direct) {
             return;
         }
-        let rec = &records[i];
+        r.selected += 1;
+        let keep = r.kept.len() < self.sel.keep;
+        if !keep && !self.sel.stream {
+            return;
+        }
         let mut context = Vec::new();
         let start = i.saturating_sub(CONTEXT);
         let from_tail = CONTEXT - (i - start);
@@ -648,9 +793,11 @@ impl Lane {
             context.push((c.seq, c.vcpu, describe_event(&c.event)));
         }
         let explanation = explain(&r.name, &d, rec);
-        for (name, explanations) in &mut self.aliases {
-            explanations.push(explain(name, &d, rec));
-        }
+        let alias_expl: Vec<String> = self
+            .aliases
+            .iter()
+            .map(|a| explain(&a.name, &d, rec))
+            .collect();
         let div = Divergence {
             seq: rec.seq,
             vcpu: rec.vcpu,
@@ -661,7 +808,7 @@ impl Lane {
             policy: d.policy,
             rule: d.rule.into(),
             behaviour,
-            direct: d.consequence_of.is_none(),
+            direct,
             consequence_of: d.consequence_of,
             explanation,
             context,
@@ -669,7 +816,22 @@ impl Lane {
         if r.first.is_none() {
             r.first = Some(div.clone());
         }
-        r.kept.push(div);
+        if self.sel.stream {
+            for (a, e) in self.aliases.iter_mut().zip(&alias_expl) {
+                a.stream.push(e.clone());
+            }
+            if keep {
+                r.kept.push(div.clone());
+            }
+            self.stream.push((i, div));
+        } else {
+            r.kept.push(div);
+        }
+        if keep {
+            for (a, e) in self.aliases.iter_mut().zip(alias_expl) {
+                a.kept.push(e);
+            }
+        }
     }
 
     /// The report of this lane's policy, then one per alias.
@@ -686,14 +848,19 @@ impl Lane {
             r.modelled as f64 / r.outcomes as f64
         };
         let mut out = Vec::with_capacity(1 + self.aliases.len());
-        for (name, explanations) in std::mem::take(&mut self.aliases) {
+        for a in std::mem::take(&mut self.aliases) {
             let mut r = self.report.clone();
-            r.name = name;
-            for (d, e) in r.kept.iter_mut().zip(explanations) {
+            r.name = a.name;
+            for (d, e) in r.kept.iter_mut().zip(a.kept) {
                 d.explanation = e;
             }
-            // The first divergence is always the first kept.
-            r.first = r.kept.first().cloned();
+            if let Some(f) = &mut r.first {
+                f.explanation = r
+                    .kept
+                    .first()
+                    .map(|k| k.explanation.clone())
+                    .unwrap_or_default();
+            }
             out.push(r);
         }
         out.insert(0, self.report);
@@ -706,24 +873,8 @@ struct Pending {
     policy: OutcomeView,
     rule: Rule,
     consequence_of: Option<u64>,
-    /// Overrides the event's own behaviour (dead-guest consequences).
-    behaviour: Option<Behaviour>,
-}
-
-fn recorded_view(e: &Event) -> OutcomeView {
-    match e {
-        Event::MsrRead { outcome, .. } | Event::MsrWrite { outcome, .. } => {
-            OutcomeView::msr(outcome, true)
-        }
-        Event::Monitor { outcome, .. } | Event::Mwait { outcome, .. } => {
-            OutcomeView::mwait(*outcome)
-        }
-        Event::Shutdown { then, .. } => OutcomeView::Then { then: *then },
-        _ => OutcomeView::State {
-            field: "state".into(),
-            value: "recorded".into(),
-        },
-    }
+    /// This outcome ends the guest under the policy.
+    ends_guest: bool,
 }
 
 /// The policy's state where it knows it, the recording's elsewhere.

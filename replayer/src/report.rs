@@ -101,10 +101,11 @@ pub enum OutcomeView {
         field: String,
         value: String,
     },
-    /// The guest is dead under this policy (an earlier `vm_failed`).
-    Dead {
-        since: u64,
-    },
+    /// A host access (`KVM_GET/SET_MSRS`) the kernel refused (the ioctl
+    /// processed fewer entries): no guest sees a fault.
+    Refused,
+    /// A host write the kernel accepted.
+    Accepted,
 }
 
 impl OutcomeView {
@@ -118,6 +119,16 @@ impl OutcomeView {
                 answer: answer_known.then_some(answer),
             },
             MsrOutcome::VmFailed { errno } => OutcomeView::VmFailed { errno },
+        }
+    }
+
+    /// An MSR outcome as seen by whoever made the access: a host access is
+    /// `refused`/`accepted`, never a guest fault.
+    pub fn msr_of(o: &MsrOutcome, answer_known: bool, origin: Origin) -> OutcomeView {
+        match (origin, o) {
+            (Origin::Host, MsrOutcome::InjectGp) => OutcomeView::Refused,
+            (Origin::Host, MsrOutcome::Ok) => OutcomeView::Accepted,
+            _ => OutcomeView::msr(o, answer_known),
         }
     }
 
@@ -155,7 +166,8 @@ impl std::fmt::Display for OutcomeView {
             OutcomeView::NotIntercepted => f.write_str("not_intercepted"),
             OutcomeView::Then { then } => write!(f, "then {}", then_name(*then)),
             OutcomeView::State { field, value } => write!(f, "{field} = {value}"),
-            OutcomeView::Dead { since } => write!(f, "guest dead since seq {since}"),
+            OutcomeView::Refused => f.write_str("refused"),
+            OutcomeView::Accepted => f.write_str("accepted"),
         }
     }
 }
@@ -206,6 +218,9 @@ pub fn describe_event(e: &Event) -> String {
                 InitSource::Kernel => "in-kernel LAPIC".into(),
             }
         ),
+        Event::Sipi { from, vector } if *from == kvmtrace_format::SIPI_FROM_UNKNOWN => {
+            format!("SIPI vector {vector:#x}")
+        }
         Event::Sipi { from, vector } => format!("SIPI vector {vector:#x} from vCPU {from}"),
         Event::Cpuid { entries } => format!("KVM_SET_CPUID2 ({} entries)", entries.len()),
         Event::QuirksDisabled { cap, mask } => format!(
@@ -233,6 +248,17 @@ pub fn describe_event(e: &Event) -> String {
         Event::Lost { count, .. } => format!("{count} events lost"),
         Event::End { reason } => format!("end ({reason:?})"),
         Event::Ipi { dst, vector, mode } => format!("IPI {mode:?} vector {vector} to {dst}"),
+        Event::KernelReset { .. } => "RESET state (registers not seen)".to_string(),
+        Event::KernelInit { from, .. } => match from {
+            Some(f) => format!("INIT (in-kernel LAPIC, IPI from vCPU {f}; registers not seen)"),
+            None => "INIT (in-kernel LAPIC; registers not seen)".to_string(),
+        },
+        Event::VcpuThread {
+            pid,
+            tid,
+            comm,
+            identity,
+        } => format!("vCPU thread {comm:?} (pid {pid}, tid {tid}, identity {identity:?})"),
     }
 }
 
@@ -314,28 +340,131 @@ impl ByBehaviour {
     }
 }
 
+/// Outcomes of one behaviour, by how they compare (`fidelity` scores
+/// kernel-decided outcomes with these).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    pub agree: u64,
+    /// Divergences caused by the event alone.
+    pub direct: u64,
+    /// Divergences that follow from an earlier one (state differs).
+    pub consequent: u64,
+    pub unmodeled: u64,
+    /// After the policy ended the guest.
+    pub unreachable: u64,
+}
+
+impl Tally {
+    pub fn merge(&mut self, o: &Tally) {
+        self.agree += o.agree;
+        self.direct += o.direct;
+        self.consequent += o.consequent;
+        self.unmodeled += o.unmodeled;
+        self.unreachable += o.unreachable;
+    }
+}
+
+/// Where a policy's outcome ended the guest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ended {
+    pub seq: u64,
+    pub vcpu: u32,
+    pub behaviour: Behaviour,
+}
+
 /// One policy's result (the DESIGN.md JSON keys; the rest is skipped in JSON).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PolicyReport {
     pub name: String,
+    /// Divergences (direct + consequent); never events after the guest ended.
     pub divergences: u64,
     pub direct: u64,
     pub consequent: u64,
-    /// Matching outcomes / modelled outcomes (0 when nothing was modelled).
+    /// Matching outcomes / modelled outcomes (0 when nothing was modelled);
+    /// unreachable events are outside.
     pub agreement: f64,
-    /// Modelled outcomes / all outcomes.
+    /// Modelled outcomes / reachable outcomes.
     pub coverage: f64,
     pub unmodeled: u64,
+    /// Events with an outcome after this policy ended the guest (`ended`):
+    /// unreachable under it, neither agreement nor divergence.
+    #[serde(default)]
+    pub unreachable: u64,
+    /// Where this policy ended the guest, if it did.
+    #[serde(default)]
+    pub ended: Option<Ended>,
     pub first: Option<Divergence>,
     pub by_behaviour: ByBehaviour,
-    /// Events with an outcome.
+    /// Unreachable events, under the behaviour of the event that ended the guest.
+    #[serde(default)]
+    pub unreachable_by_behaviour: ByBehaviour,
+    /// Divergences that match the report's selection (`--direct-only`,
+    /// `--behaviour`, `--vcpu`); `kept` holds the first of them.
+    #[serde(default)]
+    pub selected: u64,
+    /// Reachable events with an outcome.
     #[serde(skip)]
     pub outcomes: u64,
     #[serde(skip)]
     pub modelled: u64,
-    /// The first divergences in full (at most `Replay::KEEP`).
+    /// The first selected divergences in full (at most the selection's `keep`).
     #[serde(skip)]
     pub kept: Vec<Divergence>,
+    /// Kernel-decided outcomes per behaviour (`Behaviour::ALL` order), when
+    /// the replay tallies them (`fidelity`).
+    #[serde(skip)]
+    pub kernel_decided: [Tally; 7],
+}
+
+impl PolicyReport {
+    pub fn empty(name: String) -> PolicyReport {
+        PolicyReport {
+            name,
+            divergences: 0,
+            direct: 0,
+            consequent: 0,
+            agreement: 0.0,
+            coverage: 0.0,
+            unmodeled: 0,
+            unreachable: 0,
+            ended: None,
+            first: None,
+            by_behaviour: ByBehaviour::default(),
+            unreachable_by_behaviour: ByBehaviour::default(),
+            selected: 0,
+            outcomes: 0,
+            modelled: 0,
+            kept: Vec::new(),
+            kernel_decided: [Tally::default(); 7],
+        }
+    }
+
+    /// The behaviour column: `mce 1 (+133 unreachable), mwait 2`.
+    pub fn behaviour_summary(&self) -> String {
+        let by: Vec<String> = Behaviour::ALL
+            .iter()
+            .filter(|b| {
+                self.by_behaviour.get(**b) > 0 || self.unreachable_by_behaviour.get(**b) > 0
+            })
+            .map(|b| {
+                let u = self.unreachable_by_behaviour.get(*b);
+                if u > 0 {
+                    format!(
+                        "{} {} (+{u} unreachable)",
+                        b.name(),
+                        self.by_behaviour.get(*b)
+                    )
+                } else {
+                    format!("{} {}", b.name(), self.by_behaviour.get(*b))
+                }
+            })
+            .collect();
+        if by.is_empty() {
+            "-".to_string()
+        } else {
+            by.join(", ")
+        }
+    }
 }
 
 /// The result of one replay (DESIGN.md: `kvmtrace replay --json`).
@@ -359,47 +488,70 @@ impl ReplayReport {
         let _ = writeln!(o, "trace {}: {} events", self.trace, self.events);
         let _ = writeln!(
             o,
-            "{:<24} {:>10} {:>8} {:>10} {:>9} {:>8} {:>9}  by behaviour",
-            "policy", "divergent", "direct", "consequent", "agreement", "coverage", "unmodeled"
+            "{:<24} {:>10} {:>8} {:>10} {:>11} {:>9} {:>8} {:>9}  by behaviour",
+            "policy",
+            "divergent",
+            "direct",
+            "consequent",
+            "unreachable",
+            "agreement",
+            "coverage",
+            "unmodeled"
         );
         for p in &self.policies {
-            let by: Vec<String> = Behaviour::ALL
-                .iter()
-                .filter(|b| p.by_behaviour.get(**b) > 0)
-                .map(|b| format!("{} {}", b.name(), p.by_behaviour.get(*b)))
-                .collect();
             let _ = writeln!(
                 o,
-                "{:<24} {:>10} {:>8} {:>10} {:>8.2}% {:>7.2}% {:>9}  {}",
+                "{:<24} {:>10} {:>8} {:>10} {:>11} {:>8.2}% {:>7.2}% {:>9}  {}",
                 p.name,
                 p.divergences,
                 p.direct,
                 p.consequent,
+                p.unreachable,
                 p.agreement * 100.0,
                 p.coverage * 100.0,
                 p.unmodeled,
-                if by.is_empty() {
-                    "-".to_string()
-                } else {
-                    by.join(", ")
-                }
+                p.behaviour_summary()
             );
         }
+        for p in &self.policies {
+            if let Some(e) = &p.ended {
+                let _ = writeln!(
+                    o,
+                    "{}: the guest ends at #{} (vcpu {}, {}); {} later events are unreachable under it",
+                    p.name,
+                    e.seq,
+                    e.vcpu,
+                    e.behaviour.name(),
+                    p.unreachable
+                );
+            }
+        }
+        let mut left_out = false;
         for p in &self.policies {
             if p.kept.is_empty() {
                 continue;
             }
+            let shown = max_divergences.min(p.kept.len());
             let _ = writeln!(o, "\n{}: first divergences", p.name);
-            for d in p.kept.iter().take(max_divergences) {
+            for d in p.kept.iter().take(shown) {
                 o.push_str(&render_divergence(d));
             }
-            if p.divergences as usize > max_divergences.min(p.kept.len()) {
+            if p.selected as usize > shown {
+                left_out = true;
                 let _ = writeln!(
                     o,
-                    "  ... {} more",
-                    p.divergences as usize - max_divergences.min(p.kept.len())
+                    "  ... {} more not shown ({} shown of {})",
+                    p.selected as usize - shown,
+                    shown,
+                    p.selected
                 );
             }
+        }
+        if left_out {
+            let _ = writeln!(
+                o,
+                "\nto see them: --limit N (0: all), --json (every divergence), or narrow with --direct-only, --behaviour B, --vcpu N"
+            );
         }
         o
     }

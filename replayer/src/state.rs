@@ -74,6 +74,8 @@ pub struct CpuidBits {
     pub vmx: bool,
     /// CPUID.1:ECX[21].
     pub x2apic: bool,
+    /// CPUID.1:ECX[24] TSC_DEADLINE (LVTT timer mode mask).
+    pub tsc_deadline: bool,
     /// CPUID.7.0:EBX[2].
     pub sgx: bool,
     /// CPUID.7.0:ECX[30].
@@ -140,6 +142,7 @@ impl CpuidBits {
             c.mwait = l1.ecx & (1 << 3) != 0;
             c.vmx = l1.ecx & (1 << 5) != 0;
             c.x2apic = l1.ecx & (1 << 21) != 0;
+            c.tsc_deadline = l1.ecx & (1 << 24) != 0;
             c.pdcm = l1.ecx & (1 << 15) != 0;
         }
         if let Some(e) = find(0xd, 1) {
@@ -211,6 +214,8 @@ pub struct VcpuState {
     /// The CPUID entries are the VMM's whole `KVM_SET_CPUID2` (recordings), not
     /// the leaves an imported text happened to show.
     pub cpuid_complete: bool,
+    /// The in-kernel LAPIC registers the model knows (`model::lapic`).
+    pub lapic: crate::model::LapicRegs,
 }
 
 impl VcpuState {
@@ -263,6 +268,7 @@ impl VcpuState {
             regs_known: crate::model::REGS_KNOWN_AT_RESET,
             unknown: 0,
             cpuid_complete: true,
+            lapic: crate::model::LapicRegs::default(),
         }
     }
 

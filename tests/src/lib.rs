@@ -94,3 +94,91 @@ pub fn synth(dir: &TempDir, name: &str, pattern: &str, events: u64, seed: u64) -
     assert_eq!(r.code, 0, "synth failed: {r:?}");
     p
 }
+
+/// The QEMU tests' guard, like [`require_kvm`]: `Some(qemu)` where `/dev/kvm`
+/// opens and `qemu-system-x86_64` is installed. Prints `QEMU-TEST-RAN name` or
+/// `QEMU-TEST-SKIPPED name: why` and appends it to `$KVMTRACE_KVM_TEST_LOG`,
+/// which `.ci/run` counts. Where QEMU is installed but fails, the test fails: only
+/// its absence (or no `/dev/kvm`) skips.
+pub fn require_qemu(test: &str) -> Option<PathBuf> {
+    let kvm = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm");
+    let qemu = find_qemu();
+    let (found, line) = match (kvm, qemu) {
+        (Err(e), _) => (
+            None,
+            format!("QEMU-TEST-SKIPPED {test}: cannot open /dev/kvm: {e}"),
+        ),
+        (Ok(_), None) => (
+            None,
+            format!(
+                "QEMU-TEST-SKIPPED {test}: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
+            ),
+        ),
+        (Ok(_), Some(q)) => (Some(q), format!("QEMU-TEST-RAN {test}")),
+    };
+    println!("{line}");
+    if let Some(path) = std::env::var_os("KVMTRACE_KVM_TEST_LOG")
+        && let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    {
+        use std::io::Write;
+        // One write(2) per line (parallel tests append to the same file).
+        let _ = f.write_all(format!("{line}\n").as_bytes());
+    }
+    found
+}
+
+/// `qemu-system-x86_64` on `PATH`.
+pub fn find_qemu() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("qemu-system-x86_64"))
+        .find(|p| p.is_file())
+}
+
+/// Run a command to completion with a deadline (killed and `None` past it),
+/// returning its exit code and stderr.
+pub fn run_with_deadline(
+    cmd: &mut std::process::Command,
+    deadline: std::time::Duration,
+) -> Option<(Option<i32>, String)> {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let err = reader.join().unwrap_or_default();
+            return Some((status.code(), err));
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Write the QEMU guest (`kvmtrace guest qemu`) into `dir`.
+pub fn qemu_guest(dir: &TempDir) -> PathBuf {
+    let p = dir.join("guest.elf");
+    let r = kvmtrace(["guest", "qemu", "-o", p.to_str().expect("utf-8 path")]);
+    assert_eq!(r.code, 0, "guest qemu: {r:?}");
+    p
+}

@@ -55,6 +55,23 @@ pub enum Command {
     Bench(BenchArgs),
     /// Record `tour` and replay it against every preset: the divergence matrix.
     Demo(DemoArgs),
+    /// Write a guest image: `guest qemu -o guest.elf` (QEMU `-kernel`, or `record --payload`).
+    Guest(GuestArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GuestKind {
+    /// Multiboot image for `qemu-system-x86_64 -kernel` that is also a 64-bit payload.
+    Qemu,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GuestArgs {
+    #[arg(value_enum)]
+    pub kind: GuestKind,
+    /// Where to write the image.
+    #[arg(short, long)]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -139,6 +156,20 @@ pub struct ReplayArgs {
     /// Worker threads (output is identical whatever the count).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Divergences shown per policy (human report: default 5; --json: default
+    /// all); 0 shows all.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Only direct divergences (not consequences of an earlier one).
+    #[arg(long)]
+    pub direct_only: bool,
+    /// Only divergences of this behaviour (mwait, reset_init, shutdown,
+    /// feat_ctl, x2apic, mce, other).
+    #[arg(long)]
+    pub behaviour: Option<String>,
+    /// Only divergences on this vCPU.
+    #[arg(long)]
+    pub vcpu: Option<u32>,
 }
 
 #[derive(Debug, Clone, Args)]

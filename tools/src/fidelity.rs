@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
-use kvmtrace_format::{AfterShutdown, ArchState, DecidedBy, Event, Record, TraceHeader};
-use kvmtrace_replayer::engine::{Engine, StatePrediction};
+use kvmtrace_format::{DecidedBy, Event, Record, TraceHeader};
+use kvmtrace_replayer::Replay;
 use kvmtrace_replayer::policy::Policy;
-use kvmtrace_replayer::report::Behaviour;
-use kvmtrace_replayer::{compare_state, msr_agrees};
+use kvmtrace_replayer::replay::Selection;
+use kvmtrace_replayer::report::{Behaviour, Tally};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct FidelityArgs {
@@ -27,26 +27,6 @@ pub struct FidelityArgs {
     pub policies: Vec<String>,
 }
 
-/// How one kernel-decided outcome compares with a policy's prediction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    Agree,
-    Disagree,
-    Unmodeled,
-}
-
-/// One scored outcome.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Check {
-    pub behaviour: &'static str,
-    pub verdict: Verdict,
-    pub rule: &'static str,
-    /// The prediction, as JSON (`null` when unmodeled).
-    pub predicted: serde_json::Value,
-    /// The recorded outcome, as JSON.
-    pub recorded: serde_json::Value,
-}
-
 /// The behaviour an event counts under: the replayer's classification, so
 /// fidelity rows and `replay`'s `by_behaviour` name the same things.
 pub fn behaviour(e: &Event) -> &'static str {
@@ -57,131 +37,36 @@ fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
 }
 
-fn verdict<T>(pred: &Option<T>, agrees: impl FnOnce(&T) -> bool) -> Verdict {
-    match pred {
-        None => Verdict::Unmodeled,
-        Some(p) if agrees(p) => Verdict::Agree,
-        Some(_) => Verdict::Disagree,
-    }
-}
-
-/// Score one record under `engine` (before it is applied); `None` when the
-/// record has no kernel-decided outcome.
-///
-/// Fidelity is closed-loop: `engine` folds the *recorded* outcomes
-/// (`Engine::apply`), so every kernel decision is predicted from the state the
-/// real guest had, and one miss does not cascade (open-loop consequences are
-/// `replay`'s business).
-pub fn check(engine: &Engine, rec: &Record) -> Option<Check> {
-    if rec.event.decided_by() != Some(DecidedBy::Kernel) {
-        return None;
-    }
-    check_any(engine, rec)
-}
-
-/// Compare any decided outcome (kernel or VMM) with `engine`'s prediction
-/// (`export --policy`: divergences under a policy).
-pub fn check_any(engine: &Engine, rec: &Record) -> Option<Check> {
-    let v = rec.vcpu;
-    let b = behaviour(&rec.event);
-    let c = |verdict, rule: &'static str, predicted, recorded| {
-        Some(Check {
-            behaviour: b,
-            verdict,
-            rule,
-            predicted,
-            recorded,
-        })
-    };
-    match &rec.event {
-        Event::MsrRead {
-            index,
-            origin,
-            outcome,
-            ..
-        } => {
-            let p = engine.msr_read(v, *index, *origin);
-            let vd = verdict(&p.outcome, |po| msr_agrees(po, outcome));
-            c(vd, p.rule.name, json(&p.outcome), json(outcome))
-        }
-        Event::MsrWrite {
-            index,
-            value,
-            origin,
-            outcome,
-            ..
-        } => {
-            let p = engine.msr_write(v, *index, *value, *origin);
-            let vd = verdict(&p.outcome, |po| msr_agrees(po, outcome));
-            c(vd, p.rule.name, json(&p.outcome), json(outcome))
-        }
-        Event::Monitor { outcome, .. } | Event::Mwait { outcome, .. } => {
-            let p = if matches!(rec.event, Event::Monitor { .. }) {
-                engine.monitor(v)
-            } else {
-                engine.mwait(v)
-            };
-            let vd = verdict(&p.outcome, |po| po == outcome);
-            c(vd, p.rule.name, json(&p.outcome), json(outcome))
-        }
-        Event::Shutdown { then, .. } => {
-            let p = engine.shutdown(v);
-            // "No change in the kernel" agrees with the VMM stopping, as in replay.
-            let vd = verdict(&p.outcome, |po| {
-                po == then || (*po == AfterShutdown::Resume && *then == AfterShutdown::Stop)
-            });
-            c(vd, p.rule.name, json(&p.outcome), json(then))
-        }
-        Event::Reset { state, .. } => {
-            let p = engine.reset_prediction(v);
-            state_check(b, &p, state)
-        }
-        Event::Init { before, after, .. } => {
-            let p = engine.init_prediction(v, before);
-            state_check(b, &p, after)
-        }
-        _ => None,
-    }
-}
-
-/// RESET/INIT states compare on what the model knows (`compare_state`).
-fn state_check(b: &'static str, p: &StatePrediction, rec: &ArchState) -> Option<Check> {
-    let (verdict, predicted) = match compare_state(p, rec) {
-        None => (Verdict::Agree, serde_json::Value::Null),
-        Some((field, pred, recd)) => (
-            Verdict::Disagree,
-            serde_json::json!({ "field": field, "predicted": pred, "recorded": recd }),
-        ),
-    };
-    Some(Check {
-        behaviour: b,
-        verdict,
-        rule: p.rule.name,
-        predicted,
-        recorded: serde_json::Value::Null,
-    })
-}
-
 /// Counts for one (policy, behaviour) cell.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Cell {
     pub agree: u64,
+    /// Direct divergences: the policy's own rule disagrees with the kernel.
     pub disagree: u64,
+    /// Divergences that follow from an earlier one (the policy's state
+    /// differs from the guest's): not scored.
+    pub consequent: u64,
     pub unmodeled: u64,
+    /// After the policy ended the guest: not scored.
+    pub unreachable: u64,
 }
 
 impl Cell {
-    fn add(&mut self, v: Verdict) {
-        match v {
-            Verdict::Agree => self.agree += 1,
-            Verdict::Disagree => self.disagree += 1,
-            Verdict::Unmodeled => self.unmodeled += 1,
+    fn of(t: &Tally) -> Cell {
+        Cell {
+            agree: t.agree,
+            disagree: t.direct,
+            consequent: t.consequent,
+            unmodeled: t.unmodeled,
+            unreachable: t.unreachable,
         }
     }
     fn merge(&mut self, o: &Cell) {
         self.agree += o.agree;
         self.disagree += o.disagree;
+        self.consequent += o.consequent;
         self.unmodeled += o.unmodeled;
+        self.unreachable += o.unreachable;
     }
     pub fn modelled(&self) -> u64 {
         self.agree + self.disagree
@@ -224,7 +109,7 @@ fn empty_scores<'a>(names: impl IntoIterator<Item = &'a String>) -> Vec<PolicySc
 #[derive(Clone, Debug, PartialEq)]
 pub struct Group {
     pub count: u64,
-    pub rule: &'static str,
+    pub rule: String,
     pub predicted: serde_json::Value,
     pub recorded: serde_json::Value,
     pub first_seq: u64,
@@ -243,53 +128,86 @@ fn what(e: &Event) -> String {
 }
 
 /// Score `policies` over one trace's records (any iterator: bounded memory).
+///
+/// The replayer's engine (`kvmtrace_replayer::Replay`, the same as `replay`,
+/// `export --policy`, `demo` and `corpus`) replays the trace open-loop; only
+/// kernel-decided outcomes are scored: VMM-decided ones are a policy's own
+/// answers, not a measurement. A consequent divergence (the policy's state
+/// already differs) and an event after the policy ended the guest are counted
+/// apart, outside agreement and coverage.
 pub fn score_trace<E: std::fmt::Display>(
     header: &TraceHeader,
     records: impl Iterator<Item = Result<Record, E>>,
     policies: &[String],
     scores: &mut [PolicyScore],
 ) -> anyhow::Result<()> {
-    let mut engines = Vec::with_capacity(policies.len());
+    let mut resolved = Vec::with_capacity(policies.len());
     for p in policies {
-        let policy = Policy::resolve(p, header).map_err(|e| anyhow::anyhow!("policy {p}: {e}"))?;
-        engines.push(Engine::new(policy, header));
+        resolved.push(Policy::resolve(p, header).map_err(|e| anyhow::anyhow!("policy {p}: {e}"))?);
     }
-    for rec in records {
-        let rec = rec.map_err(|e| anyhow::anyhow!("{e}"))?;
-        for (engine, score) in engines.iter_mut().zip(scores.iter_mut()) {
-            if let Some(c) = check(engine, &rec) {
-                score.total.add(c.verdict);
-                score
-                    .by_behaviour
-                    .entry(c.behaviour)
-                    .or_default()
-                    .add(c.verdict);
-                if c.verdict == Verdict::Disagree {
-                    let key = (c.behaviour, what(&rec.event));
-                    let full = score.disagreements.len() >= MAX_GROUPS;
-                    match score.disagreements.get_mut(&key) {
-                        Some(g) => g.count += 1,
-                        None if !full => {
-                            score.disagreements.insert(
-                                key,
-                                Group {
-                                    count: 1,
-                                    rule: c.rule,
-                                    predicted: c.predicted,
-                                    recorded: c.recorded,
-                                    first_seq: rec.seq,
-                                },
-                            );
-                        }
-                        None => {}
-                    }
-                }
+    let mut replay = Replay::new(header, resolved)
+        .sequential()
+        .with_kernel_tally()
+        .with_selection(Selection {
+            keep: 0,
+            stream: true,
+            direct_only: true,
+            ..Selection::default()
+        });
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut records = records.peekable();
+    while records.peek().is_some() {
+        batch.clear();
+        for rec in records.by_ref() {
+            batch.push(rec.map_err(|e| anyhow::anyhow!("{e}"))?);
+            if batch.len() == BATCH {
+                break;
             }
-            engine.apply(&rec);
+        }
+        replay.feed(&batch);
+        for s in replay.take_stream() {
+            let rec = &batch[s.position];
+            let d = &s.divergence;
+            if d.decided_by != Some(DecidedBy::Kernel) {
+                continue;
+            }
+            let score = &mut scores[s.policy];
+            let key = (d.behaviour.name(), what(&rec.event));
+            let full = score.disagreements.len() >= MAX_GROUPS;
+            match score.disagreements.get_mut(&key) {
+                Some(g) => g.count += 1,
+                None if !full => {
+                    score.disagreements.insert(
+                        key,
+                        Group {
+                            count: 1,
+                            rule: d.rule.name.clone(),
+                            predicted: json(&d.policy),
+                            recorded: json(&d.recorded),
+                            first_seq: rec.seq,
+                        },
+                    );
+                }
+                None => {}
+            }
+        }
+    }
+    let report = replay.finish();
+    for (score, p) in scores.iter_mut().zip(&report.policies) {
+        for (b, t) in Behaviour::ALL.iter().zip(&p.kernel_decided) {
+            let c = Cell::of(t);
+            if c.total() + c.consequent + c.unreachable == 0 {
+                continue;
+            }
+            score.total.merge(&c);
+            score.by_behaviour.entry(b.name()).or_default().merge(&c);
         }
     }
     Ok(())
 }
+
+/// Records fed to the replay per batch.
+const BATCH: usize = 1 << 14;
 
 /// `host` first, then every preset.
 pub fn default_policies() -> Vec<String> {
@@ -343,7 +261,7 @@ pub fn write_table(out: &mut dyn Write, scores: &[PolicyScore]) -> std::io::Resu
     row(out, "ALL", scores.iter().map(|s| s.total).collect())?;
     writeln!(
         out,
-        "(agreement = matching / modelled kernel-decided outcomes; cov = modelled / all)"
+        "(agreement = matching / modelled kernel-decided outcomes; cov = modelled / all; consequent divergences and events after a policy ended the guest are outside both)"
     )
 }
 
@@ -353,7 +271,9 @@ fn cell_json(c: &Cell) -> serde_json::Value {
         "coverage": c.coverage(),
         "agree": c.agree,
         "disagree": c.disagree,
+        "consequent": c.consequent,
         "unmodeled": c.unmodeled,
+        "unreachable": c.unreachable,
         "outcomes": c.total(),
     })
 }

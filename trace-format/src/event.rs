@@ -367,7 +367,11 @@ pub enum Event {
         after: Box<ArchState>,
         decided_by: DecidedBy,
     },
-    /// A startup IPI received by this vCPU.
+    /// A startup IPI received by this vCPU (in captures of another VMM: one
+    /// the in-kernel LAPIC accepted, `kvm_apic_accept_irq` with delivery mode
+    /// SIPI; it takes effect only if the vCPU waits for a SIPI). `from` is
+    /// the sending vCPU, [`SIPI_FROM_UNKNOWN`] when the sender was not a vCPU
+    /// of this VM the capture knows.
     Sipi { from: u32, vector: u8 },
     /// An IPI as the kernel traced it (`kvm_apic_ipi`), sent by this vCPU.
     Ipi { dst: u32, vector: u8, mode: IpiMode },
@@ -411,6 +415,86 @@ pub enum Event {
     Lost { source: LostSource, count: u64 },
     /// The end of this vCPU's run.
     End { reason: EndReason },
+
+    // ---- Format 1.1: captures of other VMMs (kernel tracepoints) ----
+    /// The kernel put this vCPU in its RESET state (`KVM_CREATE_VCPU`), as a
+    /// capture that cannot read registers saw it (wrap/attach recording from
+    /// tracepoints, import): `known` holds what the capture saw, every other
+    /// register is unknown (never invented). Replay puts the vCPU in the
+    /// model's RESET state and compares only `known`. The first state event of
+    /// each vCPU of such a capture.
+    KernelReset { known: KnownState },
+    /// An INIT the in-kernel local APIC accepted for this vCPU
+    /// (`kvm_apic_accept_irq` with delivery mode INIT, not a level de-assert),
+    /// sent by vCPU `from` when the sender was a vCPU of this VM. The kernel
+    /// applies its INIT state when the vCPU next runs; registers as for
+    /// `KernelReset`.
+    KernelInit {
+        from: Option<u32>,
+        known: KnownState,
+    },
+    /// Which thread of which process ran this vCPU, and how kvmtrace tells:
+    /// the first record of each vCPU of a wrap/attach/import trace. A
+    /// `FirstSeen` identity is a guess (`info` says so).
+    VcpuThread {
+        pid: u32,
+        tid: u32,
+        /// The thread's name (`/proc/PID/task/TID/comm` or the trace's task
+        /// field), at most 16 bytes as the kernel keeps it.
+        comm: String,
+        identity: VcpuIdentity,
+    },
+}
+
+/// `Sipi::from` when the sender is unknown.
+pub const SIPI_FROM_UNKNOWN: u32 = u32::MAX;
+
+/// The registers of a RESET or INIT state that a capture saw; `None` is
+/// unknown. Tracepoint captures see none of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KnownState {
+    pub rip: Option<u64>,
+    pub cs_selector: Option<u16>,
+    pub cs_base: Option<u64>,
+    pub rdx: Option<u64>,
+    pub cr0: Option<u64>,
+    pub apic_base: Option<u64>,
+    pub mp_state: Option<u32>,
+}
+
+impl KnownState {
+    /// Nothing known.
+    pub const UNKNOWN: KnownState = KnownState {
+        rip: None,
+        cs_selector: None,
+        cs_base: None,
+        rdx: None,
+        cr0: None,
+        apic_base: None,
+        mp_state: None,
+    };
+
+    pub fn is_unknown(&self) -> bool {
+        *self == KnownState::UNKNOWN
+    }
+}
+
+/// How a capture tied a thread to its vCPU (`VcpuThread`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VcpuIdentity {
+    /// The recorder's own VMM: it created the vCPU on this thread.
+    Recorder,
+    /// The VMM's thread-name convention (`CPU N/KVM`, `fc_vcpu N`, `vcpuN`,
+    /// `crosvm_vcpuN`): docs/vmm-threads.md.
+    ThreadName,
+    /// `vcpu_id` of the kernel's `kvm_entry`/`kvm_exit` lines.
+    KvmEntry,
+    /// The VMM's own `KVM_CREATE_VCPU`/vCPU ioctls, seen by the ioctl tap.
+    IoctlTap,
+    /// A guess: vCPUs numbered in the order their threads' first KVM event
+    /// appeared (no name convention matched, no `vcpu_id` in the capture).
+    FirstSeen,
 }
 
 /// The kind of an event, for statistics and filters (`stats --json` `by_kind`).
@@ -437,10 +521,13 @@ pub enum EventKind {
     RawExit,
     Lost,
     End,
+    KernelReset,
+    KernelInit,
+    VcpuThread,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 23] = [
         EventKind::MsrRead,
         EventKind::MsrWrite,
         EventKind::Monitor,
@@ -461,6 +548,9 @@ impl EventKind {
         EventKind::RawExit,
         EventKind::Lost,
         EventKind::End,
+        EventKind::KernelReset,
+        EventKind::KernelInit,
+        EventKind::VcpuThread,
     ];
 
     /// The snake_case name used in JSON and on the command line.
@@ -486,6 +576,9 @@ impl EventKind {
             EventKind::RawExit => "raw_exit",
             EventKind::Lost => "lost",
             EventKind::End => "end",
+            EventKind::KernelReset => "kernel_reset",
+            EventKind::KernelInit => "kernel_init",
+            EventKind::VcpuThread => "vcpu_thread",
         }
     }
 }
@@ -542,6 +635,9 @@ impl Event {
             Event::RawExit { .. } => EventKind::RawExit,
             Event::Lost { .. } => EventKind::Lost,
             Event::End { .. } => EventKind::End,
+            Event::KernelReset { .. } => EventKind::KernelReset,
+            Event::KernelInit { .. } => EventKind::KernelInit,
+            Event::VcpuThread { .. } => EventKind::VcpuThread,
         }
     }
 
@@ -555,6 +651,7 @@ impl Event {
             | Event::Shutdown { decided_by, .. }
             | Event::Reset { decided_by, .. }
             | Event::Init { decided_by, .. } => Some(*decided_by),
+            Event::KernelReset { .. } | Event::KernelInit { .. } => Some(DecidedBy::Kernel),
             _ => None,
         }
     }

@@ -1,23 +1,15 @@
 //! Observe mode: what the kernel decided, read from its own KVM tracepoints.
 //!
-//! The same parser serves `kvmtrace import ftrace` (pasted text) and live
-//! capture from a private tracefs instance.
+//! The decoder and the tracefs instance live in `kvmtrace-capture` (one decoder
+//! for observe mode, wrap/attach recording and `kvmtrace import`); this module
+//! re-exports them under their old paths and adds what needs `/dev/kvm`.
 
-/// Decoded lines to kvmtrace events (vCPU mapping, `#GP` explanation).
-pub mod convert;
-/// The printk fields of each KVM tracepoint, decoded.
-pub mod fields;
 /// This machine's kernel, KVM module and KVM offers, for trace headers.
 pub mod host;
-/// One ftrace text line split into task, pid, CPU, timestamp, event, fields.
-pub mod line;
-/// Live capture from a private tracefs instance (`record --mode observe`).
-pub mod tracefs;
 
-pub use convert::{ConvertError, ConvertStats, Converter, Observed, VcpuMap, user_merge_key};
-pub use fields::{FieldError, KvmEvent, RunReturn, parse_event};
-pub use line::{EventLine, LineError, LineKind, parse_line};
-pub use tracefs::{CaptureConfig, CaptureStats, ObserveError, TracefsCapture, current_tid};
-
-#[cfg(test)]
-mod tests;
+pub use kvmtrace_capture::{
+    CaptureConfig, CaptureStats, ConvertError, ConvertStats, Converter, EventLine, FieldError,
+    KvmEvent, LineError, LineKind, ObserveError, Observed, RunReturn, TracefsCapture, VcpuMap,
+    current_tid, parse_event, parse_line, user_merge_key,
+};
+pub use kvmtrace_capture::{convert, fields, line, tracefs};

@@ -397,6 +397,7 @@ impl Engine {
 /// For an imported trace, it also teaches the §1–§5 state it did not know
 /// (`VcpuState::unknown`).
 pub(crate) fn teach(v: &mut VcpuState, index: u32, value: u64) {
+    super::lapic::teach(v, index, value);
     if let Some(s) = reg_slot(index) {
         v.regs[s] = value;
         v.regs_known |= 1 << s;

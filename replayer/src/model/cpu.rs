@@ -337,12 +337,22 @@ impl Engine {
 
     /// Fold an INIT: MISC_ENABLE, FEAT_CTL and MCE state are kept (§2).
     pub(crate) fn apply_init(&mut self, vcpu: u32, s: &ArchState) {
+        // A target-side INIT whose registers were not read back (a capture's
+        // `kvm_apic_accept_irq`: CR0 is never 0 after INIT): what INIT
+        // changes is unknown, as for an INIT IPI (model::lapic).
+        if s.cr0 == 0 {
+            self.deliver_init(vcpu, false);
+            return;
+        }
+        let lint0 = self.vm.quirk(crate::quirks::LINT0_REENABLED);
         if let Some(v) = self.vcpu_mut(vcpu) {
             // Which table registers INIT clears differs by vendor: forget them.
             v.regs_known = 0;
             v.apic_base = s.apic_base;
+            v.unknown &= !crate::state::U_APIC_BASE;
             v.cr0 = s.cr0;
             v.mp_state = s.mp_state;
+            super::lapic::init_seen(v, lint0);
         }
     }
 

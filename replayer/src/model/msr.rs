@@ -71,6 +71,9 @@ pub(crate) enum Store {
     Reg(usize, u64),
     /// A register of the MSR tables now holds a value the model does not know.
     Forget(usize),
+    /// An x2APIC register write (`model::lapic`; folded by the engine, since
+    /// an ICR write can INIT other vCPUs).
+    Lapic(super::lapic::LapicStore),
 }
 
 impl Store {
@@ -88,6 +91,7 @@ impl Store {
             MSR_IA32_MCG_EXT_CTL => Store::McgExtCtl(value),
             0x400..=0x47f => Store::Bank((index - 0x400) as usize, value),
             0x280..=0x29f => Store::Ctl2((index - 0x280) as usize, value),
+            0x800..=0x8ff => super::lapic::raw_store(index, value),
             // The kernel may have dropped or truncated it: unknown until read.
             _ => match super::common::reg_slot(index) {
                 Some(s) => Store::Forget(s),
@@ -121,7 +125,10 @@ impl Store {
             Store::FeatCtl(x) => v.feat_ctl = x,
             Store::Hwcr(x) => v.hwcr = x,
             Store::Pat(x) => v.pat = x,
-            Store::ApicBase(x) => v.apic_base = x,
+            Store::ApicBase(x) => {
+                super::lapic::on_apic_base(v, v.apic_base, x);
+                v.apic_base = x;
+            }
             Store::McgStatus(x) => v.mcg_status = x,
             Store::McgCtl(x) => v.mcg_ctl = x,
             Store::McgExtCtl(x) => v.mcg_ext_ctl = x,
@@ -142,6 +149,8 @@ impl Store {
                 }
             }
             Store::Forget(s) => v.regs_known &= !(1u64 << (s % 64)),
+            // Folded by `Engine::apply_msr_write`.
+            Store::Lapic(_) => {}
         }
     }
 }
@@ -434,6 +443,8 @@ impl Engine {
             0x800..=0x8ff => {
                 if !self.vm.lapic_in_kernel() || !v.x2apic_mode() {
                     (R::Fault, &rules::X2APIC_OFF)
+                } else if !host && let Some(x) = self.x2apic_read(v, index) {
+                    x
                 } else if index == 0x802 {
                     // x2APIC ID = vcpu_id (HOST.md: 0x802 reads 0 on vCPU 0).
                     (R::Ok(v.id as u64), &rules::APIC_BASE_READ)
@@ -592,6 +603,8 @@ impl Engine {
             0x800..=0x8ff => {
                 if !self.vm.lapic_in_kernel() || !v.x2apic_mode() {
                     fail(&rules::X2APIC_OFF)
+                } else if !host && let Some(x) = self.x2apic_write(v, index, data) {
+                    x
                 } else if s.msr_tables && !host {
                     let (r, rule) = x2apic_write(index, data);
                     (r, rule, Store::None)

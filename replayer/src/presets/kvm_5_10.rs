@@ -41,6 +41,8 @@ pub fn switches() -> Switches {
         ignore_msrs: false,
         mwait_reads_misc_enable: false,
         msr_tables: false,
+        lapic_regs: false,
+        x2apic_icr_reserved_gp: false,
     }
 }
 

@@ -24,6 +24,7 @@ pub fn switches() -> Switches {
         mce_ctl_bit0_ok: true,
         mce_ctl2: true,
         msr_tables: true,
+        lapic_regs: true,
         inj_exception_fmt: InjExceptionFmt::V6,
         ..super::kvm_5_19::switches()
     }

@@ -25,6 +25,8 @@ pub fn switches() -> Switches {
         host_zero_write_advertised: true,
         hwcr_write: HwcrWrite::Bits18_24,
         mwait_reads_misc_enable: true,
+        // lapic.c kvm_x2apic_icr_write (X2APIC_ICR_RESERVED_BITS), read in 6.18.
+        x2apic_icr_reserved_gp: true,
         ..super::kvm_6_2::switches()
     }
 }

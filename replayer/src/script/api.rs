@@ -80,6 +80,7 @@ impl CtxData {
             filtered: false,
             has_filter: false,
             irqchip: match v.vm.irqchip {
+                _ if !v.vm.irqchip_known => "unknown",
                 kvmtrace_format::Irqchip::None => "none",
                 kvmtrace_format::Irqchip::Kernel => "kernel",
                 kvmtrace_format::Irqchip::Split => "split",

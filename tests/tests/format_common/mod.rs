@@ -317,6 +317,7 @@ pub fn full_header() -> TraceHeader {
             sha256: "00".repeat(32),
         },
         started_unix_ns: 0,
+        config_source: ConfigSource::VmmIoctls,
     }
 }
 
@@ -342,10 +343,54 @@ fn state(rip: u64) -> Box<ArchState> {
     })
 }
 
-/// A deterministic trace with every event kind on two vCPUs, over several
-/// chunks: what the golden file holds. Returns records and the chunk breaks
+/// A deterministic trace with every event kind on three vCPUs, over several
+/// chunks: what the newest golden file holds. Returns records and the chunk breaks
 /// (flush after these indices).
 pub fn golden_records() -> (Vec<Record>, Vec<usize>) {
+    let (mut out, breaks) = golden_records_v1_0();
+    let mut seq = out.len() as u64;
+    let mut t = out.last().map_or(0, |r| r.time_ns);
+    // Format 1.1: a vCPU of another VMM's capture (tracepoints only).
+    let mut push = |event: Event| {
+        t += 5;
+        out.push(Record {
+            seq,
+            vcpu: 2,
+            time_ns: t,
+            event,
+        });
+        seq += 1;
+    };
+    push(Event::VcpuThread {
+        pid: 4000,
+        tid: 4002,
+        comm: "CPU 2/KVM".into(),
+        identity: VcpuIdentity::ThreadName,
+    });
+    push(Event::KernelReset {
+        known: KnownState::UNKNOWN,
+    });
+    push(Event::KernelInit {
+        from: Some(0),
+        known: KnownState {
+            mp_state: Some(2),
+            ..KnownState::UNKNOWN
+        },
+    });
+    push(Event::Sipi {
+        from: SIPI_FROM_UNKNOWN,
+        vector: 0x9f,
+    });
+    push(Event::KernelInit {
+        from: None,
+        known: KnownState::UNKNOWN,
+    });
+    (out, breaks)
+}
+
+/// The records of format 1.0's golden file (`tests/golden/v1.kvt`): every
+/// event kind of 1.0.
+pub fn golden_records_v1_0() -> (Vec<Record>, Vec<usize>) {
     let mut out = Vec::new();
     let mut seq = 0u64;
     let mut t = 0u64;
@@ -620,7 +665,22 @@ pub fn write_with_breaks(h: &TraceHeader, recs: &[Record], breaks: &[usize]) -> 
 /// The rendering the golden `.dump` holds: the header as JSON, then one JSON
 /// object a record.
 pub fn render(h: &TraceHeader, recs: &[Record]) -> String {
-    let mut s = serde_json::to_string(h).unwrap();
+    render_with(serde_json::to_string(h).unwrap(), recs)
+}
+
+/// [`render`] as formats before 1.2 rendered it: the header without
+/// `config_source` (which such files do not hold; it reads as derived).
+pub fn render_legacy(h: &TraceHeader, recs: &[Record]) -> String {
+    // `config_source` is the header's last field.
+    let mut header = serde_json::to_string(h).unwrap();
+    let cut = header.rfind(",\"config_source\":").unwrap();
+    header.truncate(cut);
+    header.push('}');
+    render_with(header, recs)
+}
+
+fn render_with(header: String, recs: &[Record]) -> String {
+    let mut s = header;
     s.push('\n');
     for r in recs {
         s.push_str(&serde_json::to_string(r).unwrap());

@@ -150,13 +150,32 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow:
         write!(out, "{:w$}", p.name)?;
         for b in Behaviour::ALL {
             let n = p.by_behaviour.get(b);
-            if n == 0 {
-                write!(out, "  {:>10}", ".")?;
-            } else {
-                write!(out, "  {n:>10}")?;
+            let u = p.unreachable_by_behaviour.get(b);
+            match (n, u) {
+                (0, 0) => write!(out, "  {:>10}", ".")?,
+                (n, 0) => write!(out, "  {n:>10}")?,
+                // Direct and consequent divergences, then the events the
+                // policy never reaches because it ended the guest here.
+                (n, u) => write!(out, "  {:>10}", format!("{n} (+{u})"))?,
             }
         }
         writeln!(out, "  {:>9.4}  {:>8.4}", p.agreement, p.coverage)?;
+    }
+    writeln!(
+        out,
+        "(n (+u): n divergences, then u events unreachable because the policy ended the guest there)"
+    )?;
+    for p in reports {
+        if let Some(e) = &p.ended {
+            writeln!(
+                out,
+                "  {:w$}  ends the guest at #{} ({}): {} later events unreachable",
+                p.name,
+                e.seq,
+                e.behaviour.name(),
+                p.unreachable
+            )?;
+        }
     }
     writeln!(out, "\nfirst divergence of each policy:")?;
     for p in reports {

@@ -9,7 +9,9 @@
 use std::io::Write;
 use std::path::Path;
 
-use kvmtrace_replayer::{Policy, Replay, ReplayReport};
+use kvmtrace_replayer::replay::Selection;
+use kvmtrace_replayer::report::Behaviour;
+use kvmtrace_replayer::{Divergence, Policy, Replay, ReplayReport};
 use serde_json::{Value, json};
 
 use crate::cli::ReplayArgs;
@@ -46,6 +48,27 @@ pub fn replay_file(
     salvage_ok: bool,
     threads: Option<usize>,
 ) -> anyhow::Result<ReplayResult> {
+    replay_file_with(
+        file,
+        policies,
+        salvage_ok,
+        threads,
+        Selection::default(),
+        &mut |_, _| Ok(()),
+    )
+}
+
+/// [`replay_file`] with a selection of divergences; with `sel.stream`, every
+/// selected divergence goes to `each(policy index, divergence)` in trace order
+/// as the replay reaches it (bounded memory on any trace).
+pub fn replay_file_with(
+    file: &Path,
+    policies: &[String],
+    salvage_ok: bool,
+    threads: Option<usize>,
+    sel: Selection,
+    each: &mut dyn FnMut(usize, Divergence) -> anyhow::Result<()>,
+) -> anyhow::Result<ReplayResult> {
     let mut t = if salvage_ok {
         TraceFile::open_prefix(file)?
     } else {
@@ -59,7 +82,10 @@ pub fn replay_file(
     let threads = threads.unwrap_or_else(default_threads).max(1);
     let total = t.summary().events;
     let damage = t.damage.clone();
-    let mut replay = Replay::new(&header, resolved).with_trace_name(file.display().to_string());
+    let stream = sel.stream;
+    let mut replay = Replay::new(&header, resolved)
+        .with_trace_name(file.display().to_string())
+        .with_selection(sel);
     if threads == 1 {
         replay = replay.sequential();
     }
@@ -102,6 +128,11 @@ pub fn replay_file(
             pb.finish_and_clear();
             anyhow::bail!("{e} (replaying {})", file.display());
         }
+        if stream {
+            for s in replay.take_stream() {
+                each(s.policy, s.divergence)?;
+            }
+        }
         pb.inc(batch.len() as u64);
     }
     pb.finish_and_clear();
@@ -119,19 +150,137 @@ pub fn to_json(r: &ReplayResult) -> anyhow::Result<Value> {
     Ok(v)
 }
 
+/// The selection `replay`'s flags ask for.
+fn selection(args: &ReplayArgs) -> anyhow::Result<Selection> {
+    let behaviour = match &args.behaviour {
+        None => None,
+        Some(b) => Some(
+            Behaviour::ALL
+                .iter()
+                .copied()
+                .find(|x| x.name() == b)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--behaviour {b:?}: expected one of {}",
+                        Behaviour::ALL.map(|x| x.name()).join(", ")
+                    )
+                })?,
+        ),
+    };
+    let limit = match args.limit {
+        Some(0) => usize::MAX,
+        Some(n) => n,
+        None if args.json => usize::MAX,
+        None => 5,
+    };
+    Ok(Selection {
+        // JSON streams every selected divergence; the human report keeps
+        // the first `limit` of each policy.
+        keep: if args.json { 0 } else { limit },
+        direct_only: args.direct_only,
+        behaviour,
+        vcpu: args.vcpu,
+        stream: args.json,
+    })
+}
+
+/// The trace's configuration source (the header was read once already by the
+/// replay; a file that fails here failed there first).
+fn config_source(file: &Path) -> kvmtrace_format::ConfigSource {
+    kvmtrace_format::TraceReader::open(file)
+        .map(|r| r.header().config_source.clone())
+        .unwrap_or_default()
+}
+
 pub fn run(args: &ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
-    let r = replay_file(&args.file, &args.policies, args.salvage_ok, args.threads)?;
+    let sel = selection(args)?;
+    let limit = match args.limit {
+        Some(0) | None => usize::MAX,
+        Some(n) => n,
+    };
+    let r = if args.json {
+        // One JSON document; the divergences are streamed as the replay
+        // reaches them, one a line, the summaries follow.
+        write!(
+            out,
+            "{{\n  \"trace\": {},\n  \"divergences\": [",
+            serde_json::to_string(&args.file.display().to_string())?
+        )?;
+        let mut written = vec![0usize; args.policies.len()];
+        let mut first = true;
+        let names: Vec<String> = args.policies.clone();
+        let r = replay_file_with(
+            &args.file,
+            &args.policies,
+            args.salvage_ok,
+            args.threads,
+            sel,
+            &mut |pi, d| {
+                if written[pi] >= limit {
+                    return Ok(());
+                }
+                written[pi] += 1;
+                let mut v = serde_json::to_value(&d)?;
+                v["policy"] = json!(names[pi]);
+                write!(out, "{}\n    ", if first { "" } else { "," })?;
+                first = false;
+                serde_json::to_writer(&mut *out, &v)?;
+                Ok(())
+            },
+        )?;
+        let mut rest = to_json(&r)?;
+        let policies = rest["policies"].take();
+        writeln!(out, "\n  ],")?;
+        writeln!(out, "  \"events\": {},", r.events())?;
+        if let Some(d) = &r.damage {
+            writeln!(out, "  \"damage\": {},", serde_json::to_string(d)?)?;
+        }
+        // Where the VM configuration the policies judged under came from
+        // (trace header, format 1.2): `exact` false = every answer rests on
+        // an assumed configuration (attach mode, import, tap off).
+        let source = config_source(&args.file);
+        writeln!(
+            out,
+            "  \"config\": {{\"exact\": {}, \"source\": {}}},",
+            source.is_exact(),
+            serde_json::to_string(&source)?
+        )?;
+        writeln!(out, "  \"policies\": {}", serde_json::to_string(&policies)?)?;
+        writeln!(out, "}}")?;
+        r
+    } else {
+        let r = replay_file_with(
+            &args.file,
+            &args.policies,
+            args.salvage_ok,
+            args.threads,
+            sel,
+            &mut |_, _| Ok(()),
+        )?;
+        let shown = match args.limit {
+            None => 5,
+            Some(0) => usize::MAX,
+            Some(n) => n,
+        };
+        out.write_all(r.report.render(shown).as_bytes())?;
+        let source = config_source(&args.file);
+        if !source.is_exact() {
+            writeln!(
+                out,
+                "note: VM configuration {}: every answer above rests on an assumed \
+                 configuration (no quirks disabled, no MSR filter, no user-space MSR exits, \
+                 CPUID as the trace shows it)",
+                source.describe()
+            )?;
+        }
+        r
+    };
     if let Some(d) = &r.damage {
         writeln!(
             err,
             "warning: replayed only the readable prefix ({} events) of a damaged trace: {d}",
             r.events()
         )?;
-    }
-    if args.json {
-        super::write_json(out, &to_json(&r)?)?;
-    } else {
-        out.write_all(r.report.render(5).as_bytes())?;
     }
     Ok(if r.diverged() { 1 } else { 0 })
 }

@@ -2,6 +2,37 @@
 
 use kvmtrace_format::{Event, MsrOutcome, MwaitOutcome, Origin};
 
+/// A time relative to the start of a trace, for humans: `12.345678 s`.
+pub fn rel_time(ns: u64) -> String {
+    format!("{}.{:06} s", ns / 1_000_000_000, ns % 1_000_000_000 / 1000)
+}
+
+/// A wall-clock time (nanoseconds since the Unix epoch) as ISO-8601 UTC:
+/// `2026-12-03T15:38:18.123Z`; `unknown` for 0 (imports, synthetic traces).
+pub fn wall_time(unix_ns: u64) -> String {
+    if unix_ns == 0 {
+        return "unknown".into();
+    }
+    let t = chrono::DateTime::from_timestamp_nanos(i64::try_from(unix_ns).unwrap_or(i64::MAX));
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// An event rate for humans: `5.58 M/s`, `812.3 k/s`, `950/s`.
+pub fn rate(per_s: f64) -> String {
+    if !per_s.is_finite() || per_s < 0.0 {
+        return "-".into();
+    }
+    if per_s >= 1e9 {
+        format!("{:.2} G/s", per_s / 1e9)
+    } else if per_s >= 1e6 {
+        format!("{:.2} M/s", per_s / 1e6)
+    } else if per_s >= 1e3 {
+        format!("{:.1} k/s", per_s / 1e3)
+    } else {
+        format!("{per_s:.0}/s")
+    }
+}
+
 /// `0x401 (MC0_STATUS)` style label, with the replayer's MSR name table (one
 /// table for dump, diff and replay reports).
 pub fn msr_label(index: u32) -> String {
@@ -93,6 +124,9 @@ pub fn describe(e: &Event) -> String {
             after.rdx(),
             after.rip
         ),
+        Event::Sipi { from, vector } if *from == kvmtrace_format::SIPI_FROM_UNKNOWN => {
+            format!("sipi vector {vector:#x}")
+        }
         Event::Sipi { from, vector } => format!("sipi from vcpu {from} vector {vector:#x}"),
         Event::Ipi { dst, vector, mode } => format!("ipi to {dst} vector {vector:#x} {mode:?}"),
         Event::Cpuid { entries } => format!("cpuid ({} entries)", entries.len()),
@@ -130,5 +164,41 @@ pub fn describe(e: &Event) -> String {
         }
         Event::Lost { source, count } => format!("LOST {count} events ({source:?})"),
         Event::End { reason } => format!("end {reason:?}"),
+        Event::KernelReset { known } => format!("reset {}", known_state(known)),
+        Event::KernelInit { from, known } => format!(
+            "init by the in-kernel lapic{} {}",
+            from.map(|f| format!(" from vcpu {f}")).unwrap_or_default(),
+            known_state(known)
+        ),
+        Event::VcpuThread {
+            pid,
+            tid,
+            comm,
+            identity,
+        } => {
+            format!("vcpu thread {comm:?} pid {pid} tid {tid} identity {identity:?}").to_lowercase()
+        }
+    }
+}
+
+/// `(registers not seen)` or the registers a capture saw, `name=value`.
+fn known_state(k: &kvmtrace_format::KnownState) -> String {
+    let mut parts = Vec::new();
+    let mut put = |name: &str, v: Option<u64>| {
+        if let Some(v) = v {
+            parts.push(format!("{name}={v:#x}"));
+        }
+    };
+    put("rip", k.rip);
+    put("cs", k.cs_selector.map(u64::from));
+    put("cs_base", k.cs_base);
+    put("rdx", k.rdx);
+    put("cr0", k.cr0);
+    put("apic_base", k.apic_base);
+    put("mp_state", k.mp_state.map(u64::from));
+    if parts.is_empty() {
+        "(registers not seen)".to_string()
+    } else {
+        format!("(seen: {}; the rest unknown)", parts.join(" "))
     }
 }

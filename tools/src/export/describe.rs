@@ -127,6 +127,8 @@ pub fn divergence_args(rec: &Record, d: &Divergence) -> Vec<(String, Arg)> {
         ("policy".to_string(), Arg::Str(d.policy.clone())),
         ("rule".to_string(), Arg::Str(d.rule.to_string())),
         ("behaviour".to_string(), Arg::Str(d.behaviour.to_string())),
+        ("direct".to_string(), Arg::Bool(d.direct)),
+        ("explanation".to_string(), Arg::Str(d.explanation.clone())),
         ("predicted".to_string(), Arg::Str(d.predicted.to_string())),
         ("recorded".to_string(), Arg::Str(d.recorded.to_string())),
         ("seq".to_string(), Arg::U64(rec.seq)),

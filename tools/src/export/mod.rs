@@ -14,12 +14,12 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use kvmtrace_format::{Record, TraceHeader};
-use kvmtrace_replayer::engine::Engine;
+use kvmtrace_replayer::Replay;
 use kvmtrace_replayer::policy::Policy;
+use kvmtrace_replayer::replay::Selection;
+use kvmtrace_replayer::report::OutcomeView;
 
 pub use input::{Input, open_trace};
-
-use crate::fidelity::{Verdict, check_any};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ExportArgs {
@@ -34,14 +34,32 @@ pub struct ExportArgs {
     pub policy: Option<String>,
 }
 
-/// An outcome a policy would have decided differently.
+/// An outcome a policy would have decided differently (the replayer's
+/// divergence, as `replay --json` gives it).
 #[derive(Clone, Debug)]
 pub struct Divergence {
     pub policy: String,
-    pub rule: &'static str,
+    pub rule: String,
     pub behaviour: &'static str,
+    pub direct: bool,
     pub predicted: serde_json::Value,
     pub recorded: serde_json::Value,
+    pub explanation: String,
+}
+
+impl Divergence {
+    fn of(policy: &str, d: kvmtrace_replayer::Divergence) -> Divergence {
+        let json = |v: &OutcomeView| serde_json::to_value(v).unwrap_or(serde_json::Value::Null);
+        Divergence {
+            policy: policy.to_string(),
+            rule: d.rule.name.clone(),
+            behaviour: d.behaviour.name(),
+            direct: d.direct,
+            predicted: json(&d.policy),
+            recorded: json(&d.recorded),
+            explanation: d.explanation,
+        }
+    }
 }
 
 /// An export format.
@@ -76,40 +94,59 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
-/// Stream `records` into `sink`, with divergences under `policy` if given.
+/// Records fed to the replay per batch (bounded memory).
+const BATCH: usize = 1 << 14;
+
+/// Stream `records` into `sink`, with divergences under `policy` if given:
+/// the replayer's engine (`Replay`, as `replay` runs it) decides them, and
+/// each is written right after its record.
 pub fn export_records<E: std::fmt::Display>(
     header: &TraceHeader,
     records: impl Iterator<Item = Result<Record, E>>,
     policy: Option<&str>,
     sink: &mut dyn Sink,
 ) -> anyhow::Result<ExportSummary> {
-    let mut engine = match policy {
-        Some(p) => Some(Engine::new(
-            Policy::resolve(p, header).map_err(|e| anyhow::anyhow!("policy {p}: {e}"))?,
-            header,
-        )),
+    let mut replay = match policy {
+        Some(p) => Some(
+            Replay::new(
+                header,
+                vec![Policy::resolve(p, header).map_err(|e| anyhow::anyhow!("policy {p}: {e}"))?],
+            )
+            .sequential()
+            .with_selection(Selection {
+                keep: 0,
+                stream: true,
+                ..Selection::default()
+            }),
+        ),
         None => None,
     };
     let mut sum = ExportSummary::default();
-    for rec in records {
-        let rec = rec.map_err(|e| anyhow::anyhow!("{e}"))?;
-        sink.record(&rec)?;
-        sum.records += 1;
-        if let Some(engine) = engine.as_mut() {
-            if let Some(c) = check_any(engine, &rec) {
-                if c.verdict == Verdict::Disagree {
-                    sum.divergences += 1;
-                    let d = Divergence {
-                        policy: engine.policy().name.clone(),
-                        rule: c.rule,
-                        behaviour: c.behaviour,
-                        predicted: c.predicted,
-                        recorded: c.recorded,
-                    };
-                    sink.divergence(&rec, &d)?;
-                }
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut records = records.peekable();
+    while records.peek().is_some() {
+        batch.clear();
+        for rec in records.by_ref() {
+            batch.push(rec.map_err(|e| anyhow::anyhow!("{e}"))?);
+            if batch.len() == BATCH {
+                break;
             }
-            engine.apply(&rec);
+        }
+        let stream = match replay.as_mut() {
+            Some(r) => {
+                r.feed(&batch);
+                r.take_stream()
+            }
+            None => Vec::new(),
+        };
+        let mut next = stream.into_iter().peekable();
+        for (i, rec) in batch.iter().enumerate() {
+            sink.record(rec)?;
+            sum.records += 1;
+            while let Some(s) = next.next_if(|s| s.position == i) {
+                sum.divergences += 1;
+                sink.divergence(rec, &Divergence::of(policy.unwrap_or(""), s.divergence))?;
+            }
         }
     }
     sink.finish()?;

@@ -2,7 +2,7 @@
 //!
 //! The text is what users paste from tracefs `trace`, `trace_pipe` or
 //! `trace-cmd report`; the line parser and converter are shared with observe
-//! mode (`kvmtrace_recorder::observe`). The header says `capture.mode = Import`:
+//! mode and wrap/attach recording (`kvmtrace_capture`). The header says `capture.mode = Import`:
 //! an imported trace starts from unknown state (the replayer lets a first read
 //! teach a value), and its host is `--kernel/--vendor` or, without them, this
 //! machine (said on stderr).
@@ -24,7 +24,8 @@ pub use ftrace::{
 pub struct ImportArgs {
     /// Input format (only `ftrace`).
     pub format: String,
-    /// The tracefs text (`trace`, `trace_pipe` or `trace-cmd report` output).
+    /// The tracefs text (`trace`, `trace_pipe` or `trace-cmd report` output);
+    /// `-` reads standard input.
     pub input: PathBuf,
     #[arg(short, long)]
     pub output: PathBuf,
@@ -133,6 +134,7 @@ pub fn import_header(host: HostInfo, source: &str) -> TraceHeader {
             detail: format!("ftrace text {source}"),
             ..Default::default()
         },
+        config_source: kvmtrace_format::ConfigSource::legacy(CaptureMode::Import),
         ..Default::default()
     }
 }
@@ -148,16 +150,30 @@ pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
     if let Some(note) = note {
         writeln!(err, "{note}")?;
     }
-    let name = args.input.display().to_string();
-    let file =
-        std::fs::File::open(&args.input).map_err(|e| anyhow::anyhow!("opening {name}: {e}"))?;
-    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let header = import_header(host_info, &name);
     let opts = ImportOptions {
         lenient: args.lenient,
     };
+    // `-` is standard input; a FIFO or a pipe streams like a file (the
+    // import reads front to back and never seeks).
+    let (input, name, total): (Box<dyn std::io::Read>, String, u64) =
+        if args.input.as_os_str() == "-" {
+            (Box::new(std::io::stdin().lock()), "<stdin>".into(), 0)
+        } else {
+            let name = args.input.display().to_string();
+            let file = std::fs::File::open(&args.input)
+                .map_err(|e| anyhow::anyhow!("cannot read {name}: {e}"))?;
+            let meta = file
+                .metadata()
+                .map_err(|e| anyhow::anyhow!("cannot read {name}: {e}"))?;
+            if meta.is_dir() {
+                anyhow::bail!("cannot read {name}: it is a directory");
+            }
+            let total = if meta.is_file() { meta.len() } else { 0 };
+            (Box::new(file), name, total)
+        };
+    let header = import_header(host_info, &name);
     let pb = crate::progress::bytes(total, "importing");
-    let sum = write_trace(file, &name, &args.output, header, &opts, &pb)?;
+    let sum = write_trace(input, &name, &args.output, header, &opts, &pb)?;
     pb.finish_and_clear();
     let c = &sum.convert;
     if args.json {
@@ -207,7 +223,7 @@ pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
     if sum.unterminated {
         writeln!(
             err,
-            "warning: {name} does not end in a newline: its last line may be cut short"
+            "warning: {name} does not end in a newline: its cut last line was recorded as lost"
         )?;
     }
     if sum.ring_lost > 0 {
@@ -223,7 +239,7 @@ pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
 /// Stream the import into a `.kvt` file (`NAME.incomplete` until it is whole:
 /// a failed import leaves no file that looks good).
 fn write_trace(
-    file: std::fs::File,
+    file: impl std::io::Read,
     name: &str,
     output: &std::path::Path,
     header: TraceHeader,

@@ -863,7 +863,7 @@ fn x2apic_registers_in_x2apic_mode() {
                 None
             ),
             case!(
-                "ICR write: not modelled",
+                "ICR write (fixed IPI) accepted (kvm_x2apic_icr_write)",
                 "kvm-6.18",
                 Pvm,
                 X2,
@@ -871,7 +871,7 @@ fn x2apic_registers_in_x2apic_mode() {
                 0x830,
                 Some(0x4_0000_00fe),
                 G,
-                None
+                OK
             ),
             case!(
                 "reserved offset",

@@ -147,6 +147,7 @@ macro_rules! case {
 
 // After `case!`: macro_rules are textually scoped.
 mod host_fidelity;
+mod lapic;
 mod msr_tables;
 
 #[test]

@@ -3,7 +3,7 @@
 
 use kvmtrace_format::IpiMode;
 
-use super::line::{parse_dec, parse_hex};
+use crate::line::{parse_dec, parse_hex};
 
 /// What a user-space exit line says `KVM_RUN` returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

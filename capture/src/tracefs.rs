@@ -36,9 +36,9 @@ use std::time::{Duration, Instant};
 
 use kvmtrace_format::{Event, LostSource};
 
-use super::convert::{Converter, Observed, VcpuMap};
-use super::fields::{KvmEvent, parse_event};
-use super::line::{LineKind, MAX_LINE, parse_line};
+use crate::convert::{Converter, Observed, VcpuMap};
+use crate::fields::{KvmEvent, parse_event};
+use crate::line::{LineKind, MAX_LINE, parse_line};
 
 /// The tracepoints observe mode enables; `kvm_msr` is required, the others are
 /// enabled where this kernel has them.

@@ -31,7 +31,8 @@ pub enum LineKind<'a> {
     Comment,
     /// A `trace-cmd report` preamble line (`cpus=2`, `version = 6`, `CPU 0 is empty`).
     Preamble,
-    /// `CPU:N [LOST M EVENTS]`: the ring buffer of CPU N overran.
+    /// `CPU:N [LOST M EVENTS]`: the ring buffer of CPU N overran (`count` 0:
+    /// `CPU:N [LOST EVENTS]`, an unknown number).
     Lost { cpu: u32, count: u64 },
     /// An event line.
     Event(EventLine<'a>),
@@ -185,6 +186,11 @@ fn parse_lost(line: &[u8]) -> Option<(u32, u64)> {
     let sp = rest.iter().position(|&b| b == b' ')?;
     let cpu = u32::try_from(parse_dec(&rest[..sp], 6)?).ok()?;
     let rest = trim_start(&rest[sp..]).strip_prefix(b"[LOST ")?;
+    // The kernel prints `[LOST EVENTS]` when it could not count them
+    // (print_trace_line, lost_events == -1): 0 stands for "unknown".
+    if rest == b"EVENTS]" {
+        return Some((cpu, 0));
+    }
     let sp = rest.iter().position(|&b| b == b' ')?;
     let count = parse_dec(&rest[..sp], 20)?;
     rest[sp..].starts_with(b" EVENTS]").then_some((cpu, count))

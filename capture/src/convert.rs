@@ -26,7 +26,7 @@ use kvmtrace_format::{
     CpuidEntry, DecidedBy, EndReason, Event, IpiMode, MsrOutcome, MwaitOutcome, Origin,
 };
 
-use super::fields::{KvmEvent, RunReturn};
+use crate::fields::{KvmEvent, RunReturn};
 
 /// Most vCPUs (distinct tasks with KVM events) an import may have.
 pub const MAX_VCPUS: usize = 4096;

@@ -1,0 +1,304 @@
+//! The ioctl tap on a real VMM: this test binary re-runs itself as a small
+//! kvm-ioctls VMM (`KVMTRACE_TAP_ROLE=vmm`) that configures a VM, sets MSRs
+//! (some of which the kernel refuses) and exits with a chosen status; the
+//! tests wrap it with `vmm_tap::spawn` and check what the tap saw.
+
+use std::ffi::OsString;
+use std::time::{Duration, Instant};
+
+use kvm_bindings::{Msrs, kvm_enable_cap, kvm_msr_entry};
+use kvm_ioctls::{Kvm, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags};
+use kvmtrace_format::{Event, MsrOutcome, Origin};
+use kvmtrace_recorder::kvm_check::require_kvm;
+use kvmtrace_recorder::vmm_tap::{self, SpawnOptions, TapEvent, TapStatus};
+
+const ROLE: &str = "KVMTRACE_TAP_ROLE";
+
+fn msrs(entries: &[(u32, u64)]) -> Msrs {
+    let e: Vec<_> = entries
+        .iter()
+        .map(|&(index, data)| kvm_msr_entry {
+            index,
+            data,
+            ..Default::default()
+        })
+        .collect();
+    Msrs::from_entries(&e).unwrap()
+}
+
+/// The fake VMM. Exits 7 on success so the pass-through is visible.
+fn fake_vmm(slow: bool) -> ! {
+    let kvm = Kvm::new().unwrap();
+    let vm = kvm.create_vm().unwrap();
+    let quirks = kvm_enable_cap {
+        cap: 213,
+        args: [0x1, 0, 0, 0],
+        ..Default::default()
+    };
+    vm.enable_cap(&quirks).unwrap();
+    let usm = kvm_enable_cap {
+        cap: 188,
+        args: [0x4, 0, 0, 0],
+        ..Default::default()
+    };
+    vm.enable_cap(&usm).unwrap();
+    let bitmap = [0xffu8; 1];
+    vm.set_msr_filter(
+        MsrFilterDefaultAction::ALLOW,
+        &[MsrFilterRange {
+            flags: MsrFilterRangeFlags::READ,
+            base: 0x10,
+            msr_count: 8,
+            bitmap: &bitmap,
+        }],
+    )
+    .unwrap();
+    vm.create_irq_chip().unwrap();
+    let v0 = vm.create_vcpu(0).unwrap();
+    let v1 = vm.create_vcpu(1).unwrap();
+    let cpuid = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .unwrap();
+    v0.set_cpuid2(&cpuid).unwrap();
+    v1.set_cpuid2(&cpuid).unwrap();
+    // TSC accepted; an MSR no kernel knows refused; the last not attempted.
+    let n = v0
+        .set_msrs(&msrs(&[(0x10, 1000), (0x4000_1234, 1), (0x1a0, 1)]))
+        .unwrap();
+    assert_eq!(n, 1);
+    let mut get = msrs(&[(0x10, 0), (0x4000_1234, 0)]);
+    assert_eq!(v1.get_msrs(&mut get).unwrap(), 1);
+    // A dup'ed vCPU fd: found through /proc/PID/fd.
+    // SAFETY: dup of an fd we own.
+    let dup = unsafe { libc::dup(std::os::fd::AsRawFd::as_raw_fd(&v1)) };
+    let entry = msrs(&[(0x10, 5)]);
+    // SAFETY: KVM_SET_MSRS with a valid kvm_msrs on a vCPU fd.
+    let r = unsafe {
+        libc::ioctl(
+            dup,
+            vmm_tap::filter::KVM_SET_MSRS as _,
+            entry.as_fam_struct_ptr(),
+        )
+    };
+    assert_eq!(r, 1);
+    // An unreadable argument: the kernel says EFAULT, the tap notes it.
+    // SAFETY: the kernel checks the pointer (it faults, nothing is written).
+    let r = unsafe { libc::ioctl(dup, vmm_tap::filter::KVM_SET_MSRS as _, 8usize) };
+    assert_eq!(r, -1);
+    if slow {
+        // Keep configuring for a while (the SIGKILL test kills the recorder
+        // meanwhile); every call must keep working.
+        let mut fine = 0;
+        for _ in 0..30 {
+            std::thread::sleep(Duration::from_millis(50));
+            let mut get = msrs(&[(0x10, 0)]);
+            if v0.get_msrs(&mut get) == Ok(1) {
+                fine += 1;
+            }
+        }
+        let out = std::env::var("KVMTRACE_TAP_OUT").unwrap();
+        std::fs::write(out, format!("{fine}")).unwrap();
+    }
+    std::process::exit(7)
+}
+
+/// Play a role if asked to (the tests run this binary as a VMM or recorder).
+fn role() {
+    match std::env::var(ROLE).as_deref() {
+        Ok("vmm") => fake_vmm(false),
+        Ok("vmm-slow") => fake_vmm(true),
+        Ok("recorder") => {
+            // Spawn the slow VMM tapped, print its pid, then wait to be killed.
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let t = vmm_tap::spawn(&vmm_argv("vmm-slow", "recorder_killed"), tx).unwrap();
+            println!("\nVMM-PID {} {:?}", t.pid(), t.tap_status());
+            let _keep = rx;
+            std::thread::sleep(Duration::from_secs(60));
+            std::process::exit(0)
+        }
+        _ => {}
+    }
+}
+
+fn vmm_argv(role: &str, test: &str) -> Vec<OsString> {
+    // SAFETY (of the env change): set before any thread of this test binary
+    // spawns the child; the role is read by the child only.
+    vec![
+        "/usr/bin/env".into(),
+        format!("{ROLE}={role}").into(),
+        std::env::current_exe().unwrap().into(),
+        "--exact".into(),
+        test.into(),
+        "--nocapture".into(),
+        "--test-threads=1".into(),
+    ]
+}
+
+fn run_tapped(test: &str, opts: SpawnOptions) -> (i32, Vec<TapEvent>, vmm_tap::Tapped) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut t = vmm_tap::spawn_with(&vmm_argv("vmm", test), tx, opts).unwrap();
+    let status = t.wait().unwrap();
+    let events: Vec<_> = rx.iter().collect();
+    (status.code().unwrap_or(-1), events, t)
+}
+
+#[test]
+fn tap_captures_config_and_host_msrs() {
+    role();
+    if !require_kvm("tap_captures_config_and_host_msrs") {
+        return;
+    }
+    let (code, events, t) =
+        run_tapped("tap_captures_config_and_host_msrs", SpawnOptions::default());
+    assert_eq!(code, 7, "exit status passes through");
+    assert_eq!(t.tap_status(), TapStatus::Active);
+    let kinds: Vec<_> = events
+        .iter()
+        .map(|e| (e.vcpu, e.event.kind().name()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (None, "quirks_disabled"),
+            (None, "user_space_msr"),
+            (None, "msr_filter"),
+            (Some(0), "cpuid"),
+            (Some(1), "cpuid"),
+            (Some(0), "msr_write"),
+            (Some(0), "msr_write"),
+            (Some(1), "msr_read"),
+            (Some(1), "msr_read"),
+            (Some(1), "msr_write"),
+        ],
+        "{events:#?}"
+    );
+    assert!(matches!(
+        events[5].event,
+        Event::MsrWrite {
+            index: 0x10,
+            value: 1000,
+            origin: Origin::Host,
+            outcome: MsrOutcome::Ok,
+            ..
+        }
+    ));
+    assert!(matches!(
+        events[6].event,
+        Event::MsrWrite {
+            index: 0x4000_1234,
+            origin: Origin::Host,
+            outcome: MsrOutcome::InjectGp,
+            ..
+        }
+    ));
+    assert!(
+        matches!(events[7].event, Event::MsrRead { index: 0x10, outcome: MsrOutcome::Value(v), .. } if v >= 1000)
+    );
+    assert!(matches!(
+        events[8].event,
+        Event::MsrRead {
+            index: 0x4000_1234,
+            outcome: MsrOutcome::InjectGp,
+            ..
+        }
+    ));
+    assert!(
+        matches!(
+            events[9].event,
+            Event::MsrWrite {
+                index: 0x10,
+                value: 5,
+                ..
+            }
+        ),
+        "dup'ed fd mapped"
+    );
+    assert!(events.windows(2).all(|w| w[0].time_ns <= w[1].time_ns));
+    assert!(events.iter().all(|e| e.vm == 0));
+    let cfg = t.vm_configs();
+    assert_eq!(cfg.len(), 1);
+    assert_eq!(cfg[0].vcpus, 2);
+    assert_eq!(cfg[0].disabled_quirks, 1);
+    assert_eq!(cfg[0].user_space_msr, 4);
+    assert!(!cfg[0].cpuid.is_empty());
+    assert_eq!(cfg[0].irqchip, Some(kvmtrace_format::Irqchip::Kernel));
+    assert_eq!(cfg[0].msr_filter.as_ref().unwrap().ranges[0].base, 0x10);
+    let notes = t.notes();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("KVM_SET_MSRS") && n.contains("unreadable")),
+        "{notes:?}"
+    );
+}
+
+#[test]
+fn tap_off_runs_the_vmm_untapped() {
+    role();
+    if !require_kvm("tap_off_runs_the_vmm_untapped") {
+        return;
+    }
+    let (code, events, t) =
+        run_tapped("tap_off_runs_the_vmm_untapped", SpawnOptions { tap: false });
+    assert_eq!(code, 7);
+    assert!(events.is_empty());
+    assert!(matches!(t.tap_status(), TapStatus::Off { .. }));
+}
+
+#[test]
+fn recorder_killed() {
+    role();
+    if !require_kvm("recorder_killed") {
+        return;
+    }
+    // The recorder (this binary, role "recorder") starts the slow VMM tapped;
+    // we SIGKILL the recorder; the VMM's later KVM_GET_MSRS calls must all work
+    // (no ENOSYS) and it must exit normally.
+    let out = std::env::temp_dir().join(format!("kvmtrace-tap-killed-{}", std::process::id()));
+    let _ = std::fs::remove_file(&out);
+    let mut rec = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "recorder_killed",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ROLE, "recorder")
+        .env("KVMTRACE_TAP_OUT", &out)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut stdout = std::io::BufReader::new(rec.stdout.take().unwrap());
+    loop {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0,
+            "recorder said nothing"
+        );
+        if line.starts_with("VMM-PID ") {
+            assert!(line.ends_with("Active\n"), "{line}");
+            break;
+        }
+    }
+    let vmm: i32 = line.split(' ').nth(1).unwrap().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    rec.kill().unwrap();
+    rec.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !out.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let fine = std::fs::read_to_string(&out).expect("the VMM finished its run");
+    assert_eq!(fine, "30", "every KVM_GET_MSRS after the kill worked");
+    // The VMM is not left stopped: it has exited (or is exiting).
+    while std::path::Path::new(&format!("/proc/{vmm}/status")).exists() && Instant::now() < deadline
+    {
+        let s = std::fs::read_to_string(format!("/proc/{vmm}/status")).unwrap_or_default();
+        if s.contains("State:\tZ") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_file(&out);
+}
