@@ -59,7 +59,7 @@ pub mod state;
 pub use decide::Action;
 pub use engine::{Engine, Prediction, StatePrediction};
 pub use external::{HookError, PolicyHooks};
-pub use model::compare_state;
+pub use model::{UNSEEN_CPUID, compare_state};
 pub use policy::{Policy, PolicyError, Vendor};
 pub use rules::Rule;
 pub mod replay;

@@ -9,7 +9,7 @@
 
 pub mod ftrace;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use kvmtrace_format::{CaptureInfo, CaptureMode, CpuVendor, HostInfo, TraceHeader};
@@ -22,10 +22,12 @@ pub use ftrace::{
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ImportArgs {
-    /// Input format (only `ftrace`).
+    /// Input format: `ftrace` (tracefs `trace`/`trace_pipe`, `trace-cmd report`) or
+    /// `perf` (a `perf.data` file or `perf script` text, from `perf record -e 'kvm:*'`
+    /// with or without `-p`/`-a`, or `perf kvm stat record`).
     pub format: String,
-    /// The tracefs text (`trace`, `trace_pipe` or `trace-cmd report` output);
-    /// `-` reads standard input.
+    /// The input file; `-` reads standard input (text only: a perf.data file
+    /// must be named, it is read with seeks).
     pub input: PathBuf,
     #[arg(short, long)]
     pub output: PathBuf,
@@ -140,9 +142,9 @@ pub fn import_header(host: HostInfo, source: &str) -> TraceHeader {
 }
 
 pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
-    if args.format != "ftrace" {
+    if args.format != "ftrace" && args.format != "perf" {
         anyhow::bail!(
-            "import format {:?}: only `ftrace` is supported",
+            "import format {:?}: expected `ftrace` (tracefs text) or `perf` (perf.data or `perf script` text)",
             args.format
         );
     }
@@ -171,9 +173,45 @@ pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
             let total = if meta.is_file() { meta.len() } else { 0 };
             (Box::new(file), name, total)
         };
-    let header = import_header(host_info, &name);
     let pb = crate::progress::bytes(total, "importing");
-    let sum = write_trace(input, &name, &args.output, header, &opts, &pb)?;
+    let mut header = import_header(host_info, &name);
+    let sum = if args.format == "perf" {
+        let mut input = input;
+        let mut head = [0u8; 8];
+        let mut n = 0;
+        while n < head.len() {
+            match input.read(&mut head[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => anyhow::bail!("cannot read {name}: {e}"),
+            }
+        }
+        if kvmtrace_capture::perf::is_perf_data(&head[..n]) {
+            if args.input.as_os_str() == "-" {
+                anyhow::bail!(
+                    "<stdin>: a perf.data file cannot be read from standard input; name the file"
+                );
+            }
+            drop(input);
+            let text = kvmtrace_capture::perf::PerfDataText::open(&args.input)?;
+            header.capture.detail = format!(
+                "perf.data {name} (formats from {})",
+                text.stats.formats_from
+            );
+            // Progress counts text bytes, not file bytes: no total.
+            pb.set_length(0);
+            write_trace(text, &name, &args.output, header, &opts, &pb)?
+        } else {
+            header.capture.detail = format!("perf script text {name}");
+            let text = kvmtrace_capture::perf::PerfScriptText::new(
+                std::io::Cursor::new(head[..n].to_vec()).chain(input),
+            );
+            write_trace(text, &name, &args.output, header, &opts, &pb)?
+        }
+    } else {
+        write_trace(input, &name, &args.output, header, &opts, &pb)?
+    };
     pb.finish_and_clear();
     let c = &sum.convert;
     if args.json {
