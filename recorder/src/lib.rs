@@ -31,6 +31,7 @@ pub mod qemu_guest;
 pub mod scenarios;
 pub mod sink;
 pub mod state;
+pub mod stop;
 pub mod vcpu;
 pub mod vm;
 pub mod vmm_tap;
@@ -124,6 +125,9 @@ pub struct RecordSummary {
     /// Observe mode: the tracefs capture's counters (events read, ring-buffer
     /// overruns and the other losses the trace's `Lost { Tracefs }` sums).
     pub capture: Option<observe::CaptureStats>,
+    /// The signal that stopped the recording early (`stop::StopSignal`), by
+    /// name; the trace is finished all the same.
+    pub interrupted: Option<String>,
 }
 
 /// A built-in scenario, for `kvmtrace scenarios`.
@@ -530,6 +534,7 @@ fn run(
     let mut stats = OutStats::default();
     let mut spawn_error = None;
     let mut read_failed = false;
+    let mut interrupted = None;
     std::thread::scope(|s| {
         let mut handles = Vec::new();
         for ((i, fd), rx) in fds.into_iter().enumerate().zip(rxs) {
@@ -586,6 +591,16 @@ fn run(
             if held_in_kernel && others_done {
                 ctx.stop.store(true, Ordering::SeqCst);
             }
+            // Ctrl-C / SIGTERM: stop like the end of the guest (the trace is
+            // flushed, finished and renamed below).
+            if interrupted.is_none()
+                && let Some(sig) = stop::StopSignal::requested()
+            {
+                let why = format!("stopped by {}", stop::signal_name(sig));
+                let _ = ctx.stop_why.set(why.clone());
+                interrupted = Some(why);
+                ctx.stop.store(true, Ordering::SeqCst);
+            }
             if ctx.stop.load(Ordering::SeqCst) || shared.failed() {
                 ctx.stop.store(true, Ordering::SeqCst);
                 for i in 0..ctx.alive.len() {
@@ -637,6 +652,7 @@ fn run(
         chunks: ws.chunks,
         raw_exits: u64::from(ctx.raw_exits.load(Ordering::SeqCst)),
         capture: capture_stats,
+        interrupted,
     };
     let messages = ctx.errors.into_inner().unwrap_or_default();
     if !messages.is_empty() {
