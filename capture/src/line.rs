@@ -43,6 +43,9 @@ pub enum LineKind<'a> {
 pub struct EventLine<'a> {
     pub task: &'a [u8],
     pub pid: u32,
+    /// The thread group (process) id, when the text has the tgid column
+    /// (`options/record-tgid`, `trace-cmd report` of such a capture).
+    pub tgid: Option<u32>,
     pub cpu: u32,
     /// The timestamp in nanoseconds (text gives microseconds for the `local`,
     /// `global` and `mono` clocks; trace-cmd may give nanoseconds).
@@ -228,11 +231,16 @@ pub fn parse_line(raw: &[u8]) -> Result<LineKind<'_>, LineError> {
     }
     // TASK-PID, optionally followed by `(TGID)`.
     let mut head = trim(&line[..lb]);
+    let mut tgid = None;
     if head.last() == Some(&b')') {
         let open = head
             .iter()
             .rposition(|&b| b == b'(')
             .ok_or(LineError::NoPid)?;
+        // `(  1200)`, or `(-------)` when the kernel did not record it.
+        tgid = parse_dec(trim(&head[open + 1..head.len() - 1]), 10)
+            .and_then(|t| u32::try_from(t).ok())
+            .filter(|&t| t != 0);
         head = trim(&head[..open]);
     }
     let dash = head
@@ -280,6 +288,7 @@ pub fn parse_line(raw: &[u8]) -> Result<LineKind<'_>, LineError> {
     Ok(LineKind::Event(EventLine {
         task,
         pid,
+        tgid,
         cpu,
         ts_ns,
         event,

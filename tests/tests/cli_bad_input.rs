@@ -458,3 +458,31 @@ fn missing_trace_with_an_incomplete_file_says_so() {
         assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
     }
 }
+
+/// A second writer to a path whose `.incomplete` exists exits 2 naming the
+/// conflict and leaves the other's file alone.
+#[test]
+fn second_writer_to_one_path_exits_2_naming_the_conflict() {
+    let d = TempDir::new("busy");
+    let out = d.join("t.kvt");
+    let inc = d.join("t.kvt.incomplete");
+    std::fs::write(&inc, b"in progress").unwrap();
+    let r = kvmtrace([
+        "synth",
+        "--pattern",
+        "msr-loop",
+        "--events",
+        "100",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("t.kvt.incomplete already exists"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert_eq!(std::fs::read(&inc).unwrap(), b"in progress");
+    assert!(!out.exists());
+}

@@ -177,6 +177,14 @@ pub enum FormatError {
         #[source]
         source: io::Error,
     },
+    /// `NAME.incomplete` exists: another recording to the same path is
+    /// running, or one stopped without finishing.
+    #[error(
+        "cannot write {path}: {tmp} already exists: another recording to {path} is running, \
+         or one stopped without finishing (salvage it with `kvmtrace verify {tmp} --salvage OUT`, \
+         or remove it)"
+    )]
+    Busy { path: String, tmp: String },
     /// The writer failed earlier and refuses further use.
     #[error("the writer for {file} failed earlier; the trace stays incomplete")]
     WriterFailed { file: String },

@@ -11,6 +11,7 @@ pub mod guest;
 pub mod info;
 pub mod policies;
 pub mod record;
+pub mod record_external;
 pub mod replay;
 pub mod scenarios;
 pub mod stats;
