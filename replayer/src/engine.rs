@@ -74,6 +74,8 @@ pub struct Engine {
     /// guest CPUID ∩ KVM caps), which decides CPUID-gated MSRs when the guest
     /// never executed the leaf (imports).
     pub(crate) supported: state::CpuidBits,
+    /// Per-vCPU state and errors of the policy's hooks (`crate::external`).
+    pub(crate) hooks: crate::external::EngineHooks,
     /// The header says which irqchip the VM has (an import may not).
     pub(crate) header_irqchip_known: bool,
 }
@@ -81,7 +83,12 @@ pub struct Engine {
 impl Engine {
     pub fn new(policy: Policy, header: &TraceHeader) -> Engine {
         let irqchip = header.vm.irqchip.unwrap_or(Irqchip::None);
-        let imported = header.capture.mode == kvmtrace_format::CaptureMode::Import;
+        // Imports and recordings of other VMMs (tracepoints only) start from
+        // unknown state: the VMM set registers and MSRs nobody saw.
+        let imported = matches!(
+            header.capture.mode,
+            kvmtrace_format::CaptureMode::Import | kvmtrace_format::CaptureMode::External
+        );
         let vm = VmState {
             disabled_quirks: 0,
             user_space_msr: 0,
@@ -93,6 +100,7 @@ impl Engine {
         // An imported text starts mid-run: no register value is known (issue 6
         // item 5); observe/intercept recordings start at vCPU creation.
         if imported {
+            template.spec_ctrl = None;
             template.regs_known = 0;
             template.unknown = state::U_ALL;
             template.cpuid_complete = false;
@@ -108,6 +116,7 @@ impl Engine {
             header_mcg_cap: header.vm.mcg_cap,
             imported,
             supported: state::CpuidBits::from_entries(&header.host.supported_cpuid),
+            hooks: Default::default(),
             header_irqchip_known: header.vm.irqchip.is_some(),
         };
         // The scenario's configuration, in the order a VMM applies it: quirks,
@@ -149,6 +158,7 @@ impl Engine {
     fn configured_vcpu(&self, id: u32) -> VcpuState {
         let mut v = VcpuState::created(id, misc_enable_at_reset(&self.policy), self.vm.irqchip);
         if self.imported {
+            v.spec_ctrl = None;
             v.regs_known = 0;
             v.unknown = state::U_ALL;
             v.cpuid_complete = false;
@@ -202,18 +212,18 @@ impl Engine {
     }
 
     pub fn monitor(&self, vcpu: u32) -> Prediction<MwaitOutcome> {
-        self.decide_mwait(vcpu)
+        self.hooked_mwait(vcpu, true, self.decide_mwait(vcpu))
     }
 
     pub fn mwait(&self, vcpu: u32) -> Prediction<MwaitOutcome> {
-        self.decide_mwait(vcpu)
+        self.hooked_mwait(vcpu, false, self.decide_mwait(vcpu))
     }
 
     /// What follows a triple-fault shutdown. `Resume` means "no change in the
     /// kernel" (VMX, pvm): the VMM then stops or resumes; replay treats a
     /// recorded `Stop` as agreeing with it.
     pub fn shutdown(&self, vcpu: u32) -> Prediction<AfterShutdown> {
-        self.decide_shutdown(vcpu)
+        self.hooked_shutdown(vcpu, self.decide_shutdown(vcpu))
     }
 
     /// The RESET state of `vcpu` right after `KVM_CREATE_VCPU`.
@@ -238,7 +248,10 @@ impl Engine {
                 outcome,
                 ..
             } => {
+                // The decision already ran the policy's hooks: no second commit.
+                self.hooks.peek = true;
                 let (pred, store) = self.decide_msr(rec.vcpu, *index, Some(*value), *origin);
+                self.hooks.peek = false;
                 // Where the model agrees, it knows what the kernel stored; where it
                 // does not (a kernel-decided outcome), store the value as written.
                 let store = if pred.outcome == Some(MsrOutcome::Ok) {

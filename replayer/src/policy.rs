@@ -258,6 +258,12 @@ pub struct Switches {
     /// (the release that added the check was not read).
     #[serde(default)]
     pub x2apic_icr_reserved_gp: bool,
+    /// Not in §8 (issue 12): PRED_CMD and FLUSH_CMD guest writes are handled
+    /// in x86.c `kvm_set_msr_common` (CPUID checks, reserved bits) — 6.4+
+    /// ("Move MSR_IA32_PRED_CMD WRMSR emulation to common code", FLUSH_L1D
+    /// virtualisation); earlier presets leave them to the vendor code (not read).
+    #[serde(default)]
+    pub cmd_msrs_common: bool,
 }
 
 fn yes() -> bool {
@@ -315,6 +321,7 @@ impl Switches {
             ("msr_tables", b(self.msr_tables)),
             ("lapic_regs", b(self.lapic_regs)),
             ("x2apic_icr_reserved_gp", b(self.x2apic_icr_reserved_gp)),
+            ("cmd_msrs_common", b(self.cmd_msrs_common)),
         ]
     }
 
@@ -392,6 +399,10 @@ pub struct Policy {
     /// MSRs the kernel advertises (`KVM_GET_MSR_INDEX_LIST`), when known from the
     /// recording host (`host`); `None` uses the vendor's list (§0, §3).
     pub advertised_msrs: Option<Vec<u32>>,
+    /// Decisions this policy makes itself (policy scripts, out-of-tree
+    /// policies: `crate::external`); none for presets and TOML files.
+    #[serde(skip)]
+    pub hooks: crate::external::Hooks,
 }
 
 /// The first place two policies differ.
@@ -459,6 +470,9 @@ impl Policy {
         }
         if let Some(p) = Self::preset(spec, Vendor::of_header(header)) {
             return Ok(p);
+        }
+        if spec.ends_with(".rhai") {
+            return crate::script::load(Path::new(spec), header);
         }
         let looks_like_path = spec.ends_with(".toml") || spec.contains('/');
         if looks_like_path || Path::new(spec).is_file() {

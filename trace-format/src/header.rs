@@ -19,6 +19,11 @@ pub enum CaptureMode {
     Import,
     /// Synthesised (`kvmtrace synth`), as if recorded in intercept mode.
     Synth,
+    /// Another VMM recorded from the kernel's KVM tracepoints (`kvmtrace
+    /// record -- CMD`, `--pid PID`; format 1.1): the kernel decides, and the
+    /// VMM's own configuration (CPUID, MSRs it set) is known only where the
+    /// trace shows it, so replay starts from unknown state as for an import.
+    External,
 }
 
 /// The CPU vendor of the host, from CPUID leaf 0.
@@ -160,6 +165,9 @@ impl ConfigSource {
         match mode {
             CaptureMode::Import => ConfigSource::Unknown {
                 why: "imported tracepoint text holds none of the VMM's configuration ioctls".into(),
+            },
+            CaptureMode::External => ConfigSource::Unknown {
+                why: "recorded from tracepoints alone".into(),
             },
             _ => ConfigSource::Recorder,
         }

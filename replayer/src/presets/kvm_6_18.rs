@@ -27,6 +27,8 @@ pub fn switches() -> Switches {
         mwait_reads_misc_enable: true,
         // lapic.c kvm_x2apic_icr_write (X2APIC_ICR_RESERVED_BITS), read in 6.18.
         x2apic_icr_reserved_gp: true,
+        // x86.c kvm_set_msr_common MSR_IA32_PRED_CMD / MSR_IA32_FLUSH_CMD (6.4+).
+        cmd_msrs_common: true,
         ..super::kvm_6_2::switches()
     }
 }
