@@ -399,6 +399,10 @@ pub struct Policy {
     /// MSRs the kernel advertises (`KVM_GET_MSR_INDEX_LIST`), when known from the
     /// recording host (`host`); `None` uses the vendor's list (§0, §3).
     pub advertised_msrs: Option<Vec<u32>>,
+    /// Decisions this policy makes itself (policy scripts, out-of-tree
+    /// policies: `crate::external`); none for presets and TOML files.
+    #[serde(skip)]
+    pub hooks: crate::external::Hooks,
 }
 
 /// The first place two policies differ.
@@ -466,6 +470,9 @@ impl Policy {
         }
         if let Some(p) = Self::preset(spec, Vendor::of_header(header)) {
             return Ok(p);
+        }
+        if spec.ends_with(".rhai") {
+            return crate::script::load(Path::new(spec), header);
         }
         let looks_like_path = spec.ends_with(".toml") || spec.contains('/');
         if looks_like_path || Path::new(spec).is_file() {

@@ -17,11 +17,16 @@ pub struct Rule {
 
 impl std::fmt::Display for Rule {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(
-            f,
-            "{} (SEMANTICS.md {}, {})",
-            self.name, self.section, self.release
-        )
+        if self.section.starts_with('§') || self.section == "-" {
+            write!(
+                f,
+                "{} (SEMANTICS.md {}, {})",
+                self.name, self.section, self.release
+            )
+        } else {
+            // A policy script's rule: its file:line and note.
+            write!(f, "{} ({}, {})", self.name, self.section, self.release)
+        }
     }
 }
 

@@ -77,6 +77,7 @@ pub(crate) fn make(name: &str, release: &str, vendor: Vendor, switches: Switches
         disabled_quirks: 0,
         msr: Vec::new(),
         advertised_msrs: None,
+        hooks: Default::default(),
     }
 }
 
