@@ -53,6 +53,7 @@ pub mod presets;
 pub mod quirks;
 pub mod rules;
 pub mod state;
+pub mod vendor;
 
 pub use decide::Action;
 pub use engine::{Engine, Prediction, StatePrediction};

@@ -258,3 +258,20 @@ fn synth_to_unwritable_path_fails_cleanly() {
         "{r:?}"
     );
 }
+
+#[test]
+fn releases_outside_the_range_are_clear_errors() {
+    let d = TempDir::new("release");
+    let f = synth(&d, "t.kvt", "msr-loop", 100, 1);
+    for (name, why) in [("kvm-4.19", "older"), ("kvm-7.0", "newer")] {
+        let r = kvmtrace(["replay", f.to_str().unwrap(), "--policy", name]);
+        assert_eq!(r.code, 2, "{r:?}");
+        let line = first_line(&r.stderr);
+        assert!(line.contains(name) && line.contains(why), "{r:?}");
+    }
+    // Every mainline release and a stable point release resolve.
+    for name in ["kvm-6.8", "kvm-6.11", "kvm-5.15.61"] {
+        let r = kvmtrace(["replay", f.to_str().unwrap(), "--policy", name]);
+        assert!(r.code == 0 || r.code == 1, "{name}: {r:?}");
+    }
+}
