@@ -15,6 +15,10 @@
 //!   SEMANTICS.md §5); HLT is `Halt`; other exits (I/O, MMIO, ...) are counted.
 //! - `kvm_apic_ipi` other than Fixed/LowPrio (INIT, SIPI, NMI, SMI) becomes `Ipi`
 //!   on the sending vCPU.
+//! - `kvm_apic_accept_irq` with delivery mode INIT (not a level de-assert) or
+//!   SIPI becomes `KernelInit` / `Sipi` of the *target* vCPU (`apicid` is its
+//!   vcpu_id), from the sending vCPU; registers unknown (the tracepoint shows
+//!   none). Other delivery modes are counted and skipped.
 //! - `kvm_cpuid` lines teach the guest's CPUID: each new or changed leaf emits a
 //!   `Cpuid` event with every leaf seen so far on that vCPU.
 //! - `kvm_exit` for MONITOR/MWAIT (VMX/SVM hosts; this pvm host has no
@@ -23,7 +27,7 @@
 //!   (SEMANTICS.md §1). RAX/ECX/EDX are not in the tracepoint and read 0.
 
 use kvmtrace_format::{
-    CpuidEntry, DecidedBy, EndReason, Event, IpiMode, MsrOutcome, MwaitOutcome, Origin,
+    CpuidEntry, DecidedBy, EndReason, Event, IpiMode, KnownState, MsrOutcome, MwaitOutcome, Origin,
 };
 
 use crate::fields::{KvmEvent, RunReturn};
@@ -103,6 +107,9 @@ struct VcpuState {
     /// A MONITOR/MWAIT intercept (`kvm_exit`) whose outcome the next line of
     /// this vCPU tells: `kvm_inj_exception: #UD` or anything else (NOP).
     pending_mwait: Option<PendingMwait>,
+    /// The last `kvm_apic_ipi` this vCPU sent was a level INIT de-assert: the
+    /// `kvm_apic_accept_irq` lines that follow it change nothing.
+    init_deassert: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -149,6 +156,11 @@ pub struct ConvertStats {
     /// MONITOR/MWAIT intercepts (`kvm_exit`, VMX/SVM hosts).
     pub mwait: u64,
     pub exit_entry: u64,
+    /// INITs and SIPIs the in-kernel LAPIC accepted (`kvm_apic_accept_irq`).
+    pub inits: u64,
+    pub sipis: u64,
+    /// Other accepted interrupts, and INIT de-asserts (change nothing here).
+    pub accepted_skipped: u64,
     /// Events of tasks that are not the recorder's vCPUs (`VcpuMap::Fixed`).
     pub foreign: u64,
 }
@@ -267,7 +279,7 @@ impl Converter {
                 return Ok(());
             }
         }
-        if ev == KvmEvent::ExitOrEntry {
+        if matches!(ev, KvmEvent::ExitOrEntry { .. }) {
             self.stats.exit_entry += 1;
             return Ok(());
         }
@@ -359,7 +371,13 @@ impl Converter {
                     _ => stats.userspace_exits_skipped += 1,
                 }
             }
-            KvmEvent::ApicIpi { dst, vector, mode } => {
+            KvmEvent::ApicIpi {
+                dst,
+                vector,
+                mode,
+                deassert,
+            } => {
+                st.init_deassert = mode == IpiMode::Init && deassert;
                 if matches!(mode, IpiMode::Fixed | IpiMode::LowestPriority) {
                     stats.ipis_skipped += 1;
                 } else {
@@ -415,7 +433,41 @@ impl Converter {
                     run_index,
                 });
             }
-            KvmEvent::ExitOrEntry => {}
+            KvmEvent::ApicAcceptIrq {
+                apicid,
+                vector,
+                mode,
+                level,
+            } => {
+                // Traced on the sender's thread; the event belongs to the
+                // target vCPU (`apicid` is its vcpu_id).
+                let target = |event| Observed {
+                    ts_ns,
+                    tid: 0,
+                    vcpu: apicid,
+                    run_index: 0,
+                    event,
+                };
+                match mode {
+                    // A level-triggered INIT de-assert is ignored by the LAPIC
+                    // (`__apic_accept_irq`: `if (!trig_mode || level)`); the
+                    // sender's `kvm_apic_ipi` line says which it was.
+                    IpiMode::Init if level && st.init_deassert => stats.accepted_skipped += 1,
+                    IpiMode::Init => {
+                        stats.inits += 1;
+                        out(target(Event::KernelInit {
+                            from: Some(vcpu),
+                            known: KnownState::UNKNOWN,
+                        }));
+                    }
+                    IpiMode::Sipi => {
+                        stats.sipis += 1;
+                        out(target(Event::Sipi { from: vcpu, vector }));
+                    }
+                    _ => stats.accepted_skipped += 1,
+                }
+            }
+            KvmEvent::ExitOrEntry { .. } => {}
         }
         Ok(())
     }

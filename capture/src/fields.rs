@@ -35,7 +35,23 @@ pub enum KvmEvent {
     /// `kvm_userspace_exit`.
     UserspaceExit(RunReturn),
     /// `kvm_apic_ipi`: `dst 1 vec 0 (INIT|physical|assert|edge|dst)`.
-    ApicIpi { dst: u32, vector: u8, mode: IpiMode },
+    /// `deassert`: a level-triggered de-assert (`de-assert|level`), which the
+    /// local APIC ignores for INIT (`__apic_accept_irq`).
+    ApicIpi {
+        dst: u32,
+        vector: u8,
+        mode: IpiMode,
+        deassert: bool,
+    },
+    /// `kvm_apic_accept_irq`: `apicid 1 vec 0 (INIT|level)`: the in-kernel
+    /// local APIC of vCPU `apicid` (the target's `vcpu_id`) accepted an
+    /// interrupt, traced on the sender's thread (lapic.c `__apic_accept_irq`).
+    ApicAcceptIrq {
+        apicid: u32,
+        vector: u8,
+        mode: IpiMode,
+        level: bool,
+    },
     /// `kvm_cpuid`: the guest executed CPUID and got this.
     Cpuid {
         function: u32,
@@ -49,16 +65,18 @@ pub enum KvmEvent {
     /// `MWAIT_INSTRUCTION`, SVM `monitor` / `mwait`), with the guest RIP: on
     /// VMX/SVM hosts the kernel decides these (SEMANTICS.md §1).
     MwaitExit { monitor: bool, rip: u64 },
-    /// Any other `kvm_exit`, or `kvm_entry`: known, carries nothing recorded.
-    ExitOrEntry,
+    /// Any other `kvm_exit`, or `kvm_entry`: nothing recorded, but the
+    /// `vcpu N` these lines carry (kernels since 5.x) names the thread's vCPU.
+    ExitOrEntry { vcpu_id: Option<u32> },
 }
 
 /// The event names kvmtrace decodes; every other event is counted and skipped.
-pub const KNOWN_EVENTS: [&str; 7] = [
+pub const KNOWN_EVENTS: [&str; 8] = [
     "kvm_msr",
     "kvm_inj_exception",
     "kvm_userspace_exit",
     "kvm_apic_ipi",
+    "kvm_apic_accept_irq",
     "kvm_cpuid",
     "kvm_exit",
     "kvm_entry",
@@ -277,9 +295,91 @@ fn apic_ipi(f: &[u8]) -> Result<KvmEvent, FieldError> {
     if w.next().is_some() {
         return Err(bad("unexpected text after the flags"));
     }
-    let mode_name = flags.split(|&b| b == b'|').next().unwrap_or(b"");
-    let mode = ipi_mode(mode_name).ok_or(bad("unknown delivery mode"))?;
-    Ok(KvmEvent::ApicIpi { dst, vector, mode })
+    let mut parts = flags.split(|&b| b == b'|');
+    let mode = parts
+        .next()
+        .and_then(ipi_mode)
+        .ok_or(bad("unknown delivery mode"))?;
+    let (mut deasserted, mut level) = (false, false);
+    for p in parts {
+        match p {
+            b"de-assert" => deasserted = true,
+            b"level" => level = true,
+            _ => {}
+        }
+    }
+    Ok(KvmEvent::ApicIpi {
+        dst,
+        vector,
+        mode,
+        deassert: deasserted && level,
+    })
+}
+
+/// `kvm_apic_accept_irq`: `apicid %x vec %u (%s|%s)` (trace.h since 2.6.3x;
+/// before 3.x a ` (coalesced)` suffix could follow).
+fn apic_accept_irq(f: &[u8]) -> Result<KvmEvent, FieldError> {
+    let bad = |what| FieldError {
+        event: "kvm_apic_accept_irq",
+        what,
+    };
+    let mut w = words(f);
+    if w.next() != Some(b"apicid") {
+        return Err(bad("expected `apicid`"));
+    }
+    let apicid = w
+        .next()
+        .and_then(parse_hex)
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or(bad("apicid is not a 32-bit hex number"))?;
+    if w.next() != Some(b"vec") {
+        return Err(bad("expected `vec`"));
+    }
+    let vector = w
+        .next()
+        .and_then(|s| parse_dec(s, 3))
+        .and_then(|v| u8::try_from(v).ok())
+        .ok_or(bad("vec is not a number below 256"))?;
+    let flags = w
+        .next()
+        .and_then(|s| s.strip_prefix(b"("))
+        .and_then(|s| s.strip_suffix(b")"))
+        .ok_or(bad("expected `(MODE|edge)` or `(MODE|level)`"))?;
+    match w.next() {
+        None | Some(b"(coalesced)") => {}
+        Some(_) => return Err(bad("unexpected text after the flags")),
+    }
+    if w.next().is_some() {
+        return Err(bad("unexpected text after the flags"));
+    }
+    let (mode, trig) = match flags.iter().position(|&b| b == b'|') {
+        Some(i) => (&flags[..i], &flags[i + 1..]),
+        None => return Err(bad("expected `(MODE|edge)` or `(MODE|level)`")),
+    };
+    let mode = ipi_mode(mode).ok_or(bad("unknown delivery mode"))?;
+    let level = match trig {
+        b"level" => true,
+        b"edge" => false,
+        _ => return Err(bad("trigger is not edge or level")),
+    };
+    Ok(KvmEvent::ApicAcceptIrq {
+        apicid,
+        vector,
+        mode,
+        level,
+    })
+}
+
+/// `vcpu N` at the start of `kvm_entry` (`vcpu %u`, later `vcpu %u, rip ...`)
+/// and `kvm_exit` (since 5.x) fields.
+fn leading_vcpu(f: &[u8]) -> Option<u32> {
+    let mut w = words(f);
+    if w.next() != Some(b"vcpu") {
+        return None;
+    }
+    let n = w.next()?;
+    let n = n.strip_suffix(b",").unwrap_or(n);
+    parse_dec(n, 10).and_then(|v| u32::try_from(v).ok())
 }
 
 fn cpuid(f: &[u8]) -> Result<KvmEvent, FieldError> {
@@ -353,7 +453,9 @@ fn kvm_exit(f: &[u8]) -> Result<KvmEvent, FieldError> {
             monitor: false,
             rip,
         },
-        _ => KvmEvent::ExitOrEntry,
+        _ => KvmEvent::ExitOrEntry {
+            vcpu_id: leading_vcpu(f),
+        },
     })
 }
 
@@ -366,7 +468,10 @@ pub fn parse_event(event: &[u8], fields: &[u8]) -> Option<Result<KvmEvent, Field
         b"kvm_apic_ipi" => apic_ipi(fields),
         b"kvm_cpuid" => cpuid(fields),
         b"kvm_exit" => kvm_exit(fields),
-        b"kvm_entry" => Ok(KvmEvent::ExitOrEntry),
+        b"kvm_apic_accept_irq" => apic_accept_irq(fields),
+        b"kvm_entry" => Ok(KvmEvent::ExitOrEntry {
+            vcpu_id: leading_vcpu(fields),
+        }),
         _ => return None,
     })
 }

@@ -42,6 +42,15 @@ pub enum ImportError {
         why: LineError,
         text: String,
     },
+    #[error(
+        "{file}:{line}: the last line does not end in a newline: the text was cut mid-line \
+         ({text:?}); pass --lenient to import the rest and record the line as lost"
+    )]
+    CutLine {
+        file: String,
+        line: u64,
+        text: String,
+    },
     #[error("{file}:{line}: {why}: {text:?}")]
     Malformed {
         file: String,
@@ -256,6 +265,22 @@ where
             progress(reader.consumed);
         }
         let raw = &reader.buf[range];
+        // A last line without its newline was cut (a copy or a kill mid-write):
+        // its last field may be short (`0x1edffed788` read as `0x1edffe`).
+        if reader.unterminated
+            && !matches!(parse_line(raw), Ok(LineKind::Blank | LineKind::Comment))
+        {
+            if opts.lenient && seen_event_line {
+                sum.skipped += 1;
+                pending_lost += 1;
+                continue;
+            }
+            return Err(ImportError::CutLine {
+                file,
+                line: lineno,
+                text: lossy(raw),
+            });
+        }
         let kind = match parse_line(raw) {
             Ok(k) => k,
             Err(LineError::Binary) => return Err(ImportError::Binary { file, line: lineno }),

@@ -115,12 +115,16 @@ fn bad_inputs_are_clear_errors() {
         (&[b'x'; 10_000], "longer than"),
         (b"hello\nworld\nthis is a poem\n", "not ftrace output"),
         (
-            b"  p-1 [000] ..... 1.0: kvm_msr: msr_read 10 = 0x1\n  p-1 [000] ..... 1.00",
+            b"  p-1 [000] ..... 1.0: kvm_msr: msr_read 10 = 0x1\n  p-1 [000] ..... 1.00\n",
             "<memory>:2: not an ftrace event line",
         ),
         (
-            b"  p-1 [000] ..... 1.0: kvm_msr: msr_read 10 = 0x1\n  p-1 [000] ..... 1.1: kvm_msr: msr_read 10 =",
+            b"  p-1 [000] ..... 1.0: kvm_msr: msr_read 10 = 0x1\n  p-1 [000] ..... 1.1: kvm_msr: msr_read 10 =\n",
             "<memory>:2: malformed kvm_msr fields",
+        ),
+        (
+            b"  p-1 [000] ..... 1.0: kvm_msr: msr_read 10 = 0x1\n  p-1 [000] ..... 1.1: kvm_msr: msr_read 10 = 0x1edffe",
+            "<memory>:2: the last line does not end in a newline",
         ),
         (
             b"  p-1 [000] ..... 1.0: kvm_msr: msr_read 123456789 = 0x1\n",
@@ -160,7 +164,18 @@ fn lenient_counts_and_records_lost_lines() {
 #[test]
 fn no_trailing_newline_and_crlf() {
     let text = b"  p-1 [000] ..... 1.0: kvm_msr: msr_read 10 = 0x1\r\n  p-1 [000] ..... 1.2: kvm_msr: msr_read 10 = 0x2";
-    let (recs, _) = import_to_vec(text, &ImportOptions::default()).unwrap();
+    // A last line without its newline may be cut: an error, or a lost line.
+    let e = import_to_vec(text, &ImportOptions::default()).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("<memory>:2: the last line does not end"),
+        "{e}"
+    );
+    let (recs, sum) = import_to_vec(text, &ImportOptions { lenient: true }).unwrap();
+    assert!(sum.unterminated);
+    assert_eq!(kinds(&recs), [EventKind::MsrRead, EventKind::Lost]);
+    // CRLF line ends are fine.
+    let (recs, _) = import_to_vec(&[&text[..], b"\n"].concat(), &ImportOptions::default()).unwrap();
     assert_eq!(recs.len(), 2);
 }
 

@@ -9,7 +9,8 @@
 //! - [`convert`]: decoded lines to kvmtrace events (vCPU state machines);
 //! - [`ftrace`]: streaming import of ftrace text (bounded memory);
 //! - [`tracefs`]: private tracefs instances and live capture from them;
-//! - [`host`]: this machine's kernel, KVM module and CPU (no `/dev/kvm`).
+//! - [`host`]: this machine's kernel, KVM module and CPU (no `/dev/kvm`);
+//! - [`split`], [`vmm`], [`procfs`]: which VM and vCPU each thread is.
 
 /// Decoded lines to kvmtrace events (vCPU mapping, `#GP` explanation).
 pub mod convert;
@@ -21,8 +22,16 @@ pub mod ftrace;
 pub mod host;
 /// One ftrace text line split into task, pid, CPU, timestamp, event, fields.
 pub mod line;
+/// `perf script` text and `perf.data` files.
+pub mod perf;
+/// A running VMM's threads as `/proc` shows them (process, name, vCPU).
+pub mod procfs;
+/// VMs and vCPUs kept apart: one trace per VM.
+pub mod split;
 /// Live capture from a private tracefs instance.
 pub mod tracefs;
+/// The VMMs' vCPU thread-name conventions.
+pub mod vmm;
 
 pub use convert::{ConvertError, ConvertStats, Converter, Observed, VcpuMap, user_merge_key};
 pub use fields::{FieldError, KvmEvent, RunReturn, parse_event};

@@ -31,7 +31,8 @@ pub enum LineKind<'a> {
     Comment,
     /// A `trace-cmd report` preamble line (`cpus=2`, `version = 6`, `CPU 0 is empty`).
     Preamble,
-    /// `CPU:N [LOST M EVENTS]`: the ring buffer of CPU N overran.
+    /// `CPU:N [LOST M EVENTS]`: the ring buffer of CPU N overran (`count` 0:
+    /// `CPU:N [LOST EVENTS]`, an unknown number).
     Lost { cpu: u32, count: u64 },
     /// An event line.
     Event(EventLine<'a>),
@@ -42,6 +43,9 @@ pub enum LineKind<'a> {
 pub struct EventLine<'a> {
     pub task: &'a [u8],
     pub pid: u32,
+    /// The thread group (process) id, when the text has the tgid column
+    /// (`options/record-tgid`, `trace-cmd report` of such a capture).
+    pub tgid: Option<u32>,
     pub cpu: u32,
     /// The timestamp in nanoseconds (text gives microseconds for the `local`,
     /// `global` and `mono` clocks; trace-cmd may give nanoseconds).
@@ -185,6 +189,11 @@ fn parse_lost(line: &[u8]) -> Option<(u32, u64)> {
     let sp = rest.iter().position(|&b| b == b' ')?;
     let cpu = u32::try_from(parse_dec(&rest[..sp], 6)?).ok()?;
     let rest = trim_start(&rest[sp..]).strip_prefix(b"[LOST ")?;
+    // The kernel prints `[LOST EVENTS]` when it could not count them
+    // (print_trace_line, lost_events == -1): 0 stands for "unknown".
+    if rest == b"EVENTS]" {
+        return Some((cpu, 0));
+    }
     let sp = rest.iter().position(|&b| b == b' ')?;
     let count = parse_dec(&rest[..sp], 20)?;
     rest[sp..].starts_with(b" EVENTS]").then_some((cpu, count))
@@ -222,11 +231,16 @@ pub fn parse_line(raw: &[u8]) -> Result<LineKind<'_>, LineError> {
     }
     // TASK-PID, optionally followed by `(TGID)`.
     let mut head = trim(&line[..lb]);
+    let mut tgid = None;
     if head.last() == Some(&b')') {
         let open = head
             .iter()
             .rposition(|&b| b == b'(')
             .ok_or(LineError::NoPid)?;
+        // `(  1200)`, or `(-------)` when the kernel did not record it.
+        tgid = parse_dec(trim(&head[open + 1..head.len() - 1]), 10)
+            .and_then(|t| u32::try_from(t).ok())
+            .filter(|&t| t != 0);
         head = trim(&head[..open]);
     }
     let dash = head
@@ -274,6 +288,7 @@ pub fn parse_line(raw: &[u8]) -> Result<LineKind<'_>, LineError> {
     Ok(LineKind::Event(EventLine {
         task,
         pid,
+        tgid,
         cpu,
         ts_ns,
         event,

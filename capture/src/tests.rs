@@ -353,6 +353,47 @@ fn event_fields() {
                 dst: 1,
                 vector: 0,
                 mode: IpiMode::Init,
+                deassert: false,
+            },
+        ),
+        (
+            "kvm_apic_ipi",
+            "dst 1 vec 0 (INIT|physical|de-assert|level|dst)",
+            K::ApicIpi {
+                dst: 1,
+                vector: 0,
+                mode: IpiMode::Init,
+                deassert: true,
+            },
+        ),
+        (
+            "kvm_apic_accept_irq",
+            "apicid 1 vec 0 (INIT|edge)",
+            K::ApicAcceptIrq {
+                apicid: 1,
+                vector: 0,
+                mode: IpiMode::Init,
+                level: false,
+            },
+        ),
+        (
+            "kvm_apic_accept_irq",
+            "apicid 1f vec 159 (SIPI|edge)",
+            K::ApicAcceptIrq {
+                apicid: 0x1f,
+                vector: 159,
+                mode: IpiMode::Sipi,
+                level: false,
+            },
+        ),
+        (
+            "kvm_apic_accept_irq",
+            "apicid 0 vec 239 (Fixed|level) (coalesced)",
+            K::ApicAcceptIrq {
+                apicid: 0,
+                vector: 239,
+                mode: IpiMode::Fixed,
+                level: true,
             },
         ),
         (
@@ -362,6 +403,7 @@ fn event_fields() {
                 dst: 1,
                 vector: 16,
                 mode: IpiMode::Sipi,
+                deassert: false,
             },
         ),
         (
@@ -371,6 +413,7 @@ fn event_fields() {
                 dst: 0xff,
                 vector: 236,
                 mode: IpiMode::Fixed,
+                deassert: false,
             },
         ),
         (
@@ -400,9 +443,19 @@ fn event_fields() {
         (
             "kvm_exit",
             "vcpu 0 reason MSR_READ rip 0x1000 info1 0x0000000000000000 info2 0x0 intr_info 0x00000000 error_code 0x00000000",
-            K::ExitOrEntry,
+            K::ExitOrEntry { vcpu_id: Some(0) },
         ),
-        ("kvm_entry", "vcpu 0, rip 0x1000", K::ExitOrEntry),
+        (
+            "kvm_entry",
+            "vcpu 3, rip 0x1000",
+            K::ExitOrEntry { vcpu_id: Some(3) },
+        ),
+        ("kvm_entry", "vcpu 2", K::ExitOrEntry { vcpu_id: Some(2) }),
+        (
+            "kvm_exit",
+            "reason EXTERNAL_INTERRUPT rip 0xffffffff8100 info1 0x0 info2 0x0",
+            K::ExitOrEntry { vcpu_id: None },
+        ),
         (
             "kvm_exit",
             "vcpu 1 reason MWAIT_INSTRUCTION rip 0xffffffff81a0c2d5 info1 0x0000000000000000 info2 0x0000000000000000 intr_info 0x00000000 error_code 0x00000000 requests 0x0000000000000000",

@@ -49,6 +49,20 @@ pub const EVENTS: [&str; 5] = [
     "kvm_apic_ipi",
     "kvm_cpuid",
 ];
+/// What a capture of another VMM enables besides [`EVENTS`] (wrap/attach):
+/// INIT/SIPI through the in-kernel LAPIC, and the `vcpu N` of entries and
+/// exits where they fire (not on `kvm_pvm`), each with a kernel-side filter
+/// so that only the lines kvmtrace uses are formatted (event, filter).
+pub const FOREIGN_EVENTS: [(&str, &str); 3] = [
+    // APIC_DM_INIT 0x500, APIC_DM_STARTUP 0x600 (`dm` is the ICR's bits 10:8).
+    ("kvm_apic_accept_irq", "dm == 1280 || dm == 1536"),
+    // VMX MWAIT 36 / MONITOR 39, SVM MONITOR 0x8a / MWAIT 0x8b.
+    (
+        "kvm_exit",
+        "exit_reason == 36 || exit_reason == 39 || exit_reason == 138 || exit_reason == 139",
+    ),
+    ("kvm_entry", ""),
+];
 /// Pending decoded events the reader keeps before counting more as lost.
 const MAX_PENDING: usize = 1 << 20;
 const MARKER: &str = "kvmtrace_clock_sync";
@@ -102,6 +116,10 @@ pub struct CaptureConfig {
     /// the baseline that separates the kernel's tracepoint cost from the
     /// reading side's.
     pub read_while_running: bool,
+    /// Also enable [`FOREIGN_EVENTS`] (a capture of another VMM).
+    pub foreign: bool,
+    /// `options/record-tgid`: lines carry the process id (VMs told apart).
+    pub record_tgid: bool,
 }
 
 impl Default for CaptureConfig {
@@ -111,17 +129,24 @@ impl Default for CaptureConfig {
             follow_forks: false,
             buffer_kb: 8192,
             read_while_running: true,
+            foreign: false,
+            record_tgid: false,
         }
     }
 }
 
-/// A decoded line waiting for `drain`.
+/// A decoded line waiting for `drain` (or returned by `drain_raw`).
 #[derive(Clone, Copy, Debug)]
-struct Raw {
-    ts_ns: u64,
-    tid: u32,
-    ev: KvmEvent,
+pub struct Raw {
+    pub ts_ns: u64,
+    pub tid: u32,
+    /// The process, when the line had the tgid column.
+    pub tgid: Option<u32>,
+    pub ev: KvmEvent,
 }
+
+/// Most thread names remembered from the lines' task field.
+const MAX_COMMS: usize = 4096;
 
 #[derive(Default)]
 struct Shared {
@@ -137,6 +162,8 @@ struct Shared {
     /// The latest marker read back: every event before it has been read.
     synced_ns: Option<u64>,
     read_error: Option<String>,
+    /// The task field of each thread's first line (tid, name).
+    comms: Vec<(u32, String)>,
 }
 
 /// Counters of a finished capture.
@@ -264,6 +291,24 @@ impl TracefsCapture {
             write_file(&path, "1")?;
             enabled.push(ev.to_string());
         }
+        if cfg.foreign {
+            for (ev, filter) in FOREIGN_EVENTS {
+                let edir = dir.join("events/kvm").join(ev);
+                if !edir.join("enable").exists() {
+                    continue;
+                }
+                // A filter this kernel refuses only costs formatting time.
+                if !filter.is_empty() {
+                    let _ = write_file(&edir.join("filter"), filter);
+                }
+                write_file(&edir.join("enable"), "1")?;
+                enabled.push(ev.to_string());
+            }
+        }
+        if cfg.record_tgid {
+            // Absent on old kernels: lines then have no tgid column.
+            let _ = write_file(&dir.join("options/record-tgid"), "1");
+        }
         let pipe_path = dir.join("trace_pipe");
         let pipe = OpenOptions::new()
             .read(true)
@@ -320,6 +365,62 @@ impl TracefsCapture {
                 ..Default::default()
             },
         })
+    }
+
+    /// The decoded lines read so far, unconverted, in trace order (a capture
+    /// of another VMM converts them per VM: `split::VmSplitter`). Do not mix
+    /// with `drain`.
+    pub fn drain_raw(&mut self) -> Vec<Raw> {
+        let raws = match self.shared.lock() {
+            Ok(mut s) => std::mem::take(&mut s.pending),
+            Err(_) => Vec::new(),
+        };
+        self.stats.events += raws.len() as u64;
+        raws
+    }
+
+    /// The task name of thread `tid`'s first line.
+    pub fn comm_seen(&self, tid: u32) -> Option<String> {
+        let s = self.shared.lock().ok()?;
+        s.comms.iter().find(|c| c.0 == tid).map(|c| c.1.clone())
+    }
+
+    /// Add threads to the instance's pid filter (`set_event_pid`, appended).
+    pub fn add_tids(&self, tids: &[u32]) -> Result<(), ObserveError> {
+        let Some(inst) = &self.instance else {
+            return Ok(());
+        };
+        let path = inst.dir.join("set_event_pid");
+        let value: Vec<String> = tids.iter().map(|t| t.to_string()).collect();
+        let value = value.join(" ");
+        let err = |source| ObserveError::Write {
+            path: path.clone(),
+            value: value.clone(),
+            source,
+        };
+        let mut f = OpenOptions::new().append(true).open(&path).map_err(err)?;
+        f.write_all(value.as_bytes()).map_err(err)
+    }
+
+    /// Turn one enabled KVM event off (e.g. `kvm_entry` once every vCPU
+    /// thread is named).
+    pub fn disable_event(&mut self, event: &str) {
+        if let Some(inst) = &self.instance {
+            let _ = write_file(&inst.dir.join("events/kvm").join(event).join("enable"), "0");
+            self.stats.enabled.retain(|e| e != event);
+        }
+    }
+
+    /// Lost so far: the instance's overrun counters (`per_cpu/cpuN/stats`)
+    /// plus what the reader could not keep.
+    pub fn lost_so_far(&self) -> u64 {
+        let overrun = self.instance.as_ref().map_or(0, |i| read_overrun(&i.dir));
+        let s = self
+            .shared
+            .lock()
+            .map(|s| s.overflow + s.bad_lines)
+            .unwrap_or(0);
+        overrun + s
     }
 
     /// Tell the capture which vCPU a thread is; events of unknown threads are
@@ -410,6 +511,30 @@ impl TracefsCapture {
     pub fn stop(self) -> (Vec<Observed>, CaptureStats) {
         let (out, stats, _) = self.stop_at(Instant::now());
         (out, stats)
+    }
+
+    /// Stop reading and return the lines not yet drained, unconverted
+    /// (`drain_raw`'s counterpart of `stop`), with the overrun counters.
+    pub fn stop_raw(mut self) -> (Vec<Raw>, CaptureStats) {
+        // Let the last events of a thread that just returned reach the buffer.
+        std::thread::sleep(Duration::from_millis(20));
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.reader.take() {
+            let _ = h.join();
+        }
+        let rest = self.drain_raw();
+        if let Some(inst) = &self.instance {
+            self.stats.overrun = read_overrun(&inst.dir);
+        }
+        if let Ok(s) = self.shared.lock() {
+            self.stats.overflow = s.overflow;
+            self.stats.bad_lines = s.bad_lines;
+            self.stats.lost_lines = s.lost_lines;
+            self.stats.read_error = s.read_error.clone();
+        }
+        self.marker = None;
+        self.instance = None;
+        (rest, self.stats.clone())
     }
 
     /// `stop`, also returning `mono_ns_at(instant)` as known once everything
@@ -526,10 +651,15 @@ fn handle_line(line: &[u8], shared: &Mutex<Shared>) {
             }
             match parse_event(e.event, e.fields) {
                 Some(Ok(ev)) => {
+                    if s.comms.len() < MAX_COMMS && !s.comms.iter().any(|c| c.0 == e.pid) {
+                        let name = String::from_utf8_lossy(e.task).chars().take(16).collect();
+                        s.comms.push((e.pid, name));
+                    }
                     if s.pending.len() < MAX_PENDING {
                         s.pending.push(Raw {
                             ts_ns: e.ts_ns,
                             tid: e.pid,
+                            tgid: e.tgid,
                             ev,
                         });
                     } else {

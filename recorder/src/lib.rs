@@ -12,10 +12,13 @@
 //! - observe mode: `observe` (tracefs capture, line parser), `live` (drains the
 //!   capture and the vCPUs' held records while the guest runs), `merge` (their
 //!   exact per-vCPU merge, incremental, bounded memory);
-//! - `payload`: flat and ELF payloads; `kvm_extra`: `KVM_X86_SETUP_MCE`.
+//! - `payload`: flat and ELF payloads; `kvm_extra`: `KVM_X86_SETUP_MCE`;
+//! - `external`: recording another VMM (`record -- CMD`, `record --pid`) from
+//!   the kernel's tracepoints, one trace per VM.
 
 pub mod clock;
 pub mod exits;
+pub mod external;
 pub mod guest;
 pub mod kvm_check;
 pub mod kvm_extra;
@@ -28,6 +31,7 @@ pub mod qemu_guest;
 pub mod scenarios;
 pub mod sink;
 pub mod state;
+pub mod stop;
 pub mod vcpu;
 pub mod vm;
 pub mod vmm_tap;
@@ -121,6 +125,9 @@ pub struct RecordSummary {
     /// Observe mode: the tracefs capture's counters (events read, ring-buffer
     /// overruns and the other losses the trace's `Lost { Tracefs }` sums).
     pub capture: Option<observe::CaptureStats>,
+    /// The signal that stopped the recording early (`stop::StopSignal`), by
+    /// name; the trace is finished all the same.
+    pub interrupted: Option<String>,
 }
 
 /// A built-in scenario, for `kvmtrace scenarios`.
@@ -341,6 +348,7 @@ fn run(
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0),
+        config_source: kvmtrace_format::ConfigSource::Recorder,
     };
     let policy = Policy::resolve(&cfg.policy, &header).map_err(|source| RecordError::Policy {
         spec: cfg.policy.clone(),
@@ -526,6 +534,7 @@ fn run(
     let mut stats = OutStats::default();
     let mut spawn_error = None;
     let mut read_failed = false;
+    let mut interrupted = None;
     std::thread::scope(|s| {
         let mut handles = Vec::new();
         for ((i, fd), rx) in fds.into_iter().enumerate().zip(rxs) {
@@ -582,6 +591,16 @@ fn run(
             if held_in_kernel && others_done {
                 ctx.stop.store(true, Ordering::SeqCst);
             }
+            // Ctrl-C / SIGTERM: stop like the end of the guest (the trace is
+            // flushed, finished and renamed below).
+            if interrupted.is_none()
+                && let Some(sig) = stop::StopSignal::requested()
+            {
+                let why = format!("stopped by {}", stop::signal_name(sig));
+                let _ = ctx.stop_why.set(why.clone());
+                interrupted = Some(why);
+                ctx.stop.store(true, Ordering::SeqCst);
+            }
             if ctx.stop.load(Ordering::SeqCst) || shared.failed() {
                 ctx.stop.store(true, Ordering::SeqCst);
                 for i in 0..ctx.alive.len() {
@@ -633,6 +652,7 @@ fn run(
         chunks: ws.chunks,
         raw_exits: u64::from(ctx.raw_exits.load(Ordering::SeqCst)),
         capture: capture_stats,
+        interrupted,
     };
     let messages = ctx.errors.into_inner().unwrap_or_default();
     if !messages.is_empty() {

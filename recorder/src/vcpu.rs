@@ -38,6 +38,8 @@ pub struct VmCtx<'a> {
     pub running: AtomicU32,
     /// Set when one vCPU ends the whole VM (shutdown stop, dead guest, error).
     pub stop: AtomicBool,
+    /// Why the VM was stopped from outside (a signal), for the End events.
+    pub stop_why: std::sync::OnceLock<String>,
     /// RESET state of each vCPU as read at creation.
     pub resets: Vec<ArchState>,
     /// CPUID.1.EAX of the guest (INIT's RDX, SEMANTICS.md §2).
@@ -94,6 +96,7 @@ impl VmCtx<'_> {
                     .count() as u32,
             ),
             stop: AtomicBool::new(false),
+            stop_why: std::sync::OnceLock::new(),
             resets,
             cpuid1_eax,
             errors: Mutex::new(Vec::new()),
@@ -125,6 +128,14 @@ impl VmCtx<'_> {
             // is a no-op registered before any vCPU thread started.
             unsafe { libc::pthread_kill(tid, kick_signal()) };
         }
+    }
+
+    /// Why the VM stopped, for a vCPU's `End` event.
+    pub fn stopped_why(&self) -> String {
+        self.stop_why
+            .get()
+            .cloned()
+            .unwrap_or_else(|| "the VM was stopped".into())
     }
 
     /// Send `msg` to vCPU `t` and kick it until it has taken the message (an
@@ -243,7 +254,7 @@ impl Vcpu {
             if ctx.stop.load(Ordering::SeqCst) {
                 return (
                     EndReason::Stopped {
-                        why: "the VM was stopped".into(),
+                        why: ctx.stopped_why(),
                     },
                     running,
                 );
@@ -315,7 +326,7 @@ impl Vcpu {
         loop {
             if ctx.stop.load(Ordering::SeqCst) {
                 return Err(EndReason::Stopped {
-                    why: "the VM was stopped".into(),
+                    why: ctx.stopped_why(),
                 });
             }
             let msg = match self.rx.recv_timeout(WAIT_POLL) {

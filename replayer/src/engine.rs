@@ -81,7 +81,12 @@ pub struct Engine {
 impl Engine {
     pub fn new(policy: Policy, header: &TraceHeader) -> Engine {
         let irqchip = header.vm.irqchip.unwrap_or(Irqchip::None);
-        let imported = header.capture.mode == kvmtrace_format::CaptureMode::Import;
+        // Imports and recordings of other VMMs (tracepoints only) start from
+        // unknown state: the VMM set registers and MSRs nobody saw.
+        let imported = matches!(
+            header.capture.mode,
+            kvmtrace_format::CaptureMode::Import | kvmtrace_format::CaptureMode::External
+        );
         let vm = VmState {
             disabled_quirks: 0,
             user_space_msr: 0,
@@ -93,6 +98,7 @@ impl Engine {
         // An imported text starts mid-run: no register value is known (issue 6
         // item 5); observe/intercept recordings start at vCPU creation.
         if imported {
+            template.spec_ctrl = None;
             template.regs_known = 0;
             template.unknown = state::U_ALL;
             template.cpuid_complete = false;
@@ -149,6 +155,7 @@ impl Engine {
     fn configured_vcpu(&self, id: u32) -> VcpuState {
         let mut v = VcpuState::created(id, misc_enable_at_reset(&self.policy), self.vm.irqchip);
         if self.imported {
+            v.spec_ctrl = None;
             v.regs_known = 0;
             v.unknown = state::U_ALL;
             v.cpuid_complete = false;

@@ -57,7 +57,7 @@ pub mod vendor;
 
 pub use decide::Action;
 pub use engine::{Engine, Prediction, StatePrediction};
-pub use model::compare_state;
+pub use model::{UNSEEN_CPUID, compare_state};
 pub use policy::{Policy, PolicyError, Vendor};
 pub use rules::Rule;
 pub mod replay;

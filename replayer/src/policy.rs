@@ -262,6 +262,12 @@ pub struct Switches {
     /// (the release that added the check was not read).
     #[serde(default)]
     pub x2apic_icr_reserved_gp: bool,
+    /// Not in §8 (issue 12): PRED_CMD and FLUSH_CMD guest writes are handled
+    /// in x86.c `kvm_set_msr_common` (CPUID checks, reserved bits) — 6.4+
+    /// ("Move MSR_IA32_PRED_CMD WRMSR emulation to common code", FLUSH_L1D
+    /// virtualisation); earlier presets leave them to the vendor code (not read).
+    #[serde(default)]
+    pub cmd_msrs_common: bool,
 }
 
 fn yes() -> bool {
@@ -314,6 +320,7 @@ impl Switches {
             ("msr_tables", b(self.msr_tables)),
             ("lapic_regs", b(self.lapic_regs)),
             ("x2apic_icr_reserved_gp", b(self.x2apic_icr_reserved_gp)),
+            ("cmd_msrs_common", b(self.cmd_msrs_common)),
         ]
     }
 

@@ -41,7 +41,7 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct MsrEntry {
     index: Option<u32>,
-    range: Option<[u32; 2]>,
+    range: Option<Spanned<Vec<u32>>>,
     read: Option<ReadRule>,
     write: Option<WriteRule>,
 }
@@ -67,19 +67,49 @@ pub(crate) fn load(path: &Path, header: &TraceHeader) -> Result<Policy, PolicyEr
         path: shown.clone(),
         source,
     };
-    let meta = std::fs::metadata(path).map_err(read_err)?;
-    if meta.len() > MAX_FILE {
+    // Bound the read itself: the size the filesystem reports is 0 for
+    // `/dev/zero`, pipes and procfs files.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            use std::io::Read;
+            f.take(MAX_FILE + 1).read_to_end(&mut bytes)
+        })
+        .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_FILE {
         return Err(read_err(std::io::Error::other(format!(
-            "{} bytes exceeds the {MAX_FILE}-byte limit for policy files",
-            meta.len()
+            "it is larger than the {MAX_FILE}-byte limit for policy files"
         ))));
     }
-    let text = std::fs::read_to_string(path).map_err(read_err)?;
+    let text = text_of(&bytes, &shown)?;
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "policy".into());
     parse(&text, &shown, &stem, header)
+}
+
+/// The bytes as UTF-8, or an error naming the line and column of the first
+/// invalid byte.
+fn text_of(bytes: &[u8], path: &str) -> Result<String, PolicyError> {
+    match std::str::from_utf8(bytes) {
+        Ok(t) => Ok(t.to_string()),
+        Err(e) => {
+            let good = e.valid_up_to();
+            // The prefix is valid UTF-8 by definition.
+            let before = std::str::from_utf8(&bytes[..good]).unwrap_or("");
+            let (line, column) = line_col(before, good);
+            Err(PolicyError::Parse {
+                path: path.to_string(),
+                line,
+                column,
+                message: format!(
+                    "invalid UTF-8 (byte {:#04x} at offset {good}); a policy file is UTF-8 text",
+                    bytes[good]
+                ),
+            })
+        }
+    }
 }
 
 /// Parse policy file `text` (shown as `path` in errors; `stem` is the default
@@ -170,10 +200,25 @@ pub fn parse(
     }
     for m in f.msr.iter().flatten() {
         let e = m.get_ref();
-        let (first, last) = match (e.index, e.range) {
+        let range = match &e.range {
+            Some(r) => match r.get_ref()[..] {
+                [a, b] => Some((a, b)),
+                _ => {
+                    return Err(err(
+                        Some(r.span()),
+                        format!(
+                            "msr range has {} elements; it is [first, last]",
+                            r.get_ref().len()
+                        ),
+                    ));
+                }
+            },
+            None => None,
+        };
+        let (first, last) = match (e.index, range) {
             (Some(i), None) => (i, i),
-            (None, Some([a, b])) if a <= b => (a, b),
-            (None, Some([a, b])) => {
+            (None, Some((a, b))) if a <= b => (a, b),
+            (None, Some((a, b))) => {
                 return Err(err(
                     Some(m.span()),
                     format!("msr range [{a:#x}, {b:#x}] is empty"),
@@ -293,6 +338,13 @@ read = "passthrough"
                 "unknown variant",
             ),
             ("base = \n", 1, 8, ""),
+            (
+                "[[msr]]\nrange = [1, 2, 3]\nread = \"gp\"\n",
+                2,
+                9,
+                "msr range has 3 elements",
+            ),
+            ("[[msr]]\nrange = [7]\n", 2, 9, "msr range has 1 elements"),
         ];
         for (text, line, col, want) in cases {
             match parse(text, "p.toml", "p", &hdr()) {
@@ -309,5 +361,49 @@ read = "passthrough"
                 other => panic!("{text:?}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn invalid_utf8_names_its_position() {
+        match text_of(b"base = \"host\"\nname = \"caf\xe9\"\n", "p.toml") {
+            Err(PolicyError::Parse {
+                line,
+                column,
+                message,
+                ..
+            }) => {
+                assert_eq!((line, column), (2, 12), "{message}");
+                assert!(
+                    message.contains("invalid UTF-8 (byte 0xe9 at offset 25)"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_are_bounded() {
+        // The filesystem says 0 bytes; the read stops after the limit.
+        let e = load(Path::new("/dev/zero"), &hdr())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("larger than the 1048576-byte limit"), "{e}");
+    }
+
+    #[test]
+    fn quirk_names_ignore_case() {
+        let p = parse(
+            "disabled_quirks = [\"mwait_never_ud_faults\", \"kvm_x86_quirk_lint0_reenabled\"]",
+            "q.toml",
+            "q",
+            &hdr(),
+        )
+        .unwrap();
+        assert_eq!(
+            p.disabled_quirks,
+            quirks::by_name("MWAIT_NEVER_UD_FAULTS").unwrap()
+                | quirks::by_name("LINT0_REENABLED").unwrap()
+        );
     }
 }

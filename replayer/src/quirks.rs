@@ -28,9 +28,11 @@ pub const ALL: [(&str, u64); 11] = [
     ("VMCS12_ALLOW_FREEZE_IN_SMM", VMCS12_ALLOW_FREEZE_IN_SMM),
 ];
 
-/// The bit of a quirk name, with or without the `KVM_X86_QUIRK_` prefix.
+/// The bit of a quirk name, with or without the `KVM_X86_QUIRK_` prefix, in
+/// any case (`mwait_never_ud_faults` is `MWAIT_NEVER_UD_FAULTS`).
 pub fn by_name(name: &str) -> Option<u64> {
-    let n = name.strip_prefix("KVM_X86_QUIRK_").unwrap_or(name);
+    let up = name.to_ascii_uppercase();
+    let n = up.strip_prefix("KVM_X86_QUIRK_").unwrap_or(&up);
     ALL.iter().find(|(q, _)| *q == n).map(|&(_, b)| b)
 }
 

@@ -55,6 +55,9 @@ pub const LEAF_D1: u32 = 1 << 2;
 pub const LEAF_8000_0001: u32 = 1 << 3;
 pub const LEAF_8000_0008: u32 = 1 << 4;
 pub const LEAF_4000_0001: u32 = 1 << 5;
+pub const LEAF_A: u32 = 1 << 6;
+pub const LEAF_8000_0022: u32 = 1 << 7;
+pub const LEAF_8000_0021: u32 = 1 << 8;
 /// Every leaf: the CPUID a VMM set is complete (a leaf it left out is absent).
 pub const LEAF_ALL: u32 = u32::MAX;
 
@@ -76,6 +79,27 @@ pub struct CpuidBits {
     pub x2apic: bool,
     /// CPUID.1:ECX[24] TSC_DEADLINE (LVTT timer mode mask).
     pub tsc_deadline: bool,
+    /// CPUID.0xA: EAX[7:0] version, EAX[15:8] GP counters, EDX[4:0] fixed.
+    pub pmu_version: u8,
+    pub pmu_gp: u8,
+    pub pmu_fixed: u8,
+    /// CPUID.0x80000001:ECX[23] PerfCtrExtCore.
+    pub perfctr_core: bool,
+    /// CPUID.0x80000022: EAX[0] PerfMonV2, EBX[3:0] core counters.
+    pub perfmon_v2: bool,
+    pub amd_pmu_gp: u8,
+    /// CPUID.7.0:EDX[26] SPEC_CTRL (IBRS/IBPB), EDX[28] FLUSH_L1D.
+    pub spec_ctrl: bool,
+    pub flush_l1d: bool,
+    /// CPUID.0x80000008:EBX[12] AMD_IBPB, [14] AMD_IBRS, [15] AMD_STIBP, [24] AMD_SSBD.
+    pub amd_ibpb: bool,
+    pub amd_ibrs: bool,
+    pub amd_stibp: bool,
+    pub amd_ssbd: bool,
+    /// CPUID.0x80000021:EAX[27] SBPB.
+    pub sbpb: bool,
+    /// The vendor string is GenuineIntel (host: which PMU code KVM runs).
+    pub genuine_intel: bool,
     /// CPUID.7.0:EBX[2].
     pub sgx: bool,
     /// CPUID.7.0:ECX[30].
@@ -127,6 +151,7 @@ impl CpuidBits {
         if let Some(l0) = find(0, 0) {
             c.known = true;
             let v = (l0.ebx, l0.edx, l0.ecx);
+            c.genuine_intel = v == (0x756e_6547, 0x4965_6e69, 0x6c65_746e);
             c.intel_compatible = v == (0x756e_6547, 0x4965_6e69, 0x6c65_746e)
                 || v == (0x746e_6543, 0x4872_7561, 0x736c_7561)
                 || v == (0x6853_2020, 0x6961_6867, 0x2020_6961);
@@ -145,6 +170,21 @@ impl CpuidBits {
             c.tsc_deadline = l1.ecx & (1 << 24) != 0;
             c.pdcm = l1.ecx & (1 << 15) != 0;
         }
+        if let Some(e) = find(0xa, 0) {
+            c.leaves |= LEAF_A;
+            c.pmu_version = (e.eax & 0xff) as u8;
+            c.pmu_gp = ((e.eax >> 8) & 0xff) as u8;
+            c.pmu_fixed = (e.edx & 0x1f) as u8;
+        }
+        if let Some(e) = find(0x8000_0022, 0) {
+            c.leaves |= LEAF_8000_0022;
+            c.perfmon_v2 = e.eax & 1 != 0;
+            c.amd_pmu_gp = (e.ebx & 0xf) as u8;
+        }
+        if let Some(e) = find(0x8000_0021, 0) {
+            c.leaves |= LEAF_8000_0021;
+            c.sbpb = e.eax & (1 << 27) != 0;
+        }
         if let Some(e) = find(0xd, 1) {
             c.leaves |= LEAF_D1;
             c.xsaves = e.eax & (1 << 3) != 0;
@@ -152,6 +192,7 @@ impl CpuidBits {
         if let Some(e) = find(0x8000_0001, 0) {
             c.leaves |= LEAF_8000_0001;
             c.rdtscp = e.edx & (1 << 27) != 0;
+            c.perfctr_core = e.ecx & (1 << 23) != 0;
             c.osvw = e.ecx & (1 << 9) != 0;
         }
         if let Some(e) = find(0x4000_0001, 0) {
@@ -172,9 +213,15 @@ impl CpuidBits {
             c.sgx_lc = l7.ecx & (1 << 30) != 0;
             c.rdpid = l7.ecx & (1 << 22) != 0;
             c.arch_capabilities = l7.edx & (1 << 29) != 0;
+            c.spec_ctrl = l7.edx & (1 << 26) != 0;
+            c.flush_l1d = l7.edx & (1 << 28) != 0;
         }
         if let Some(e) = find(0x8000_0008, 0) {
             c.leaves |= LEAF_8000_0008;
+            c.amd_ibpb = e.ebx & (1 << 12) != 0;
+            c.amd_ibrs = e.ebx & (1 << 14) != 0;
+            c.amd_stibp = e.ebx & (1 << 15) != 0;
+            c.amd_ssbd = e.ebx & (1 << 24) != 0;
             let w = (e.eax & 0xff) as u8;
             if w != 0 {
                 c.maxphyaddr = w.min(52);
@@ -216,6 +263,8 @@ pub struct VcpuState {
     pub cpuid_complete: bool,
     /// The in-kernel LAPIC registers the model knows (`model::lapic`).
     pub lapic: crate::model::LapicRegs,
+    /// SPEC_CTRL (VMX/SVM `spec_ctrl`, 0 at RESET and INIT) where known.
+    pub spec_ctrl: Option<u64>,
 }
 
 impl VcpuState {
@@ -269,6 +318,7 @@ impl VcpuState {
             unknown: 0,
             cpuid_complete: true,
             lapic: crate::model::LapicRegs::default(),
+            spec_ctrl: Some(0),
         }
     }
 

@@ -30,8 +30,6 @@ pub enum Fact {
     MiscEnableGuestUnchecked = 1,
     /// A guest's PAT write is stored without `kvm_pat_valid`.
     PatUnchecked = 2,
-    /// A guest's ARCH_CAPABILITIES read faults although CPUID has it.
-    ArchCapGuestGp = 3,
     /// DEBUGCTL reads 0, writes are ignored (`pvm_get/set_msr`).
     DebugctlZero = 4,
     /// SVM-only MSRs (TSC_RATIO, VM_CR, DE_CFG) have no case; the LBR MSRs
@@ -96,13 +94,6 @@ pub const FACTS: &[VendorFact] = &[
         scope: Scope::Measured { release: HOST },
         what: "guest PAT writes stored without kvm_pat_valid",
         evidence: "observe bit-probe: wrmsr 0x277 = 0x704060007040e -> ok, read back (docs/host-notes.md)",
-    },
-    VendorFact {
-        vendor: Vendor::Pvm,
-        fact: Fact::ArchCapGuestGp,
-        scope: Scope::Measured { release: HOST },
-        what: "guest ARCH_CAPABILITIES read -> #GP",
-        evidence: "observe msr-sweep on the build machine (docs/host-notes.md)",
     },
     VendorFact {
         vendor: Vendor::Pvm,

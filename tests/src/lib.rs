@@ -182,3 +182,33 @@ pub fn qemu_guest(dir: &TempDir) -> PathBuf {
     assert_eq!(r.code, 0, "guest qemu: {r:?}");
     p
 }
+
+/// `perf` on `PATH`.
+pub fn find_perf() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("perf"))
+        .find(|p| p.is_file())
+}
+
+/// [`require_qemu`] plus `perf`: `Some((qemu, perf))` or a logged skip.
+pub fn require_qemu_perf(test: &str) -> Option<(PathBuf, PathBuf)> {
+    let perf = find_perf();
+    if perf.is_none() && find_qemu().is_some() {
+        let line =
+            format!("QEMU-TEST-SKIPPED {test}: perf is not installed (apt-get install linux-perf)");
+        println!("{line}");
+        if let Some(path) = std::env::var_os("KVMTRACE_KVM_TEST_LOG")
+            && let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+        {
+            use std::io::Write;
+            let _ = f.write_all(format!("{line}\n").as_bytes());
+        }
+        return None;
+    }
+    let qemu = require_qemu(test)?;
+    Some((qemu, perf?))
+}

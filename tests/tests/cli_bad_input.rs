@@ -275,3 +275,231 @@ fn releases_outside_the_range_are_clear_errors() {
         assert!(r.code == 0 || r.code == 1, "{name}: {r:?}");
     }
 }
+
+/// Every error is one line: no `  1: cause` chain repeating the message.
+fn assert_one_line(r: &kvmtrace_tests::Run, what: &str) {
+    assert_eq!(r.stderr.lines().count(), 1, "{what}: {}", r.stderr);
+}
+
+#[test]
+fn errors_are_one_line_without_a_repeated_cause() {
+    let d = TempDir::new("oneline");
+    let f = d.join("nope.kvt");
+    for args in READERS {
+        let args = with_file(args, f.to_str().unwrap());
+        let r = kvmtrace(&args);
+        assert_one_line(&r, &format!("{args:?}"));
+        assert_eq!(
+            r.stderr.matches("No such file or directory").count(),
+            1,
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+    let r = kvmtrace(["replay", "x.kvt", "--policy", "/nonexistent/p.toml"]);
+    assert_one_line(&r, "missing policy");
+}
+
+/// A FIFO without a writer, `/dev/zero` and `/dev/kvm` as a trace: refused at
+/// once with what they are, never a hang or "the file is empty".
+#[test]
+fn fifos_and_devices_are_refused() {
+    let d = TempDir::new("fifo");
+    let fifo = d.join("pipe.kvt");
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut cases = vec![("/dev/zero".to_string(), "character device")];
+    if std::path::Path::new("/dev/kvm").exists() {
+        cases.push(("/dev/kvm".to_string(), "character device"));
+    }
+    if ok {
+        cases.push((fifo.display().to_string(), "FIFO"));
+    } else {
+        eprintln!("fifos_and_devices_are_refused: mkfifo unavailable, FIFO case not run");
+    }
+    for (file, kind) in &cases {
+        for args in READERS {
+            let args = with_file(args, file);
+            let r = kvmtrace(&args);
+            assert_eq!(r.code, 2, "{args:?}: {r:?}");
+            assert!(
+                r.stderr.contains(kind) && r.stderr.contains("not a regular file"),
+                "{args:?}: {}",
+                r.stderr
+            );
+            assert_one_line(&r, &format!("{args:?}"));
+        }
+    }
+}
+
+const ONE_READ: &str =
+    "        kvmprobe-2990  [001]  8161.637639: kvm_msr:              msr_read 10 = 0x1edffed788\n";
+
+/// A text whose last line has no newline was cut: an error naming the line,
+/// or with --lenient a lost-event taint that `info` shows.
+#[test]
+fn cut_last_line_is_an_error_or_a_taint() {
+    let d = TempDir::new("cutline");
+    let txt = d.join("cut.txt");
+    let text = format!("{ONE_READ}{}", &ONE_READ[..ONE_READ.len() - 5]);
+    std::fs::write(&txt, &text).unwrap();
+    let out = d.join("cut.kvt");
+    let base = [
+        "import",
+        "ftrace",
+        txt.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--kernel",
+        "6.1.0",
+        "--vendor",
+        "intel",
+    ];
+    let r = kvmtrace(base);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("cut.txt:2: the last line does not end in a newline"),
+        "{}",
+        r.stderr
+    );
+    assert!(!out.exists());
+    let r = kvmtrace(base.iter().chain(&["--lenient"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let info = kvmtrace(["info", out.to_str().unwrap()]);
+    assert!(
+        info.stdout.contains("lost 1 events (import)"),
+        "{}",
+        info.stdout
+    );
+    let dump = kvmtrace(["dump", out.to_str().unwrap()]);
+    assert!(!dump.stdout.contains("0x1edffe "), "{}", dump.stdout);
+    assert!(dump.stdout.contains("0x1edffed788"), "{}", dump.stdout);
+}
+
+/// The kernel's `CPU:N [LOST EVENTS]` (count unknown) before the first event
+/// is a taint, not a skipped line.
+#[test]
+fn lost_events_before_the_first_event_taint_the_trace() {
+    let d = TempDir::new("lostfirst");
+    let txt = d.join("lost.txt");
+    std::fs::write(&txt, format!("CPU:1 [LOST EVENTS]\n{ONE_READ}")).unwrap();
+    let out = d.join("lost.kvt");
+    let r = kvmtrace([
+        "import",
+        "ftrace",
+        txt.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--kernel",
+        "6.1.0",
+        "--vendor",
+        "intel",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let info = kvmtrace(["info", out.to_str().unwrap()]);
+    assert!(
+        info.stdout.contains("taints") && info.stdout.contains("lost"),
+        "{}",
+        info.stdout
+    );
+    assert!(info.stdout.contains("tracefs"), "{}", info.stdout);
+}
+
+/// A file cut inside its header (a recorder killed early) cannot be
+/// salvaged: verify says so instead of recommending a salvage that fails.
+#[test]
+fn header_cut_says_nothing_can_be_salvaged() {
+    let d = TempDir::new("hdrcut");
+    let full = synth(&d, "full.kvt", "msr-loop", 1000, 0);
+    let bytes = std::fs::read(&full).unwrap();
+    let cut = d.join("cut.kvt");
+    std::fs::write(&cut, &bytes[..30]).unwrap();
+    let r = kvmtrace(["verify", cut.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("nothing can be salvaged"), "{}", r.stdout);
+    assert!(!r.stdout.contains("--salvage"), "{}", r.stdout);
+    assert!(!r.stdout.contains("Truncated"), "{}", r.stdout);
+    let out = d.join("out.kvt");
+    let r = kvmtrace([
+        "verify",
+        cut.to_str().unwrap(),
+        "--salvage",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("nothing can be salvaged"), "{}", r.stderr);
+    assert!(!r.stderr.contains("--salvage OUT"), "{}", r.stderr);
+    // An empty file (a recorder killed before its header).
+    let empty = d.join("empty.kvt");
+    std::fs::write(&empty, b"").unwrap();
+    let r = kvmtrace(["verify", empty.to_str().unwrap()]);
+    assert!(r.stderr.contains("nothing can be salvaged"), "{}", r.stderr);
+    // Cut inside the first chunk: a salvage keeps the header only, and says so.
+    let cut = d.join("cut2.kvt");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let r = kvmtrace([
+        "verify",
+        cut.to_str().unwrap(),
+        "--salvage",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("salvaged no events"), "{}", r.stderr);
+}
+
+/// `verify k.kvt` when only `k.kvt.incomplete` exists names the latter.
+#[test]
+fn missing_trace_with_an_incomplete_file_says_so() {
+    let d = TempDir::new("incomplete");
+    let full = synth(&d, "k.kvt", "msr-loop", 100, 0);
+    let inc = d.join("k.kvt.incomplete");
+    std::fs::rename(&full, &inc).unwrap();
+    for cmd in [
+        &["verify"][..],
+        &["dump"],
+        &["info"],
+        &["replay", "--policy", "host"],
+    ] {
+        let mut args: Vec<String> = vec![cmd[0].into(), full.display().to_string()];
+        args.extend(cmd[1..].iter().map(|s| s.to_string()));
+        let r = kvmtrace(&args);
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        assert!(
+            r.stderr.contains("k.kvt.incomplete does"),
+            "{args:?}: {}",
+            r.stderr
+        );
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    }
+}
+
+/// A second writer to a path whose `.incomplete` exists exits 2 naming the
+/// conflict and leaves the other's file alone.
+#[test]
+fn second_writer_to_one_path_exits_2_naming_the_conflict() {
+    let d = TempDir::new("busy");
+    let out = d.join("t.kvt");
+    let inc = d.join("t.kvt.incomplete");
+    std::fs::write(&inc, b"in progress").unwrap();
+    let r = kvmtrace([
+        "synth",
+        "--pattern",
+        "msr-loop",
+        "--events",
+        "100",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("t.kvt.incomplete already exists"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert_eq!(std::fs::read(&inc).unwrap(), b"in progress");
+    assert!(!out.exists());
+}

@@ -129,3 +129,43 @@ fn opening_non_traces() {
     assert!(!out.exists());
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// Two writers to one path (issue 14, item 4): the second cannot create the
+/// shared `.incomplete` (it names the conflict), the first finishes whole,
+/// and a writer never renames a `.incomplete` another process replaced.
+#[test]
+fn two_writers_to_one_path_never_share_a_file() {
+    let d = tmpdir("two-writers");
+    let path = d.join("t.kvt");
+    let (recs, _) = golden_records();
+    let mut first = create(&path, &full_header()).unwrap();
+    for r in &recs[..10] {
+        first.push(r).unwrap();
+    }
+    first.flush_chunk().unwrap();
+    let e = create(&path, &full_header())
+        .err()
+        .expect("second writer refused");
+    let msg = e.to_string();
+    assert!(matches!(e, FormatError::Busy { .. }), "{msg}");
+    assert!(msg.contains("t.kvt.incomplete already exists"), "{msg}");
+    for r in &recs[10..] {
+        first.push(r).unwrap();
+    }
+    let s = first.finish().unwrap();
+    assert_eq!(s.events, recs.len() as u64);
+    let mut r = TraceReader::open(&path).unwrap();
+    assert_eq!(r.read_all().unwrap(), recs);
+    // The name is free again.
+    create(&path, &full_header()).unwrap().finish().unwrap();
+
+    // A `.incomplete` removed and recreated by someone else is not renamed.
+    let mut w = create(&path, &full_header()).unwrap();
+    w.push(&recs[0]).unwrap();
+    let inc = incomplete_path(&path);
+    std::fs::remove_file(&inc).unwrap();
+    std::fs::write(&inc, b"another recorder's bytes").unwrap();
+    let e = w.finish().unwrap_err().to_string();
+    assert!(e.contains("no longer the file this recording wrote"), "{e}");
+    assert_eq!(std::fs::read(&inc).unwrap(), b"another recorder's bytes");
+}

@@ -87,7 +87,7 @@ pub enum OnFullArg {
 }
 
 #[derive(Debug, Clone, Args)]
-#[command(group = clap::ArgGroup::new("guest").required(true).args(["scenario", "payload"]))]
+#[command(group = clap::ArgGroup::new("guest").required(true).args(["scenario", "payload", "pid", "command"]))]
 pub struct RecordArgs {
     /// A built-in scenario (see `kvmtrace scenarios`).
     #[arg(long)]
@@ -114,6 +114,25 @@ pub struct RecordArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Attach to this running VMM and record it (until it exits, --duration,
+    /// Ctrl-C or SIGTERM; Ctrl-C detaches and leaves it running).
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// With --pid: stop recording after this many seconds.
+    #[arg(long, requires = "pid")]
+    pub duration: Option<f64>,
+    /// Wrap mode: do not tap the VMM's KVM configuration ioctls.
+    #[arg(long)]
+    pub no_ioctl_tap: bool,
+    /// Ring buffer per CPU for wrap/attach recording, KiB.
+    #[arg(long, default_value_t = 8192)]
+    pub buffer_kb: u32,
+    /// Wrap mode: the VMM to start and record, after `--`
+    /// (`kvmtrace record -o q.kvt -- qemu-system-x86_64 ...`). Every VM it
+    /// creates is recorded, VM 0 into OUTPUT, VM k into OUTPUT-vmK; its exit
+    /// status is kvmtrace's.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -53,3 +53,28 @@ pub fn bytes(len: u64, what: &str) -> ProgressBar {
     );
     pb
 }
+
+/// A spinner for a recording: elapsed time and the bytes written so far to
+/// `file` (the `.incomplete` output), on the same terms as [`bar`].
+pub fn recording(file: &std::path::Path) -> ProgressBar {
+    let pb = bar(0, "recording");
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} {spinner} recording: {msg} written (Ctrl-C stops and keeps the trace)",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    if !std::io::stderr().is_terminal() {
+        return pb;
+    }
+    let shown = pb.clone();
+    let file = file.to_path_buf();
+    std::thread::spawn(move || {
+        while !shown.is_finished() {
+            let n = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            shown.set_message(kvmtrace_format::error::human_bytes(n));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    });
+    pb
+}

@@ -23,7 +23,7 @@ pub struct TraceFile {
 impl TraceFile {
     /// Open a finished, sound trace (through its footer index).
     pub fn open(path: &Path) -> Result<TraceFile> {
-        let reader = TraceReader::open(path)?;
+        let reader = TraceReader::open(path).map_err(|e| unfinished_hint(path, e.into()))?;
         Ok(TraceFile {
             path: path.to_path_buf(),
             reader,
@@ -35,13 +35,18 @@ impl TraceFile {
     /// (`replay --salvage-ok`); `damage` says where the readable prefix ends.
     pub fn open_prefix(path: &Path) -> Result<TraceFile> {
         let name = path.display().to_string();
-        let f = File::open(path).map_err(|source| kvmtrace_format::FormatError::Read {
+        let read_err = |source| kvmtrace_format::FormatError::Read {
             file: name.clone(),
             source,
-        })?;
-        if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-            anyhow::bail!("cannot read {name}: is a directory");
+        };
+        let meta =
+            std::fs::metadata(path).map_err(|e| unfinished_hint(path, read_err(e).into()))?;
+        if let Some(kind) = kvmtrace_format::not_regular(&meta) {
+            anyhow::bail!(
+                "cannot read {name}: it is {kind}, not a regular file; a trace is read by seeking, so copy it to a file first"
+            );
         }
+        let f = File::open(path).map_err(read_err)?;
         let (reader, damage) = TraceReader::scan(BufReader::with_capacity(256 << 10, f), name)?;
         Ok(TraceFile {
             path: path.to_path_buf(),
@@ -93,11 +98,28 @@ impl TraceWriter {
 }
 
 pub fn verify(path: &Path) -> Result<VerifyReport> {
-    Ok(kvmtrace_format::verify(path)?)
+    kvmtrace_format::verify(path).map_err(|e| unfinished_hint(path, e.into()))
 }
 
 pub fn salvage(path: &Path, out: &Path) -> Result<SalvageReport> {
-    Ok(kvmtrace_format::salvage(path, out)?)
+    kvmtrace_format::salvage(path, out).map_err(|e| unfinished_hint(path, e.into()))
+}
+
+/// For a trace that does not exist while `PATH.incomplete` does: say so (the
+/// recording is still running, or it stopped without finishing).
+pub fn unfinished_hint(path: &Path, e: anyhow::Error) -> anyhow::Error {
+    let inc = kvmtrace_format::incomplete_path(path);
+    if path.exists() || !inc.exists() {
+        return e;
+    }
+    anyhow::anyhow!(
+        "{} does not exist, but {} does: the recording is still running or did not finish; \
+         `kvmtrace verify {} --salvage {}` keeps every complete chunk",
+        path.display(),
+        inc.display(),
+        inc.display(),
+        path.display()
+    )
 }
 
 /// The error to report for a trace that could not be read: what `verify`

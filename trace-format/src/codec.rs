@@ -18,7 +18,7 @@ use crate::event::{
 };
 use crate::wire::{
     self, CHUNK_FRAME_LEN, CHUNK_TARGET_BYTES, ChunkFrame, Cursor, MAX_CHUNK_BYTES,
-    MAX_EVENT_BYTES, PayloadError, put_varint, unzigzag, zigzag,
+    MAX_CHUNK_RECORDS, MAX_EVENT_BYTES, PayloadError, put_varint, unzigzag, zigzag,
 };
 
 /// Number of event kinds with a code.
@@ -625,13 +625,24 @@ fn frame_chunk(
 
 /// Encodes a batch of records into one finished chunk frame (for a writer
 /// thread that batches itself). Batches of more than ~64 KiB of encoded events
-/// are allowed up to the 64 MiB chunk limit.
+/// are allowed up to the chunk limits (2 MiB, 65,536 records) that every
+/// reader enforces.
 pub fn encode_chunk(records: &[Record]) -> Result<Option<EncodedChunk>, String> {
+    if records.len() > MAX_CHUNK_RECORDS as usize {
+        return Err(format!(
+            "a batch of {} records exceeds the {MAX_CHUNK_RECORDS}-record chunk limit",
+            records.len()
+        ));
+    }
     let mut e = ChunkEncoder::new();
     for r in records {
         e.push(r)?;
-        if e.encoded_len() as u64 > MAX_CHUNK_BYTES - 64 {
-            return Err("batch exceeds the 64 MiB chunk limit".into());
+        // The stream table takes at most 9 x 21 bytes beside the streams.
+        if e.encoded_len() as u64 > MAX_CHUNK_BYTES - 256 {
+            return Err(format!(
+                "batch exceeds the {} chunk limit",
+                crate::error::human_bytes(MAX_CHUNK_BYTES)
+            ));
         }
     }
     e.finish_chunk()

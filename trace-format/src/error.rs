@@ -61,6 +61,31 @@ impl fmt::Display for Where<'_> {
     }
 }
 
+/// What a salvage can do for a file cut at `at`: nothing when the cut is in
+/// the preamble or header (no chunk can have been written whole before it),
+/// else keep every complete chunk.
+pub(crate) struct SalvageHint<'a>(pub &'a str, pub &'a Location);
+
+/// Offsets at or below this (preamble and header frame) are inside the header.
+const HEADER_CUT_MAX: u64 = crate::wire::PREAMBLE_LEN as u64;
+
+impl fmt::Display for SalvageHint<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.1.chunk.is_none() && self.1.offset <= HEADER_CUT_MAX {
+            write!(
+                f,
+                "it is cut inside its header, before any event was written: nothing can be salvaged"
+            )
+        } else {
+            write!(
+                f,
+                "run `kvmtrace verify {} --salvage OUT` to keep every complete chunk",
+                self.0
+            )
+        }
+    }
+}
+
 /// A byte count for humans: "9 GiB", "64 MiB", "1234 bytes".
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
@@ -107,11 +132,7 @@ pub enum FormatError {
         reader: u16,
     },
     /// The file ends early: the writer did not finish (crash, kill, full disk).
-    #[error(
-        "incomplete trace {file}: {what} {}; run `kvmtrace verify {file} --salvage OUT` \
-         to keep every complete chunk",
-        At(.at)
-    )]
+    #[error("incomplete trace {file}: {what} {}; {}", At(.at), SalvageHint(.file, .at))]
     Truncated {
         file: String,
         at: Location,
@@ -156,6 +177,14 @@ pub enum FormatError {
         #[source]
         source: io::Error,
     },
+    /// `NAME.incomplete` exists: another recording to the same path is
+    /// running, or one stopped without finishing.
+    #[error(
+        "cannot write {path}: {tmp} already exists: another recording to {path} is running, \
+         or one stopped without finishing (salvage it with `kvmtrace verify {tmp} --salvage OUT`, \
+         or remove it)"
+    )]
+    Busy { path: String, tmp: String },
     /// The writer failed earlier and refuses further use.
     #[error("the writer for {file} failed earlier; the trace stays incomplete")]
     WriterFailed { file: String },

@@ -495,6 +495,9 @@ pub enum VcpuIdentity {
     /// A guess: vCPUs numbered in the order their threads' first KVM event
     /// appeared (no name convention matched, no `vcpu_id` in the capture).
     FirstSeen,
+    /// The vCPU fd of the `KVM_RUN` the thread was in
+    /// (`/proc/PID/task/TID/syscall`, fd link `anon_inode:kvm-vcpu:N`).
+    RunSyscall,
 }
 
 /// The kind of an event, for statistics and filters (`stats --json` `by_kind`).

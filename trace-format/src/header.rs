@@ -19,6 +19,11 @@ pub enum CaptureMode {
     Import,
     /// Synthesised (`kvmtrace synth`), as if recorded in intercept mode.
     Synth,
+    /// Another VMM recorded from the kernel's KVM tracepoints (`kvmtrace
+    /// record -- CMD`, `--pid PID`; format 1.1): the kernel decides, and the
+    /// VMM's own configuration (CPUID, MSRs it set) is known only where the
+    /// trace shows it, so replay starts from unknown state as for an import.
+    External,
 }
 
 /// The CPU vendor of the host, from CPUID leaf 0.
@@ -131,6 +136,83 @@ pub struct TraceHeader {
     /// Wall-clock start in nanoseconds since the Unix epoch; 0 where determinism
     /// matters more (synth, golden files).
     pub started_unix_ns: u64,
+    /// Format 1.2: where `vm` came from (appended; a 1.0/1.1 header reads as
+    /// [`ConfigSource::legacy`] of its capture mode).
+    pub config_source: ConfigSource,
+}
+
+/// Where a trace's VM configuration (`TraceHeader::vm`, and the configuration
+/// events) came from, so replay knows which answers rest on an assumed one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigSource {
+    /// kvmtrace's own VMM configured the VM (intercept/observe record, synth):
+    /// exact.
+    #[default]
+    Recorder,
+    /// The VMM's own configuration ioctls, captured by the ioctl tap from its
+    /// start (wrap mode): exact.
+    VmmIoctls,
+    /// Not seen (attach mode, import, wrap mode with the tap off or failed):
+    /// `vm` holds defaults and what the tracepoints showed (e.g. CPUID leaves
+    /// the guest executed); replay assumes the rest. `why`: one line.
+    Unknown { why: String },
+}
+
+impl ConfigSource {
+    /// What a header written before format 1.2 means.
+    pub fn legacy(mode: CaptureMode) -> ConfigSource {
+        match mode {
+            CaptureMode::Import => ConfigSource::Unknown {
+                why: "imported tracepoint text holds none of the VMM's configuration ioctls".into(),
+            },
+            CaptureMode::External => ConfigSource::Unknown {
+                why: "recorded from tracepoints alone".into(),
+            },
+            _ => ConfigSource::Recorder,
+        }
+    }
+
+    /// Whether the configuration is exactly what the VM had.
+    pub fn is_exact(&self) -> bool {
+        !matches!(self, ConfigSource::Unknown { .. })
+    }
+
+    /// For `info`: "recorder (exact)", "vmm ioctls (exact)", "unknown: WHY".
+    pub fn describe(&self) -> String {
+        match self {
+            ConfigSource::Recorder => "kvmtrace's own VMM (exact)".into(),
+            ConfigSource::VmmIoctls => "the VMM's ioctls (exact)".into(),
+            ConfigSource::Unknown { why } => format!("unknown, assumed ({why})"),
+        }
+    }
+}
+
+/// The header as formats 1.0 and 1.1 wrote it (no `config_source`).
+#[derive(Deserialize)]
+pub(crate) struct TraceHeaderV1_1 {
+    tool_version: String,
+    host: HostInfo,
+    vm: VmConfig,
+    capture: CaptureInfo,
+    live_policy: String,
+    payload: Payload,
+    started_unix_ns: u64,
+}
+
+impl From<TraceHeaderV1_1> for TraceHeader {
+    fn from(h: TraceHeaderV1_1) -> TraceHeader {
+        TraceHeader {
+            config_source: ConfigSource::legacy(h.capture.mode),
+            tool_version: h.tool_version,
+            host: h.host,
+            vm: h.vm,
+            capture: h.capture,
+            live_policy: h.live_policy,
+            payload: h.payload,
+            started_unix_ns: h.started_unix_ns,
+        }
+    }
 }
 
 /// The uapi name of a `KVM_CAP_*` number the recorder stores in

@@ -41,7 +41,7 @@ pub use codec::{ChunkEncoder, ChunkStats, EncodedChunk, encode_chunk, kind_code}
 pub use error::{FormatError, Location};
 pub use event::*;
 pub use header::*;
-pub use reader::{Records, TraceReader, TraceSummary};
+pub use reader::{Records, TraceReader, TraceSummary, not_regular};
 pub use verify::{
     Damage, DamageKind, SalvageReport, VerifyReport, salvage, salvage_to_writer, verify,
     verify_reader,

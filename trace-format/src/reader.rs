@@ -89,17 +89,42 @@ pub(crate) fn file_len<R: Seek>(src: &mut R, name: &str) -> Result<u64> {
 /// empty trace.
 pub(crate) fn open_file(path: &Path) -> Result<(BufReader<File>, String)> {
     let name = path.display().to_string();
-    let f = File::open(path).map_err(|source| FormatError::Read {
+    let read_err = |source| FormatError::Read {
         file: name.clone(),
         source,
-    })?;
-    if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-        return Err(FormatError::Read {
-            file: name,
-            source: io::Error::other("is a directory"),
-        });
+    };
+    // Checked before opening: opening a FIFO without a writer blocks forever,
+    // and a device (`/dev/zero`, `/dev/kvm`) has no length to seek in.
+    let meta = std::fs::metadata(path).map_err(read_err)?;
+    if let Some(kind) = not_regular(&meta) {
+        return Err(read_err(io::Error::other(format!(
+            "it is {kind}, not a regular file; a trace is read by seeking, so copy it to a file first"
+        ))));
     }
+    let f = File::open(path).map_err(read_err)?;
     Ok((BufReader::with_capacity(256 << 10, f), name))
+}
+
+/// What a non-regular file is ("a directory", "a FIFO", ...), or `None` for a
+/// regular file.
+pub fn not_regular(meta: &std::fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_file() {
+        None
+    } else if t.is_dir() {
+        Some("a directory")
+    } else if t.is_fifo() {
+        Some("a FIFO (named pipe)")
+    } else if t.is_char_device() {
+        Some("a character device")
+    } else if t.is_block_device() {
+        Some("a block device")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a regular file")
+    }
 }
 
 pub(crate) fn read_at<R: Read + Seek>(
@@ -149,7 +174,8 @@ pub(crate) fn read_head<R: Read + Seek>(
     )?;
     if n < MAGIC.len() || pre[..8] != MAGIC {
         let why = if n == 0 {
-            "the file is empty".to_string()
+            "the file is empty (0 bytes): nothing was written to it, so nothing can be salvaged"
+                .to_string()
         } else if n < MAGIC.len() && pre[..n] == MAGIC[..n] {
             return Err(FormatError::Truncated {
                 file: name.into(),
@@ -223,12 +249,23 @@ pub(crate) fn read_head<R: Read + Seek>(
     h.update(&body);
     check_crc(name, at, "header", le32(&hf[4..8]), h.finalize())?;
     // Bytes after the bincode header inside the frame are the extension area.
-    let header: TraceHeader = decode_body::<_, { MAX_HEADER_BYTES as usize }>(
-        &body,
-        name,
-        Location::at(body_at),
-        "header",
-    )?;
+    // Before 1.2 the header ends before `config_source`.
+    let header: TraceHeader = if (version.major, version.minor) < (1, 2) {
+        decode_body::<crate::header::TraceHeaderV1_1, { MAX_HEADER_BYTES as usize }>(
+            &body,
+            name,
+            Location::at(body_at),
+            "header",
+        )?
+        .into()
+    } else {
+        decode_body::<_, { MAX_HEADER_BYTES as usize }>(
+            &body,
+            name,
+            Location::at(body_at),
+            "header",
+        )?
+    };
     Ok((version, header, body_at + hlen))
 }
 
@@ -274,6 +311,18 @@ pub(crate) fn read_frame_at<R: Read + Seek>(
             field,
             shown,
             limit,
+        });
+    }
+    // What one chunk may decode to in memory is bounded by its record count.
+    if f.count > wire::MAX_CHUNK_RECORDS {
+        return Err(FormatError::Corrupt {
+            file: name.into(),
+            at,
+            what: format!(
+                "chunk claims {} records, over the limit of {} a chunk may hold",
+                f.count,
+                wire::MAX_CHUNK_RECORDS
+            ),
         });
     }
     // Every record is at least two bytes (tag, time delta).

@@ -37,6 +37,22 @@ pub enum DamageKind {
     Header,
 }
 
+impl DamageKind {
+    /// The kind in words, for human output.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DamageKind::Truncated => "the file is cut short",
+            DamageKind::Length => "a length field beyond its limit",
+            DamageKind::Crc => "a CRC32 mismatch",
+            DamageKind::Decompression => "a stream does not decompress",
+            DamageKind::Decode => "records do not decode",
+            DamageKind::Framing => "no chunk or footer where one must start",
+            DamageKind::Footer => "the footer index or trailer is wrong",
+            DamageKind::Header => "the header is damaged",
+        }
+    }
+}
+
 /// The first damage in a file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Damage {

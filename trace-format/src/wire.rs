@@ -8,7 +8,7 @@ use crate::error::human_bytes;
 pub const MAGIC: [u8; 8] = *b"KVMTRACE";
 /// The format version this crate writes (and the newest it reads fully).
 pub const FORMAT_MAJOR: u16 = 1;
-pub const FORMAT_MINOR: u16 = 1;
+pub const FORMAT_MINOR: u16 = 2;
 /// The oldest reader version that can read what this crate writes (rr's
 /// forward-compatibility number): a reader of version R reads any file whose
 /// oldest-reader number is <= R, whatever its own version.
@@ -33,8 +33,16 @@ pub const TRAILER_LEN: usize = 16;
 
 /// Encoded events per chunk before the writer closes it.
 pub const CHUNK_TARGET_BYTES: usize = 64 << 10;
-/// Limit on a chunk's compressed and uncompressed length.
-pub const MAX_CHUNK_BYTES: u64 = 64 << 20;
+/// Limit on a chunk's compressed and uncompressed length. A writer closes a
+/// chunk once it holds [`CHUNK_TARGET_BYTES`], and one record encodes to at
+/// most [`MAX_EVENT_BYTES`], so no writer's chunk comes near it; a reader
+/// decompresses at most this much per chunk.
+pub const MAX_CHUNK_BYTES: u64 = 2 << 20;
+/// Limit on a chunk's record count. A record takes at least three encoded
+/// bytes (tag, time low byte, time high varint), so a writer's chunk of
+/// [`CHUNK_TARGET_BYTES`] holds under 22,000; the limit bounds what one chunk
+/// decodes to in memory (a decompression bomb of tiny records).
+pub const MAX_CHUNK_RECORDS: u32 = 1 << 16;
 /// Limit on one record's encoded size (bincode limit of an event body).
 pub const MAX_EVENT_BYTES: usize = 1 << 20;
 /// Limit on the header length.

@@ -97,8 +97,9 @@ pub struct TraceWriter<W: Write> {
     index: Vec<ChunkInfo>,
     stats: ChunkStats,
     failed: bool,
-    /// For [`create`]: (`NAME.incomplete`, `NAME`), renamed on finish.
-    rename: Option<(PathBuf, PathBuf)>,
+    /// For [`create`]: (`NAME.incomplete`, `NAME`, the file's identity),
+    /// renamed on finish if `NAME.incomplete` is still the file written.
+    rename: Option<(PathBuf, PathBuf, Option<FileId>)>,
     sync: Option<fn(&mut W) -> io::Result<()>>,
 }
 
@@ -279,7 +280,19 @@ impl<W: Write> TraceWriter<W> {
             return Err(io_err(self, e));
         }
         let mut path = None;
-        if let Some((tmp, fin)) = self.rename.take() {
+        if let Some((tmp, fin, id)) = self.rename.take() {
+            // Never rename a file another process put under our temporary
+            // name (ours was removed and replaced meanwhile).
+            let now = std::fs::metadata(&tmp).ok().map(|m| meta_id(&m));
+            if id.is_some() && now != id {
+                return Err(FormatError::Rename {
+                    from: tmp.display().to_string(),
+                    to: fin.display().to_string(),
+                    source: io::Error::other(
+                        "it is no longer the file this recording wrote (another process removed or replaced it); nothing was renamed",
+                    ),
+                });
+            }
             std::fs::rename(&tmp, &fin).map_err(|source| FormatError::Rename {
                 from: tmp.display().to_string(),
                 to: fin.display().to_string(),
@@ -302,6 +315,19 @@ impl<W: Write> TraceWriter<W> {
     }
 }
 
+/// (device, inode): which file a path names.
+type FileId = (u64, u64);
+
+/// (device, inode) of an open file.
+fn file_id(f: &File) -> Option<FileId> {
+    f.metadata().ok().map(|m| meta_id(&m))
+}
+
+fn meta_id(m: &std::fs::Metadata) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+
 /// The temporary name a trace has until it is finished: `NAME.incomplete`.
 pub fn incomplete_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
@@ -318,17 +344,33 @@ pub fn create(
 ) -> Result<TraceWriter<BufWriter<File>>> {
     let path = path.as_ref();
     let tmp = incomplete_path(path);
-    let file = File::create(&tmp).map_err(|source| FormatError::Write {
-        file: tmp.display().to_string(),
-        offset: 0,
-        source,
-    })?;
+    // Exclusive: two recordings to one path must not share (and truncate)
+    // one `.incomplete` file; the second one fails here, naming the first.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|source| {
+            if source.kind() == io::ErrorKind::AlreadyExists {
+                FormatError::Busy {
+                    path: path.display().to_string(),
+                    tmp: tmp.display().to_string(),
+                }
+            } else {
+                FormatError::Write {
+                    file: tmp.display().to_string(),
+                    offset: 0,
+                    source,
+                }
+            }
+        })?;
+    let id = file_id(&file);
     let mut w = TraceWriter::with_name(
         BufWriter::with_capacity(256 << 10, file),
         header,
         tmp.display().to_string(),
     )?;
-    w.rename = Some((tmp, path.to_path_buf()));
+    w.rename = Some((tmp, path.to_path_buf(), id));
     w.sync = Some(|b: &mut BufWriter<File>| b.get_ref().sync_data());
     Ok(w)
 }

@@ -209,8 +209,10 @@ impl Engine {
             0xc001_0140 | 0xc001_0141 if absent(c, sup, LEAF_8000_0001, |x| x.osvw) => {
                 (R::Fault, &rules::TABLE_CPUID_GATED)
             }
-            // pvm: #GP although the guest CPUID has ARCH_CAPABILITIES (msr-sweep).
-            0x10a if has(Fact::ArchCapGuestGp) && !host => (R::Fault, &rules::TABLE_PVM_ARCH_CAP),
+            // (An earlier build of the host's kvm_pvm refused this read; the
+            // 6.18.44 build measured 2026-12-03 (observe msr-sweep) returns
+            // the value like upstream, so no pvm rule: the upstream CPUID
+            // gate below decides, the value is the host's.)
             // pvm_get_msr MSR_IA32_DEBUGCTLMSR: 0.
             0x1d9 if has(Fact::DebugctlZero) => (R::Ok(0), &rules::TABLE_PVM_DEBUGCTL),
             // find_mtrr() finds no MTRR there: kvm_mtrr_get_msr returns 1.

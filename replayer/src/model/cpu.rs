@@ -356,6 +356,8 @@ impl Engine {
             v.unknown &= !crate::state::U_APIC_BASE;
             v.cr0 = s.cr0;
             v.mp_state = s.mp_state;
+            // vmx/svm vcpu_reset: spec_ctrl = 0 at RESET and INIT.
+            v.spec_ctrl = Some(0);
             super::lapic::init_seen(v, lint0);
         }
     }

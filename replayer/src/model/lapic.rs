@@ -452,6 +452,7 @@ impl Engine {
             } else {
                 v.id == 0
             };
+            v.spec_ctrl = exact.then_some(0);
             if exact {
                 init_lapic(v, lint0_quirk);
                 v.lapic.init_applied = true;

@@ -7,11 +7,13 @@ mod common;
 mod cpu;
 pub(crate) mod lapic;
 mod msr;
+mod pmu;
 
 pub(crate) use common::teach;
 pub use common::{NREGS, REGS_KNOWN_AT_RESET};
 pub use cpu::compare_state;
 pub use lapic::LapicRegs;
 pub(crate) use msr::{Store, model_handles};
+pub use pmu::UNSEEN_CPUID;
 #[cfg(test)]
 mod tests;

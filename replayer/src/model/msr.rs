@@ -74,6 +74,8 @@ pub(crate) enum Store {
     /// An x2APIC register write (`model::lapic`; folded by the engine, since
     /// an ICR write can INIT other vCPUs).
     Lapic(super::lapic::LapicStore),
+    /// SPEC_CTRL now holds this value (`None`: unknown).
+    SpecCtrl(Option<u64>),
 }
 
 impl Store {
@@ -92,6 +94,7 @@ impl Store {
             0x400..=0x47f => Store::Bank((index - 0x400) as usize, value),
             0x280..=0x29f => Store::Ctl2((index - 0x280) as usize, value),
             0x800..=0x8ff => super::lapic::raw_store(index, value),
+            0x48 => Store::SpecCtrl(None),
             // The kernel may have dropped or truncated it: unknown until read.
             _ => match super::common::reg_slot(index) {
                 Some(s) => Store::Forget(s),
@@ -151,6 +154,7 @@ impl Store {
             Store::Forget(s) => v.regs_known &= !(1u64 << (s % 64)),
             // Folded by `Engine::apply_msr_write`.
             Store::Lapic(_) => {}
+            Store::SpecCtrl(x) => v.spec_ctrl = x,
         }
     }
 }
@@ -174,6 +178,7 @@ pub(crate) const fn model_handles(index: u32) -> bool {
             | 0x400..=0x47f
             | 0x800..=0x8ff
     ) || super::common::table_handles(index)
+        || super::pmu::handles(index)
 }
 
 /// A prediction whose rule stays a reference to its const until a report
@@ -278,19 +283,25 @@ impl Engine {
             None => match value {
                 None => {
                     let (r, rule) = match self.read_handler(v, index, host) {
-                        (R::Unmodeled, _) => self
-                            .table_read(v, index, host)
-                            .unwrap_or((R::Unmodeled, &rules::UNMODELED)),
+                        (R::Unmodeled, _) => match self.pmu_access(v, index, None, host) {
+                            Some((r, rule, _)) => (r, rule),
+                            None => self
+                                .table_read(v, index, host)
+                                .unwrap_or((R::Unmodeled, &rules::UNMODELED)),
+                        },
                         x => x,
                     };
                     (r, rule, Store::None)
                 }
                 Some(data) => match self.write_handler(v, index, data, host) {
-                    (R::Unmodeled, ..) => self.table_write(v, index, data, host).unwrap_or((
-                        R::Unmodeled,
-                        &rules::UNMODELED,
-                        Store::None,
-                    )),
+                    (R::Unmodeled, ..) => match self.pmu_access(v, index, Some(data), host) {
+                        Some(x) => x,
+                        None => self.table_write(v, index, data, host).unwrap_or((
+                            R::Unmodeled,
+                            &rules::UNMODELED,
+                            Store::None,
+                        )),
+                    },
                     x => x,
                 },
             },
@@ -305,7 +316,13 @@ impl Engine {
             MsrPrediction::new(o, rule)
         };
         match r {
-            R::Unmodeled => (MsrPrediction::unmodeled(), Store::None),
+            R::Unmodeled => (
+                MsrPrediction {
+                    outcome: None,
+                    rule,
+                },
+                Store::None,
+            ),
             R::Ok(x) => (ok(x, rule), store),
             R::FaultOrUnknown => {
                 let either = MsrExitReason::Inval.bit() | MsrExitReason::Unknown.bit();

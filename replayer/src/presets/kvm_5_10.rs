@@ -42,5 +42,6 @@ pub fn switches() -> Switches {
         msr_tables: false,
         lapic_regs: false,
         x2apic_icr_reserved_gp: false,
+        cmd_msrs_common: false,
     }
 }

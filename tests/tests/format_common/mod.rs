@@ -317,6 +317,7 @@ pub fn full_header() -> TraceHeader {
             sha256: "00".repeat(32),
         },
         started_unix_ns: 0,
+        config_source: ConfigSource::VmmIoctls,
     }
 }
 
@@ -664,7 +665,22 @@ pub fn write_with_breaks(h: &TraceHeader, recs: &[Record], breaks: &[usize]) -> 
 /// The rendering the golden `.dump` holds: the header as JSON, then one JSON
 /// object a record.
 pub fn render(h: &TraceHeader, recs: &[Record]) -> String {
-    let mut s = serde_json::to_string(h).unwrap();
+    render_with(serde_json::to_string(h).unwrap(), recs)
+}
+
+/// [`render`] as formats before 1.2 rendered it: the header without
+/// `config_source` (which such files do not hold; it reads as derived).
+pub fn render_legacy(h: &TraceHeader, recs: &[Record]) -> String {
+    // `config_source` is the header's last field.
+    let mut header = serde_json::to_string(h).unwrap();
+    let cut = header.rfind(",\"config_source\":").unwrap();
+    header.truncate(cut);
+    header.push('}');
+    render_with(header, recs)
+}
+
+fn render_with(header: String, recs: &[Record]) -> String {
+    let mut s = header;
     s.push('\n');
     for r in recs {
         s.push_str(&serde_json::to_string(r).unwrap());

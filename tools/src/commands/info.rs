@@ -13,6 +13,8 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
     let mut t = TraceFile::open(&args.file)?;
     // Taints live in the event stream (Lost events) and in how vCPUs ended.
     let mut lost: BTreeMap<String, u64> = BTreeMap::new();
+    // Sources with a loss the kernel did not count (`CPU:N [LOST EVENTS]`).
+    let mut uncounted: BTreeMap<String, u64> = BTreeMap::new();
     let mut ends = Vec::new();
     // vCPUs whose identity is a guess (`VcpuThread { identity: first_seen }`).
     let mut guessed = Vec::new();
@@ -22,9 +24,11 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
         events += 1;
         match &rec.event {
             Event::Lost { source, count } => {
-                *lost
-                    .entry(format!("{source:?}").to_lowercase())
-                    .or_default() += count
+                let src = name(source);
+                *lost.entry(src.clone()).or_default() += count;
+                if *count == 0 {
+                    *uncounted.entry(src).or_default() += 1;
+                }
             }
             Event::End { reason } => ends.push((rec.vcpu, reason.clone())),
             Event::VcpuThread {
@@ -37,7 +41,11 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
     let h = t.header();
     let mut taints = Vec::new();
     for (src, n) in &lost {
-        taints.push(format!("lost {n} events ({src})"));
+        taints.push(match uncounted.get(src) {
+            None => format!("lost {n} events ({src})"),
+            Some(k) if *n == 0 => format!("lost events {k} times, uncounted ({src})"),
+            Some(k) => format!("lost at least {n} events, {k} times uncounted ({src})"),
+        });
     }
     if !guessed.is_empty() {
         guessed.sort_unstable();
@@ -47,6 +55,9 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
             "vCPU identity guessed (numbered in order of appearance) for vCPU {}",
             list.join(", ")
         ));
+    }
+    if !h.config_source.is_exact() {
+        taints.push("VM configuration unknown: replay assumes it".to_string());
     }
     if args.json {
         let mut v = serde_json::to_value(h)?;
@@ -96,6 +107,7 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
         h.vm.disabled_quirks,
         name(&h.vm.irqchip)
     )?;
+    writeln!(out, "vm config     {}", h.config_source.describe())?;
     writeln!(
         out,
         "vm msr        user-space exits {:#x}, filter {}, mcg_cap {}",
@@ -133,8 +145,8 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
     writeln!(out, "payload       {} {}", h.payload.name, h.payload.sha256)?;
     writeln!(
         out,
-        "started       {} ns since the epoch",
-        h.started_unix_ns
+        "started       {}",
+        super::text::wall_time(h.started_unix_ns)
     )?;
     writeln!(out, "events        {events}")?;
     writeln!(

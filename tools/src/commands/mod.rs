@@ -11,6 +11,7 @@ pub mod guest;
 pub mod info;
 pub mod policies;
 pub mod record;
+pub mod record_external;
 pub mod replay;
 pub mod scenarios;
 pub mod stats;
@@ -47,14 +48,23 @@ pub fn run(cmd: Command, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Re
     }
 }
 
-/// The error chain, once: the first line says what failed, each cause follows
-/// on its own numbered line (STYLE.md, "Errors").
+/// The error as one line (the README's promise: one line naming the file,
+/// offset and what was wrong): the message, then each cause of the chain that
+/// it does not already say, after a colon. Most errors carry their cause in
+/// their own text (`cannot read X: No such file or directory`), so the cause
+/// is not repeated.
 pub fn format_error(e: &anyhow::Error) -> String {
-    let mut s = format!("kvmtrace: error: {e}\n");
-    for (i, cause) in e.chain().skip(1).enumerate() {
-        s.push_str(&format!("  {}: {cause}\n", i + 1));
+    let mut s = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !c.is_empty() && !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
     }
-    s
+    // A message with a line break (a cause's own text) stays one line.
+    let s = s.replace('\n', " ");
+    format!("kvmtrace: error: {}\n", s.trim_end())
 }
 
 /// Write a JSON document and a newline.

@@ -1,5 +1,6 @@
 //! `kvmtrace record --scenario NAME | --payload FILE -o FILE [--policy P]
-//! [--mode intercept|observe] [--vcpus N] [--iterations N] [--on-full wait|drop]`.
+//! [--mode intercept|observe] [--vcpus N] [--iterations N] [--on-full wait|drop]`;
+//! `-- CMD ARGS…` and `--pid PID` record another VMM (`record_external`).
 
 use std::io::Write;
 
@@ -41,6 +42,9 @@ pub fn summary_json(s: &RecordSummary) -> serde_json::Value {
 }
 
 pub fn run(args: &RecordArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
+    if args.pid.is_some() || !args.command.is_empty() {
+        return super::record_external::run(args, out, err);
+    }
     if args.vcpus == Some(0) {
         anyhow::bail!("--vcpus 0: a VM needs at least one vCPU");
     }
@@ -52,6 +56,21 @@ pub fn run(args: &RecordArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
             .collect();
         if !known.contains(&name.as_str()) {
             anyhow::bail!("unknown scenario {name:?}; known: {}", known.join(", "));
+        }
+    }
+    if let Some(n) = args.iterations {
+        // Only looping scenarios (their description names the flag) use it.
+        let loops = args.scenario.as_ref().is_some_and(|name| {
+            kvmtrace_recorder::scenarios()
+                .iter()
+                .any(|s| s.name == name && s.about.contains("--iterations"))
+        });
+        if !loops {
+            let what = match &args.scenario {
+                Some(name) => format!("scenario {name} has no loop"),
+                None => "a payload runs as it is".into(),
+            };
+            anyhow::bail!("--iterations {n}: {what}; it applies to msr-loop");
         }
     }
     if let Some(p) = &args.payload
@@ -67,24 +86,42 @@ pub fn run(args: &RecordArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
         .unwrap_or_default();
     writeln!(
         err,
-        "recording {what} ({:?} mode, live policy {}) into {}",
-        cfg.mode,
+        "recording {what} ({} mode, live policy {}) into {}; Ctrl-C stops the guest and keeps the trace",
+        match cfg.mode {
+            CaptureMode::Observe => "observe",
+            _ => "intercept",
+        },
         cfg.policy,
         cfg.output.display()
     )?;
-    let s = kvmtrace_recorder::record(&cfg)?;
+    // Ctrl-C / SIGTERM stop the guest; the trace is finished as at its end.
+    let stop = kvmtrace_recorder::stop::StopSignal::install()
+        .map_err(|e| anyhow::anyhow!("installing the Ctrl-C handler: {e}"))?;
+    let pb = crate::progress::recording(&kvmtrace_format::incomplete_path(&cfg.output));
+    let res = kvmtrace_recorder::record(&cfg);
+    pb.finish_and_clear();
+    drop(stop);
+    let s = res?;
+    if let Some(why) = &s.interrupted {
+        writeln!(
+            err,
+            "{why}: stopped the guest, flushed and finished the trace"
+        )?;
+    }
+    let secs = s.run_ns as f64 / 1e9;
     writeln!(
         err,
-        "recorded {} events in {:.3} s: {} bytes in {} chunks ({:.2} bytes/event); \
-         channel wait {:.3} ms, dropped {}; vCPU cost {:.0} ns/event",
+        "recorded {} events in {:.3} s ({}): {} in {} chunks ({:.2} bytes/event); \
+         channel wait {:.3} ms, dropped {}; {}",
         s.events,
-        s.run_ns as f64 / 1e9,
-        s.bytes,
+        secs,
+        super::text::rate(s.events as f64 / secs.max(1e-9)),
+        kvmtrace_format::error::human_bytes(s.bytes),
         s.chunks,
         s.bytes as f64 / s.events.max(1) as f64,
         s.channel_wait_ns as f64 / 1e6,
         s.dropped,
-        s.vcpu_ns_per_event
+        vcpu_cost(s.vcpu_ns_per_event)
     )?;
     if s.dropped > 0 {
         writeln!(
@@ -99,4 +136,13 @@ pub fn run(args: &RecordArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
         super::write_json(out, &v)?;
     }
     Ok(0)
+}
+
+/// The recorder's own cost on the vCPU threads, explained.
+fn vcpu_cost(ns: f64) -> String {
+    if ns > 0.0 {
+        format!("vCPU cost {ns:.0} ns/event (time on vCPU threads to stamp and queue an event)")
+    } else {
+        "vCPU cost not measured (too few events were timed: 1 in 64 is)".into()
+    }
 }

@@ -192,6 +192,14 @@ fn selection(args: &ReplayArgs) -> anyhow::Result<Selection> {
     })
 }
 
+/// The trace's configuration source (the header was read once already by the
+/// replay; a file that fails here failed there first).
+fn config_source(file: &Path) -> kvmtrace_format::ConfigSource {
+    kvmtrace_format::TraceReader::open(file)
+        .map(|r| r.header().config_source.clone())
+        .unwrap_or_default()
+}
+
 pub fn run(args: &ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
     let sel = selection(args)?;
     for p in &args.policies {
@@ -245,6 +253,16 @@ pub fn run(args: &ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
         if let Some(d) = &r.damage {
             writeln!(out, "  \"damage\": {},", serde_json::to_string(d)?)?;
         }
+        // Where the VM configuration the policies judged under came from
+        // (trace header, format 1.2): `exact` false = every answer rests on
+        // an assumed configuration (attach mode, import, tap off).
+        let source = config_source(&args.file);
+        writeln!(
+            out,
+            "  \"config\": {{\"exact\": {}, \"source\": {}}},",
+            source.is_exact(),
+            serde_json::to_string(&source)?
+        )?;
         writeln!(out, "  \"policies\": {}", serde_json::to_string(&policies)?)?;
         writeln!(out, "}}")?;
         r
@@ -263,6 +281,16 @@ pub fn run(args: &ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
             Some(n) => n,
         };
         out.write_all(r.report.render(shown).as_bytes())?;
+        let source = config_source(&args.file);
+        if !source.is_exact() {
+            writeln!(
+                out,
+                "note: VM configuration {}: every answer above rests on an assumed \
+                 configuration (no quirks disabled, no MSR filter, no user-space MSR exits, \
+                 CPUID as the trace shows it)",
+                source.describe()
+            )?;
+        }
         r
     };
     if let Some(d) = &r.damage {

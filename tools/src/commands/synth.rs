@@ -17,7 +17,14 @@ pub fn write(args: &SynthArgs) -> anyhow::Result<WriteSummary> {
         .into());
     }
     let r = write_inner(args);
-    if r.is_err() {
+    // Leave another recorder's `.incomplete` alone (creating ours failed).
+    let busy = r.as_ref().is_err_and(|e| {
+        matches!(
+            e.downcast_ref::<kvmtrace_format::FormatError>(),
+            Some(kvmtrace_format::FormatError::Busy { .. })
+        )
+    });
+    if r.is_err() && !busy {
         // Leave nothing that looks like a trace behind.
         let _ = std::fs::remove_file(kvmtrace_format::incomplete_path(&args.output));
     }

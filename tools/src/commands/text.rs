@@ -2,6 +2,37 @@
 
 use kvmtrace_format::{Event, MsrOutcome, MwaitOutcome, Origin};
 
+/// A time relative to the start of a trace, for humans: `12.345678 s`.
+pub fn rel_time(ns: u64) -> String {
+    format!("{}.{:06} s", ns / 1_000_000_000, ns % 1_000_000_000 / 1000)
+}
+
+/// A wall-clock time (nanoseconds since the Unix epoch) as ISO-8601 UTC:
+/// `2026-12-03T15:38:18.123Z`; `unknown` for 0 (imports, synthetic traces).
+pub fn wall_time(unix_ns: u64) -> String {
+    if unix_ns == 0 {
+        return "unknown".into();
+    }
+    let t = chrono::DateTime::from_timestamp_nanos(i64::try_from(unix_ns).unwrap_or(i64::MAX));
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// An event rate for humans: `5.58 M/s`, `812.3 k/s`, `950/s`.
+pub fn rate(per_s: f64) -> String {
+    if !per_s.is_finite() || per_s < 0.0 {
+        return "-".into();
+    }
+    if per_s >= 1e9 {
+        format!("{:.2} G/s", per_s / 1e9)
+    } else if per_s >= 1e6 {
+        format!("{:.2} M/s", per_s / 1e6)
+    } else if per_s >= 1e3 {
+        format!("{:.1} k/s", per_s / 1e3)
+    } else {
+        format!("{per_s:.0}/s")
+    }
+}
+
 /// `0x401 (MC0_STATUS)` style label, with the replayer's MSR name table (one
 /// table for dump, diff and replay reports).
 pub fn msr_label(index: u32) -> String {

@@ -30,39 +30,61 @@ pub fn run(args: &VerifyArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
                 writeln!(out, "{}: DAMAGED: {}", r.file, d.message)?;
                 writeln!(
                     out,
-                    "  what: {:?}, offset {:#x}{}",
-                    d.kind,
+                    "  what: {}, offset {:#x}{}",
+                    d.kind.describe(),
                     d.offset,
                     d.chunk.map(|c| format!(", chunk {c}")).unwrap_or_default()
                 )?;
-                writeln!(
-                    out,
-                    "  readable prefix: {} events in {} complete chunks (last seq {}, time {} ns)",
-                    r.events_ok,
-                    r.chunks_ok,
-                    r.last_seq.map_or("-".into(), |v| v.to_string()),
-                    r.last_time_ns.map_or("-".into(), |v| v.to_string()),
-                )?;
-                if args.salvage.is_none() {
+                let header_cut = d.chunk.is_none() && r.chunks_ok == 0 && d.offset <= 16;
+                if header_cut {
                     writeln!(
                         out,
-                        "  to keep it: kvmtrace verify {} --salvage OUT.kvt",
-                        args.file.display()
+                        "  nothing can be salvaged: the file ends inside its header, before any event was written"
                     )?;
+                } else if r.chunks_ok == 0 {
+                    writeln!(
+                        out,
+                        "  readable prefix: none (the damage is in the first chunk); a salvage keeps only the header, the recording's configuration"
+                    )?;
+                } else {
+                    writeln!(
+                        out,
+                        "  readable prefix: {} events in {} complete chunks (last seq {}, at {})",
+                        r.events_ok,
+                        r.chunks_ok,
+                        r.last_seq.map_or("-".into(), |v| v.to_string()),
+                        r.last_time_ns.map_or("-".into(), super::text::rel_time),
+                    )?;
+                    if args.salvage.is_none() {
+                        writeln!(
+                            out,
+                            "  to keep it: kvmtrace verify {} --salvage OUT.kvt",
+                            args.file.display()
+                        )?;
+                    }
                 }
             }
         }
         if let (Some(s), Some(o)) = (&salvaged, &args.salvage) {
-            writeln!(
-                err,
-                "salvaged {} events ({} chunks) into {}; lost {} bytes; last kept seq {} at {} ns",
-                s.events_kept,
-                s.chunks_kept,
-                o.display(),
-                s.bytes_lost,
-                s.last_seq.map_or("-".into(), |v| v.to_string()),
-                s.last_time_ns.map_or("-".into(), |v| v.to_string()),
-            )?;
+            if s.chunks_kept == 0 {
+                writeln!(
+                    err,
+                    "salvaged no events into {}: no chunk was complete before the damage; it holds the header only; lost {} bytes",
+                    o.display(),
+                    s.bytes_lost
+                )?;
+            } else {
+                writeln!(
+                    err,
+                    "salvaged {} events ({} chunks) into {}; lost {} bytes; last kept seq {} at {}",
+                    s.events_kept,
+                    s.chunks_kept,
+                    o.display(),
+                    s.bytes_lost,
+                    s.last_seq.map_or("-".into(), |v| v.to_string()),
+                    s.last_time_ns.map_or("-".into(), super::text::rel_time),
+                )?;
+            }
         }
     }
     Ok(if r.is_ok() { 0 } else { 1 })

@@ -9,7 +9,7 @@
 
 pub mod ftrace;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use kvmtrace_format::{CaptureInfo, CaptureMode, CpuVendor, HostInfo, TraceHeader};
@@ -22,9 +22,12 @@ pub use ftrace::{
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ImportArgs {
-    /// Input format (only `ftrace`).
+    /// Input format: `ftrace` (tracefs `trace`/`trace_pipe`, `trace-cmd report`) or
+    /// `perf` (a `perf.data` file or `perf script` text, from `perf record -e 'kvm:*'`
+    /// with or without `-p`/`-a`, or `perf kvm stat record`).
     pub format: String,
-    /// The tracefs text (`trace`, `trace_pipe` or `trace-cmd report` output).
+    /// The input file; `-` reads standard input (text only: a perf.data file
+    /// must be named, it is read with seeks).
     pub input: PathBuf,
     #[arg(short, long)]
     pub output: PathBuf,
@@ -133,14 +136,15 @@ pub fn import_header(host: HostInfo, source: &str) -> TraceHeader {
             detail: format!("ftrace text {source}"),
             ..Default::default()
         },
+        config_source: kvmtrace_format::ConfigSource::legacy(CaptureMode::Import),
         ..Default::default()
     }
 }
 
 pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
-    if args.format != "ftrace" {
+    if args.format != "ftrace" && args.format != "perf" {
         anyhow::bail!(
-            "import format {:?}: only `ftrace` is supported",
+            "import format {:?}: expected `ftrace` (tracefs text) or `perf` (perf.data or `perf script` text)",
             args.format
         );
     }
@@ -148,16 +152,66 @@ pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
     if let Some(note) = note {
         writeln!(err, "{note}")?;
     }
-    let name = args.input.display().to_string();
-    let file =
-        std::fs::File::open(&args.input).map_err(|e| anyhow::anyhow!("opening {name}: {e}"))?;
-    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let header = import_header(host_info, &name);
     let opts = ImportOptions {
         lenient: args.lenient,
     };
+    // `-` is standard input; a FIFO or a pipe streams like a file (the
+    // import reads front to back and never seeks).
+    let (input, name, total): (Box<dyn std::io::Read>, String, u64) =
+        if args.input.as_os_str() == "-" {
+            (Box::new(std::io::stdin().lock()), "<stdin>".into(), 0)
+        } else {
+            let name = args.input.display().to_string();
+            let file = std::fs::File::open(&args.input)
+                .map_err(|e| anyhow::anyhow!("cannot read {name}: {e}"))?;
+            let meta = file
+                .metadata()
+                .map_err(|e| anyhow::anyhow!("cannot read {name}: {e}"))?;
+            if meta.is_dir() {
+                anyhow::bail!("cannot read {name}: it is a directory");
+            }
+            let total = if meta.is_file() { meta.len() } else { 0 };
+            (Box::new(file), name, total)
+        };
     let pb = crate::progress::bytes(total, "importing");
-    let sum = write_trace(file, &name, &args.output, header, &opts, &pb)?;
+    let mut header = import_header(host_info, &name);
+    let sum = if args.format == "perf" {
+        let mut input = input;
+        let mut head = [0u8; 8];
+        let mut n = 0;
+        while n < head.len() {
+            match input.read(&mut head[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => anyhow::bail!("cannot read {name}: {e}"),
+            }
+        }
+        if kvmtrace_capture::perf::is_perf_data(&head[..n]) {
+            if args.input.as_os_str() == "-" {
+                anyhow::bail!(
+                    "<stdin>: a perf.data file cannot be read from standard input; name the file"
+                );
+            }
+            drop(input);
+            let text = kvmtrace_capture::perf::PerfDataText::open(&args.input)?;
+            header.capture.detail = format!(
+                "perf.data {name} (formats from {})",
+                text.stats.formats_from
+            );
+            // Progress counts text bytes, not file bytes: no total.
+            pb.set_length(0);
+            write_trace(text, &name, &args.output, header, &opts, &pb)?
+        } else {
+            header.capture.detail = format!("perf script text {name}");
+            let text = kvmtrace_capture::perf::PerfScriptText::new(
+                std::io::Cursor::new(head[..n].to_vec()).chain(input),
+            );
+            write_trace(text, &name, &args.output, header, &opts, &pb)?
+        }
+    } else {
+        write_trace(input, &name, &args.output, header, &opts, &pb)?
+    };
     pb.finish_and_clear();
     let c = &sum.convert;
     if args.json {
@@ -207,7 +261,7 @@ pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
     if sum.unterminated {
         writeln!(
             err,
-            "warning: {name} does not end in a newline: its last line may be cut short"
+            "warning: {name} does not end in a newline: its cut last line was recorded as lost"
         )?;
     }
     if sum.ring_lost > 0 {
@@ -223,7 +277,7 @@ pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
 /// Stream the import into a `.kvt` file (`NAME.incomplete` until it is whole:
 /// a failed import leaves no file that looks good).
 fn write_trace(
-    file: std::fs::File,
+    file: impl std::io::Read,
     name: &str,
     output: &std::path::Path,
     header: TraceHeader,

@@ -149,6 +149,7 @@ macro_rules! case {
 mod host_fidelity;
 mod lapic;
 mod msr_tables;
+mod pmu;
 
 #[test]
 fn x2apic_section4() {

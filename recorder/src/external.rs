@@ -1,0 +1,659 @@
+//! Recording another VMM: `kvmtrace record -o OUT.kvt -- CMD ARGS…` (wrap) and
+//! `kvmtrace record --pid PID -o OUT.kvt` (attach), from the kernel's own KVM
+//! tracepoints (`kvmtrace_capture`), with the kernel deciding.
+//!
+//! - **Capture**: a private tracefs instance, filtered to the VMM's process
+//!   tree (`set_event_pid` + `options/event-fork`, so vCPU threads created
+//!   later are followed; wrap mode filters on this thread before the VMM is
+//!   forked from it, so not one event of the VMM is missed), with
+//!   `options/record-tgid` so each line names its process. The reader thread
+//!   and this thread drain it; the VMM is never stopped or waited on (the
+//!   ring buffer overwrites and counts what nobody read in time).
+//! - **VMs and vCPUs**: `kvmtrace_capture::split` ties each thread to one VM
+//!   and vCPU; VM 0 is written to OUT, VM k to OUT-vmK (`q.kvt`,
+//!   `q-vm1.kvt`, ...), in the order their first event appeared.
+//! - **Stopping**: wrap mode runs until the VMM exits and returns its exit
+//!   status; SIGINT/SIGTERM/SIGHUP sent to kvmtrace by a process are
+//!   forwarded to the VMM (a terminal's Ctrl-C already reached it: same
+//!   process group) and the trace is finished once it has exited. Attach mode
+//!   stops when the VMM exits, after `duration`, or on a signal (Ctrl-C
+//!   detaches: the VMM runs on). Every way ends with finished traces: each
+//!   vCPU's `End`, a `Lost { tracefs }` record when the ring buffer overran,
+//!   and the footer.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use kvmtrace_capture::split::{SplitError, ThreadDesc, VmSplitter};
+use kvmtrace_capture::{CaptureConfig, CaptureStats, ObserveError, Observed, TracefsCapture};
+use kvmtrace_capture::{current_tid, procfs};
+use kvmtrace_format::{
+    CaptureInfo, CaptureMode, EndReason, Event, FormatError, LostSource, Record, TraceHeader,
+    TraceWriter, VcpuIdentity,
+};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::SignalsInfo;
+use signal_hook::iterator::exfiltrator::WithOrigin;
+use signal_hook::low_level::siginfo::Cause;
+
+use crate::vmm_tap::{self, TapError, TapEvent, TapStatus};
+
+/// What to record.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// Start this command (the VMM) and record it until it exits.
+    Wrap(Vec<OsString>),
+    /// Attach to this running VMM.
+    Attach(u32),
+}
+
+/// One wrap/attach recording.
+#[derive(Clone, Debug)]
+pub struct ExternalConfig {
+    pub target: Target,
+    /// VM 0's trace; VM k goes to [`vm_path`]`(output, k)`.
+    pub output: PathBuf,
+    /// Attach mode: stop after this long.
+    pub duration: Option<Duration>,
+    /// Ring buffer per CPU.
+    pub buffer_kb: u32,
+    /// Wrap mode: tap the VMM's KVM configuration ioctls (`vmm_tap`).
+    pub ioctl_tap: bool,
+}
+
+impl ExternalConfig {
+    pub fn new(target: Target, output: impl Into<PathBuf>) -> Self {
+        ExternalConfig {
+            target,
+            output: output.into(),
+            duration: None,
+            buffer_kb: 8192,
+            ioctl_tap: true,
+        }
+    }
+}
+
+/// Why the recording ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The VMM exited (wrap: with this status, passed through).
+    VmmExited,
+    /// Attach: `--duration` elapsed.
+    Duration,
+    /// Attach: a signal (Ctrl-C, SIGTERM, SIGHUP) detached kvmtrace.
+    Detached { signal: i32 },
+}
+
+/// One VM's trace.
+#[derive(Clone, Debug)]
+pub struct VmTrace {
+    pub path: PathBuf,
+    pub pid: Option<u32>,
+    pub vcpus: Vec<u32>,
+    /// vCPUs whose number is a guess.
+    pub guessed: Vec<u32>,
+    pub records: u64,
+}
+
+/// What a wrap/attach recording produced.
+#[derive(Clone, Debug)]
+pub struct ExternalSummary {
+    pub traces: Vec<VmTrace>,
+    /// Wrap mode: the VMM's exit status.
+    pub exit: Option<ExitStatus>,
+    pub stop: StopReason,
+    pub vmm_pid: u32,
+    /// Events the ring buffer or the reader lost (every trace says so).
+    pub lost: u64,
+    pub capture: CaptureStats,
+    /// The ioctl tap's state, one line.
+    pub tap: String,
+    /// Configuration events the tap sent (not yet merged into the traces).
+    pub tap_events: u64,
+    /// VMs were told apart without process ids.
+    pub membership_guessed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExternalError {
+    #[error("--pid {0}: no such process")]
+    NoProcess(u32),
+    #[error("--pid {pid} ({comm}) is not a VMM: it has neither /dev/kvm nor a KVM fd open")]
+    NotVmm { pid: u32, comm: String },
+    #[error(
+        "VMM {pid} is already being recorded by kvmtrace process {other} ({lock}); one recorder per VMM"
+    )]
+    Busy { pid: u32, other: u32, lock: String },
+    #[error("capturing the kernel's KVM tracepoints: {0}")]
+    Capture(#[source] ObserveError),
+    #[error(transparent)]
+    Spawn(#[from] TapError),
+    #[error("{what}: nothing recorded")]
+    Nothing {
+        what: String,
+        exit: Option<ExitStatus>,
+    },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: FormatError,
+    },
+    #[error("registering signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    #[error("{0}")]
+    Split(#[from] SplitError),
+}
+
+/// The trace of VM `vm`: `OUT` for VM 0, `OUT-vmK.EXT` for VM k.
+pub fn vm_path(output: &Path, vm: usize) -> PathBuf {
+    if vm == 0 {
+        return output.to_path_buf();
+    }
+    let stem = output
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match output.extension() {
+        Some(ext) => format!("{stem}-vm{vm}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-vm{vm}"),
+    };
+    output.with_file_name(name)
+}
+
+/// One recorder per VMM: `NAME` created exclusively, holding our pid; a
+/// lock whose owner is gone is taken over. Removed on drop.
+struct VmmLock {
+    path: PathBuf,
+}
+
+impl VmmLock {
+    fn claim(vmm: u32) -> Result<VmmLock, ExternalError> {
+        let path = std::env::temp_dir().join(format!("kvmtrace-vmm-{vmm}.lock"));
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    let _ = write!(f, "{}", std::process::id());
+                    return Ok(VmmLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let other: u32 = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok())
+                        .unwrap_or(0);
+                    if other != 0 && Path::new(&format!("/proc/{other}")).exists() {
+                        return Err(ExternalError::Busy {
+                            pid: vmm,
+                            other,
+                            lock: path.display().to_string(),
+                        });
+                    }
+                    // Stale (its recorder was killed): take it over.
+                    let _ = std::fs::remove_file(&path);
+                }
+                // No lock possible (read-only temp dir): record anyway.
+                Err(_) => {
+                    return Ok(VmmLock {
+                        path: PathBuf::new(),
+                    });
+                }
+            }
+        }
+        Ok(VmmLock {
+            path: PathBuf::new(),
+        })
+    }
+}
+
+impl Drop for VmmLock {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A VM's open trace.
+struct VmOut {
+    path: PathBuf,
+    writer: TraceWriter<std::io::BufWriter<File>>,
+    seq: u64,
+    base_ns: u64,
+    last_ns: u64,
+    pid: Option<u32>,
+    records: u64,
+}
+
+/// Per-VM writers, created at each VM's first event.
+struct Outs {
+    output: PathBuf,
+    header: TraceHeader,
+    vms: Vec<VmOut>,
+}
+
+impl Outs {
+    fn push(&mut self, splitter: &VmSplitter, vm: usize, o: Observed) -> Result<(), ExternalError> {
+        while self.vms.len() <= vm {
+            let k = self.vms.len();
+            let path = vm_path(&self.output, k);
+            let v = &splitter.vms[k];
+            let mut header = self.header.clone();
+            header.capture.detail = format!(
+                "{}; VM {k}{}",
+                header.capture.detail,
+                v.tgid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+            );
+            let writer =
+                kvmtrace_format::create(&path, &header).map_err(|source| ExternalError::Write {
+                    path: path.clone(),
+                    source,
+                })?;
+            self.vms.push(VmOut {
+                path,
+                writer,
+                seq: 0,
+                base_ns: v.first_ns,
+                last_ns: 0,
+                pid: v.tgid,
+                records: 0,
+            });
+        }
+        let out = &mut self.vms[vm];
+        let time_ns = o.ts_ns.saturating_sub(out.base_ns);
+        out.last_ns = out.last_ns.max(time_ns);
+        let rec = Record {
+            seq: out.seq,
+            vcpu: o.vcpu,
+            time_ns,
+            event: o.event,
+        };
+        out.seq += 1;
+        out.records += 1;
+        out.writer
+            .push(&rec)
+            .map_err(|source| ExternalError::Write {
+                path: out.path.clone(),
+                source,
+            })
+    }
+
+    /// Each vCPU's `End`, the capture's losses, the footer.
+    fn finish(
+        mut self,
+        splitter: &VmSplitter,
+        why: &str,
+        lost: u64,
+    ) -> Result<Vec<VmTrace>, ExternalError> {
+        let mut traces = Vec::new();
+        for (k, out) in self.vms.iter_mut().enumerate() {
+            let vm = &splitter.vms[k];
+            let vcpus = vm.vcpu_numbers();
+            let mut tail = Vec::new();
+            if lost > 0 {
+                tail.push((
+                    vcpus.first().copied().unwrap_or(0),
+                    Event::Lost {
+                        source: LostSource::Tracefs,
+                        count: lost,
+                    },
+                ));
+            }
+            for &v in &vcpus {
+                tail.push((
+                    v,
+                    Event::End {
+                        reason: EndReason::Stopped {
+                            why: why.to_string(),
+                        },
+                    },
+                ));
+            }
+            for (vcpu, event) in tail {
+                let rec = Record {
+                    seq: out.seq,
+                    vcpu,
+                    time_ns: out.last_ns,
+                    event,
+                };
+                out.seq += 1;
+                out.records += 1;
+                out.writer
+                    .push(&rec)
+                    .map_err(|source| ExternalError::Write {
+                        path: out.path.clone(),
+                        source,
+                    })?;
+            }
+            traces.push(VmTrace {
+                path: out.path.clone(),
+                pid: out.pid,
+                vcpus,
+                guessed: vm.guessed.clone(),
+                records: out.records,
+            });
+        }
+        for out in self.vms {
+            let path = out.path.clone();
+            out.writer
+                .finish()
+                .map_err(|source| ExternalError::Write { path, source })?;
+        }
+        Ok(traces)
+    }
+}
+
+/// Threads of `pid`, listed until no new one appears (threads created while
+/// the filter was written are then in it too).
+fn add_threads(cap: &TracefsCapture, pid: u32, known: &mut Vec<u32>) -> Result<(), ExternalError> {
+    for _ in 0..8 {
+        let now = procfs::threads_of(pid);
+        let new: Vec<u32> = now.into_iter().filter(|t| !known.contains(t)).collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        cap.add_tids(&new).map_err(ExternalError::Capture)?;
+        known.extend(new);
+    }
+    Ok(())
+}
+
+/// What is known about a new thread: its process, name and vCPU (from the
+/// ioctl tap's `KVM_CREATE_VCPU`, else the fd of the `KVM_RUN` it is in).
+fn describe(
+    tid: u32,
+    tgid: Option<u32>,
+    cap: Option<&TracefsCapture>,
+    tapped: Option<&vmm_tap::Tapped>,
+) -> ThreadDesc {
+    let tgid = tgid.or_else(|| procfs::tgid_of(tid));
+    let comm = tgid
+        .and_then(|p| procfs::comm_of(p, tid))
+        .or_else(|| cap.and_then(|c| c.comm_seen(tid)))
+        .unwrap_or_default();
+    let tap = tapped.and_then(|t| {
+        t.vcpus()
+            .into_iter()
+            .rfind(|v| v.creator_tid == tid)
+            .map(|v| (v.id, VcpuIdentity::IoctlTap))
+    });
+    let vcpu = tap.or_else(|| {
+        let p = tgid?;
+        // A vCPU thread is back in KVM_RUN within microseconds of a return.
+        (0..3).find_map(|i| {
+            if i > 0 {
+                std::thread::sleep(Duration::from_micros(300));
+            }
+            procfs::vcpu_in_kvm_run(p, tid).map(|n| (n, VcpuIdentity::RunSyscall))
+        })
+    });
+    ThreadDesc { tgid, comm, vcpu }
+}
+
+fn feed_raws(
+    raws: Vec<kvmtrace_capture::tracefs::Raw>,
+    splitter: &mut VmSplitter,
+    outs: &mut Outs,
+    cap: Option<&TracefsCapture>,
+    tapped: Option<&vmm_tap::Tapped>,
+) -> Result<(), ExternalError> {
+    let mut placed: Vec<(usize, Observed)> = Vec::new();
+    for r in raws {
+        splitter.feed(
+            r.ts_ns,
+            r.tid,
+            r.ev,
+            &mut |tid| describe(tid, r.tgid, cap, tapped),
+            &mut |vm, o| placed.push((vm, o)),
+        )?;
+        for (vm, o) in placed.drain(..) {
+            outs.push(splitter, vm, o)?;
+        }
+    }
+    Ok(())
+}
+
+fn status_text(s: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (s.code(), s.signal()) {
+        (Some(c), _) => format!("the VMM exited with status {c}"),
+        (None, Some(sig)) => format!("the VMM was killed by signal {sig}"),
+        _ => "the VMM exited".to_string(),
+    }
+}
+
+fn forward(pid: u32, signal: i32) {
+    use rustix::process::{Pid, Signal, kill_process};
+    let sig = match signal {
+        SIGINT => Signal::INT,
+        SIGTERM => Signal::TERM,
+        SIGHUP => Signal::HUP,
+        _ => return,
+    };
+    if let Some(p) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+        let _ = kill_process(p, sig);
+    }
+}
+
+/// Record another VMM (see the module docs). `note` gets one-line progress
+/// messages for stderr.
+pub fn record_external(
+    cfg: &ExternalConfig,
+    note: &mut dyn FnMut(&str),
+) -> Result<ExternalSummary, ExternalError> {
+    let mut lock = None;
+    if let Target::Attach(pid) = cfg.target {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            return Err(ExternalError::NoProcess(pid));
+        }
+        if !procfs::is_vmm(pid) {
+            return Err(ExternalError::NotVmm {
+                pid,
+                comm: procfs::comm_of(pid, pid).unwrap_or_default(),
+            });
+        }
+        lock = Some(VmmLock::claim(pid)?);
+    }
+    // Before anything starts: a signal from now on ends the recording cleanly.
+    let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(ExternalError::Signals)?;
+    let wrap = matches!(cfg.target, Target::Wrap(_));
+    let mut known_tids = match cfg.target {
+        Target::Wrap(_) => current_tid().into_iter().collect(),
+        Target::Attach(pid) => procfs::threads_of(pid),
+    };
+    let cap_cfg = CaptureConfig {
+        tids: known_tids.clone(),
+        follow_forks: true,
+        buffer_kb: cfg.buffer_kb,
+        foreign: true,
+        record_tgid: true,
+        ..Default::default()
+    };
+    let mut cap = TracefsCapture::start(&cap_cfg).map_err(ExternalError::Capture)?;
+    let instance = cap
+        .instance_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    let (tx, rx) = crossbeam_channel::unbounded::<TapEvent>();
+    let mut tapped = None;
+    let (vmm_pid, what) = match &cfg.target {
+        Target::Wrap(argv) => {
+            // Forked from this thread, which the instance follows.
+            let t = vmm_tap::spawn_with(argv, tx, vmm_tap::SpawnOptions { tap: cfg.ioctl_tap })?;
+            let pid = t.pid();
+            tapped = Some(t);
+            let cmd: Vec<String> = argv
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            (pid, format!("wrap: {}", cmd.join(" ")))
+        }
+        Target::Attach(pid) => {
+            drop(tx);
+            add_threads(&cap, *pid, &mut known_tids)?;
+            (*pid, format!("attach: pid {pid}"))
+        }
+    };
+    if lock.is_none() {
+        lock = VmmLock::claim(vmm_pid).ok();
+    }
+    let (host, _) = crate::observe::host::this_host();
+    let config_source = kvmtrace_format::ConfigSource::Unknown {
+        why: match &cfg.target {
+            Target::Attach(_) => {
+                "attach mode cannot tap a running VMM's configuration ioctls".into()
+            }
+            Target::Wrap(_) => {
+                "wrap mode: the VMM's configuration ioctls are not merged into the trace".into()
+            }
+        },
+    };
+    let header = TraceHeader {
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        host,
+        capture: CaptureInfo {
+            mode: CaptureMode::External,
+            detail: format!("{what}; tracefs {instance}"),
+            ..Default::default()
+        },
+        started_unix_ns: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+        config_source,
+        ..Default::default()
+    };
+    let mut outs = Outs {
+        output: cfg.output.clone(),
+        header,
+        vms: Vec::new(),
+    };
+    let mut splitter = VmSplitter::new(wrap);
+    let start = Instant::now();
+    let mut tap_events = 0u64;
+    let mut exit = None;
+    let mut entry_on = true;
+    let mut last_new_vcpu = Instant::now();
+    let mut vcpus_seen = 0usize;
+    let mut entry_seen = false;
+    let mut break_with_signal = None;
+    let stop = loop {
+        for s in signals.pending() {
+            let from_terminal = matches!(s.cause, Cause::Kernel);
+            if wrap {
+                // A terminal's Ctrl-C reached the VMM already (same process
+                // group); a signal sent to kvmtrace alone is passed on.
+                if !from_terminal {
+                    forward(vmm_pid, s.signal);
+                }
+                note(&format!(
+                    "record: signal {} {}: finishing the trace once the VMM has exited",
+                    s.signal,
+                    if from_terminal {
+                        "from the terminal"
+                    } else {
+                        "forwarded to the VMM"
+                    }
+                ));
+            } else {
+                note(&format!(
+                    "record: signal {}: detaching from VMM {vmm_pid} (it keeps running)",
+                    s.signal
+                ));
+                break_with_signal = Some(s.signal);
+            }
+        }
+        if let Some(sig) = break_with_signal {
+            break StopReason::Detached { signal: sig };
+        }
+        let raws = cap.drain_raw();
+        entry_seen |= raws.iter().any(|r| {
+            matches!(
+                r.ev,
+                kvmtrace_capture::KvmEvent::ExitOrEntry { vcpu_id: Some(_) }
+            )
+        });
+        feed_raws(raws, &mut splitter, &mut outs, Some(&cap), tapped.as_ref())?;
+        tap_events += rx.try_iter().count() as u64;
+        // `kvm_entry` fires on every entry where it fires at all: once it has
+        // named every vCPU thread (none new for a second), it goes off.
+        let n: usize = splitter.vms.iter().map(|v| v.vcpu_numbers().len()).sum();
+        if n != vcpus_seen {
+            vcpus_seen = n;
+            last_new_vcpu = Instant::now();
+        }
+        if entry_on && entry_seen && last_new_vcpu.elapsed() > Duration::from_secs(1) {
+            cap.disable_event("kvm_entry");
+            entry_on = false;
+        }
+        if let Some(t) = tapped.as_mut() {
+            if let Ok(Some(st)) = t.try_wait() {
+                exit = Some(st);
+                break StopReason::VmmExited;
+            }
+        } else if !Path::new(&format!("/proc/{vmm_pid}")).exists() {
+            break StopReason::VmmExited;
+        }
+        if !wrap
+            && let Some(d) = cfg.duration
+            && start.elapsed() >= d
+        {
+            break StopReason::Duration;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (rest, stats) = cap.stop_raw();
+    feed_raws(rest, &mut splitter, &mut outs, None, tapped.as_ref())?;
+    let mut tail = Vec::new();
+    splitter.finish(&mut |vm, o| tail.push((vm, o)));
+    for (vm, o) in tail {
+        outs.push(&splitter, vm, o)?;
+    }
+    tap_events += rx.try_iter().count() as u64;
+    let lost = stats.overrun + stats.overflow + stats.bad_lines;
+    let why = match (&stop, &exit) {
+        (StopReason::VmmExited, Some(st)) => status_text(st),
+        (StopReason::VmmExited, None) => "the VMM exited".to_string(),
+        (StopReason::Duration, _) => "--duration elapsed: detached".to_string(),
+        (StopReason::Detached { signal }, _) => format!("signal {signal}: detached"),
+    };
+    let tap = match tapped.as_ref().map(|t| t.tap_status()) {
+        Some(TapStatus::Active) => "active".to_string(),
+        Some(TapStatus::Off { why }) => format!("off: {why}"),
+        None => "off: attach mode cannot tap a running process".to_string(),
+    };
+    let membership_guessed = splitter.membership_guessed;
+    if outs.vms.is_empty() {
+        drop(lock);
+        return Err(ExternalError::Nothing {
+            what: match (&stop, &exit) {
+                (StopReason::VmmExited, Some(st)) if wrap => {
+                    format!("{} before it ran a vCPU", status_text(st))
+                }
+                _ => format!("process {vmm_pid} ran no vCPU while kvmtrace watched ({why})"),
+            },
+            exit,
+        });
+    }
+    let traces = outs.finish(&splitter, &why, lost)?;
+    drop(lock);
+    Ok(ExternalSummary {
+        traces,
+        exit,
+        stop,
+        vmm_pid,
+        lost,
+        capture: stats,
+        tap,
+        tap_events,
+        membership_guessed,
+    })
+}

@@ -1,0 +1,114 @@
+//! PMU and speculation-control command MSRs (issue 12 item 3); each case cites
+//! the kernel function it follows.
+
+use kvmtrace_format::*;
+
+use super::*;
+use crate::policy::Vendor;
+
+/// KVM's supported CPUID of an Intel host with `enable_pmu=0` (leaf 0xA zero),
+/// guest CPUID with SPEC_CTRL and FLUSH_L1D, no leaf 0xA.
+fn no_pmu_header() -> TraceHeader {
+    let mut h = header("kvm_intel", false, 0);
+    let l0 = h.vm.cpuid[0];
+    h.host.supported_cpuid = vec![
+        l0,
+        CpuidEntry {
+            function: 0xa,
+            ..Default::default()
+        },
+        CpuidEntry {
+            function: 7,
+            edx: (1 << 26) | (1 << 28),
+            ..Default::default()
+        },
+        CpuidEntry {
+            function: 0x8000_0008,
+            ..Default::default()
+        },
+        CpuidEntry {
+            function: 0x8000_0021,
+            ..Default::default()
+        },
+    ];
+    h.vm.cpuid.push(CpuidEntry {
+        function: 7,
+        edx: (1 << 26) | (1 << 28),
+        ..Default::default()
+    });
+    h
+}
+
+#[test]
+fn no_pmu_counters() {
+    let h = no_pmu_header();
+    for vendor in [Vendor::Intel, Vendor::Pvm] {
+        let e = engine("kvm-6.18", vendor, &h);
+        // x86.c legacy P6/K7 cases: read 0, any write dropped.
+        for i in [0xc1, 0xc2, 0x186, 0x187, 0xc001_0000, 0xc001_0007] {
+            assert_eq!(
+                e.msr_read(0, i, G).outcome,
+                val(0),
+                "{vendor:?} read {i:#x}"
+            );
+            assert_eq!(
+                e.msr_write(0, i, 0x1234_5678, G).outcome,
+                OK,
+                "{vendor:?} write {i:#x}"
+            );
+        }
+        // No counter and no legacy case: r = 2 (#GP without deflection).
+        for i in [
+            0xc3,
+            0x188,
+            0x309,
+            0x38d,
+            0x38f,
+            0x4c1,
+            0xc001_0200,
+            0xc000_0300,
+        ] {
+            assert_eq!(e.msr_read(0, i, G).outcome, GP, "{vendor:?} read {i:#x}");
+        }
+    }
+}
+
+#[test]
+fn cmd_msrs() {
+    let h = no_pmu_header();
+    let e = engine("kvm-6.18", Vendor::Intel, &h);
+    // Write-only: no get case.
+    assert_eq!(e.msr_read(0, 0x49, G).outcome, GP);
+    assert_eq!(e.msr_read(0, 0x10b, G).outcome, GP);
+    // guest_has_pred_cmd_msr (SPEC_CTRL) / FLUSH_L1D: 0 and the one bit.
+    assert_eq!(e.msr_write(0, 0x49, 0, G).outcome, OK);
+    assert_eq!(e.msr_write(0, 0x49, 1, G).outcome, OK);
+    assert_eq!(e.msr_write(0, 0x10b, 1, G).outcome, OK);
+    for b in 1..64 {
+        assert_eq!(
+            e.msr_write(0, 0x10b, 1 << b, G).outcome,
+            GP,
+            "FLUSH_CMD bit {b}"
+        );
+    }
+    assert_eq!(e.msr_write(0, 0x49, 2, G).outcome, GP);
+    // Without the features: #GP.
+    let h = header("kvm_intel", false, 0);
+    let e = engine("kvm-6.18", Vendor::Intel, &h);
+    assert_eq!(e.msr_write(0, 0x49, 0, G).outcome, GP);
+    assert_eq!(e.msr_write(0, 0x10b, 0, G).outcome, GP);
+    assert_eq!(e.msr_read(0, 0x48, G).outcome, GP);
+}
+
+#[test]
+fn unseen_cpuid_is_learnable() {
+    // An import lists only the CPUID leaves the guest executed: no leaf 7, so
+    // the PRED_CMD check rests on an unseen bit (unmodeled, rule UNSEEN_CPUID).
+    let mut h = header("kvm_intel", false, 0);
+    h.capture.mode = CaptureMode::Import;
+    h.vm.cpuid.clear();
+    let e = engine("kvm-6.18", Vendor::Intel, &h);
+    let p = e.msr_write(0, 0x49, 1, G);
+    assert_eq!(p.outcome, None);
+    assert_eq!(p.rule, crate::model::UNSEEN_CPUID);
+}
