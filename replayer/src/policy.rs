@@ -409,6 +409,10 @@ pub struct Policy {
     /// mainline, vendor guessed, ...).
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Decisions this policy makes itself (policy scripts, out-of-tree
+    /// policies: `crate::external`); none for presets and TOML files.
+    #[serde(skip)]
+    pub hooks: crate::external::Hooks,
 }
 
 /// The first place two policies differ.
@@ -509,6 +513,9 @@ impl Policy {
             let mut p = presets::policy(line, point, vendor);
             p.notes.extend(why);
             return Ok(p);
+        }
+        if spec.ends_with(".rhai") {
+            return crate::script::load(Path::new(spec), header);
         }
         let looks_like_path = spec.ends_with(".toml") || spec.contains('/');
         if looks_like_path || Path::new(spec).is_file() {

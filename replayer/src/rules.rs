@@ -17,6 +17,10 @@ pub struct Rule {
 
 impl std::fmt::Display for Rule {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        if !(self.section.starts_with('§') || self.section == "-") {
+            // A policy script's rule: its file:line and note.
+            return write!(f, "{} ({}, {})", self.name, self.section, self.release);
+        }
         write!(
             f,
             "{} (docs/kvm-semantics.md {}, {})",

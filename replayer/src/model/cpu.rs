@@ -198,7 +198,7 @@ impl Engine {
             crate::engine::misc_enable_at_reset(&self.policy),
             self.policy.vendor,
         );
-        StatePrediction {
+        let p = StatePrediction {
             state: s,
             attrs_known: !self.policy.has(crate::vendor::Fact::SegmentAttrsUnknown),
             rule: if legacy {
@@ -206,7 +206,8 @@ impl Engine {
             } else {
                 rules::RESET_CONSOLIDATED
             },
-        }
+        };
+        self.hooked_reset(vcpu, p)
     }
 
     /// The state after INIT from `before` (§2): consolidated `kvm_vcpu_reset(INIT)`
@@ -255,7 +256,7 @@ impl Engine {
         }
         msrs.sort_unstable();
         s.msrs = msrs;
-        StatePrediction {
+        let p = StatePrediction {
             state: s,
             attrs_known: !self.policy.has(crate::vendor::Fact::SegmentAttrsUnknown),
             rule: if legacy {
@@ -263,7 +264,8 @@ impl Engine {
             } else {
                 rules::INIT_CONSOLIDATED
             },
-        }
+        };
+        self.hooked_init(vcpu, before, p)
     }
 
     /// The rule behind the value of `field` in a RESET (`init` false) or INIT

@@ -218,6 +218,7 @@ impl Engine {
     pub(crate) fn unknown_msrs_unmodeled(&self) -> bool {
         self.vm.filter.is_none()
             && self.policy.msr.is_empty()
+            && !self.hooks_unhandled_msrs()
             && self.dead.iter().all(Option::is_none)
     }
 
@@ -236,8 +237,26 @@ impl Engine {
     }
 
     /// [`Engine::decide_msr`] with the rule by reference (the replay lanes).
+    /// The policy's hooks (`crate::external`) first, where they hook the access.
     #[inline]
     pub(crate) fn decide_msr_ref(
+        &self,
+        vcpu: u32,
+        index: u32,
+        value: Option<u64>,
+        origin: Origin,
+    ) -> (MsrPrediction, Store) {
+        if vcpu as usize >= MAX_VCPUS {
+            return (MsrPrediction::unmodeled(), Store::None);
+        }
+        if let Some((rule, outcome, store)) = self.hooked_msr(vcpu, index, value, origin) {
+            return (MsrPrediction { outcome, rule }, store);
+        }
+        self.decide_msr_base(vcpu, index, value, origin)
+    }
+
+    /// The base model's decision (no hooks).
+    pub(crate) fn decide_msr_base(
         &self,
         vcpu: u32,
         index: u32,

@@ -258,6 +258,7 @@ pub(crate) fn make(name: &str, release: &str, vendor: Vendor, switches: Switches
         facts: 0,
         provenance: String::new(),
         notes: Vec::new(),
+        hooks: Default::default(),
     };
     p.set_vendor(vendor);
     p

@@ -12,6 +12,9 @@ use crate::cli::PoliciesArgs;
 use crate::trace_io::TraceFile;
 
 pub fn run(args: &PoliciesArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow::Result<i32> {
+    if let Some(f) = &args.check {
+        return check(f, args.json, out);
+    }
     let header = match &args.trace {
         Some(t) => Some(TraceFile::open(t)?.header().clone()),
         None => None,
@@ -156,6 +159,39 @@ pub fn run(args: &PoliciesArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
                 )?;
             }
         }
+    }
+    Ok(0)
+}
+
+/// `kvmtrace policies --check FILE`: a script or TOML file, validated without
+/// a trace (scripts: header, compilation, each hook called once on a fresh
+/// vCPU of the base policy).
+fn check(file: &std::path::Path, json: bool, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let s = kvmtrace_replayer::script::check(file)?;
+    if json {
+        super::write_json(
+            out,
+            &serde_json::json!({
+                "file": file.display().to_string(),
+                "valid": true,
+                "name": s.name,
+                "base": s.base,
+                "hooks": s.hooks,
+            }),
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{}: ok: policy {} on base {}{}",
+            file.display(),
+            s.name,
+            s.base,
+            if s.hooks.is_empty() {
+                String::new()
+            } else {
+                format!("; hooks: {}", s.hooks.join(", "))
+            }
+        )?;
     }
     Ok(0)
 }

@@ -135,6 +135,11 @@ pub fn replay_file_with(
             Some(p) => p.install(|| replay.feed(&batch)),
             None => replay.feed(&batch),
         }
+        // A policy hook (script) failed: that policy's report would be wrong.
+        if let Some(e) = replay.hook_error() {
+            pb.finish_and_clear();
+            anyhow::bail!("{e} (replaying {})", file.display());
+        }
         if stream {
             for s in replay.take_stream() {
                 each(s.policy, s.divergence)?;
