@@ -73,3 +73,4 @@ pub use report::{Divergence, PolicyReport, ReplayReport};
 pub mod diff;
 pub use diff::{DiffReport, diff};
 pub mod corpus;
+pub mod msr_class;
