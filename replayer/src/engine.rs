@@ -433,11 +433,11 @@ fn setup_mce_on(v: &mut VcpuState, mcg_cap: u64) {
     }
 }
 
-/// MISC_ENABLE at RESET (§1, §2): the `misc_enable_reset` switch, except on
-/// vendor `pvm`, whose reset code leaves 0x1 (FAST_STRING) — measured by the
-/// recorder's host probes (docs/host-notes.md).
+/// MISC_ENABLE at RESET (§1, §2): the `misc_enable_reset` switch, except where
+/// the vendor table's measured fact applies (`kvm_pvm` at 6.18 leaves 0x1,
+/// FAST_STRING; `crate::vendor`).
 pub fn misc_enable_at_reset(policy: &Policy) -> u64 {
-    if policy.vendor == crate::policy::Vendor::Pvm {
+    if policy.has(crate::vendor::Fact::MiscEnableResetFastString) {
         0x1
     } else {
         policy.switches.misc_enable_reset

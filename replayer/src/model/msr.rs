@@ -302,7 +302,8 @@ impl Engine {
                 index,
                 value,
                 host,
-                self.policy.vendor == Vendor::Pvm,
+                self.policy
+                    .has(crate::vendor::Fact::MiscEnableGuestUnchecked),
                 self.policy.vendor == Vendor::Intel,
                 self.vm.irqchip_known,
             )
@@ -594,7 +595,11 @@ impl Engine {
                 let mut data = data;
                 // kvm_pvm stores a guest's value unchecked: bits 7/11/12 flip,
                 // bit 18 sets without SSE3 (measured, host-notes).
-                if !host && vendor == Vendor::Pvm {
+                if !host
+                    && self
+                        .policy
+                        .has(crate::vendor::Fact::MiscEnableGuestUnchecked)
+                {
                     return (
                         R::Ok(0),
                         &rules::MISC_ENABLE_PVM_RW,
@@ -744,7 +749,7 @@ impl Engine {
             }
             // ---- other: PAT (kvm_set_msr_common, kvm_pat_valid) ----
             // kvm_pvm stores PAT unchecked (measured, host-notes).
-            MSR_IA32_CR_PAT if vendor == Vendor::Pvm => {
+            MSR_IA32_CR_PAT if self.policy.has(crate::vendor::Fact::PatUnchecked) => {
                 (R::Ok(0), &rules::PAT_PVM_UNCHECKED, Store::Pat(data))
             }
             MSR_IA32_CR_PAT if !pat_valid(data) => fail(&rules::PAT_INVALID),
