@@ -5,10 +5,8 @@
 use std::io::Read;
 
 use crate::line::MAX_LINE;
-use crate::{
-    ConvertError, ConvertStats, Converter, FieldError, LineError, LineKind, VcpuMap, parse_event,
-    parse_line,
-};
+use crate::split::{SplitError, ThreadDesc, VmSplitter};
+use crate::{ConvertStats, FieldError, LineError, LineKind, parse_event, parse_line};
 use kvmtrace_format::{Event, LostSource, Record};
 
 /// Lines that are neither comments nor event lines tolerated before the first
@@ -63,7 +61,13 @@ pub enum ImportError {
         file: String,
         line: u64,
         #[source]
-        source: ConvertError,
+        source: SplitError,
+    },
+    #[error("{file}: no VM {select:?} among its {vms} VMs")]
+    NoSuchVm {
+        file: String,
+        select: VmSelect,
+        vms: usize,
     },
     #[error(
         "{file}: no KVM events ({lines} lines, {other} events of other types): nothing to import"
@@ -97,10 +101,31 @@ pub struct ImportSummary {
     pub skipped: u64,
     /// Events the kernel reported lost (`[LOST N EVENTS]`).
     pub ring_lost: u64,
+    /// vCPUs over every VM.
     pub vcpus: u32,
     pub convert: ConvertStats,
     /// The text did not end in a newline: its last line may be cut short.
     pub unterminated: bool,
+    /// VMs in the text (each its own trace).
+    pub vms: usize,
+    /// Per VM written: (process id if known, vCPU numbers, records, vCPUs
+    /// whose number is a guess).
+    pub per_vm: Vec<VmImport>,
+    /// Records of VMs left out (`pid` selected another).
+    pub other_vm_records: u64,
+    /// VMs were told apart without process ids (no tgid column).
+    pub membership_guessed: bool,
+}
+
+/// One VM of an import.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VmImport {
+    /// Index in the text (order of first event).
+    pub vm: usize,
+    pub pid: Option<u32>,
+    pub vcpus: Vec<u32>,
+    pub guessed: Vec<u32>,
+    pub records: u64,
 }
 
 /// A line reader with a fixed buffer: lines longer than `MAX_LINE` are reported,
@@ -208,8 +233,9 @@ fn lossy(line: &[u8]) -> String {
     String::from_utf8_lossy(cut).into_owned()
 }
 
-/// Import ftrace text from `input` (named `file` in errors), handing records to
-/// `sink` in order. `progress` is told the bytes consumed every 64Ki lines.
+/// Import ftrace text from `input` (named `file` in errors), handing VM 0's
+/// records to `sink` in order (a text of several VMs: `import_ftrace_split`).
+/// `progress` is told the bytes consumed every 64Ki lines.
 pub fn import_ftrace<R: Read, E>(
     input: R,
     file: &str,
@@ -220,18 +246,64 @@ pub fn import_ftrace<R: Read, E>(
 where
     E: std::error::Error + Send + Sync + 'static,
 {
+    import_ftrace_split(
+        input,
+        file,
+        opts,
+        Some(VmSelect::Index(0)),
+        &mut |_, r| sink(r),
+        progress,
+    )
+}
+
+/// Which VM of a text to keep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmSelect {
+    /// The VM of this process (tgid column) or holding this thread id.
+    Pid(u32),
+    /// The k-th VM in order of first event.
+    Index(usize),
+}
+
+/// One VM's output state.
+#[derive(Clone, Debug, Default)]
+struct VmSeq {
+    seq: u64,
+    records: u64,
+    /// Losses before this VM's first record (sent with it).
+    lost_import: u64,
+    lost_ring: u64,
+}
+
+/// Import ftrace text holding any number of VMs (`split::VmSplitter`: never
+/// merged): records go to `sink` as (VM index, record), each VM with its own
+/// sequence numbers. `select` keeps one VM only. A loss (`[LOST N EVENTS]`,
+/// skipped lines) is recorded in every VM's trace, since the text does not
+/// say whose events were lost.
+pub fn import_ftrace_split<R: Read, E>(
+    input: R,
+    file: &str,
+    opts: &ImportOptions,
+    select: Option<VmSelect>,
+    sink: &mut dyn FnMut(usize, Record) -> Result<(), E>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<ImportSummary, ImportError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
     let file = file.to_string();
     let mut reader = LineReader::new(input);
-    let mut conv = Converter::new(VcpuMap::InOrder);
+    let mut split = VmSplitter::new(false);
+    let mut vms: Vec<VmSeq> = Vec::new();
+    // Losses before the first VM: every VM gets them.
+    let mut early_lost = (0u64, 0u64);
     let mut sum = ImportSummary::default();
     let mut base_ts: Option<u64> = None;
     let mut last_ts = 0u64;
-    let mut seq = 0u64;
     let mut seen_event_line = false;
     let mut leading_junk: Option<(u64, LineError, String)> = None;
     let mut junk_count = 0u64;
     let mut pending_lost = 0u64;
-    let mut sink_err: Option<E> = None;
     let read_err = |file: &str, e| ImportError::Read {
         file: file.to_string(),
         source: e,
@@ -321,18 +393,28 @@ where
             LineKind::Blank | LineKind::Comment | LineKind::Preamble => continue,
             LineKind::Lost { count, .. } => {
                 sum.ring_lost = sum.ring_lost.saturating_add(count);
-                let rec = Record {
-                    seq,
-                    vcpu: 0,
-                    time_ns: last_ts.saturating_sub(base_ts.unwrap_or(last_ts)),
-                    event: Event::Lost {
-                        source: LostSource::Tracefs,
-                        count,
-                    },
-                };
-                seq += 1;
-                sum.records += 1;
-                sink(rec).map_err(|e| ImportError::Write(Box::new(e)))?;
+                let time_ns = last_ts.saturating_sub(base_ts.unwrap_or(last_ts));
+                if vms.is_empty() {
+                    early_lost.1 = early_lost.1.saturating_add(count);
+                }
+                for (vm, v) in vms.iter_mut().enumerate() {
+                    if !selected(&split, select, vm) {
+                        continue;
+                    }
+                    let rec = Record {
+                        seq: v.seq,
+                        vcpu: 0,
+                        time_ns,
+                        event: Event::Lost {
+                            source: LostSource::Tracefs,
+                            count,
+                        },
+                    };
+                    v.seq += 1;
+                    v.records += 1;
+                    sum.records += 1;
+                    sink(vm, rec).map_err(|e| ImportError::Write(Box::new(e)))?;
+                }
                 continue;
             }
             LineKind::Event(l) => l,
@@ -362,63 +444,58 @@ where
         let base = *base_ts.get_or_insert(line.ts_ns);
         last_ts = line.ts_ns;
         let time_ns = line.ts_ns.saturating_sub(base);
-        let mut emit = |o: crate::Observed| {
-            if sink_err.is_some() {
-                return;
-            }
-            if pending_lost > 0 {
-                let lost = Record {
-                    seq,
-                    vcpu: o.vcpu,
-                    time_ns,
-                    event: Event::Lost {
-                        source: LostSource::Import,
-                        count: pending_lost,
-                    },
-                };
-                pending_lost = 0;
-                seq += 1;
-                sum.records += 1;
-                if let Err(e) = sink(lost) {
-                    sink_err = Some(e);
-                    return;
-                }
-            }
-            let rec = Record {
-                seq,
-                vcpu: o.vcpu,
-                time_ns,
-                event: o.event,
-            };
-            seq += 1;
-            sum.records += 1;
-            if let Err(e) = sink(rec) {
-                sink_err = Some(e);
-            }
-        };
-        conv.feed(line.ts_ns, line.pid, kvm, &mut emit)
+        let tgid = line.tgid;
+        let task = line.task;
+        let mut placed: Vec<(usize, crate::Observed)> = Vec::new();
+        split
+            .feed(
+                line.ts_ns,
+                line.pid,
+                kvm,
+                &mut |_| ThreadDesc {
+                    tgid,
+                    comm: String::from_utf8_lossy(task).chars().take(16).collect(),
+                    vcpu: None,
+                },
+                &mut |vm, o| placed.push((vm, o)),
+            )
             .map_err(|source| ImportError::Convert {
                 file: file.clone(),
                 line: lineno,
                 source,
             })?;
-        if let Some(e) = sink_err.take() {
-            return Err(ImportError::Write(Box::new(e)));
+        for (vm, o) in placed {
+            emit(
+                &split,
+                select,
+                &mut vms,
+                &mut early_lost,
+                &mut pending_lost,
+                &mut sum,
+                sink,
+                vm,
+                time_ns,
+                o,
+            )?;
         }
     }
     // MONITOR/MWAIT intercepts still waiting for their outcome were skipped.
     let mut tail = Vec::new();
-    conv.finish(&mut |o| tail.push(o));
-    for o in tail {
-        let rec = Record {
-            seq,
-            vcpu: o.vcpu,
-            time_ns: o.ts_ns.saturating_sub(base_ts.unwrap_or(o.ts_ns)),
-            event: o.event,
-        };
-        seq += 1;
-        sum.records += 1;
-        sink(rec).map_err(|e| ImportError::Write(Box::new(e)))?;
+    split.finish(&mut |vm, o| tail.push((vm, o)));
+    for (vm, o) in tail {
+        let time_ns = o.ts_ns.saturating_sub(base_ts.unwrap_or(o.ts_ns));
+        emit(
+            &split,
+            select,
+            &mut vms,
+            &mut early_lost,
+            &mut pending_lost,
+            &mut sum,
+            sink,
+            vm,
+            time_ns,
+            o,
+        )?;
     }
     sum.bytes = reader.consumed;
     sum.unterminated = reader.unterminated;
@@ -440,22 +517,158 @@ where
             other: sum.other_events,
         });
     }
+    // Skipped lines after the last record: every VM's trace says so.
     if pending_lost > 0 {
-        let lost = Record {
-            seq,
-            vcpu: 0,
-            time_ns: last_ts.saturating_sub(base_ts.unwrap_or(last_ts)),
-            event: Event::Lost {
-                source: LostSource::Import,
-                count: pending_lost,
-            },
-        };
-        sum.records += 1;
-        sink(lost).map_err(|e| ImportError::Write(Box::new(e)))?;
+        let time_ns = last_ts.saturating_sub(base_ts.unwrap_or(last_ts));
+        for (vm, v) in vms.iter_mut().enumerate() {
+            if !selected(&split, select, vm) {
+                continue;
+            }
+            let lost = Record {
+                seq: v.seq,
+                vcpu: 0,
+                time_ns,
+                event: Event::Lost {
+                    source: LostSource::Import,
+                    count: pending_lost,
+                },
+            };
+            v.seq += 1;
+            v.records += 1;
+            sum.records += 1;
+            sink(vm, lost).map_err(|e| ImportError::Write(Box::new(e)))?;
+        }
     }
-    sum.vcpus = u32::try_from(conv.vcpus().count()).unwrap_or(u32::MAX);
-    sum.convert = conv.stats.clone();
+    sum.vms = split.vms.len();
+    sum.membership_guessed = split.membership_guessed;
+    let mut stats = ConvertStats::default();
+    let mut vcpus = 0usize;
+    for (i, vm) in split.vms.iter().enumerate() {
+        let numbers = vm.vcpu_numbers();
+        vcpus += numbers.len();
+        add_stats(&mut stats, vm.stats());
+        if selected(&split, select, i) {
+            sum.per_vm.push(VmImport {
+                vm: i,
+                pid: vm.tgid,
+                vcpus: numbers,
+                guessed: vm.guessed.clone(),
+                records: vms.get(i).map_or(0, |v| v.records),
+            });
+        }
+    }
+    if let Some(sel) = select
+        && sum.per_vm.is_empty()
+    {
+        return Err(ImportError::NoSuchVm {
+            file,
+            select: sel,
+            vms: split.vms.len(),
+        });
+    }
+    sum.vcpus = u32::try_from(vcpus).unwrap_or(u32::MAX);
+    sum.convert = stats;
     Ok(sum)
+}
+
+fn add_stats(a: &mut ConvertStats, b: &ConvertStats) {
+    a.msr += b.msr;
+    a.exceptions += b.exceptions;
+    a.exceptions_explained += b.exceptions_explained;
+    a.userspace_exits += b.userspace_exits;
+    a.userspace_exits_skipped += b.userspace_exits_skipped;
+    a.ipis += b.ipis;
+    a.ipis_skipped += b.ipis_skipped;
+    a.cpuid += b.cpuid;
+    a.mwait += b.mwait;
+    a.exit_entry += b.exit_entry;
+    a.inits += b.inits;
+    a.sipis += b.sipis;
+    a.accepted_skipped += b.accepted_skipped;
+    a.foreign += b.foreign;
+}
+
+/// Whether VM `vm` is written.
+fn selected(split: &VmSplitter, select: Option<VmSelect>, vm: usize) -> bool {
+    match select {
+        None => true,
+        Some(VmSelect::Index(i)) => i == vm,
+        Some(VmSelect::Pid(p)) => split.vms.get(vm).is_some_and(|v| v.holds(p)),
+    }
+}
+
+/// One converted event of VM `vm` to the sink, after any loss it has not
+/// been told of yet.
+#[allow(clippy::too_many_arguments)]
+fn emit<E>(
+    split: &VmSplitter,
+    select: Option<VmSelect>,
+    vms: &mut Vec<VmSeq>,
+    early_lost: &mut (u64, u64),
+    pending_lost: &mut u64,
+    sum: &mut ImportSummary,
+    sink: &mut dyn FnMut(usize, Record) -> Result<(), E>,
+    vm: usize,
+    time_ns: u64,
+    o: crate::Observed,
+) -> Result<(), ImportError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    while vms.len() <= vm {
+        vms.push(VmSeq {
+            lost_import: early_lost.0,
+            lost_ring: early_lost.1,
+            ..Default::default()
+        });
+    }
+    if !selected(split, select, vm) {
+        sum.other_vm_records += 1;
+        return Ok(());
+    }
+    // Lines skipped since the last record: every VM may have lost events.
+    if *pending_lost > 0 {
+        for v in vms.iter_mut() {
+            v.lost_import = v.lost_import.saturating_add(*pending_lost);
+        }
+        *pending_lost = 0;
+    }
+    let v = &mut vms[vm];
+    let mut out = |v: &mut VmSeq, vcpu: u32, event: Event| {
+        let rec = Record {
+            seq: v.seq,
+            vcpu,
+            time_ns,
+            event,
+        };
+        v.seq += 1;
+        v.records += 1;
+        sum.records += 1;
+        sink(vm, rec).map_err(|e| ImportError::Write(Box::new(e)))
+    };
+    if v.lost_ring > 0 {
+        let count = std::mem::take(&mut v.lost_ring);
+        out(
+            v,
+            o.vcpu,
+            Event::Lost {
+                source: LostSource::Tracefs,
+                count,
+            },
+        )?;
+    }
+    if v.lost_import > 0 {
+        let count = std::mem::take(&mut v.lost_import);
+        out(
+            v,
+            o.vcpu,
+            Event::Lost {
+                source: LostSource::Import,
+                count,
+            },
+        )?;
+    }
+    out(v, o.vcpu, o.event)
 }
 
 /// Import from memory into a vector (tests, fuzzing, small inputs).

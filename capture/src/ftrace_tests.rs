@@ -33,13 +33,27 @@ CPU:1 [LOST 7 EVENTS]
         kvmprobe-2991  [000]  8161.637701: kvm_inj_exception:    #UD
 ";
 
+/// `import_to_vec` without the `VcpuThread` records (tested on their own).
+fn imp(
+    text: &[u8],
+    opts: &ImportOptions,
+) -> Result<(Vec<kvmtrace_format::Record>, ImportSummary), ImportError> {
+    import_to_vec(text, opts).map(|(r, s)| {
+        let r = r
+            .into_iter()
+            .filter(|r| r.event.kind() != EventKind::VcpuThread)
+            .collect();
+        (r, s)
+    })
+}
+
 fn kinds(recs: &[kvmtrace_format::Record]) -> Vec<EventKind> {
     recs.iter().map(|r| r.event.kind()).collect()
 }
 
 #[test]
 fn trace_file_with_header() {
-    let (recs, sum) = import_to_vec(TRACE.as_bytes(), &ImportOptions::default()).unwrap();
+    let (recs, sum) = imp(TRACE.as_bytes(), &ImportOptions::default()).unwrap();
     assert_eq!(
         kinds(&recs),
         [
@@ -52,13 +66,14 @@ fn trace_file_with_header() {
     assert_eq!(recs[0].time_ns, 0);
     assert_eq!(recs[1].time_ns, 25_000);
     assert_eq!(recs[2].vcpu, 1);
-    assert_eq!(recs.iter().map(|r| r.seq).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    // seq 0 and 3 are the two threads' VcpuThread records.
+    assert_eq!(recs.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 4, 5]);
     assert_eq!((sum.vcpus, sum.other_events, sum.kvm_lines), (2, 1, 5));
 }
 
 #[test]
 fn trace_cmd_report() {
-    let (recs, sum) = import_to_vec(TRACE_CMD.as_bytes(), &ImportOptions::default()).unwrap();
+    let (recs, sum) = imp(TRACE_CMD.as_bytes(), &ImportOptions::default()).unwrap();
     assert_eq!(
         kinds(&recs),
         [
@@ -89,7 +104,7 @@ fn exact_msr_count() {
             i
         ));
     }
-    let (recs, sum) = import_to_vec(text.as_bytes(), &ImportOptions::default()).unwrap();
+    let (recs, sum) = imp(text.as_bytes(), &ImportOptions::default()).unwrap();
     assert_eq!(recs.len(), 100_000);
     assert_eq!(sum.convert.msr, 100_000);
 }
@@ -97,7 +112,7 @@ fn exact_msr_count() {
 #[test]
 fn synthetic_text_imports() {
     let text = synthetic_text(800);
-    let (recs, sum) = import_to_vec(&text, &ImportOptions::default()).unwrap();
+    let (recs, sum) = imp(&text, &ImportOptions::default()).unwrap();
     assert_eq!(sum.lines, 800);
     assert_eq!(sum.convert.msr, 600);
     assert_eq!(sum.convert.exceptions_explained, 100);
@@ -132,21 +147,21 @@ fn bad_inputs_are_clear_errors() {
         ),
     ];
     for (text, want) in cases {
-        match import_to_vec(text, &strict) {
+        match imp(text, &strict) {
             Ok((r, _)) => panic!("{want}: imported {} records", r.len()),
             Err(e) => assert!(e.to_string().contains(want), "want {want:?}, got {e}"),
         }
     }
     let mut junk = b"a\nb\nc\nd\ne\nf\ng\nh\ni\nj\nk\nl\nm\nn\no\np\nq\nr\n".to_vec();
     junk.extend_from_slice(b"  p-1 [000] ..... 1.0: kvm_msr: msr_read 10 = 0x1\n");
-    let e = import_to_vec(&junk, &strict).unwrap_err().to_string();
+    let e = imp(&junk, &strict).unwrap_err().to_string();
     assert!(e.contains("<memory>:1: not ftrace output"), "{e}");
 }
 
 #[test]
 fn lenient_counts_and_records_lost_lines() {
     let text = b"  p-1 [000] ..... 1.0: kvm_msr: msr_read 10 = 0x1\n  p-1 [000] ..... 1.1: kvm_msr: msr_read 10 =\n  p-1 [000] .....\n  p-1 [000] ..... 1.2: kvm_msr: msr_read 10 = 0x2\n";
-    let (recs, sum) = import_to_vec(text, &ImportOptions { lenient: true }).unwrap();
+    let (recs, sum) = imp(text, &ImportOptions { lenient: true }).unwrap();
     assert_eq!(sum.skipped, 2);
     assert_eq!(
         kinds(&recs),
@@ -165,17 +180,17 @@ fn lenient_counts_and_records_lost_lines() {
 fn no_trailing_newline_and_crlf() {
     let text = b"  p-1 [000] ..... 1.0: kvm_msr: msr_read 10 = 0x1\r\n  p-1 [000] ..... 1.2: kvm_msr: msr_read 10 = 0x2";
     // A last line without its newline may be cut: an error, or a lost line.
-    let e = import_to_vec(text, &ImportOptions::default()).unwrap_err();
+    let e = imp(text, &ImportOptions::default()).unwrap_err();
     assert!(
         e.to_string()
             .contains("<memory>:2: the last line does not end"),
         "{e}"
     );
-    let (recs, sum) = import_to_vec(text, &ImportOptions { lenient: true }).unwrap();
+    let (recs, sum) = imp(text, &ImportOptions { lenient: true }).unwrap();
     assert!(sum.unterminated);
     assert_eq!(kinds(&recs), [EventKind::MsrRead, EventKind::Lost]);
     // CRLF line ends are fine.
-    let (recs, _) = import_to_vec(&[&text[..], b"\n"].concat(), &ImportOptions::default()).unwrap();
+    let (recs, _) = imp(&[&text[..], b"\n"].concat(), &ImportOptions::default()).unwrap();
     assert_eq!(recs.len(), 2);
 }
 
@@ -183,7 +198,7 @@ fn no_trailing_newline_and_crlf() {
 fn long_input_crosses_buffer_boundaries() {
     // Lines straddling the 256 KiB read buffer must come out whole.
     let text = synthetic_text(20_000);
-    let (_, sum) = import_to_vec(&text, &ImportOptions::default()).unwrap();
+    let (_, sum) = imp(&text, &ImportOptions::default()).unwrap();
     assert_eq!(sum.lines, 20_000);
     struct Slow<'a>(&'a [u8]);
     impl std::io::Read for Slow<'_> {
@@ -249,7 +264,7 @@ fn mutations_never_panic() {
             }
         }
         for lenient in [false, true] {
-            let _ = import_to_vec(&t, &ImportOptions { lenient });
+            let _ = imp(&t, &ImportOptions { lenient });
         }
     }
 }
@@ -278,9 +293,93 @@ const REAL_THIS_HOST: &str = "\
 
 #[test]
 fn real_capture_from_this_host() {
-    let (recs, sum) = import_to_vec(REAL_THIS_HOST.as_bytes(), &ImportOptions::default()).unwrap();
+    let (recs, sum) = imp(REAL_THIS_HOST.as_bytes(), &ImportOptions::default()).unwrap();
     assert_eq!(sum.convert.msr, 3);
     assert_eq!(sum.convert.userspace_exits, 1);
     assert_eq!(kinds(&recs), [EventKind::MsrRead; 3]);
     assert_eq!(recs[2].time_ns, 1_591_964_000);
+}
+
+/// Each thread's first record names it; unnamed threads are a guess that
+/// `info` reports.
+#[test]
+fn vcpu_threads_and_guessed_identity() {
+    let (recs, sum) = import_to_vec(TRACE.as_bytes(), &ImportOptions::default()).unwrap();
+    let threads: Vec<_> = recs
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::VcpuThread { tid, identity, .. } => Some((r.vcpu, *tid, *identity)),
+            _ => None,
+        })
+        .collect();
+    use kvmtrace_format::VcpuIdentity::FirstSeen;
+    assert_eq!(threads, [(0, 2990, FirstSeen), (1, 2991, FirstSeen)]);
+    assert_eq!(sum.per_vm[0].guessed, [0, 1]);
+}
+
+/// Two QEMU processes in one capture (tgid column): two VMs, never merged;
+/// `--pid` keeps one.
+#[test]
+fn several_vms_are_split() {
+    let text = "\
+       CPU 0/KVM-101   (  100) [000] ..... 1.000001: kvm_msr: msr_read 10 = 0x5
+       CPU 0/KVM-201   (  200) [001] ..... 1.000002: kvm_msr: msr_read 10 = 0x6
+       CPU 1/KVM-102   (  100) [000] ..... 1.000003: kvm_msr: msr_read 1b = 0xfee00800
+CPU:1 [LOST 3 EVENTS]
+       CPU 1/KVM-202   (  200) [001] ..... 1.000004: kvm_msr: msr_read 1b = 0xfee00800
+";
+    let mut out: Vec<(usize, kvmtrace_format::Record)> = Vec::new();
+    let sum = import_ftrace_split::<_, std::convert::Infallible>(
+        text.as_bytes(),
+        "t",
+        &ImportOptions::default(),
+        None,
+        &mut |vm, r| {
+            out.push((vm, r));
+            Ok(())
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(sum.vms, 2);
+    assert_eq!(sum.per_vm.len(), 2);
+    assert_eq!(sum.per_vm[1].pid, Some(200));
+    assert_eq!(sum.per_vm[1].vcpus, [0, 1]);
+    for vm in 0..2 {
+        let recs: Vec<_> = out.iter().filter(|o| o.0 == vm).map(|o| &o.1).collect();
+        // Own sequence numbers, the loss in both.
+        for (i, r) in recs.iter().enumerate() {
+            assert_eq!(r.seq, i as u64);
+        }
+        assert!(
+            recs.iter()
+                .any(|r| matches!(r.event, Event::Lost { count: 3, .. }))
+        );
+    }
+    let mut n = 0;
+    let sum = import_ftrace_split::<_, std::convert::Infallible>(
+        text.as_bytes(),
+        "t",
+        &ImportOptions::default(),
+        Some(VmSelect::Pid(200)),
+        &mut |vm, _| {
+            assert_eq!(vm, 1);
+            n += 1;
+            Ok(())
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(sum.per_vm.len(), 1);
+    assert!(n > 0 && sum.other_vm_records > 0);
+    let e = import_ftrace_split::<_, std::convert::Infallible>(
+        text.as_bytes(),
+        "t",
+        &ImportOptions::default(),
+        Some(VmSelect::Pid(300)),
+        &mut |_, _| Ok(()),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("no VM"), "{e}");
 }

@@ -71,6 +71,11 @@ impl Vm {
     pub fn stats(&self) -> &ConvertStats {
         &self.conv.stats
     }
+
+    /// Whether this VM is process `pid`'s, or holds thread `pid`.
+    pub fn holds(&self, pid: u32) -> bool {
+        self.tgid == Some(pid) || self.vcpus.iter().any(|&(_, t)| t == pid)
+    }
 }
 
 /// Splits a capture's decoded lines into VMs and vCPUs.
@@ -366,3 +371,20 @@ fn start(
 
 #[cfg(test)]
 mod tests;
+
+/// The trace of VM `vm` of a capture: `OUT` for VM 0, `OUT-vmK.EXT` for VM k
+/// (`q.kvt`, `q-vm1.kvt`, ...).
+pub fn vm_path(output: &std::path::Path, vm: usize) -> std::path::PathBuf {
+    if vm == 0 {
+        return output.to_path_buf();
+    }
+    let stem = output
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match output.extension() {
+        Some(ext) => format!("{stem}-vm{vm}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-vm{vm}"),
+    };
+    output.with_file_name(name)
+}

@@ -148,21 +148,7 @@ pub enum ExternalError {
     Split(#[from] SplitError),
 }
 
-/// The trace of VM `vm`: `OUT` for VM 0, `OUT-vmK.EXT` for VM k.
-pub fn vm_path(output: &Path, vm: usize) -> PathBuf {
-    if vm == 0 {
-        return output.to_path_buf();
-    }
-    let stem = output
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let name = match output.extension() {
-        Some(ext) => format!("{stem}-vm{vm}.{}", ext.to_string_lossy()),
-        None => format!("{stem}-vm{vm}"),
-    };
-    output.with_file_name(name)
-}
+pub use kvmtrace_capture::split::vm_path;
 
 /// One recorder per VMM: `NAME` created exclusively, holding our pid; a
 /// lock whose owner is gone is taken over. Removed on drop.

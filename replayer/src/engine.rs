@@ -74,6 +74,8 @@ pub struct Engine {
     /// guest CPUID ∩ KVM caps), which decides CPUID-gated MSRs when the guest
     /// never executed the leaf (imports).
     pub(crate) supported: state::CpuidBits,
+    /// Per-vCPU state and errors of the policy's hooks (`crate::external`).
+    pub(crate) hooks: crate::external::EngineHooks,
     /// The header says which irqchip the VM has (an import may not).
     pub(crate) header_irqchip_known: bool,
 }
@@ -114,6 +116,7 @@ impl Engine {
             header_mcg_cap: header.vm.mcg_cap,
             imported,
             supported: state::CpuidBits::from_entries(&header.host.supported_cpuid),
+            hooks: Default::default(),
             header_irqchip_known: header.vm.irqchip.is_some(),
         };
         // The scenario's configuration, in the order a VMM applies it: quirks,
@@ -209,18 +212,18 @@ impl Engine {
     }
 
     pub fn monitor(&self, vcpu: u32) -> Prediction<MwaitOutcome> {
-        self.decide_mwait(vcpu)
+        self.hooked_mwait(vcpu, true, self.decide_mwait(vcpu))
     }
 
     pub fn mwait(&self, vcpu: u32) -> Prediction<MwaitOutcome> {
-        self.decide_mwait(vcpu)
+        self.hooked_mwait(vcpu, false, self.decide_mwait(vcpu))
     }
 
     /// What follows a triple-fault shutdown. `Resume` means "no change in the
     /// kernel" (VMX, pvm): the VMM then stops or resumes; replay treats a
     /// recorded `Stop` as agreeing with it.
     pub fn shutdown(&self, vcpu: u32) -> Prediction<AfterShutdown> {
-        self.decide_shutdown(vcpu)
+        self.hooked_shutdown(vcpu, self.decide_shutdown(vcpu))
     }
 
     /// The RESET state of `vcpu` right after `KVM_CREATE_VCPU`.
@@ -245,7 +248,10 @@ impl Engine {
                 outcome,
                 ..
             } => {
+                // The decision already ran the policy's hooks: no second commit.
+                self.hooks.peek = true;
                 let (pred, store) = self.decide_msr(rec.vcpu, *index, Some(*value), *origin);
+                self.hooks.peek = false;
                 // Where the model agrees, it knows what the kernel stored; where it
                 // does not (a kernel-decided outcome), store the value as written.
                 let store = if pred.outcome == Some(MsrOutcome::Ok) {
@@ -423,11 +429,11 @@ fn setup_mce_on(v: &mut VcpuState, mcg_cap: u64) {
     }
 }
 
-/// MISC_ENABLE at RESET (§1, §2): the `misc_enable_reset` switch, except on
-/// vendor `pvm`, whose reset code leaves 0x1 (FAST_STRING) — measured by the
-/// recorder's host probes (docs/host-notes.md).
+/// MISC_ENABLE at RESET (§1, §2): the `misc_enable_reset` switch, except where
+/// the vendor table's measured fact applies (`kvm_pvm` at 6.18 leaves 0x1,
+/// FAST_STRING; `crate::vendor`).
 pub fn misc_enable_at_reset(policy: &Policy) -> u64 {
-    if policy.vendor == crate::policy::Vendor::Pvm {
+    if policy.has(crate::vendor::Fact::MiscEnableResetFastString) {
         0x1
     } else {
         policy.switches.misc_enable_reset

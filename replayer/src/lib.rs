@@ -45,6 +45,7 @@
 
 pub mod decide;
 pub mod engine;
+pub mod external;
 mod model;
 pub mod names;
 pub mod policy;
@@ -52,10 +53,13 @@ pub mod policy_file;
 pub mod presets;
 pub mod quirks;
 pub mod rules;
+pub mod script;
 pub mod state;
+pub mod vendor;
 
 pub use decide::Action;
 pub use engine::{Engine, Prediction, StatePrediction};
+pub use external::{HookError, PolicyHooks};
 pub use model::{UNSEEN_CPUID, compare_state};
 pub use policy::{Policy, PolicyError, Vendor};
 pub use rules::Rule;
@@ -69,3 +73,4 @@ pub use report::{Divergence, PolicyReport, ReplayReport};
 pub mod diff;
 pub use diff::{DiffReport, diff};
 pub mod corpus;
+pub mod msr_class;

@@ -235,6 +235,15 @@ impl Replay {
         self.tail.extend_from_slice(&records[keep_from..]);
     }
 
+    /// The first error a policy hook returned (policies in the order given):
+    /// that policy's predictions since are unmodeled, so its report is not
+    /// to be trusted (the CLI exits 2).
+    pub fn hook_error(&self) -> Option<crate::external::HookError> {
+        self.order
+            .iter()
+            .find_map(|&(l, _)| self.lanes[l].engine.hook_error())
+    }
+
     pub fn finish(self) -> ReplayReport {
         ReplayReport {
             trace: self.trace,
@@ -351,6 +360,7 @@ fn same_but_name(a: &Policy, b: &Policy) -> bool {
         && a.disabled_quirks == b.disabled_quirks
         && a.msr == b.msr
         && a.advertised_msrs == b.advertised_msrs
+        && a.hooks == b.hooks
 }
 
 struct Lane {
@@ -634,7 +644,11 @@ impl Lane {
                 })
             }
             Event::Monitor { outcome, .. } | Event::Mwait { outcome, .. } => {
-                let p = self.engine.mwait(vcpu);
+                let p = if matches!(rec.event, Event::Monitor { .. }) {
+                    self.engine.monitor(vcpu)
+                } else {
+                    self.engine.mwait(vcpu)
+                };
                 let Some(po) = p.outcome else {
                     return Verdict::Unmodeled;
                 };

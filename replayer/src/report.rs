@@ -291,8 +291,13 @@ pub struct Divergence {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleView {
     pub name: String,
+    /// Section of docs/kvm-semantics.md.
     pub section: String,
     pub release: String,
+    /// The upstream commit (hash, subject) and kernel function behind the
+    /// rule, where a tabled change is (`Rule::citation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub citation: Option<String>,
 }
 
 impl From<Rule> for RuleView {
@@ -301,6 +306,7 @@ impl From<Rule> for RuleView {
             name: r.name.into(),
             section: r.section.into(),
             release: r.release.into(),
+            citation: r.citation(),
         }
     }
 }

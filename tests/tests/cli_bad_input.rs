@@ -259,6 +259,23 @@ fn synth_to_unwritable_path_fails_cleanly() {
     );
 }
 
+#[test]
+fn releases_outside_the_range_are_clear_errors() {
+    let d = TempDir::new("release");
+    let f = synth(&d, "t.kvt", "msr-loop", 100, 1);
+    for (name, why) in [("kvm-4.19", "older"), ("kvm-7.0", "newer")] {
+        let r = kvmtrace(["replay", f.to_str().unwrap(), "--policy", name]);
+        assert_eq!(r.code, 2, "{r:?}");
+        let line = first_line(&r.stderr);
+        assert!(line.contains(name) && line.contains(why), "{r:?}");
+    }
+    // Every mainline release and a stable point release resolve.
+    for name in ["kvm-6.8", "kvm-6.11", "kvm-5.15.61"] {
+        let r = kvmtrace(["replay", f.to_str().unwrap(), "--policy", name]);
+        assert!(r.code == 0 || r.code == 1, "{name}: {r:?}");
+    }
+}
+
 /// Every error is one line: no `  1: cause` chain repeating the message.
 fn assert_one_line(r: &kvmtrace_tests::Run, what: &str) {
     assert_eq!(r.stderr.lines().count(), 1, "{what}: {}", r.stderr);

@@ -152,6 +152,10 @@ pub struct PoliciesArgs {
     /// Also resolve `host` against this trace's header.
     #[arg(long)]
     pub trace: Option<std::path::PathBuf>,
+    /// Validate a policy script (`*.rhai`) or TOML policy file without a
+    /// trace: exit 0 if valid, 2 with `file:line:column: what` if not.
+    #[arg(long, value_name = "FILE")]
+    pub check: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -50,7 +50,7 @@ pub enum PerfDataError {
 
 /// Check the header and feature-section table against the file's length, so
 /// that nothing the reader allocates can exceed it.
-pub fn check_header(f: &mut File, file: &str) -> Result<(), PerfDataError> {
+pub fn check_header<R: Read + Seek>(f: &mut R, len: u64, file: &str) -> Result<(), PerfDataError> {
     let io = |source| PerfDataError::Io {
         file: file.to_string(),
         source,
@@ -60,7 +60,6 @@ pub fn check_header(f: &mut File, file: &str) -> Result<(), PerfDataError> {
         offset,
         what,
     };
-    let len = f.metadata().map_err(io)?.len();
     let mut h = [0u8; HEADER_SIZE as usize];
     f.seek(SeekFrom::Start(0)).map_err(io)?;
     if len < HEADER_SIZE {
@@ -121,9 +120,32 @@ pub fn check_header(f: &mut File, file: &str) -> Result<(), PerfDataError> {
     let mut t = vec![0u8; table_len as usize];
     f.seek(SeekFrom::Start(table)).map_err(io)?;
     f.read_exact(&mut t).map_err(io)?;
+    let attr_size = u64_at(&h, 16);
+    if !(64..=1024).contains(&attr_size) {
+        return Err(bad(
+            16,
+            format!("attr_size {attr_size} is not in 64..=1024"),
+        ));
+    }
+    // EVENT_DESC (feature bit 12) names the events and their IDs; the reader
+    // allocates from its counts, so its entries are walked here first.
+    let bitmap0 = u64_at(&h, 72);
+    if bitmap0 & 1 << 12 == 0 {
+        return Err(PerfDataError::Unsupported {
+            file: file.to_string(),
+            what: "no EVENT_DESC header feature (written by every perf since 3.6)".into(),
+        });
+    }
+    let desc = (bitmap0 & ((1 << 12) - 1)).count_ones() as usize;
     let mut total = 0u64;
     for i in 0..features as usize {
         let (off, sz) = (u64_at(&t, 16 * i), u64_at(&t, 16 * i + 8));
+        if i == desc && within(off, sz) {
+            let mut d = vec![0u8; sz as usize];
+            f.seek(SeekFrom::Start(off)).map_err(io)?;
+            f.read_exact(&mut d).map_err(io)?;
+            check_event_desc(&d, big).map_err(|(at, what)| bad(off + at as u64, what))?;
+        }
         if !within(off, sz) {
             return Err(bad(
                 table + 16 * i as u64,
@@ -139,6 +161,51 @@ pub fn check_header(f: &mut File, file: &str) -> Result<(), PerfDataError> {
         ));
     }
     f.seek(SeekFrom::Start(0)).map_err(io)?;
+    Ok(())
+}
+
+/// Walk the EVENT_DESC section: `nr`, `attr_size`, then per event the attr,
+/// `nr_ids`, a length-prefixed name and the IDs, each inside the section.
+fn check_event_desc(d: &[u8], big: bool) -> Result<(), (usize, String)> {
+    let u32_at = |at: usize| -> Result<u32, (usize, String)> {
+        let b: [u8; 4] = d
+            .get(at..at + 4)
+            .and_then(|s| s.try_into().ok())
+            .ok_or((at, "EVENT_DESC runs past its section".to_string()))?;
+        Ok(if big {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        })
+    };
+    let nr = u32_at(0)?;
+    let attr_size = u32_at(4)? as usize;
+    if nr == 0 {
+        return Err((0, "EVENT_DESC lists no event".into()));
+    }
+    if !(64..=1024).contains(&attr_size) {
+        return Err((
+            4,
+            format!("EVENT_DESC attr_size {attr_size} is not in 64..=1024"),
+        ));
+    }
+    let mut at = 8usize;
+    for i in 0..nr {
+        let past = |at: usize| (at, format!("EVENT_DESC event {i} runs past its section"));
+        // Every entry takes at least attr_size + 8 bytes: the loop is bounded
+        // by the section's size.
+        at = at
+            .checked_add(attr_size)
+            .filter(|&a| a <= d.len())
+            .ok_or_else(|| past(at))?;
+        let nr_ids = u32_at(at)? as usize;
+        let name_len = u32_at(at + 4)? as usize;
+        at = (at + 8)
+            .checked_add(name_len)
+            .and_then(|a| a.checked_add(nr_ids.checked_mul(8)?))
+            .filter(|&a| a <= d.len())
+            .ok_or_else(|| past(at))?;
+    }
     Ok(())
 }
 
@@ -160,10 +227,10 @@ pub struct PerfDataStats {
 }
 
 /// A `perf.data` file read as ftrace text.
-pub struct PerfDataText {
+pub struct PerfDataText<R: Read = BufReader<File>> {
     file: String,
     perf_file: PerfFile,
-    iter: PerfRecordIter<BufReader<File>>,
+    iter: PerfRecordIter<R>,
     attrs: Vec<Attr>,
     comms: HashMap<i32, Vec<u8>>,
     out: Vec<u8>,
@@ -179,14 +246,21 @@ impl PerfDataText {
             file: file.clone(),
             source,
         };
-        let mut f = File::open(path).map_err(io)?;
-        check_header(&mut f, &file)?;
-        let reader = PerfFileReader::parse_file(BufReader::new(f)).map_err(|e| {
-            PerfDataError::Malformed {
-                file: file.clone(),
-                offset: 0,
-                what: e.to_string(),
-            }
+        let f = File::open(path).map_err(io)?;
+        let len = f.metadata().map_err(io)?.len();
+        PerfDataText::from_reader(BufReader::new(f), len, &file)
+    }
+}
+
+impl<R: Read + Seek> PerfDataText<R> {
+    /// Read `len` bytes of perf.data from `r` (named `file` in errors).
+    pub fn from_reader(mut r: R, len: u64, file: &str) -> Result<Self, PerfDataError> {
+        let file = file.to_string();
+        check_header(&mut r, len, &file)?;
+        let reader = PerfFileReader::parse_file(r).map_err(|e| PerfDataError::Malformed {
+            file: file.clone(),
+            offset: 0,
+            what: e.to_string(),
         })?;
         let PerfFileReader {
             perf_file,
@@ -337,7 +411,7 @@ impl PerfDataText {
     }
 }
 
-impl Read for PerfDataText {
+impl<R: Read + Seek> Read for PerfDataText<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.pos >= self.out.len() && !self.refill()? {
             return Ok(0);
@@ -346,5 +420,49 @@ impl Read for PerfDataText {
         buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn open(b: &[u8]) -> Result<PerfDataText<Cursor<Vec<u8>>>, PerfDataError> {
+        PerfDataText::from_reader(Cursor::new(b.to_vec()), b.len() as u64, "t.data")
+    }
+
+    fn header() -> Vec<u8> {
+        let mut h = vec![0u8; 104];
+        h[..8].copy_from_slice(MAGIC_LE);
+        h[8..16].copy_from_slice(&104u64.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn hostile_headers_are_one_line_errors() {
+        let e = open(b"PERFILE2").err().unwrap().to_string();
+        assert!(e.contains("shorter than the perf.data header"), "{e}");
+        let mut h = header();
+        h[0] = b'X';
+        let e = open(&h).err().unwrap().to_string();
+        assert!(e.contains("not a perf.data file"), "{e}");
+        let mut h = header();
+        h[40..48].copy_from_slice(&u64::MAX.to_le_bytes());
+        let e = open(&h).err().unwrap().to_string();
+        assert!(
+            e.contains("data section") && e.contains("past the end"),
+            "{e}"
+        );
+        let mut h = header();
+        h[72] = 0xff; // 8 feature sections, no table
+        let e = open(&h).err().unwrap().to_string();
+        assert!(e.contains("feature table"), "{e}");
+        let mut h = header();
+        h[8..16].copy_from_slice(&0u64.to_le_bytes());
+        let e = open(&h).err().unwrap().to_string();
+        assert!(e.contains("pipe-mode"), "{e}");
+        assert!(open(&header()).is_err(), "no EVENT_DESC, no event");
+        assert!(!e.contains('\n'));
     }
 }

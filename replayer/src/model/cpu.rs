@@ -198,15 +198,16 @@ impl Engine {
             crate::engine::misc_enable_at_reset(&self.policy),
             self.policy.vendor,
         );
-        StatePrediction {
+        let p = StatePrediction {
             state: s,
-            attrs_known: self.policy.vendor != Vendor::Pvm,
+            attrs_known: !self.policy.has(crate::vendor::Fact::SegmentAttrsUnknown),
             rule: if legacy {
                 rules::RESET_LEGACY
             } else {
                 rules::RESET_CONSOLIDATED
             },
-        }
+        };
+        self.hooked_reset(vcpu, p)
     }
 
     /// The state after INIT from `before` (§2): consolidated `kvm_vcpu_reset(INIT)`
@@ -255,15 +256,16 @@ impl Engine {
         }
         msrs.sort_unstable();
         s.msrs = msrs;
-        StatePrediction {
+        let p = StatePrediction {
             state: s,
-            attrs_known: self.policy.vendor != Vendor::Pvm,
+            attrs_known: !self.policy.has(crate::vendor::Fact::SegmentAttrsUnknown),
             rule: if legacy {
                 rules::INIT_LEGACY
             } else {
                 rules::INIT_CONSOLIDATED
             },
-        }
+        };
+        self.hooked_init(vcpu, before, p)
     }
 
     /// The rule behind the value of `field` in a RESET (`init` false) or INIT
@@ -271,7 +273,13 @@ impl Engine {
     pub(crate) fn state_rule(&self, field: &str, init: bool, default: rules::Rule) -> rules::Rule {
         let sw = &self.policy.switches;
         match field {
-            "IA32_MISC_ENABLE" if self.policy.vendor == Vendor::Pvm => rules::MISC_ENABLE_RESET_PVM,
+            "IA32_MISC_ENABLE"
+                if self
+                    .policy
+                    .has(crate::vendor::Fact::MiscEnableResetFastString) =>
+            {
+                rules::MISC_ENABLE_RESET_PVM
+            }
             "IA32_MISC_ENABLE" if sw.misc_enable_reset == 0 => rules::MISC_ENABLE_RESET_0,
             "IA32_MISC_ENABLE" => rules::MISC_ENABLE_RESET_1800,
             "cr0" if init && sw.init_preserves_cd_nw => rules::INIT_CR0_PRESERVE,

@@ -9,8 +9,8 @@ pub(crate) mod lapic;
 mod msr;
 mod pmu;
 
-pub(crate) use common::teach;
 pub use common::{NREGS, REGS_KNOWN_AT_RESET};
+pub(crate) use common::{reg_slot, teach};
 pub use cpu::compare_state;
 pub use lapic::LapicRegs;
 pub(crate) use msr::{Store, model_handles};

@@ -218,6 +218,7 @@ impl Engine {
     pub(crate) fn unknown_msrs_unmodeled(&self) -> bool {
         self.vm.filter.is_none()
             && self.policy.msr.is_empty()
+            && !self.hooks_unhandled_msrs()
             && self.dead.iter().all(Option::is_none)
     }
 
@@ -236,8 +237,26 @@ impl Engine {
     }
 
     /// [`Engine::decide_msr`] with the rule by reference (the replay lanes).
+    /// The policy's hooks (`crate::external`) first, where they hook the access.
     #[inline]
     pub(crate) fn decide_msr_ref(
+        &self,
+        vcpu: u32,
+        index: u32,
+        value: Option<u64>,
+        origin: Origin,
+    ) -> (MsrPrediction, Store) {
+        if vcpu as usize >= MAX_VCPUS {
+            return (MsrPrediction::unmodeled(), Store::None);
+        }
+        if let Some((rule, outcome, store)) = self.hooked_msr(vcpu, index, value, origin) {
+            return (MsrPrediction { outcome, rule }, store);
+        }
+        self.decide_msr_base(vcpu, index, value, origin)
+    }
+
+    /// The base model's decision (no hooks).
+    pub(crate) fn decide_msr_base(
         &self,
         vcpu: u32,
         index: u32,
@@ -270,7 +289,8 @@ impl Engine {
                 index,
                 value,
                 host,
-                self.policy.vendor == Vendor::Pvm,
+                self.policy
+                    .has(crate::vendor::Fact::MiscEnableGuestUnchecked),
                 self.policy.vendor == Vendor::Intel,
                 self.vm.irqchip_known,
             )
@@ -556,7 +576,11 @@ impl Engine {
                 let mut data = data;
                 // kvm_pvm stores a guest's value unchecked: bits 7/11/12 flip,
                 // bit 18 sets without SSE3 (measured, host-notes).
-                if !host && vendor == Vendor::Pvm {
+                if !host
+                    && self
+                        .policy
+                        .has(crate::vendor::Fact::MiscEnableGuestUnchecked)
+                {
                     return (
                         R::Ok(0),
                         &rules::MISC_ENABLE_PVM_RW,
@@ -706,7 +730,7 @@ impl Engine {
             }
             // ---- other: PAT (kvm_set_msr_common, kvm_pat_valid) ----
             // kvm_pvm stores PAT unchecked (measured, host-notes).
-            MSR_IA32_CR_PAT if vendor == Vendor::Pvm => {
+            MSR_IA32_CR_PAT if self.policy.has(crate::vendor::Fact::PatUnchecked) => {
                 (R::Ok(0), &rules::PAT_PVM_UNCHECKED, Store::Pat(data))
             }
             MSR_IA32_CR_PAT if !pat_valid(data) => fail(&rules::PAT_INVALID),

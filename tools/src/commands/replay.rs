@@ -25,6 +25,9 @@ pub struct ReplayResult {
     pub report: ReplayReport,
     /// Where the readable prefix ended (`--salvage-ok` on a damaged trace).
     pub damage: Option<String>,
+    /// How policies were resolved (distribution kernel mapped to mainline,
+    /// vendor guessed), one line each.
+    pub notes: Vec<String>,
 }
 
 impl ReplayResult {
@@ -79,6 +82,15 @@ pub fn replay_file_with(
         .iter()
         .map(|p| Policy::resolve(p, &header))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut notes: Vec<String> = Vec::new();
+    for p in &resolved {
+        for n in &p.notes {
+            let line = format!("{}: {n}", p.name);
+            if !notes.contains(&line) {
+                notes.push(line);
+            }
+        }
+    }
     let threads = threads.unwrap_or_else(default_threads).max(1);
     let total = t.summary().events;
     let damage = t.damage.clone();
@@ -123,6 +135,11 @@ pub fn replay_file_with(
             Some(p) => p.install(|| replay.feed(&batch)),
             None => replay.feed(&batch),
         }
+        // A policy hook (script) failed: that policy's report would be wrong.
+        if let Some(e) = replay.hook_error() {
+            pb.finish_and_clear();
+            anyhow::bail!("{e} (replaying {})", file.display());
+        }
         if stream {
             for s in replay.take_stream() {
                 each(s.policy, s.divergence)?;
@@ -134,6 +151,7 @@ pub fn replay_file_with(
     Ok(ReplayResult {
         report: replay.finish(),
         damage,
+        notes,
     })
 }
 
@@ -189,6 +207,16 @@ fn config_source(file: &Path) -> kvmtrace_format::ConfigSource {
 
 pub fn run(args: &ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
     let sel = selection(args)?;
+    for p in &args.policies {
+        // Say how a policy was read before the (possibly long) replay.
+        if let Ok(t) = TraceFile::open(&args.file)
+            && let Ok(pol) = Policy::resolve(p, t.header())
+        {
+            for n in &pol.notes {
+                writeln!(err, "note: {}: {n}", pol.name)?;
+            }
+        }
+    }
     let limit = match args.limit {
         Some(0) | None => usize::MAX,
         Some(n) => n,

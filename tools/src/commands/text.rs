@@ -263,7 +263,8 @@ pub fn describe(e: &Event) -> String {
             comm,
             identity,
         } => {
-            format!("vcpu thread {comm:?} pid {pid} tid {tid} identity {identity:?}").to_lowercase()
+            let identity = format!("{identity:?}").to_lowercase();
+            format!("vcpu thread {comm:?} pid {pid} tid {tid} identity {identity}")
         }
     }
 }

@@ -45,6 +45,11 @@ pub struct ImportArgs {
     /// Print the summary as one JSON document.
     #[arg(long)]
     pub json: bool,
+    /// Keep only the VM of this process (the text's tgid column) or holding
+    /// this thread id. Without it every VM of the text is imported, VM 0 into
+    /// OUTPUT and VM k into OUTPUT-vmK (never merged).
+    #[arg(long)]
+    pub pid: Option<u32>,
 }
 
 fn valid_release(r: &str) -> bool {
@@ -201,16 +206,16 @@ pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
             );
             // Progress counts text bytes, not file bytes: no total.
             pb.set_length(0);
-            write_trace(text, &name, &args.output, header, &opts, &pb)?
+            write_trace(text, &name, &args.output, header, &opts, args.pid, &pb)?
         } else {
             header.capture.detail = format!("perf script text {name}");
             let text = kvmtrace_capture::perf::PerfScriptText::new(
                 std::io::Cursor::new(head[..n].to_vec()).chain(input),
             );
-            write_trace(text, &name, &args.output, header, &opts, &pb)?
+            write_trace(text, &name, &args.output, header, &opts, args.pid, &pb)?
         }
     } else {
-        write_trace(input, &name, &args.output, header, &opts, &pb)?
+        write_trace(input, &name, &args.output, header, &opts, args.pid, &pb)?
     };
     pb.finish_and_clear();
     let c = &sum.convert;
@@ -233,6 +238,14 @@ pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
             "ipis": c.ipis,
             "cpuid": c.cpuid,
             "unterminated": sum.unterminated,
+            "vms": sum.vms,
+            "per_vm": sum.per_vm.iter().map(|v| serde_json::json!({
+                "vm": v.vm,
+                "pid": v.pid,
+                "vcpus": v.vcpus,
+                "guessed_vcpus": v.guessed,
+                "records": v.records,
+            })).collect::<Vec<_>>(),
         });
         serde_json::to_writer(&mut *out, &doc)?;
         writeln!(out)?;
@@ -258,6 +271,43 @@ pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
             c.ipis
         )?;
     }
+    if sum.vms > 1 || args.pid.is_some() {
+        for v in &sum.per_vm {
+            let path = if args.pid.is_some() {
+                args.output.clone()
+            } else {
+                kvmtrace_capture::split::vm_path(&args.output, v.vm)
+            };
+            writeln!(
+                err,
+                "VM {} (pid {}): {} vCPUs, {} records into {}",
+                v.vm,
+                v.pid.map_or("unknown".to_string(), |p| p.to_string()),
+                v.vcpus.len(),
+                v.records,
+                path.display()
+            )?;
+        }
+        if sum.vms > 1 && args.pid.is_none() {
+            writeln!(
+                err,
+                "{name} holds {} VMs: one trace each (VM k in OUTPUT-vmK; --pid PID keeps one)",
+                sum.vms
+            )?;
+        }
+    }
+    if sum.membership_guessed {
+        writeln!(
+            err,
+            "warning: {name} has no process ids (tgid column): VMs were told apart by vCPU numbers that repeat, and which thread belongs to which VM is a guess; capture with options/record-tgid"
+        )?;
+    }
+    if sum.per_vm.iter().any(|v| !v.guessed.is_empty()) {
+        writeln!(
+            err,
+            "warning: the vCPU numbers of threads with no vCPU name are a guess (order of first event); `info` says so"
+        )?;
+    }
     if sum.unterminated {
         writeln!(
             err,
@@ -274,28 +324,60 @@ pub fn run(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
     Ok(0)
 }
 
-/// Stream the import into a `.kvt` file (`NAME.incomplete` until it is whole:
-/// a failed import leaves no file that looks good).
+/// Stream the import into `.kvt` files, one per VM (`NAME.incomplete` until
+/// each is whole: a failed import leaves no file that looks good). With
+/// `pid`, only that process's VM, into `output`.
 fn write_trace(
     file: impl std::io::Read,
     name: &str,
     output: &std::path::Path,
     header: TraceHeader,
     opts: &ImportOptions,
+    pid: Option<u32>,
     pb: &indicatif::ProgressBar,
 ) -> anyhow::Result<ImportSummary> {
-    let mut writer = kvmtrace_format::create(output, &header)?;
-    let sum = import_ftrace(file, name, opts, &mut |r| writer.push(&r), &mut |b| {
-        pb.set_position(b)
-    });
+    use kvmtrace_capture::split::vm_path;
+    type W = kvmtrace_format::TraceWriter<std::io::BufWriter<std::fs::File>>;
+    // (VM index in the text, its output path, its writer)
+    let mut writers: Vec<(usize, std::path::PathBuf, W)> = Vec::new();
+    let select = pid.map(kvmtrace_capture::ftrace::VmSelect::Pid);
+    let sum = kvmtrace_capture::ftrace::import_ftrace_split(
+        file,
+        name,
+        opts,
+        select,
+        &mut |vm, r| {
+            let i = match writers.iter().position(|w| w.0 == vm) {
+                Some(i) => i,
+                None => {
+                    let path = if pid.is_some() {
+                        output.to_path_buf()
+                    } else {
+                        vm_path(output, vm)
+                    };
+                    let mut h = header.clone();
+                    h.capture.detail = format!("{}; VM {vm}", h.capture.detail);
+                    let w = kvmtrace_format::create(&path, &h)?;
+                    writers.push((vm, path, w));
+                    writers.len() - 1
+                }
+            };
+            writers[i].2.push(&r)
+        },
+        &mut |b| pb.set_position(b),
+    );
     match sum {
         Ok(sum) => {
-            writer.finish()?;
+            for (_, _, w) in writers {
+                w.finish()?;
+            }
             Ok(sum)
         }
         Err(e) => {
-            drop(writer);
-            let _ = std::fs::remove_file(kvmtrace_format::incomplete_path(output));
+            for (_, path, w) in writers {
+                drop(w);
+                let _ = std::fs::remove_file(kvmtrace_format::incomplete_path(&path));
+            }
             Err(e.into())
         }
     }
