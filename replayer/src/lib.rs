@@ -55,6 +55,7 @@ pub mod quirks;
 pub mod rules;
 pub mod script;
 pub mod state;
+pub mod vendor;
 
 pub use decide::Action;
 pub use engine::{Engine, Prediction, StatePrediction};

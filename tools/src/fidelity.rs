@@ -227,14 +227,13 @@ pub fn score_trace<E: std::fmt::Display>(
 /// Records fed to the replay per batch.
 const BATCH: usize = 1 << 14;
 
-/// `host` first, then every preset.
+/// `host` first, then the preset of every release where a rule changes.
 pub fn default_policies() -> Vec<String> {
     let mut v = vec!["host".to_string()];
     v.extend(
-        Policy::preset_names()
-            .iter()
-            .filter(|p| **p != "host")
-            .map(|p| p.to_string()),
+        Policy::milestone_names()
+            .into_iter()
+            .filter(|p| p != "host"),
     );
     v
 }

@@ -112,10 +112,9 @@ fn pick_trace(
 pub fn run(args: &DemoArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
     let dir = scratch("demo")?;
     let (trace, source) = pick_trace(args, &dir.0, err)?;
-    let policies: Vec<String> = Policy::preset_names()
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    // The releases where some rule changes, and `host` (every other release
+    // equals the milestone before it; `replay --policy kvm-X.Y` for any).
+    let policies: Vec<String> = Policy::milestone_names();
     let r = super::replay::replay_file(&trace, &policies, false, None)?;
     if args.json {
         let mut v = super::replay::to_json(&r)?;
@@ -132,7 +131,7 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow:
     )?;
     writeln!(
         out,
-        "divergences by behaviour (rows: policy; columns: SEMANTICS.md behaviour)"
+        "divergences by behaviour (rows: policy; columns: behaviour, docs/kvm-semantics.md)"
     )?;
     let reports = &r.report.policies;
     let w = reports
@@ -159,7 +158,12 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow:
                 (n, u) => write!(out, "  {:>10}", format!("{n} (+{u})"))?,
             }
         }
-        writeln!(out, "  {:>9.4}  {:>8.4}", p.agreement, p.coverage)?;
+        let agreement = if p.modelled == 0 {
+            "—".to_string()
+        } else {
+            format!("{:.4}", p.agreement)
+        };
+        writeln!(out, "  {agreement:>9}  {:>8.4}", p.coverage)?;
     }
     writeln!(
         out,
@@ -183,7 +187,7 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow:
             None => writeln!(out, "  {:w$}  none", p.name)?,
             Some(d) => writeln!(
                 out,
-                "  {:w$}  #{} vcpu{} {}: recorded {}, {} says {} ({}, SEMANTICS.md {}, {})",
+                "  {:w$}  #{} vcpu{} {}: recorded {}, {} says {} ({}, docs/kvm-semantics.md {}, {}{})",
                 p.name,
                 d.seq,
                 d.vcpu,
@@ -193,7 +197,12 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow:
                 d.policy,
                 d.rule.name,
                 d.rule.section,
-                d.rule.release
+                d.rule.release,
+                d.rule
+                    .citation
+                    .as_ref()
+                    .map(|c| format!("; {c}"))
+                    .unwrap_or_default()
             )?,
         }
     }
