@@ -20,8 +20,8 @@ pub enum MsrClass {
     Mce,
     /// MTRRcap, variable/fixed MTRRs, MTRRdefType, PAT.
     Mtrr,
-    /// kvmclock, async PF, steal time, PV EOI, poll control, Hyper-V, TSC,
-    /// TSC_ADJUST, TSC_AUX.
+    /// kvmclock, async PF, steal time, PV EOI, poll control, Hyper-V,
+    /// TSC_ADJUST, TSC_AUX (IA32_TSC itself, a clock, counts under other).
     Pv,
     /// SPEC_CTRL, PRED_CMD, FLUSH_CMD, ARCH_CAPABILITIES, TSX_CTRL, VIRT_SPEC_CTRL.
     Speculation,
@@ -57,7 +57,8 @@ impl MsrClass {
                 MsrClass::Mce
             }
             0xfe | 0x200..=0x2ff => MsrClass::Mtrr,
-            0x10..=0x12
+            0x11
+            | 0x12
             | 0x3b
             | 0x4b56_4d00..=0x4b56_4dff
             | 0x4000_0000..=0x4000_01ff

@@ -104,8 +104,12 @@ pub struct RecordArgs {
     /// Live policy: a preset, `host`, or a policy file.
     #[arg(long, default_value = "host")]
     pub policy: String,
+    /// How MSR accesses are captured: `intercept` (MSR filter and user-space
+    /// exits: the recorder answers as the live policy) or `observe` (the kernel
+    /// answers; its tracepoints are read from tracefs, needs root).
     #[arg(long, value_enum, default_value = "intercept")]
     pub mode: ModeArg,
+    /// Number of vCPUs (default: the scenario's own; a payload gets 1).
     #[arg(long)]
     pub vcpus: Option<u32>,
     /// Loop count for looping scenarios (msr-loop).
@@ -175,9 +179,9 @@ pub struct ReplayArgs {
     /// Replay the readable prefix of a damaged trace instead of failing.
     #[arg(long)]
     pub salvage_ok: bool,
-    /// Worker threads (output is identical whatever the count).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    /// Worker threads, at least 1 (output is identical whatever the count).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub threads: Option<u64>,
     /// Divergences shown per policy (human report: default 5; --json: default
     /// all); 0 shows all.
     #[arg(long)]
@@ -199,7 +203,9 @@ pub struct DumpArgs {
     pub file: PathBuf,
     #[arg(long)]
     pub json: bool,
-    /// Sequence range like rr: `1000-5000`, `1000-end`, `1000` (one event), `-5000`.
+    /// Sequence range like rr: `1000-5000`, `1000-end`, `1000` (one event),
+    /// `-5000` (up to 5000), `end` (the last event).
+    #[arg(allow_negative_numbers = true)]
     pub range: Option<String>,
     /// Only this vCPU's events.
     #[arg(long)]

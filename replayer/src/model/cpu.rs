@@ -333,6 +333,8 @@ impl Engine {
             v.cr0 = s.cr0;
             v.mp_state = s.mp_state;
             // RESET: the table registers are 0, or what the recording read.
+            v.pv = super::PvRegs::created();
+            v.spec_ctrl = Some(0);
             v.regs = [0; super::NREGS];
             v.regs_known = super::REGS_KNOWN_AT_RESET;
             for &(i, x) in &s.msrs {
@@ -360,6 +362,7 @@ impl Engine {
             v.mp_state = s.mp_state;
             // vmx/svm vcpu_reset: spec_ctrl = 0 at RESET and INIT.
             v.spec_ctrl = Some(0);
+            v.pv.init(true);
             super::lapic::init_seen(v, lint0);
         }
     }

@@ -111,6 +111,14 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow
     let r = super::replay::bench(&scratch.0, sizes.replay_events);
     note(err, "replay", r, &mut figures, &mut skipped);
 
+    let script_events = sizes.replay_events.min(2_000_000);
+    writeln!(
+        err,
+        "bench: policy scripts on a fully modelled trace of {script_events} events: one hooked MSR vs the base, every MSR hooked"
+    )?;
+    let r = super::script_bench::bench(&scratch.0, script_events);
+    note(err, "script", r, &mut figures, &mut skipped);
+
     writeln!(
         err,
         "bench: record msr-loop {} iterations, recorded vs discarded",

@@ -15,6 +15,7 @@ pub mod record;
 pub mod record_external;
 pub mod replay;
 pub mod scenarios;
+pub mod script_bench;
 pub mod stats;
 pub mod synth;
 pub mod text;

@@ -236,7 +236,7 @@ pub fn run(args: &ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
             &args.file,
             &args.policies,
             args.salvage_ok,
-            args.threads,
+            args.threads.map(|t| t as usize),
             sel,
             &mut |pi, d| {
                 if written[pi] >= limit {
@@ -276,7 +276,7 @@ pub fn run(args: &ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
             &args.file,
             &args.policies,
             args.salvage_ok,
-            args.threads,
+            args.threads.map(|t| t as usize),
             sel,
             &mut |_, _| Ok(()),
         )?;
@@ -335,7 +335,7 @@ pub fn bench(dir: &Path, events: u64) -> anyhow::Result<Value> {
 /// A `kvm_pvm` 6.18 trace of guest MISC_ENABLE reads (RESET value 1) and
 /// MC0_STATUS writes of 0, alternating: every policy decides every event
 /// (as `replay_speed`'s `MODELLED=1` in the replayer's examples).
-fn write_modelled(path: &Path, events: u64) -> anyhow::Result<()> {
+pub(crate) fn write_modelled(path: &Path, events: u64) -> anyhow::Result<()> {
     use kvmtrace_format::{DecidedBy, Event, MsrExitReason, MsrOutcome, Origin, TraceWriter};
     let mut h = kvmtrace_format::TraceHeader::default();
     h.host.kernel_release = "6.18.44".into();
