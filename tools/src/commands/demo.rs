@@ -232,7 +232,12 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow:
                 (n, u) => write!(out, "  {:>10}", format!("{n} (+{u})"))?,
             }
         }
-        writeln!(out, "  {:>9.4}  {:>8.4}", p.agreement, p.coverage)?;
+        let agreement = if p.modelled == 0 {
+            "—".to_string()
+        } else {
+            format!("{:.4}", p.agreement)
+        };
+        writeln!(out, "  {agreement:>9}  {:>8.4}", p.coverage)?;
     }
     writeln!(
         out,
