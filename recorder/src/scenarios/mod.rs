@@ -222,7 +222,7 @@ const SCENARIOS: &[Entry] = &[
     },
     Entry {
         name: "x2apic-regs",
-        about: "every x2APIC register read/written legal and illegal, mode switches, PMU/PRED_CMD/FLUSH_CMD/PV MSRs (issue 12)",
+        about: "every x2APIC register read and written (legal, illegal), mode switches, PMU, PRED/FLUSH_CMD, PV MSRs",
         build: x2apic_regs::spec,
     },
     Entry {
