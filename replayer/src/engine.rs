@@ -95,12 +95,14 @@ impl Engine {
             filter: None,
             irqchip,
             irqchip_known: !imported || header.vm.irqchip.is_some(),
+            wall_clock: (!imported).then_some(0),
         };
         let mut template = VcpuState::created(u32::MAX, misc_enable_at_reset(&policy), irqchip);
         // An imported text starts mid-run: no register value is known (issue 6
         // item 5); observe/intercept recordings start at vCPU creation.
         if imported {
             template.spec_ctrl = None;
+            template.pv = crate::model::PvRegs::default();
             template.regs_known = 0;
             template.unknown = state::U_ALL;
             template.cpuid_complete = false;
@@ -159,6 +161,7 @@ impl Engine {
         let mut v = VcpuState::created(id, misc_enable_at_reset(&self.policy), self.vm.irqchip);
         if self.imported {
             v.spec_ctrl = None;
+            v.pv = crate::model::PvRegs::default();
             v.regs_known = 0;
             v.unknown = state::U_ALL;
             v.cpuid_complete = false;
@@ -338,6 +341,7 @@ impl Engine {
     ) {
         match outcome {
             MsrOutcome::Ok if let Store::Lapic(st) = store => self.apply_lapic(vcpu, st),
+            MsrOutcome::Ok if let Store::WallClock(x) = store => self.vm.wall_clock = x,
             MsrOutcome::Ok => {
                 let quirk_on = self.vm.quirk(quirks::MISC_ENABLE_NO_MWAIT);
                 if let Some(v) = self.vcpu_mut(vcpu) {
@@ -429,11 +433,11 @@ fn setup_mce_on(v: &mut VcpuState, mcg_cap: u64) {
     }
 }
 
-/// MISC_ENABLE at RESET (§1, §2): the `misc_enable_reset` switch, except on
-/// vendor `pvm`, whose reset code leaves 0x1 (FAST_STRING) — measured by the
-/// recorder's host probes (docs/host-notes.md).
+/// MISC_ENABLE at RESET (§1, §2): the `misc_enable_reset` switch, except where
+/// the vendor table's measured fact applies (`kvm_pvm` at 6.18 leaves 0x1,
+/// FAST_STRING; `crate::vendor`).
 pub fn misc_enable_at_reset(policy: &Policy) -> u64 {
-    if policy.vendor == crate::policy::Vendor::Pvm {
+    if policy.has(crate::vendor::Fact::MiscEnableResetFastString) {
         0x1
     } else {
         policy.switches.misc_enable_reset

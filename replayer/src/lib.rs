@@ -55,6 +55,7 @@ pub mod quirks;
 pub mod rules;
 pub mod script;
 pub mod state;
+pub mod vendor;
 
 pub use decide::Action;
 pub use engine::{Engine, Prediction, StatePrediction};
@@ -71,4 +72,6 @@ pub use replay::{
 pub use report::{Divergence, PolicyReport, ReplayReport};
 pub mod diff;
 pub use diff::{DiffReport, diff};
+pub mod bisect;
 pub mod corpus;
+pub mod msr_class;

@@ -34,6 +34,25 @@ impl Vendor {
         }
     }
 
+    /// [`Vendor::of_header`], with a note when the trace names neither a KVM
+    /// module nor a CPU vendor (Intel is then a guess).
+    pub fn of_header_explained(header: &TraceHeader) -> (Vendor, Option<String>) {
+        let v = Vendor::of_header(header);
+        let known = matches!(
+            header.host.kvm_module.as_str(),
+            "kvm_intel" | "kvm_amd" | "kvm_pvm"
+        ) || header.host.cpu_vendor.is_some();
+        (
+            v,
+            (!known).then(|| {
+                format!(
+                    "the trace records no KVM module ({:?}) and no CPU vendor: replaying with vendor intel (set `vendor` in a policy file to choose)",
+                    header.host.kvm_module
+                )
+            }),
+        )
+    }
+
     /// The vendor a trace was recorded with: the KVM module first, the CPU vendor
     /// as a fallback, Intel when nothing is known.
     pub fn of_header(header: &TraceHeader) -> Vendor {
@@ -157,15 +176,6 @@ switch_enum!(
     }
 );
 switch_enum!(
-    /// `msr_filter_scope` (SEMANTICS.md §0): which accesses the filter sees.
-    MsrFilterScope {
-        /// 5.10–5.18: every non-host access (also KVM-internal ones).
-        AllGuest = "all_guest",
-        /// 5.19+: RDMSR/WRMSR and their emulation only.
-        RdmsrWrmsr = "rdmsr_wrmsr",
-    }
-);
-switch_enum!(
     /// `mce_bad_write` (SEMANTICS.md §5): a refused MCi_CTL/STATUS write.
     MceBadWrite {
         /// ≤5.19: r = -1, `KVM_RUN` fails with EPERM.
@@ -173,10 +183,6 @@ switch_enum!(
         /// ≥6.0 (2368048bf5c2): r = 1, `#GP`.
         Gp = "gp",
     }
-);
-switch_enum!(
-    /// `inj_exception_fmt` (SEMANTICS.md §6): the `kvm_inj_exception` text.
-    InjExceptionFmt { Legacy = "legacy", V6 = "v6" }
 );
 switch_enum!(
     /// `hwcr_write` (x86.c `kvm_set_msr_common`, MSR_K7_HWCR; SEMANTICS.md §5
@@ -215,7 +221,6 @@ pub struct Switches {
     /// 6.12+: host read / host write of 0 of an advertised MSR KVM does not
     /// handle succeeds (§0, §3).
     pub host_zero_write_advertised: bool,
-    pub msr_filter_scope: MsrFilterScope,
     /// 5.19+: unknown bits of the user-space MSR mask and filter flags → EINVAL (§4).
     pub msr_flags_validated: bool,
     /// Deflect faulting unfilterable (x2APIC) MSRs to user space (§4): true in
@@ -226,7 +231,6 @@ pub struct Switches {
     pub mce_ctl_bit0_ok: bool,
     /// MCi_CTL2 (0x280+i) emulated (§5, 6.0).
     pub mce_ctl2: bool,
-    pub inj_exception_fmt: InjExceptionFmt,
     /// Not in §8: SGX/SGX_LC bits count in FEAT_CTL valid_bits (SGX
     /// virtualisation, not in 5.10; §3).
     #[serde(default = "yes")]
@@ -304,16 +308,11 @@ impl Switches {
                 "host_zero_write_advertised",
                 b(self.host_zero_write_advertised),
             ),
-            ("msr_filter_scope", self.msr_filter_scope.name().to_string()),
             ("msr_flags_validated", b(self.msr_flags_validated)),
             ("deflect_unfilterable", b(self.deflect_unfilterable)),
             ("mce_bad_write", self.mce_bad_write.name().to_string()),
             ("mce_ctl_bit0_ok", b(self.mce_ctl_bit0_ok)),
             ("mce_ctl2", b(self.mce_ctl2)),
-            (
-                "inj_exception_fmt",
-                self.inj_exception_fmt.name().to_string(),
-            ),
             ("feat_ctl_sgx", b(self.feat_ctl_sgx)),
             ("hwcr_write", self.hwcr_write.name().to_string()),
             ("ignore_msrs", b(self.ignore_msrs)),
@@ -335,7 +334,7 @@ impl Switches {
 
     /// The switch names, for error messages.
     pub fn names() -> Vec<&'static str> {
-        presets::kvm_6_18::switches()
+        presets::kvm_5_10::switches()
             .entries()
             .into_iter()
             .map(|(n, _)| n)
@@ -399,6 +398,17 @@ pub struct Policy {
     /// MSRs the kernel advertises (`KVM_GET_MSR_INDEX_LIST`), when known from the
     /// recording host (`host`); `None` uses the vendor's list (§0, §3).
     pub advertised_msrs: Option<Vec<u32>>,
+    /// The vendor-table facts that apply (`crate::vendor`, bits of `Fact`):
+    /// from the vendor and the release, set by `set_vendor`.
+    #[serde(default)]
+    pub facts: u32,
+    /// Where the switches come from (preset provenance).
+    #[serde(default)]
+    pub provenance: String,
+    /// How the policy was resolved, for the user (distribution kernel mapped to
+    /// mainline, vendor guessed, ...).
+    #[serde(default)]
+    pub notes: Vec<String>,
     /// Decisions this policy makes itself (policy scripts, out-of-tree
     /// policies: `crate::external`); none for presets and TOML files.
     #[serde(skip)]
@@ -423,6 +433,10 @@ impl std::fmt::Display for PolicyDifference {
 pub enum PolicyError {
     #[error("unknown policy {name:?}; known: {known} (or a path to a .toml policy file)")]
     Unknown { name: String, known: String },
+    #[error(
+        "unknown release {name:?}: {why}; known: kvm-5.10 ... kvm-6.18 (every mainline release), kvm-X.Y.Z (a stable point release, e.g. kvm-5.15.61), host, or a .toml policy file"
+    )]
+    UnknownRelease { name: String, why: String },
     #[error("cannot read policy file {path}: {source}")]
     ReadFile {
         path: String,
@@ -439,36 +453,65 @@ pub enum PolicyError {
 }
 
 impl Policy {
-    /// The names `resolve` accepts besides file paths.
+    /// The names `resolve` accepts besides file paths and `kvm-X.Y.Z`.
     pub fn preset_names() -> &'static [&'static str] {
-        &[
-            "kvm-5.10", "kvm-5.15", "kvm-5.19", "kvm-6.0", "kvm-6.2", "kvm-6.18", "host",
-        ]
+        &presets::NAMES
     }
 
-    /// Every preset (not `host`), with vendor Intel.
+    /// The presets where some rule changes (and `host`): the default set of
+    /// `demo`, `fidelity` and `corpus` (every release is one `--policy` away).
+    pub fn milestone_names() -> Vec<String> {
+        let mut v: Vec<String> = presets::milestones()
+            .into_iter()
+            .map(presets::name_of)
+            .collect();
+        v.push("host".into());
+        v
+    }
+
+    /// Every mainline preset (not `host`), with vendor Intel.
     pub fn presets() -> Vec<Policy> {
-        presets::ALL
+        presets::RELEASES
             .iter()
-            .map(|p| (p.build)(Vendor::Intel))
+            .map(|&r| presets::policy(r, None, Vendor::Intel))
             .collect()
     }
 
-    /// A preset by name with `vendor`, or `None`; `host` needs a header.
+    /// A preset by name (`kvm-6.8`, `kvm-5.15.61`) with `vendor`, or `None`
+    /// (also for a release outside the range: `resolve` says why); `host` needs
+    /// a header.
     pub fn preset(name: &str, vendor: Vendor) -> Option<Policy> {
-        presets::ALL
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| (p.build)(vendor))
+        match presets::parse_name(name)? {
+            Ok((line, point)) => Some(presets::policy(line, point, vendor)),
+            Err(_) => None,
+        }
+    }
+
+    /// Recompute the vendor facts after setting the vendor.
+    pub fn set_vendor(&mut self, vendor: Vendor) {
+        self.vendor = vendor;
+        self.facts = crate::vendor::facts_for(vendor, presets::parse_release(&self.release));
+    }
+
+    /// Whether a vendor-table fact applies.
+    #[inline]
+    pub fn has(&self, f: crate::vendor::Fact) -> bool {
+        self.facts & (1 << f as u32) != 0
     }
 
     /// A preset by name, `host` resolved against `header`, or a TOML policy file.
-    /// Presets take their vendor from the trace (`Vendor::of_header`).
+    /// Presets take their vendor from the trace (`Vendor::of_header`); the
+    /// vendor table's measured facts apply only at the release they were
+    /// measured on (`crate::vendor`).
     pub fn resolve(spec: &str, header: &TraceHeader) -> Result<Policy, PolicyError> {
         if spec == "host" {
             return Ok(presets::host::from_header(header));
         }
-        if let Some(p) = Self::preset(spec, Vendor::of_header(header)) {
+        if let Some(r) = presets::parse_name(spec) {
+            let (line, point) = r?;
+            let (vendor, why) = Vendor::of_header_explained(header);
+            let mut p = presets::policy(line, point, vendor);
+            p.notes.extend(why);
             return Ok(p);
         }
         if spec.ends_with(".rhai") {
@@ -480,7 +523,7 @@ impl Policy {
         }
         Err(PolicyError::Unknown {
             name: spec.to_string(),
-            known: Self::preset_names().join(", "),
+            known: "kvm-5.10 ... kvm-6.18 (every mainline release), kvm-X.Y.Z (stable point release), host".to_string(),
         })
     }
 
@@ -586,11 +629,12 @@ impl Policy {
             base: self.base.clone(),
             release: self.release.clone(),
             vendor: self.vendor,
-            provenance: presets::ALL
-                .iter()
-                .find(|p| p.name == self.base)
-                .map(|p| p.provenance)
-                .unwrap_or(""),
+            provenance: self.provenance.clone(),
+            vendor_facts: crate::vendor::rows_of(self.facts)
+                .into_iter()
+                .map(|f| format!("{:?}: {} ({})", f.fact, f.what, f.evidence))
+                .collect(),
+            notes: self.notes.clone(),
             switches: self
                 .switches
                 .entries()
@@ -610,7 +654,10 @@ pub struct PolicyDescription {
     pub base: String,
     pub release: String,
     pub vendor: Vendor,
-    pub provenance: &'static str,
+    pub provenance: String,
+    /// The vendor-table facts replay applies (crate::vendor), with evidence.
+    pub vendor_facts: Vec<String>,
+    pub notes: Vec<String>,
     /// Every switch with its value, in §8 order (a JSON object).
     #[serde(serialize_with = "ser_pairs")]
     pub switches: Vec<(String, String)>,
@@ -618,10 +665,15 @@ pub struct PolicyDescription {
     pub msr_rules: usize,
 }
 
-/// Descriptions of every preset (vendor "from the trace" shown as intel) and of
-/// `host` for `header` if given.
+/// Descriptions of every preset and, with a trace header, of `host`: with a
+/// header, every preset with the vendor replay will use for that trace;
+/// without, vendor intel.
 pub fn describe_presets(header: Option<&TraceHeader>) -> Vec<PolicyDescription> {
-    let mut v: Vec<_> = Policy::presets().iter().map(Policy::describe).collect();
+    let vendor = header.map_or(Vendor::Intel, Vendor::of_header);
+    let mut v: Vec<_> = presets::RELEASES
+        .iter()
+        .map(|&r| presets::policy(r, None, vendor).describe())
+        .collect();
     if let Some(h) = header {
         v.push(presets::host::from_header(h).describe());
     }

@@ -46,6 +46,18 @@ struct MsrEntry {
     write: Option<WriteRule>,
 }
 
+/// Switches that existed but never changed a replayed outcome, with why.
+const REMOVED: [(&str, &str); 2] = [
+    (
+        "msr_filter_scope",
+        "switch \"msr_filter_scope\" was removed: the filter's scope (all guest accesses vs RDMSR/WRMSR only) differs only for KVM-internal accesses, which no trace records, so it never changed an outcome",
+    ),
+    (
+        "inj_exception_fmt",
+        "switch \"inj_exception_fmt\" was removed: it is the text format of the kvm_inj_exception tracepoint, which `import` reads in either form; it never changed an outcome",
+    ),
+];
+
 /// Largest policy file read (a policy is a few hundred bytes).
 const MAX_FILE: u64 = 1 << 20;
 
@@ -123,20 +135,24 @@ pub fn parse(
     let mut p = match &f.base {
         None => presets::host::from_header(header),
         Some(b) if b.get_ref() == "host" => presets::host::from_header(header),
-        Some(b) => Policy::preset(b.get_ref(), Vendor::of_header(header)).ok_or_else(|| {
-            err(
-                Some(b.span()),
-                format!(
-                    "unknown base {:?}; known: {}",
-                    b.get_ref(),
-                    Policy::preset_names().join(", ")
-                ),
-            )
-        })?,
+        Some(b) => match crate::presets::parse_name(b.get_ref()) {
+            Some(Ok(_)) => Policy::resolve(b.get_ref(), header)
+                .map_err(|e| err(Some(b.span()), e.to_string()))?,
+            Some(Err(e)) => return Err(err(Some(b.span()), e.to_string())),
+            None => {
+                return Err(err(
+                    Some(b.span()),
+                    format!(
+                        "unknown base {:?}; known: kvm-5.10 ... kvm-6.18, kvm-X.Y.Z (stable point release), host",
+                        b.get_ref()
+                    ),
+                ));
+            }
+        },
     };
     p.name = f.name.unwrap_or_else(|| stem.to_string());
     if let Some(v) = f.vendor {
-        p.vendor = v;
+        p.set_vendor(v);
     }
     for q in f.disabled_quirks.iter().flatten() {
         let bit = quirks::by_name(q.get_ref()).ok_or_else(|| {
@@ -153,6 +169,9 @@ pub fn parse(
     }
     for (k, v) in f.switches.iter().flatten() {
         let names = Switches::names();
+        if let Some(why) = REMOVED.iter().find(|(n, _)| n == k.get_ref()) {
+            return Err(err(Some(k.span()), why.1.to_string()));
+        }
         if !names.contains(&k.get_ref().as_str()) {
             return Err(err(
                 Some(k.span()),
@@ -283,7 +302,7 @@ read = "passthrough"
     fn host_base_is_pvm() {
         let p = parse("", "h.toml", "h", &hdr()).unwrap();
         assert_eq!(p.vendor, Vendor::Pvm);
-        assert_eq!(p.base, "kvm-6.18");
+        assert_eq!(p.base, "kvm-6.18.44");
         assert_eq!(p.name, "h");
     }
 
@@ -291,7 +310,7 @@ read = "passthrough"
     fn errors_name_line_and_column() {
         let cases = [
             ("colour = 1\n", 1, 1, "unknown field"),
-            ("base = \"kvm-4.4\"\n", 1, 8, "unknown base"),
+            ("base = \"kvm-4.4\"\n", 1, 8, "unknown release"),
             (
                 "[switches]\nmce_bad_wrte = \"gp\"\n",
                 2,

@@ -291,8 +291,13 @@ pub struct Divergence {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleView {
     pub name: String,
+    /// Section of docs/kvm-semantics.md.
     pub section: String,
     pub release: String,
+    /// The upstream commit (hash, subject) and kernel function behind the
+    /// rule, where a tabled change is (`Rule::citation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub citation: Option<String>,
 }
 
 impl From<Rule> for RuleView {
@@ -301,6 +306,7 @@ impl From<Rule> for RuleView {
             name: r.name.into(),
             section: r.section.into(),
             release: r.release.into(),
+            citation: r.citation(),
         }
     }
 }
@@ -501,13 +507,18 @@ impl ReplayReport {
         for p in &self.policies {
             let _ = writeln!(
                 o,
-                "{:<24} {:>10} {:>8} {:>10} {:>11} {:>8.2}% {:>7.2}% {:>9}  {}",
+                "{:<24} {:>10} {:>8} {:>10} {:>11} {:>9} {:>7.2}% {:>9}  {}",
                 p.name,
                 p.divergences,
                 p.direct,
                 p.consequent,
                 p.unreachable,
-                p.agreement * 100.0,
+                // Nothing modelled: no agreement to speak of, not 0%.
+                if p.modelled == 0 {
+                    "—".to_string()
+                } else {
+                    format!("{:.2}%", p.agreement * 100.0)
+                },
                 p.coverage * 100.0,
                 p.unmodeled,
                 p.behaviour_summary()

@@ -17,16 +17,46 @@ pub struct Rule {
 
 impl std::fmt::Display for Rule {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        if self.section.starts_with('§') || self.section == "-" {
-            write!(
-                f,
-                "{} (SEMANTICS.md {}, {})",
-                self.name, self.section, self.release
-            )
-        } else {
+        if !(self.section.starts_with('§') || self.section == "-") {
             // A policy script's rule: its file:line and note.
-            write!(f, "{} ({}, {})", self.name, self.section, self.release)
+            return write!(f, "{} ({}, {})", self.name, self.section, self.release);
         }
+        write!(
+            f,
+            "{} (docs/kvm-semantics.md {}, {})",
+            self.name, self.section, self.release
+        )?;
+        if let Some(c) = self.citation() {
+            write!(f, "; {c}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Rule {
+    /// The upstream change behind this rule, from the table of changes
+    /// (`presets::changes`): `2368048bf5c2 "KVM: x86: ..." — set_msr_mce()` for
+    /// a rule that holds since the change, `before 2368048bf5c2 "..." (6.0) —
+    /// set_msr_mce()` for the behaviour the change replaced; vendor-table rules
+    /// cite the vendor table. `None` for rules no change touched.
+    pub fn citation(&self) -> Option<String> {
+        if self.name.starts_with("vendor pvm") || self.name.starts_with("kvm_pvm") {
+            return Some(
+                "vendor table (replayer/src/vendor.rs, docs/kvm-semantics.md \"Vendor peculiarities\")"
+                    .to_string(),
+            );
+        }
+        let (switch, rest) = self.name.split_once('=')?;
+        if switch.contains(' ') {
+            return None;
+        }
+        let value = rest.split([':', ' ']).next().unwrap_or("");
+        let rows: Vec<_> = crate::presets::changes::of_switch(switch).collect();
+        let first = rows.first()?;
+        Some(match rows.iter().find(|c| c.value == value) {
+            Some(c) => c.cite(),
+            None => format!("before {} ({})", first.cite(), first.release_name()),
+        })
     }
 }
 

@@ -79,6 +79,8 @@ pub struct CpuidBits {
     pub x2apic: bool,
     /// CPUID.1:ECX[24] TSC_DEADLINE (LVTT timer mode mask).
     pub tsc_deadline: bool,
+    /// CPUID.7.0:EBX[1] TSC_ADJUST.
+    pub tsc_adjust: bool,
     /// CPUID.0xA: EAX[7:0] version, EAX[15:8] GP counters, EDX[4:0] fixed.
     pub pmu_version: u8,
     pub pmu_gp: u8,
@@ -214,6 +216,7 @@ impl CpuidBits {
             c.rdpid = l7.ecx & (1 << 22) != 0;
             c.arch_capabilities = l7.edx & (1 << 29) != 0;
             c.spec_ctrl = l7.edx & (1 << 26) != 0;
+            c.tsc_adjust = l7.ebx & (1 << 1) != 0;
             c.flush_l1d = l7.edx & (1 << 28) != 0;
         }
         if let Some(e) = find(0x8000_0008, 0) {
@@ -265,6 +268,8 @@ pub struct VcpuState {
     pub lapic: crate::model::LapicRegs,
     /// SPEC_CTRL (VMX/SVM `spec_ctrl`, 0 at RESET and INIT) where known.
     pub spec_ctrl: Option<u64>,
+    /// KVM PV and TSC_ADJUST values the model knows (`model::pv`).
+    pub pv: crate::model::PvRegs,
 }
 
 impl VcpuState {
@@ -319,6 +324,7 @@ impl VcpuState {
             cpuid_complete: true,
             lapic: crate::model::LapicRegs::default(),
             spec_ctrl: Some(0),
+            pv: crate::model::PvRegs::created(),
         }
     }
 
@@ -443,6 +449,8 @@ pub struct VmState {
     /// Whether `irqchip` is known: an imported text does not show it until an
     /// x2APIC access succeeds in the kernel.
     pub irqchip_known: bool,
+    /// `kvm->arch.wall_clock` (MSR_KVM_WALL_CLOCK/_NEW, VM-wide) where known.
+    pub wall_clock: Option<u64>,
 }
 
 impl VmState {

@@ -259,6 +259,23 @@ fn synth_to_unwritable_path_fails_cleanly() {
     );
 }
 
+#[test]
+fn releases_outside_the_range_are_clear_errors() {
+    let d = TempDir::new("release");
+    let f = synth(&d, "t.kvt", "msr-loop", 100, 1);
+    for (name, why) in [("kvm-4.19", "older"), ("kvm-7.0", "newer")] {
+        let r = kvmtrace(["replay", f.to_str().unwrap(), "--policy", name]);
+        assert_eq!(r.code, 2, "{r:?}");
+        let line = first_line(&r.stderr);
+        assert!(line.contains(name) && line.contains(why), "{r:?}");
+    }
+    // Every mainline release and a stable point release resolve.
+    for name in ["kvm-6.8", "kvm-6.11", "kvm-5.15.61"] {
+        let r = kvmtrace(["replay", f.to_str().unwrap(), "--policy", name]);
+        assert!(r.code == 0 || r.code == 1, "{name}: {r:?}");
+    }
+}
+
 /// Every error is one line: no `  1: cause` chain repeating the message.
 fn assert_one_line(r: &kvmtrace_tests::Run, what: &str) {
     assert_eq!(r.stderr.lines().count(), 1, "{what}: {}", r.stderr);
@@ -485,4 +502,45 @@ fn second_writer_to_one_path_exits_2_naming_the_conflict() {
     assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
     assert_eq!(std::fs::read(&inc).unwrap(), b"in progress");
     assert!(!out.exists());
+}
+
+/// `dump FILE -3` as `--help` shows; ranges and vCPUs the trace cannot hold
+/// exit 2 saying so; `--threads 0` and `--iterations` without a loop are
+/// refused.
+#[test]
+fn dump_ranges_and_flags_say_what_is_wrong() {
+    let d = TempDir::new("ranges");
+    let f = synth(&d, "s.kvt", "msr-loop", 100, 0);
+    let f = f.to_str().unwrap();
+    let r = kvmtrace(["dump", f, "-3"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.stdout.lines().count(), 4, "{}", r.stdout);
+    let r = kvmtrace(["dump", f, "5000-6000"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("outside") && r.stderr.contains("seq 0-99"),
+        "{}",
+        r.stderr
+    );
+    let r = kvmtrace(["dump", f, "--vcpu", "7"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("vCPU 7 is not in"), "{}", r.stderr);
+    let r = kvmtrace(["replay", f, "--policy", "host", "--threads", "0"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    let r = kvmtrace([
+        "record",
+        "--scenario",
+        "tour",
+        "--iterations",
+        "5",
+        "-o",
+        "/tmp/x.kvt",
+    ]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("--iterations 5: scenario tour has no loop"),
+        "{}",
+        r.stderr
+    );
 }

@@ -31,3 +31,149 @@ fn qemu_boots_our_guest_and_it_exits_ok() {
         code.map(|c| c >> 1)
     );
 }
+
+/// `kvmtrace record -o OUT -- qemu-system-x86_64 …` in-process; the VMM's exit
+/// status is kvmtrace's.
+pub fn wrap_record(qemu: &std::path::Path, args: &[String], out: &std::path::Path) -> i32 {
+    let mut argv: Vec<String> = vec![
+        "record".into(),
+        "-o".into(),
+        out.display().to_string(),
+        "--".into(),
+    ];
+    argv.push(qemu.display().to_string());
+    argv.extend(args.iter().cloned());
+    let r = kvmtrace_tests::kvmtrace(&argv);
+    assert!(
+        r.stderr.contains("recorded VM"),
+        "wrap record of QEMU: {r:?}"
+    );
+    r.code
+}
+
+/// Guest MSR accesses of vCPU 0 as `(index, write, outcome)`, in order.
+fn guest_msrs(trace: &std::path::Path) -> Vec<(u64, bool, String)> {
+    let r = kvmtrace_tests::kvmtrace(["dump", trace.to_str().unwrap(), "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    r.stdout
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            if v["vcpu"] != 0 {
+                return None;
+            }
+            let (e, write) = match (&v["event"]["msr_read"], &v["event"]["msr_write"]) {
+                (r, _) if r.is_object() => (r.clone(), false),
+                (_, w) if w.is_object() => (w.clone(), true),
+                _ => return None,
+            };
+            (e["origin"] == "guest").then(|| {
+                (
+                    e["index"].as_u64().unwrap_or(0),
+                    write,
+                    e["outcome"].to_string(),
+                )
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn wrap_record_of_qemu_replays_with_host_agreement_1() {
+    let Some(qemu) = require_qemu("tests::wrap_record_of_qemu_replays_with_host_agreement_1")
+    else {
+        return;
+    };
+    let d = TempDir::new("qemu-wrap");
+    let guest = qemu_guest(&d);
+    let q = d.join("q.kvt");
+    let args = kvmtrace_tools::commands::guest::qemu_args(&guest);
+    assert_eq!(
+        wrap_record(&qemu, &args, &q),
+        QEMU_EXIT_OK,
+        "QEMU's status passed through"
+    );
+    let r = kvmtrace_tests::kvmtrace(["verify", q.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = kvmtrace_tests::kvmtrace([
+        "replay",
+        q.to_str().unwrap(),
+        "--policy",
+        "kvm-6.18",
+        "--policy",
+        "host",
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "host and kvm-6.18 agree with the kernel: {r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    for p in v["policies"].as_array().unwrap() {
+        assert_eq!(p["divergences"], 0, "{p}");
+        assert_eq!(p["agreement"], 1.0, "{p}");
+    }
+    // Both vCPUs, our guest's accesses (section A and B) and the AP startups.
+    let msrs = guest_msrs(&q);
+    assert!(msrs.len() >= 100, "{} guest MSR accesses", msrs.len());
+    let s = kvmtrace_tests::kvmtrace(["stats", q.to_str().unwrap(), "--json"]);
+    let s: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
+    assert_eq!(s["vcpus"], 2, "{s}");
+}
+
+#[test]
+fn same_guest_under_qemu_and_our_vmm_observe_mode_sees_the_same_outcomes() {
+    let Some(qemu) = require_qemu(
+        "tests::same_guest_under_qemu_and_our_vmm_observe_mode_sees_the_same_outcomes",
+    ) else {
+        return;
+    };
+    let d = TempDir::new("qemu-vs-observe");
+    let guest = qemu_guest(&d);
+    let q = d.join("q.kvt");
+    let args = kvmtrace_tools::commands::guest::qemu_args(&guest);
+    assert_eq!(wrap_record(&qemu, &args, &q), QEMU_EXIT_OK);
+    let o = d.join("o.kvt");
+    let r = kvmtrace_tests::kvmtrace([
+        "record",
+        "--payload",
+        guest.to_str().unwrap(),
+        "--mode",
+        "observe",
+        "-o",
+        o.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    // Section A: what the kernel decides under both VMMs (the MISC_ENABLE
+    // read-modify-writes follow it).
+    let mut expect: Vec<(u64, bool)> = kvmtrace_recorder::qemu_guest::SECTION_A
+        .iter()
+        .map(|&(i, v)| (u64::from(i), v.is_some()))
+        .collect();
+    expect.extend([
+        (0x1a0, false),
+        (0x1a0, true),
+        (0x1a0, false),
+        (0x1a0, false),
+        (0x1a0, true),
+    ]);
+    let find = |all: &[(u64, bool, String)]| -> Vec<(u64, bool, String)> {
+        let at = all
+            .windows(expect.len())
+            .position(|w| w.iter().zip(&expect).all(|(a, e)| (a.0, a.1) == *e))
+            .unwrap_or_else(|| panic!("section A not found in {all:?}"));
+        all[at..at + expect.len()].to_vec()
+    };
+    let under_qemu = find(&guest_msrs(&q));
+    let under_ours = find(&guest_msrs(&o));
+    assert_eq!(
+        under_qemu, under_ours,
+        "guest-visible outcomes, QEMU vs our VMM in observe mode"
+    );
+    // Refusals are there to compare: FEAT_CTL and the x2APIC MSRs with x2APIC off.
+    assert!(
+        under_ours
+            .iter()
+            .filter(|m| m.2.contains("inject_gp"))
+            .count()
+            >= 7,
+        "{under_ours:?}"
+    );
+}

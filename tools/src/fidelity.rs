@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use kvmtrace_format::{DecidedBy, Event, Record, TraceHeader};
 use kvmtrace_replayer::Replay;
+use kvmtrace_replayer::msr_class::{ClassCell, ClassTally, MsrClass};
 use kvmtrace_replayer::policy::Policy;
 use kvmtrace_replayer::replay::Selection;
 use kvmtrace_replayer::report::{Behaviour, Tally};
@@ -92,6 +93,8 @@ pub struct PolicyScore {
     /// Disagreements grouped by (behaviour, what: "rdmsr 0x3a", "mwait", ...),
     /// with the first example; at most `MAX_GROUPS` groups.
     pub disagreements: BTreeMap<(&'static str, String), Group>,
+    /// Kernel-decided MSR outcomes by MSR class (closed loop, `msr_class`).
+    pub by_class: [ClassCell; 7],
 }
 
 /// An empty score for each policy name, in order.
@@ -154,6 +157,11 @@ pub fn score_trace<E: std::fmt::Display>(
             direct_only: true,
             ..Selection::default()
         });
+    let mut classes: Vec<ClassTally> = policies
+        .iter()
+        .map(|p| Policy::resolve(p, header).map(|p| ClassTally::new(p, header)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut batch = Vec::with_capacity(BATCH);
     let mut records = records.peekable();
     while records.peek().is_some() {
@@ -165,6 +173,11 @@ pub fn score_trace<E: std::fmt::Display>(
             }
         }
         replay.feed(&batch);
+        for c in classes.iter_mut() {
+            for rec in &batch {
+                c.feed(rec);
+            }
+        }
         for s in replay.take_stream() {
             let rec = &batch[s.position];
             let d = &s.divergence;
@@ -192,6 +205,11 @@ pub fn score_trace<E: std::fmt::Display>(
             }
         }
     }
+    for (score, c) in scores.iter_mut().zip(&classes) {
+        for (a, b) in score.by_class.iter_mut().zip(&c.cells) {
+            a.merge(b);
+        }
+    }
     let report = replay.finish();
     for (score, p) in scores.iter_mut().zip(&report.policies) {
         for (b, t) in Behaviour::ALL.iter().zip(&p.kernel_decided) {
@@ -209,14 +227,13 @@ pub fn score_trace<E: std::fmt::Display>(
 /// Records fed to the replay per batch.
 const BATCH: usize = 1 << 14;
 
-/// `host` first, then every preset.
+/// `host` first, then the preset of every release where a rule changes.
 pub fn default_policies() -> Vec<String> {
     let mut v = vec!["host".to_string()];
     v.extend(
-        Policy::preset_names()
-            .iter()
-            .filter(|p| **p != "host")
-            .map(|p| p.to_string()),
+        Policy::milestone_names()
+            .into_iter()
+            .filter(|p| p != "host"),
     );
     v
 }
@@ -262,7 +279,64 @@ pub fn write_table(out: &mut dyn Write, scores: &[PolicyScore]) -> std::io::Resu
     writeln!(
         out,
         "(agreement = matching / modelled kernel-decided outcomes; cov = modelled / all; consequent divergences and events after a policy ended the guest are outside both)"
+    )?;
+    write_class_table(out, scores)
+}
+
+/// The MSR class × policy table (closed loop: each outcome predicted from the
+/// recorded guest's state), with the outcomes that rested on unseen CPUID.
+pub fn write_class_table(out: &mut dyn Write, scores: &[PolicyScore]) -> std::io::Result<()> {
+    if scores
+        .iter()
+        .all(|s| s.by_class.iter().all(|c| c.total() == 0))
+    {
+        return Ok(());
+    }
+    writeln!(out)?;
+    write!(out, "{:<14}", "MSR class")?;
+    for s in scores {
+        write!(out, " {:>19}", s.name)?;
+    }
+    writeln!(out, " {:>9}", "outcomes")?;
+    for (i, class) in MsrClass::ALL.iter().enumerate() {
+        let n = scores.first().map_or(0, |s| s.by_class[i].total());
+        if n == 0 {
+            continue;
+        }
+        write!(out, "{:<14}", class.name())?;
+        for s in scores {
+            let c = &s.by_class[i];
+            write!(
+                out,
+                " {:>8} cov {:>6}",
+                pct(c.agreement()),
+                pct(c.coverage())
+            )?;
+        }
+        writeln!(out, " {n:>9}")?;
+    }
+    write!(out, "{:<14}", "unseen CPUID")?;
+    for s in scores {
+        let n: u64 = s.by_class.iter().map(|c| c.unseen_cpuid).sum();
+        write!(out, " {n:>19}")?;
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "(MSR outcomes by class, closed loop; unseen CPUID = unmodeled outcomes whose rule needs a CPUID leaf the trace has not shown)"
     )
+}
+
+fn class_json(c: &ClassCell) -> serde_json::Value {
+    serde_json::json!({
+        "agreement": c.agreement(),
+        "coverage": c.coverage(),
+        "agree": c.agree,
+        "disagree": c.disagree,
+        "unmodeled": c.unmodeled,
+        "unseen_cpuid": c.unseen_cpuid,
+        "outcomes": c.total(),
+    })
 }
 
 fn cell_json(c: &Cell) -> serde_json::Value {
@@ -290,6 +364,18 @@ pub fn to_json(traces: &[String], scores: &[PolicyScore]) -> serde_json::Value {
                 .iter()
                 .map(|(b, c)| ((*b).to_string(), cell_json(c)))
                 .collect::<serde_json::Map<_, _>>()
+                .into();
+            v["by_msr_class"] = MsrClass::ALL
+                .iter()
+                .zip(&s.by_class)
+                .map(|(k, c)| (k.name().to_string(), class_json(c)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+            v["unseen_cpuid"] = s
+                .by_class
+                .iter()
+                .map(|c| c.unseen_cpuid)
+                .sum::<u64>()
                 .into();
             v["disagreements"] = s
                 .disagreements
@@ -334,6 +420,9 @@ pub fn run(args: &FidelityArgs, out: &mut dyn Write, err: &mut dyn Write) -> any
             s.total.merge(&t.total);
             for (b, c) in &t.by_behaviour {
                 s.by_behaviour.entry(b).or_default().merge(c);
+            }
+            for (a, b) in s.by_class.iter_mut().zip(&t.by_class) {
+                a.merge(b);
             }
             for (k, g) in t.disagreements {
                 let full = s.disagreements.len() >= MAX_GROUPS;

@@ -66,6 +66,8 @@ pub(super) struct Tracer {
     pending: HashMap<i32, Pending>,
     vms: u32,
     notes: u32,
+    /// Stops by kind: seccomp, syscall exit, signal delivery, other.
+    pub(super) stops: [u64; 4],
 }
 
 const MAX_NOTES: u32 = 64;
@@ -121,6 +123,7 @@ impl Tracer {
             pending: HashMap::new(),
             vms: 0,
             notes: 0,
+            stops: [0; 4],
         }
     }
 
@@ -331,6 +334,16 @@ impl Tracer {
             }
             let sig = libc::WSTOPSIG(status);
             let event = status >> 16;
+            let kind = if event == libc::PTRACE_EVENT_SECCOMP {
+                0
+            } else if sig == libc::SIGTRAP | 0x80 {
+                1
+            } else if event == 0 {
+                2
+            } else {
+                3
+            };
+            self.stops[kind] += 1;
             if event == libc::PTRACE_EVENT_SECCOMP {
                 let req = if self.on_seccomp(tid) {
                     libc::PTRACE_SYSCALL

@@ -19,6 +19,7 @@
 
 use crate::engine::Engine;
 use crate::rules;
+use crate::vendor::Fact;
 
 /// Rules are consts: handlers pass them by reference, so the hot path never
 /// copies the three `&str` of a rule through the stack (a store-forwarding
@@ -177,7 +178,7 @@ impl Engine {
         }
         let c = &v.cpuid;
         let sup = &self.supported;
-        let pvm = self.policy.vendor == crate::policy::Vendor::Pvm;
+        let has = |f| self.policy.has(f);
         let intel = self.policy.vendor == crate::policy::Vendor::Intel;
         Some(match index {
             // get_msr_mce: MSR_IA32_P5_MC_ADDR / P5_MC_TYPE read 0.
@@ -195,24 +196,25 @@ impl Engine {
             | 0xc001_1022 | 0xc001_1023 | 0xc001_102c => (R::Ok(0), &rules::TABLE_CONST),
             // Same list: LASTBRANCH*/LASTINT* and VM_HSAVE_PA, which svm_get_msr
             // handles itself on AMD (LBR virtualisation, nested): pvm only.
-            0x1db..=0x1de | 0xc001_0117 if pvm => (R::Ok(0), &rules::TABLE_CONST),
+            0x1db..=0x1de | 0xc001_0117 if has(Fact::SvmMsrsAbsent) => {
+                (R::Ok(0), &rules::TABLE_CONST)
+            }
             // VMX capability MSRs: only vmx_get_msr has cases (r = 2 elsewhere).
             0x480..=0x492 if !intel => (R::Unknown, &rules::TABLE_NO_VENDOR_CASE),
             // SVM-only MSRs (TSC_RATIO, VM_CR, DE_CFG): pvm_get_msr has no case.
-            0xc000_0104 | 0xc001_0114 | 0xc001_1029 if pvm => {
+            0xc000_0104 | 0xc001_0114 | 0xc001_1029 if has(Fact::SvmMsrsAbsent) => {
                 (R::Unknown, &rules::TABLE_NO_VENDOR_CASE)
             }
             // AMD OSVW: kvm_get_msr_common returns 1 without CPUID OSVW.
             0xc001_0140 | 0xc001_0141 if absent(c, sup, LEAF_8000_0001, |x| x.osvw) => {
                 (R::Fault, &rules::TABLE_CPUID_GATED)
             }
-            // pvm: #GP although the guest CPUID has ARCH_CAPABILITIES (msr-sweep).
             // (An earlier build of the host's kvm_pvm refused this read; the
             // 6.18.44 build measured 2026-12-03 (observe msr-sweep) returns
             // the value like upstream, so no pvm rule: the upstream CPUID
             // gate below decides, the value is the host's.)
             // pvm_get_msr MSR_IA32_DEBUGCTLMSR: 0.
-            0x1d9 if pvm => (R::Ok(0), &rules::TABLE_PVM_DEBUGCTL),
+            0x1d9 if has(Fact::DebugctlZero) => (R::Ok(0), &rules::TABLE_PVM_DEBUGCTL),
             // find_mtrr() finds no MTRR there: kvm_mtrr_get_msr returns 1.
             0x210..=0x24f
             | 0x251..=0x257
@@ -258,7 +260,7 @@ impl Engine {
         }
         let c = &v.cpuid;
         let sup = &self.supported;
-        let pvm = self.policy.vendor == crate::policy::Vendor::Pvm;
+        let has = |f| self.policy.has(f);
         let store = |s: usize, x: u64| (R::Ok(0), &rules::TABLE_REG_WRITE, Store::Reg(s, x));
         // __kvm_set_msr: LSTAR/CSTAR/SYSENTER_ESP/EIP must be canonical (host
         // too). 48 vs 57 bits depends on LA57 support: decide only where both agree.
@@ -284,7 +286,7 @@ impl Engine {
             0x175 => canon(1),
             0x176 => canon(2),
             // pvm_set_msr checks a guest's STAR selectors (not measured): no rule.
-            0xc000_0081 if pvm && !host => None,
+            0xc000_0081 if has(Fact::StarUnmeasured) && !host => None,
             0xc000_0081 => Some(store(3, data)),
             0xc000_0082 => canon(4),
             0xc000_0083 => canon(5),
@@ -337,7 +339,9 @@ impl Engine {
                 Some((R::Fault, &rules::TABLE_CPUID_GATED, Store::None))
             }
             // pvm_set_msr MSR_IA32_DEBUGCTLMSR: ignored.
-            0x1d9 if pvm => Some((R::Ok(0), &rules::TABLE_PVM_DEBUGCTL, Store::None)),
+            0x1d9 if has(Fact::DebugctlZero) => {
+                Some((R::Ok(0), &rules::TABLE_PVM_DEBUGCTL, Store::None))
+            }
             // kvm_mtrr_set_msr: find_mtrr() + kvm_mtrr_valid().
             0x2ff => Some(if data & !0xcff != 0 || !mtrr_type_ok(data & 0xff) {
                 (R::Fault, &rules::TABLE_MTRR_INVALID, Store::None)
@@ -377,7 +381,7 @@ impl Engine {
             0x480..=0x492 if self.policy.vendor != crate::policy::Vendor::Intel => {
                 Some((R::Unknown, &rules::TABLE_NO_VENDOR_CASE, Store::None))
             }
-            0xc000_0104 | 0xc001_0114 | 0xc001_1029 if pvm => {
+            0xc000_0104 | 0xc001_0114 | 0xc001_1029 if has(Fact::SvmMsrsAbsent) => {
                 Some((R::Unknown, &rules::TABLE_NO_VENDOR_CASE, Store::None))
             }
             0xc001_0140 | 0xc001_0141 if absent(c, sup, LEAF_8000_0001, |x| x.osvw) => {
@@ -446,7 +450,7 @@ pub(crate) fn needs_unknown(
     index: u32,
     write: Option<u64>,
     host: bool,
-    pvm: bool,
+    misc_enable_unchecked: bool,
     intel: bool,
     irqchip_known: bool,
 ) -> bool {
@@ -462,7 +466,7 @@ pub(crate) fn needs_unknown(
             (d & APIC_BASE_EXTD != 0 && leaves & LEAF_1 == 0)
                 || (d >> 36 != 0 && leaves & LEAF_8000_0008 == 0)
         }
-        0x1a0 => w && !pvm && leaves & LEAF_1 == 0,
+        0x1a0 => w && !misc_enable_unchecked && leaves & LEAF_1 == 0,
         0x3a => intel && leaves & (LEAF_1 | LEAF_7) != LEAF_1 | LEAF_7,
         0x400..=0x47f => (index - 0x400) % 4 == 1 && d != 0 && !host && !v.cpuid.known,
         _ => false,
@@ -475,7 +479,7 @@ pub(crate) fn needs_unknown(
     }
     match index {
         // kvm_pvm stores a guest's MISC_ENABLE unchecked: no state needed.
-        0x1a0 => u & U_MISC_ENABLE != 0 && !(w && pvm && !host),
+        0x1a0 => u & U_MISC_ENABLE != 0 && !(w && misc_enable_unchecked && !host),
         0x277 => !w && u & U_PAT != 0,
         0x1b => u & U_APIC_BASE != 0,
         0x800..=0x8ff => u & U_APIC_BASE != 0 || (!irqchip_known && v.x2apic_mode()),

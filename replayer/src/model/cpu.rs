@@ -200,7 +200,7 @@ impl Engine {
         );
         let p = StatePrediction {
             state: s,
-            attrs_known: self.policy.vendor != Vendor::Pvm,
+            attrs_known: !self.policy.has(crate::vendor::Fact::SegmentAttrsUnknown),
             rule: if legacy {
                 rules::RESET_LEGACY
             } else {
@@ -258,7 +258,7 @@ impl Engine {
         s.msrs = msrs;
         let p = StatePrediction {
             state: s,
-            attrs_known: self.policy.vendor != Vendor::Pvm,
+            attrs_known: !self.policy.has(crate::vendor::Fact::SegmentAttrsUnknown),
             rule: if legacy {
                 rules::INIT_LEGACY
             } else {
@@ -273,7 +273,13 @@ impl Engine {
     pub(crate) fn state_rule(&self, field: &str, init: bool, default: rules::Rule) -> rules::Rule {
         let sw = &self.policy.switches;
         match field {
-            "IA32_MISC_ENABLE" if self.policy.vendor == Vendor::Pvm => rules::MISC_ENABLE_RESET_PVM,
+            "IA32_MISC_ENABLE"
+                if self
+                    .policy
+                    .has(crate::vendor::Fact::MiscEnableResetFastString) =>
+            {
+                rules::MISC_ENABLE_RESET_PVM
+            }
             "IA32_MISC_ENABLE" if sw.misc_enable_reset == 0 => rules::MISC_ENABLE_RESET_0,
             "IA32_MISC_ENABLE" => rules::MISC_ENABLE_RESET_1800,
             "cr0" if init && sw.init_preserves_cd_nw => rules::INIT_CR0_PRESERVE,
@@ -327,6 +333,8 @@ impl Engine {
             v.cr0 = s.cr0;
             v.mp_state = s.mp_state;
             // RESET: the table registers are 0, or what the recording read.
+            v.pv = super::PvRegs::created();
+            v.spec_ctrl = Some(0);
             v.regs = [0; super::NREGS];
             v.regs_known = super::REGS_KNOWN_AT_RESET;
             for &(i, x) in &s.msrs {
@@ -354,6 +362,7 @@ impl Engine {
             v.mp_state = s.mp_state;
             // vmx/svm vcpu_reset: spec_ctrl = 0 at RESET and INIT.
             v.spec_ctrl = Some(0);
+            v.pv.init(true);
             super::lapic::init_seen(v, lint0);
         }
     }

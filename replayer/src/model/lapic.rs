@@ -453,6 +453,7 @@ impl Engine {
                 v.id == 0
             };
             v.spec_ctrl = exact.then_some(0);
+            v.pv.init(exact);
             if exact {
                 init_lapic(v, lint0_quirk);
                 v.lapic.init_applied = true;
@@ -476,7 +477,10 @@ impl Engine {
             v.unknown = crate::state::U_ALL;
             v.regs_known = 0;
             v.lapic = LapicRegs::default();
+            v.spec_ctrl = None;
+            v.pv = super::PvRegs::default();
         }
+        self.vm.wall_clock = None;
     }
 }
 

@@ -8,6 +8,7 @@ mod cpu;
 pub(crate) mod lapic;
 mod msr;
 mod pmu;
+mod pv;
 
 pub use common::{NREGS, REGS_KNOWN_AT_RESET};
 pub(crate) use common::{reg_slot, teach};
@@ -15,5 +16,6 @@ pub use cpu::compare_state;
 pub use lapic::LapicRegs;
 pub(crate) use msr::{Store, model_handles};
 pub use pmu::UNSEEN_CPUID;
+pub use pv::PvRegs;
 #[cfg(test)]
 mod tests;

@@ -76,6 +76,10 @@ pub(crate) enum Store {
     Lapic(super::lapic::LapicStore),
     /// SPEC_CTRL now holds this value (`None`: unknown).
     SpecCtrl(Option<u64>),
+    /// A `model::pv` register (slot) now holds this value (`None`: unknown).
+    Pv(usize, Option<u64>),
+    /// The VM-wide wall clock (folded by the engine).
+    WallClock(Option<u64>),
 }
 
 impl Store {
@@ -95,6 +99,12 @@ impl Store {
             0x280..=0x29f => Store::Ctl2((index - 0x280) as usize, value),
             0x800..=0x8ff => super::lapic::raw_store(index, value),
             0x48 => Store::SpecCtrl(None),
+            0x11 | 0x4b56_4d00 => Store::WallClock(Some(value)),
+            0x3b => Store::Pv(super::pv::P_TSC_ADJUST, None),
+            0x4b56_4d02 => Store::Pv(super::pv::P_APF_EN, None),
+            0x4b56_4d03 => Store::Pv(super::pv::P_STEAL, None),
+            0x4b56_4d04 => Store::Pv(super::pv::P_PV_EOI, None),
+            0x4b56_4d06 => Store::Pv(super::pv::P_APF_INT, None),
             // The kernel may have dropped or truncated it: unknown until read.
             _ => match super::common::reg_slot(index) {
                 Some(s) => Store::Forget(s),
@@ -155,6 +165,8 @@ impl Store {
             // Folded by `Engine::apply_msr_write`.
             Store::Lapic(_) => {}
             Store::SpecCtrl(x) => v.spec_ctrl = x,
+            Store::Pv(s, x) => v.pv.set(s, x),
+            Store::WallClock(_) => {}
         }
     }
 }
@@ -179,6 +191,7 @@ pub(crate) const fn model_handles(index: u32) -> bool {
             | 0x800..=0x8ff
     ) || super::common::table_handles(index)
         || super::pmu::handles(index)
+        || super::pv::handles(index)
 }
 
 /// A prediction whose rule stays a reference to its const until a report
@@ -289,7 +302,8 @@ impl Engine {
                 index,
                 value,
                 host,
-                self.policy.vendor == Vendor::Pvm,
+                self.policy
+                    .has(crate::vendor::Fact::MiscEnableGuestUnchecked),
                 self.policy.vendor == Vendor::Intel,
                 self.vm.irqchip_known,
             )
@@ -301,7 +315,10 @@ impl Engine {
             None => match value {
                 None => {
                     let (r, rule) = match self.read_handler(v, index, host) {
-                        (R::Unmodeled, _) => match self.pmu_access(v, index, None, host) {
+                        (R::Unmodeled, _) => match self
+                            .pmu_access(v, index, None, host)
+                            .or_else(|| self.pv_access(v, index, None, host))
+                        {
                             Some((r, rule, _)) => (r, rule),
                             None => self
                                 .table_read(v, index, host)
@@ -312,7 +329,10 @@ impl Engine {
                     (r, rule, Store::None)
                 }
                 Some(data) => match self.write_handler(v, index, data, host) {
-                    (R::Unmodeled, ..) => match self.pmu_access(v, index, Some(data), host) {
+                    (R::Unmodeled, ..) => match self
+                        .pmu_access(v, index, Some(data), host)
+                        .or_else(|| self.pv_access(v, index, Some(data), host))
+                    {
                         Some(x) => x,
                         None => self.table_write(v, index, data, host).unwrap_or((
                             R::Unmodeled,
@@ -575,7 +595,11 @@ impl Engine {
                 let mut data = data;
                 // kvm_pvm stores a guest's value unchecked: bits 7/11/12 flip,
                 // bit 18 sets without SSE3 (measured, host-notes).
-                if !host && vendor == Vendor::Pvm {
+                if !host
+                    && self
+                        .policy
+                        .has(crate::vendor::Fact::MiscEnableGuestUnchecked)
+                {
                     return (
                         R::Ok(0),
                         &rules::MISC_ENABLE_PVM_RW,
@@ -725,7 +749,7 @@ impl Engine {
             }
             // ---- other: PAT (kvm_set_msr_common, kvm_pat_valid) ----
             // kvm_pvm stores PAT unchecked (measured, host-notes).
-            MSR_IA32_CR_PAT if vendor == Vendor::Pvm => {
+            MSR_IA32_CR_PAT if self.policy.has(crate::vendor::Fact::PatUnchecked) => {
                 (R::Ok(0), &rules::PAT_PVM_UNCHECKED, Store::Pat(data))
             }
             MSR_IA32_CR_PAT if !pat_valid(data) => fail(&rules::PAT_INVALID),

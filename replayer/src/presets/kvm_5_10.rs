@@ -1,4 +1,5 @@
-//! `kvm-5.10` — mainline 5.10 (Dec 2020), read in the 5.10 tree (SEMANTICS.md §8).
+//! `kvm-5.10` — mainline 5.10 (Dec 2020), read in the 5.10 tree: the base every
+//! later preset is generated from (`changes.rs`). docs/kvm-semantics.md.
 //!
 //! - MONITOR/MWAIT: `vmx.c handle_monitor/handle_mwait`, `svm.c
 //!   monitor_interception/mwait_interception` skip the instruction (§1; the
@@ -13,8 +14,8 @@
 
 use crate::policy::*;
 
-pub const PROVENANCE: &str = "mainline 5.10: x86.c set_msr_mce/kvm_set_msr_common, vmx.c \
-handle_mwait/vmx_vcpu_reset, svm.c init_vmcb/shutdown_interception (SEMANTICS.md §8)";
+pub const PROVENANCE: &str = "mainline 5.10 (read): x86.c set_msr_mce/kvm_set_msr_common, vmx.c \
+handle_mwait/vmx_vcpu_reset, svm.c init_vmcb/shutdown_interception (docs/kvm-semantics.md)";
 
 pub fn switches() -> Switches {
     Switches {
@@ -29,13 +30,11 @@ pub fn switches() -> Switches {
         svm_shutdown: SvmShutdown::ReinitVmcb,
         feat_ctl_host_bits: FeatCtlHostBits::GuestCpuid,
         host_zero_write_advertised: false,
-        msr_filter_scope: MsrFilterScope::AllGuest,
         msr_flags_validated: false,
         deflect_unfilterable: true,
         mce_bad_write: MceBadWrite::Eperm,
         mce_ctl_bit0_ok: false,
         mce_ctl2: false,
-        inj_exception_fmt: InjExceptionFmt::Legacy,
         feat_ctl_sgx: false,
         hwcr_write: HwcrWrite::SetOnly,
         ignore_msrs: false,
@@ -45,8 +44,4 @@ pub fn switches() -> Switches {
         x2apic_icr_reserved_gp: false,
         cmd_msrs_common: false,
     }
-}
-
-pub fn policy(vendor: Vendor) -> Policy {
-    super::make("kvm-5.10", "5.10", vendor, switches())
 }

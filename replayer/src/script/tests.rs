@@ -254,6 +254,11 @@ fn load_errors_name_line_and_column() {
         assert!(m.contains(want), "{text:?}: {m}");
         assert_eq!((l, c), (line, col), "{text:?}: {m}");
     }
+    // Modules (file access) do not exist in the sandbox.
+    let (l, _, _) = err_of(&format!(
+        "{HEAD}fn rdmsr(ctx) {{ }}\nimport \"/etc/passwd\" as p;\n"
+    ));
+    assert_eq!(l, 5);
     // Deep nesting is a parse error, not a stack overflow.
     let deep = format!(
         "{HEAD}fn rdmsr(ctx) {{ {}1{} }}\n",
@@ -334,4 +339,62 @@ fn no_deflect_script_matches_the_switch() {
         d.rule
     );
     assert_eq!(d.policy, r.policies[1].kept[0].policy);
+}
+
+mod fuzzish {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The fuzz target's body (fuzz/fuzz_targets/policy_load.rs) on mutated
+    /// examples: no panic, positions on every error, hooks bounded.
+    fn load_and_poke(text: &str) {
+        match parse(text, "f.rhai", "f", &hdr()) {
+            Err(PolicyError::Parse { line, column, .. }) => assert!(line >= 1 && column >= 1),
+            Err(e) => panic!("unexpected error kind: {e}"),
+            Ok(p) => {
+                let set = p.hooks.set().cloned().unwrap_or_default();
+                let e = crate::Engine::new(p, &hdr());
+                for r in set.rdmsr.iter().chain(&set.wrmsr).take(4) {
+                    e.msr_read(0, *r.start(), Origin::Guest);
+                    e.msr_write(0, *r.end(), u64::MAX, Origin::Guest);
+                }
+                e.mwait(0);
+                e.shutdown(0);
+                e.init_state(0, &Default::default());
+                if let Some(err) = e.hook_error() {
+                    assert!(err.location.starts_with("f.rhai:"), "{err}");
+                }
+            }
+        }
+    }
+
+    fn examples() -> Vec<String> {
+        [
+            "no-deflect-unfilterable.rhai",
+            "mce-gp-6.0.rhai",
+            "x2apic-icr-reserved.rhai",
+        ]
+        .iter()
+        .map(|f| std::fs::read_to_string(example(f)).unwrap())
+        .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        #[test]
+        fn mutated_examples_never_panic(which in 0usize..3, at in 0usize..4000, cut in 0usize..64, insert in ".{0,12}") {
+            let mut t = examples()[which].clone();
+            let at = at.min(t.len());
+            let at = (0..=at).rev().find(|&i| t.is_char_boundary(i)).unwrap_or(0);
+            let end = (at + cut).min(t.len());
+            let end = (end..=t.len()).find(|&i| t.is_char_boundary(i)).unwrap_or(t.len());
+            t.replace_range(at..end, &insert);
+            load_and_poke(&t);
+        }
+
+        #[test]
+        fn random_text_never_panics(s in "(//! [a-z_]{1,8} = [^\n]{0,20}\n){0,4}[^\u{0}]{0,200}") {
+            load_and_poke(&s);
+        }
+    }
 }

@@ -111,6 +111,14 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow
     let r = super::replay::bench(&scratch.0, sizes.replay_events);
     note(err, "replay", r, &mut figures, &mut skipped);
 
+    let script_events = sizes.replay_events.min(2_000_000);
+    writeln!(
+        err,
+        "bench: policy scripts on a fully modelled trace of {script_events} events: one hooked MSR vs the base, every MSR hooked"
+    )?;
+    let r = super::script_bench::bench(&scratch.0, script_events);
+    note(err, "script", r, &mut figures, &mut skipped);
+
     writeln!(
         err,
         "bench: record msr-loop {} iterations, recorded vs discarded",
@@ -137,6 +145,13 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow
     )?;
     let r = super::demo::offline_vs_live(&scratch.0, args.quick);
     note(err, "offline_vs_live_ratio", r, &mut figures, &mut skipped);
+
+    writeln!(
+        err,
+        "bench: a VMM under wrap mode's ioctl tap vs the same VMM untapped (QEMU + our guest if installed)"
+    )?;
+    let r = tap_overhead(&scratch.0, args.quick);
+    note(err, "tap_overhead_ratio", r, &mut figures, &mut skipped);
 
     let doc = json!({
         "quick": args.quick,
@@ -318,4 +333,85 @@ pub fn synth_file(path: &Path, pattern: Pattern, events: u64, seed: u64) -> anyh
         json: false,
     })?;
     Ok(())
+}
+
+/// Issue 10: wall time of a VMM run started by `vmm_tap::spawn` with the
+/// ioctl tap (seccomp filter + ptrace tracer) against the same start with the
+/// tap off, runs alternated, median of each (5 pairs, 1 with `--quick`). The
+/// VMM is QEMU booting our guest (`kvmtrace guest qemu`) where
+/// `qemu-system-x86_64` is installed, else our own VMM
+/// (`kvmtrace record --scenario msr-loop`). Target <= 1.02.
+pub fn tap_overhead(dir: &Path, quick: bool) -> anyhow::Result<Value> {
+    use kvmtrace_recorder::vmm_tap::{self, SpawnOptions, TapStatus};
+    use std::ffi::OsString;
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        anyhow::bail!("cannot open /dev/kvm: {e}");
+    }
+    let qemu = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("qemu-system-x86_64"))
+            .find(|p| p.is_file())
+    });
+    let (vmm, argv): (&str, Vec<OsString>) = match qemu {
+        Some(q) => {
+            let guest = dir.join("tap-guest.elf");
+            std::fs::write(&guest, kvmtrace_recorder::qemu_guest::build()?)?;
+            let mut a = vec![q.into_os_string()];
+            a.extend(
+                super::guest::qemu_args(&guest)
+                    .into_iter()
+                    .map(OsString::from),
+            );
+            ("qemu", a)
+        }
+        None => (
+            "kvmtrace-record",
+            vec![
+                std::env::current_exe()?.into_os_string(),
+                "record".into(),
+                "--scenario".into(),
+                "msr-loop".into(),
+                "--iterations".into(),
+                "20000".into(),
+                "-o".into(),
+                dir.join("tap-vmm.kvt").into_os_string(),
+            ],
+        ),
+    };
+    let run = |tap: bool| -> anyhow::Result<(f64, u64)> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let t0 = Instant::now();
+        let mut t = vmm_tap::spawn_with(&argv, tx, SpawnOptions { tap })?;
+        if tap && t.tap_status() != TapStatus::Active {
+            anyhow::bail!("the ioctl tap is off: {:?}", t.tap_status());
+        }
+        let status = t.wait()?;
+        let wall = secs(t0);
+        let events = rx.iter().count() as u64;
+        if !status.success() && vmm == "kvmtrace-record" {
+            anyhow::bail!("{vmm} failed: {status}");
+        }
+        Ok((wall, events))
+    };
+    let pairs = if quick { 1 } else { 5 };
+    let (mut on, mut off, mut events) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..pairs {
+        let (w, n) = run(true)?;
+        on.push(w);
+        events = n;
+        off.push(run(false)?.0);
+    }
+    let (on_s, off_s) = (median(&mut on), median(&mut off));
+    Ok(json!({
+        "tap_overhead_ratio": on_s / off_s.max(1e-9),
+        "tap_on_s": on_s,
+        "tap_off_s": off_s,
+        "tap_vmm": vmm,
+        "tap_events": events,
+        "tap_runs": pairs,
+    }))
 }

@@ -1,6 +1,8 @@
 //! `kvmtrace policies [--json] [--trace FILE]`: the presets and every switch
-//! value (SEMANTICS.md §8); `host` is resolved against a trace's header, since
-//! it means "the machine that recorded".
+//! value (docs/kvm-semantics.md); `host` is resolved against a trace's header,
+//! since it means "the machine that recorded". With `--trace`, every preset is
+//! shown with the vendor replay will use for that trace, and the vendor-table
+//! facts that apply.
 
 use std::io::Write;
 
@@ -17,12 +19,14 @@ pub fn run(args: &PoliciesArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
         Some(t) => Some(TraceFile::open(t)?.header().clone()),
         None => None,
     };
-    let list = describe_presets(header.as_ref());
+    let all = describe_presets(header.as_ref());
     if args.json {
         super::write_json(
             out,
             &serde_json::json!({
-                "policies": list,
+                "policies": all,
+                "changes": kvmtrace_replayer::presets::changes::CHANGES,
+                "vendor_table": kvmtrace_replayer::vendor::FACTS,
                 "host": if header.is_some() {
                     "resolved from the given trace"
                 } else {
@@ -32,7 +36,14 @@ pub fn run(args: &PoliciesArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
         )?;
         return Ok(0);
     }
-    // A switch x policy table, as SEMANTICS.md §8 prints it.
+    // A switch x policy table over the releases where a rule changes (every
+    // other release equals the one before it) and `host`.
+    let milestones = kvmtrace_replayer::Policy::milestone_names();
+    let list: Vec<_> = all
+        .iter()
+        .filter(|p| milestones.contains(&p.name))
+        .cloned()
+        .collect();
     let names: Vec<&str> = list.iter().map(|p| p.name.as_str()).collect();
     let sw = list
         .iter()
@@ -106,12 +117,48 @@ pub fn run(args: &PoliciesArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
             })
             .collect(),
     )?;
-    if header.is_none() {
-        writeln!(
+    writeln!(
+        out,
+        "\nevery mainline release kvm-5.10 ... kvm-6.18 is a preset (columns above: the releases where a rule changes; the others equal the column before them), and kvm-X.Y.Z a stable point release; changes with commits: docs/kvm-semantics.md"
+    )?;
+    match &header {
+        None => writeln!(
             out,
-            "\nhost: resolved from each trace (nearest preset to its kernel, its vendor and quirks); \
+            "host: resolved from each trace (its kernel release, vendor, quirks); \
              see it with `kvmtrace policies --trace FILE`"
-        )?;
+        )?,
+        Some(h) => {
+            let (vendor, why) = kvmtrace_replayer::Vendor::of_header_explained(h);
+            writeln!(
+                out,
+                "vendor replay will use for this trace: {} (kvm_module {:?}, cpu vendor {:?})",
+                vendor.name(),
+                h.host.kvm_module,
+                h.host.cpu_vendor
+            )?;
+            if let Some(w) = why {
+                writeln!(out, "  note: {w}")?;
+            }
+            if let Some(host) = all.iter().find(|p| p.name == "host") {
+                writeln!(out, "host = {} ({})", host.base, host.provenance)?;
+                for n in &host.notes {
+                    writeln!(out, "  note: {n}")?;
+                }
+                for f in &host.vendor_facts {
+                    writeln!(out, "  vendor fact: {f}")?;
+                }
+            }
+            let older = all.iter().find(|p| p.name == "kvm-5.10");
+            if let (Some(o), Some(host)) = (older, all.iter().find(|p| p.name == "host"))
+                && o.vendor_facts.len() < host.vendor_facts.len()
+            {
+                writeln!(
+                    out,
+                    "  (facts measured against common code apply only at the release they were measured on: kvm-5.10 uses {} of them)",
+                    o.vendor_facts.len()
+                )?;
+            }
+        }
     }
     Ok(0)
 }

@@ -25,6 +25,9 @@ pub struct ReplayResult {
     pub report: ReplayReport,
     /// Where the readable prefix ended (`--salvage-ok` on a damaged trace).
     pub damage: Option<String>,
+    /// How policies were resolved (distribution kernel mapped to mainline,
+    /// vendor guessed), one line each.
+    pub notes: Vec<String>,
 }
 
 impl ReplayResult {
@@ -79,6 +82,15 @@ pub fn replay_file_with(
         .iter()
         .map(|p| Policy::resolve(p, &header))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut notes: Vec<String> = Vec::new();
+    for p in &resolved {
+        for n in &p.notes {
+            let line = format!("{}: {n}", p.name);
+            if !notes.contains(&line) {
+                notes.push(line);
+            }
+        }
+    }
     let threads = threads.unwrap_or_else(default_threads).max(1);
     let total = t.summary().events;
     let damage = t.damage.clone();
@@ -139,6 +151,7 @@ pub fn replay_file_with(
     Ok(ReplayResult {
         report: replay.finish(),
         damage,
+        notes,
     })
 }
 
@@ -194,6 +207,16 @@ fn config_source(file: &Path) -> kvmtrace_format::ConfigSource {
 
 pub fn run(args: &ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
     let sel = selection(args)?;
+    for p in &args.policies {
+        // Say how a policy was read before the (possibly long) replay.
+        if let Ok(t) = TraceFile::open(&args.file)
+            && let Ok(pol) = Policy::resolve(p, t.header())
+        {
+            for n in &pol.notes {
+                writeln!(err, "note: {}: {n}", pol.name)?;
+            }
+        }
+    }
     let limit = match args.limit {
         Some(0) | None => usize::MAX,
         Some(n) => n,
@@ -213,7 +236,7 @@ pub fn run(args: &ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
             &args.file,
             &args.policies,
             args.salvage_ok,
-            args.threads,
+            args.threads.map(|t| t as usize),
             sel,
             &mut |pi, d| {
                 if written[pi] >= limit {
@@ -253,7 +276,7 @@ pub fn run(args: &ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
             &args.file,
             &args.policies,
             args.salvage_ok,
-            args.threads,
+            args.threads.map(|t| t as usize),
             sel,
             &mut |_, _| Ok(()),
         )?;
@@ -312,7 +335,7 @@ pub fn bench(dir: &Path, events: u64) -> anyhow::Result<Value> {
 /// A `kvm_pvm` 6.18 trace of guest MISC_ENABLE reads (RESET value 1) and
 /// MC0_STATUS writes of 0, alternating: every policy decides every event
 /// (as `replay_speed`'s `MODELLED=1` in the replayer's examples).
-fn write_modelled(path: &Path, events: u64) -> anyhow::Result<()> {
+pub(crate) fn write_modelled(path: &Path, events: u64) -> anyhow::Result<()> {
     use kvmtrace_format::{DecidedBy, Event, MsrExitReason, MsrOutcome, Origin, TraceWriter};
     let mut h = kvmtrace_format::TraceHeader::default();
     h.host.kernel_release = "6.18.44".into();

@@ -112,3 +112,47 @@ fn unseen_cpuid_is_learnable() {
     assert_eq!(p.outcome, None);
     assert_eq!(p.rule, crate::model::UNSEEN_CPUID);
 }
+
+#[test]
+fn pv_msrs() {
+    // Guest CPUID with the KVM leaf: ASYNC_PF, STEAL_TIME, PV_EOI,
+    // ASYNC_PF_INT, CLOCKSOURCE(2) (kvm_get/set_msr_common).
+    let mut h = header("kvm_pvm", false, 0);
+    h.vm.irqchip = Some(Irqchip::Kernel);
+    h.vm.cpuid.push(CpuidEntry {
+        function: 0x4000_0000,
+        ebx: 0x4b4d_564b,
+        ecx: 0x564b_4d56,
+        edx: 0x4d,
+        ..Default::default()
+    });
+    h.vm.cpuid.push(CpuidEntry {
+        function: 0x4000_0001,
+        eax: 0x1007efb,
+        ..Default::default()
+    });
+    let mut e = engine("kvm-6.18", Vendor::Pvm, &h);
+    // Values at vCPU creation.
+    for i in [
+        0x4b56_4d02,
+        0x4b56_4d03,
+        0x4b56_4d04,
+        0x4b56_4d06,
+        0x3b,
+        0x11,
+    ] {
+        assert_eq!(e.msr_read(0, i, G).outcome, val(0), "{i:#x}");
+    }
+    // Reserved bits: async PF 5:4, steal 5:2, PV EOI alignment, ASYNC_PF_INT 63:8.
+    assert_eq!(e.msr_write(0, 0x4b56_4d02, 0x10, G).outcome, GP);
+    assert_eq!(e.msr_write(0, 0x4b56_4d03, 0x4, G).outcome, GP);
+    assert_eq!(e.msr_write(0, 0x4b56_4d04, 0x2, G).outcome, GP);
+    assert_eq!(e.msr_write(0, 0x4b56_4d06, 0x100, G).outcome, GP);
+    // Enabling at a guest address depends on memslots: unmodeled.
+    assert_eq!(e.msr_write(0, 0x4b56_4d04, 0x1001, G).outcome, None);
+    // Stored values read back; the wall clock is VM-wide.
+    write_ok(&mut e, 0x4b56_4d06, 0xec, G);
+    assert_eq!(e.msr_read(0, 0x4b56_4d06, G).outcome, val(0xec));
+    write_ok(&mut e, 0x4b56_4d00, 0x5000, G);
+    assert_eq!(e.msr_read(1, 0x11, G).outcome, val(0x5000));
+}
