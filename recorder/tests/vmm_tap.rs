@@ -116,6 +116,18 @@ fn role() {
             std::thread::sleep(Duration::from_secs(60));
             std::process::exit(0)
         }
+        Ok("recorder-once") => {
+            // Under `strace -f`: the VMM is already traced when the tap tries.
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let mut t = vmm_tap::spawn(&vmm_argv("vmm", "already_traced"), tx).unwrap();
+            let code = t.wait().unwrap().code();
+            println!(
+                "\nTAP-STATUS {code:?} {} {:?}",
+                rx.iter().count(),
+                t.tap_status()
+            );
+            std::process::exit(0)
+        }
         _ => {}
     }
 }
@@ -301,4 +313,41 @@ fn recorder_killed() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = std::fs::remove_file(&out);
+}
+
+#[test]
+fn already_traced() {
+    role();
+    if !require_kvm("already_traced") {
+        return;
+    }
+    // strace -f follows our fork of the VMM before the tap can seize it.
+    let Ok(out) = std::process::Command::new("strace")
+        .args(["-f", "-o", "/dev/null"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "already_traced",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ROLE, "recorder-once")
+        .output()
+    else {
+        println!("already_traced: strace is not installed; nothing to check");
+        return;
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("TAP-STATUS "))
+        .unwrap_or_else(|| {
+            panic!(
+                "no status line: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    // The VMM ran and exited normally, untapped, and the status says why.
+    assert!(line.starts_with("TAP-STATUS Some(7) 0 Off"), "{line}");
+    assert!(line.contains("already traced by pid"), "{line}");
 }

@@ -43,6 +43,10 @@ pub enum CorpusError {
     },
     #[error("cannot bless {trace}: {message}")]
     BlessTrace { trace: String, message: String },
+    /// A trace (or one of its policies) has no usable blessed result: the
+    /// corpus is not set up, which is an error (exit 2), not a regression.
+    #[error("{trace}: {message}")]
+    NotBlessed { trace: String, message: String },
     #[error("cannot write {path}: {source}")]
     WriteExpect {
         path: String,
@@ -137,6 +141,27 @@ pub fn expect_path(trace: &Path) -> PathBuf {
     trace.with_extension("expect.json")
 }
 
+/// How a policy is identified in blessings: a preset or `host` by its name, a
+/// policy file by the SHA-256 of its content, so `../pol/p.toml` from one
+/// directory and `pol/p.toml` from another are the same policy (and an edited
+/// file is another). A file that cannot be read keeps its path as given.
+pub fn policy_key(spec: &str) -> String {
+    if Policy::preset_names().contains(&spec) {
+        return spec.to_string();
+    }
+    use sha2::Digest;
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    match std::fs::File::open(spec).and_then(|f| f.take(1 << 20).read_to_end(&mut bytes)) {
+        Ok(_) => {
+            let d = sha2::Sha256::digest(&bytes);
+            let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+            format!("sha256:{hex}")
+        }
+        Err(_) => format!("path:{spec}"),
+    }
+}
+
 /// One blessed divergence (enough to tell the same divergence again).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExpectedDivergence {
@@ -152,6 +177,10 @@ pub struct ExpectedDivergence {
 pub struct ExpectedPolicy {
     /// As given to bless (preset, `host` or a policy file path).
     pub spec: String,
+    /// [`policy_key`] of `spec` at bless time (older blessings: empty, matched
+    /// by `spec`).
+    #[serde(default)]
+    pub key: String,
     pub name: String,
     pub divergences: u64,
     pub direct: u64,
@@ -166,9 +195,19 @@ pub struct ExpectedPolicy {
 }
 
 impl ExpectedPolicy {
+    /// Whether this blessing is for the policy with key `key` (given as `spec`).
+    fn is_for(&self, key: &str, spec: &str) -> bool {
+        if self.key.is_empty() {
+            self.spec == spec
+        } else {
+            self.key == key
+        }
+    }
+
     fn of(spec: &str, p: &PolicyReport) -> ExpectedPolicy {
         ExpectedPolicy {
             spec: spec.to_string(),
+            key: policy_key(spec),
             name: p.name.clone(),
             divergences: p.divergences,
             direct: p.direct,
@@ -238,19 +277,27 @@ pub fn bless(dir: &Path, specs: &[String]) -> Result<BlessReport, CorpusError> {
             trace: rel.clone(),
             message,
         })?;
+        let ep = expect_path(&path);
+        // Blessings of other policies stay: re-blessing one keeps the rest.
+        let mut policies: Vec<ExpectedPolicy> = match read_expect(&ep) {
+            Ok(old) if old.trace == rel && old.events == rep.events => old.policies,
+            _ => Vec::new(),
+        };
+        for (s, p) in specs.iter().zip(&rep.policies) {
+            let now = ExpectedPolicy::of(s, p);
+            match policies.iter_mut().find(|o| o.is_for(&now.key, s)) {
+                Some(o) => *o = now,
+                None => policies.push(now),
+            }
+        }
         let e = Expectation {
             trace: rel.clone(),
             events: rep.events,
-            policies: specs
-                .iter()
-                .zip(&rep.policies)
-                .map(|(s, p)| ExpectedPolicy::of(s, p))
-                .collect(),
+            policies,
         };
         if e.policies.iter().any(|p| p.divergences > 0) {
             out.with_expected_divergences += 1;
         }
-        let ep = expect_path(&path);
         let json = serde_json::to_string_pretty(&e).unwrap_or_default() + "\n";
         std::fs::write(&ep, json).map_err(|source| CorpusError::WriteExpect {
             path: ep.display().to_string(),
@@ -404,35 +451,56 @@ fn read_expect(path: &Path) -> Result<Expectation, String> {
     })
 }
 
-/// Compare one trace's replay with its blessed result.
-fn verdict(rel: &str, path: &Path, specs: Option<&[String]>) -> Verdict {
-    let expect = match read_expect(&expect_path(path)) {
-        Ok(e) => e,
-        Err(message) => return Verdict::Fail { message },
+/// The blessed results of one trace for `specs` (default: every blessed
+/// policy), as (spec to replay, blessing); a missing or unreadable blessing
+/// is an error naming the trace and the policy.
+fn blessings(
+    rel: &str,
+    path: &Path,
+    specs: Option<&[String]>,
+) -> Result<Vec<(String, ExpectedPolicy)>, CorpusError> {
+    let not_blessed = |message: String| CorpusError::NotBlessed {
+        trace: rel.to_string(),
+        message,
     };
-    let specs: Vec<String> = match specs {
-        Some(s) => s.to_vec(),
-        None => expect.policies.iter().map(|p| p.spec.clone()).collect(),
+    let expect = read_expect(&expect_path(path)).map_err(not_blessed)?;
+    let Some(specs) = specs else {
+        return Ok(expect
+            .policies
+            .into_iter()
+            .map(|p| (p.spec.clone(), p))
+            .collect());
     };
-    let mut blessed = Vec::new();
-    for s in &specs {
-        match expect.policies.iter().find(|p| &p.spec == s) {
-            Some(p) => blessed.push(p),
+    let mut out = Vec::new();
+    for s in specs {
+        let key = policy_key(s);
+        match expect.policies.iter().find(|p| p.is_for(&key, s)) {
+            Some(p) => out.push((s.clone(), p.clone())),
             None => {
-                return Verdict::Fail {
-                    message: format!(
-                        "{rel} has no blessed result for policy {s:?} (blessed: {}); re-bless with it",
-                        expect
-                            .policies
-                            .iter()
-                            .map(|p| p.spec.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
+                let what = if key.starts_with("sha256:") {
+                    format!("policy file {s} (by its content)")
+                } else {
+                    format!("policy {s}")
                 };
+                return Err(not_blessed(format!(
+                    "no blessed result for {what}; blessed: {}; run `kvmtrace corpus bless DIR --policy {s}` (other blessings are kept)",
+                    expect
+                        .policies
+                        .iter()
+                        .map(|p| p.spec.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
             }
         }
     }
+    Ok(out)
+}
+
+/// Compare one trace's replay with its blessed results.
+fn verdict(rel: &str, path: &Path, wanted: &[(String, ExpectedPolicy)]) -> Verdict {
+    let specs: Vec<String> = wanted.iter().map(|(s, _)| s.clone()).collect();
+    let blessed: Vec<&ExpectedPolicy> = wanted.iter().map(|(_, p)| p).collect();
     let rep = match replay_trace(path, rel, &specs) {
         Ok(r) => r,
         Err(message) => return Verdict::Fail { message },
@@ -440,7 +508,10 @@ fn verdict(rel: &str, path: &Path, specs: Option<&[String]>) -> Verdict {
     let mut fails = String::new();
     let mut notes = Vec::new();
     for ((s, want), got) in specs.iter().zip(blessed).zip(&rep.policies) {
-        let now = ExpectedPolicy::of(s, got);
+        let mut now = ExpectedPolicy::of(s, got);
+        // The same policy given by another path, or an old blessing's spec.
+        now.spec.clone_from(&want.spec);
+        now.key.clone_from(&want.key);
         if now == *want {
             if got.divergences > 0 {
                 notes.push(format!("{}: {} divergences", got.name, got.divergences));
@@ -518,10 +589,16 @@ pub fn check_with_progress(
         .filter(|(rel, _)| partition.is_none_or(|p| in_partition(rel, p)))
         .collect();
     let n = selected.len();
+    // Every blessing is looked up before anything runs: a trace or policy
+    // without one is an error, not a failing test case.
+    let mut wanted = Vec::with_capacity(n);
+    for (rel, path) in &selected {
+        wanted.push(blessings(rel, path, specs)?);
+    }
     let mut cases = Vec::new();
-    for (rel, path) in selected {
+    for ((rel, path), wanted) in selected.into_iter().zip(wanted) {
         let t = std::time::Instant::now();
-        let verdict = verdict(&rel, &path, specs);
+        let verdict = verdict(&rel, &path, &wanted);
         progress(cases.len() + 1, n, &rel);
         cases.push(CaseResult {
             trace: rel,

@@ -507,13 +507,18 @@ impl ReplayReport {
         for p in &self.policies {
             let _ = writeln!(
                 o,
-                "{:<24} {:>10} {:>8} {:>10} {:>11} {:>8.2}% {:>7.2}% {:>9}  {}",
+                "{:<24} {:>10} {:>8} {:>10} {:>11} {:>9} {:>7.2}% {:>9}  {}",
                 p.name,
                 p.divergences,
                 p.direct,
                 p.consequent,
                 p.unreachable,
-                p.agreement * 100.0,
+                // Nothing modelled: no agreement to speak of, not 0%.
+                if p.modelled == 0 {
+                    "—".to_string()
+                } else {
+                    format!("{:.2}%", p.agreement * 100.0)
+                },
                 p.coverage * 100.0,
                 p.unmodeled,
                 p.behaviour_summary()

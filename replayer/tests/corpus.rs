@@ -57,12 +57,9 @@ fn bless_then_check() {
     write_mwait_trace(&d.join("sub/b.kvt"), "b");
 
     // Not blessed yet: a clear failure.
-    let r = corpus::check(&d, None, None).unwrap();
-    assert!(!r.passed());
-    match &r.cases[0].verdict {
-        Verdict::Fail { message } => assert!(message.contains("corpus bless"), "{message}"),
-        v => panic!("{v:?}"),
-    }
+    // No blessing is an error (the corpus is not set up), not a failing case.
+    let e = corpus::check(&d, None, None).unwrap_err().to_string();
+    assert!(e.contains("a.kvt") && e.contains("corpus bless"), "{e}");
 
     let specs = vec!["kvm-5.19".to_string(), "kvm-6.18".to_string()];
     let b = corpus::bless(&d, &specs).unwrap();
@@ -84,9 +81,11 @@ fn bless_then_check() {
     );
     assert!(!junit.contains("<failure"));
 
-    // A policy that was not blessed is a failure, not a silent pass.
-    let r = corpus::check(&d, Some(&["kvm-6.0".to_string()]), None).unwrap();
-    assert!(!r.passed());
+    // A policy that was not blessed is an error naming it, never a pass.
+    let e = corpus::check(&d, Some(&["kvm-6.0".to_string()]), None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no blessed result for policy kvm-6.0"), "{e}");
 
     // A regression: kvm-6.18 blessed with a divergence count it no longer has.
     let ep = d.join("a.expect.json");
@@ -122,11 +121,8 @@ fn bless_then_check() {
 
     // A corrupt expect file names the file and position.
     std::fs::write(&ep, "{ not json").unwrap();
-    let r = corpus::check(&d, None, None).unwrap();
-    match &r.cases[0].verdict {
-        Verdict::Fail { message } => assert!(message.contains("a.expect.json:1:"), "{message}"),
-        v => panic!("{v:?}"),
-    }
+    let e = corpus::check(&d, None, None).unwrap_err().to_string();
+    assert!(e.contains("a.expect.json:1:"), "{e}");
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -177,5 +173,44 @@ fn replay_reader_damaged_trace() {
     let mut r = TraceReader::open(&path).unwrap();
     let rep = replay_reader(&mut r, policies(), None, true).unwrap();
     assert!(rep.events > 0 && rep.events < 50_000, "{}", rep.events);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A policy file is one policy whatever path names it; re-blessing one policy
+/// keeps the others' blessings (issue 14, item 11).
+#[test]
+fn policy_files_by_content_and_blessings_per_policy() {
+    let d = tmpdir("corpus-keys");
+    let c = d.join("c");
+    std::fs::create_dir_all(&c).unwrap();
+    write_mwait_trace(&c.join("a.kvt"), "a");
+    std::fs::create_dir_all(d.join("pol")).unwrap();
+    let pol = d.join("pol/p.toml");
+    std::fs::write(&pol, "base = \"kvm-5.19\"\n").unwrap();
+    // Blessed through one path ...
+    let via_dotdot = format!("{}/c/../pol/p.toml", d.display());
+    corpus::bless(&c, &[via_dotdot.clone(), "kvm-6.18".into()]).unwrap();
+    // ... checked through another: the same policy.
+    let direct = pol.display().to_string();
+    let r = corpus::check(&c, Some(std::slice::from_ref(&direct)), None).unwrap();
+    assert!(r.passed(), "{}", r.render());
+    // Re-blessing one policy keeps the other's blessing.
+    corpus::bless(&c, &["kvm-5.10".to_string()]).unwrap();
+    let r = corpus::check(&c, None, None).unwrap();
+    assert_eq!(r.cases.len(), 1);
+    assert!(r.passed(), "{}", r.render());
+    let text = std::fs::read_to_string(c.join("a.expect.json")).unwrap();
+    let e: corpus::Expectation = serde_json::from_str(&text).unwrap();
+    let specs: Vec<&str> = e.policies.iter().map(|p| p.spec.as_str()).collect();
+    assert_eq!(specs, [via_dotdot.as_str(), "kvm-6.18", "kvm-5.10"]);
+    // An edited file is another policy: not blessed.
+    std::fs::write(&pol, "base = \"kvm-6.0\"\n").unwrap();
+    let e = corpus::check(&c, Some(&[direct]), None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no blessed result for policy file"), "{e}");
+    // JUnit carries each case's own time, not a constant zero.
+    let r = corpus::check(&c, Some(&["kvm-6.18".to_string()]), None).unwrap();
+    assert!(r.cases[0].seconds > 0.0);
     let _ = std::fs::remove_dir_all(&d);
 }

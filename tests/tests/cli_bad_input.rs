@@ -503,3 +503,44 @@ fn second_writer_to_one_path_exits_2_naming_the_conflict() {
     assert_eq!(std::fs::read(&inc).unwrap(), b"in progress");
     assert!(!out.exists());
 }
+
+/// `dump FILE -3` as `--help` shows; ranges and vCPUs the trace cannot hold
+/// exit 2 saying so; `--threads 0` and `--iterations` without a loop are
+/// refused.
+#[test]
+fn dump_ranges_and_flags_say_what_is_wrong() {
+    let d = TempDir::new("ranges");
+    let f = synth(&d, "s.kvt", "msr-loop", 100, 0);
+    let f = f.to_str().unwrap();
+    let r = kvmtrace(["dump", f, "-3"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.stdout.lines().count(), 4, "{}", r.stdout);
+    let r = kvmtrace(["dump", f, "5000-6000"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("outside") && r.stderr.contains("seq 0-99"),
+        "{}",
+        r.stderr
+    );
+    let r = kvmtrace(["dump", f, "--vcpu", "7"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("vCPU 7 is not in"), "{}", r.stderr);
+    let r = kvmtrace(["replay", f, "--policy", "host", "--threads", "0"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    let r = kvmtrace([
+        "record",
+        "--scenario",
+        "tour",
+        "--iterations",
+        "5",
+        "-o",
+        "/tmp/x.kvt",
+    ]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("--iterations 5: scenario tour has no loop"),
+        "{}",
+        r.stderr
+    );
+}

@@ -342,3 +342,30 @@ fn policies_check_validates_files_and_reports_positions() {
     assert!(r.stderr.contains("fails.rhai:5:"), "{r:?}");
     assert!(r.stderr.contains("in hook rdmsr"), "{r:?}");
 }
+
+/// Same script, same trace: byte-identical reports, whatever the threads.
+#[test]
+fn script_replays_are_deterministic() {
+    let d = TempDir::new("policy-det");
+    let t = synth(&d, "m.kvt", "mixed", 4000, 2);
+    let run = |threads: &str| {
+        let r = kvmtrace([
+            "replay",
+            t.to_str().unwrap(),
+            "--policy",
+            &example("mce-gp-6.0.rhai"),
+            "--policy",
+            &example("no-deflect-unfilterable.rhai"),
+            "--policy",
+            "kvm-6.0",
+            "--threads",
+            threads,
+            "--json",
+        ]);
+        assert!(r.code == 0 || r.code == 1, "{r:?}");
+        r.stdout
+    };
+    let a = run("1");
+    assert_eq!(a, run("4"));
+    assert_eq!(a, run("1"));
+}

@@ -51,6 +51,9 @@ pub enum Command {
     Export(ExportArgs),
     /// Agreement of `host` and every preset with kernel-decided outcomes.
     Fidelity(FidelityArgs),
+    /// Per diverging behaviour, the first release whose outcome changes, the
+    /// commit, and whether vendor or quirks matter (one multi-policy pass).
+    Bisect(BisectArgs),
     /// Measure the performance figures (ratios from one run).
     Bench(BenchArgs),
     /// Record `tour` and replay it against every preset: the divergence matrix.
@@ -101,8 +104,12 @@ pub struct RecordArgs {
     /// Live policy: a preset, `host`, or a policy file.
     #[arg(long, default_value = "host")]
     pub policy: String,
+    /// How MSR accesses are captured: `intercept` (MSR filter and user-space
+    /// exits: the recorder answers as the live policy) or `observe` (the kernel
+    /// answers; its tracepoints are read from tracefs, needs root).
     #[arg(long, value_enum, default_value = "intercept")]
     pub mode: ModeArg,
+    /// Number of vCPUs (default: the scenario's own; a payload gets 1).
     #[arg(long)]
     pub vcpus: Option<u32>,
     /// Loop count for looping scenarios (msr-loop).
@@ -172,9 +179,9 @@ pub struct ReplayArgs {
     /// Replay the readable prefix of a damaged trace instead of failing.
     #[arg(long)]
     pub salvage_ok: bool,
-    /// Worker threads (output is identical whatever the count).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    /// Worker threads, at least 1 (output is identical whatever the count).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub threads: Option<u64>,
     /// Divergences shown per policy (human report: default 5; --json: default
     /// all); 0 shows all.
     #[arg(long)]
@@ -196,7 +203,9 @@ pub struct DumpArgs {
     pub file: PathBuf,
     #[arg(long)]
     pub json: bool,
-    /// Sequence range like rr: `1000-5000`, `1000-end`, `1000` (one event), `-5000`.
+    /// Sequence range like rr: `1000-5000`, `1000-end`, `1000` (one event),
+    /// `-5000` (up to 5000), `end` (the last event).
+    #[arg(allow_negative_numbers = true)]
     pub range: Option<String>,
     /// Only this vCPU's events.
     #[arg(long)]
@@ -291,4 +300,14 @@ pub struct DemoArgs {
     /// Replay this recording instead of recording `tour` now.
     #[arg(long)]
     pub trace: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BisectArgs {
+    pub file: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+    /// Worker threads (output is identical whatever the count).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }

@@ -15,9 +15,10 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::hidden());
     pb.set_style(
         ProgressStyle::with_template(&format!(
-            "{{elapsed_precise}} [{{bar:40}}] {{human_pos}}/{{human_len}} {what} ({{per_sec}}, eta {{eta}})"
+            "{{elapsed_precise}} [{{bar:40}}] {{human_pos}}/{{human_len}} {what} ({{rate}}, eta {{eta}})"
         ))
         .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key("rate", rate_key)
         .progress_chars("=> "),
     );
     let shown = pb.clone();
@@ -30,6 +31,12 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
         }
     });
     pb
+}
+
+/// `{rate}`: events per second as `5.58 M/s` (indicatif's `{per_sec}` prints
+/// `5,581,143.8403/s`).
+fn rate_key(state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write) {
+    let _ = write!(w, "{}", crate::commands::text::rate(state.per_sec()));
 }
 
 /// A spinner for work of unknown length (corpus runs), on the same terms.

@@ -855,7 +855,11 @@ fn decode_records(
                 .map_err(|e| {
                     rebase(
                         S_BODY,
-                        b.err(format!("{} body does not decode: {e}", kind.name())),
+                        b.err(format!(
+                            "{} body does not decode: {}",
+                            kind.name(),
+                            wire::bincode_why(&e)
+                        )),
                     )
                 })?;
                 if ev.kind() != kind {

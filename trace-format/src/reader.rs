@@ -388,7 +388,7 @@ fn decode_body<T: serde::de::DeserializeOwned, const LIMIT: usize>(
             FormatError::Corrupt {
                 file: name.into(),
                 at,
-                what: format!("the {what} does not decode: {e}"),
+                what: format!("the {what} does not decode: {}", wire::bincode_why(&e)),
             }
         })?;
     Ok(value)
@@ -885,12 +885,19 @@ pub(crate) fn read_footer<R: Read + Seek>(
             return Err(FormatError::Corrupt {
                 file: name.into(),
                 at: fat,
-                what: format!(
-                    "footer index entry {i} (offset {:#x}, {} bytes) does not follow chunk {} ending at {expect:#x}",
-                    c.offset,
-                    c.frame_len(),
-                    i.wrapping_sub(1) as i64
-                ),
+                what: match i {
+                    0 => format!(
+                        "footer index entry 0 (offset {:#x}, {} bytes) does not start at the end of the header ({expect:#x})",
+                        c.offset,
+                        c.frame_len(),
+                    ),
+                    _ => format!(
+                        "footer index entry {i} (offset {:#x}, {} bytes) does not follow chunk {} ending at {expect:#x}",
+                        c.offset,
+                        c.frame_len(),
+                        i - 1
+                    ),
+                },
             });
         }
         expect = c.offset + c.frame_len();

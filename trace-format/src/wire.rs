@@ -50,6 +50,37 @@ pub const MAX_HEADER_BYTES: u64 = 16 << 20;
 /// Limit on the footer length.
 pub const MAX_FOOTER_BYTES: u64 = 64 << 20;
 
+/// A bincode decode error in words (bincode 2 shows its `Debug` form, e.g.
+/// `UnexpectedEnd { additional: 1 }`).
+pub(crate) fn bincode_why(e: &bincode::error::DecodeError) -> String {
+    use bincode::error::DecodeError as D;
+    match e {
+        D::UnexpectedEnd { additional } => {
+            format!("the data ends early (at least {additional} more bytes needed)")
+        }
+        D::LimitExceeded => "a length in the data exceeds the size limit".into(),
+        D::UnexpectedVariant {
+            type_name, found, ..
+        } => {
+            let t = type_name.rsplit("::").next().unwrap_or(type_name);
+            format!("unknown {t} variant {found}")
+        }
+        D::Utf8 { .. } => "a string is not valid UTF-8".into(),
+        D::InvalidBooleanValue(v) => format!("a boolean has the value {v}, not 0 or 1"),
+        D::InvalidCharEncoding(_) => "a character is not valid UTF-8".into(),
+        D::OutsideUsizeRange(v) => format!("a length of {v} is out of range"),
+        D::ArrayLengthMismatch { required, found } => {
+            format!("an array has {found} elements, not {required}")
+        }
+        D::InvalidIntegerType { .. } => "an integer has an invalid varint marker".into(),
+        D::Other(s) => (*s).to_string(),
+        D::OtherString(s) => s.clone(),
+        D::Serde(s) => format!("{s:?}").to_lowercase().replace('_', " "),
+        D::Io { .. } => "the data ends early".into(),
+        _ => "the data is invalid".into(),
+    }
+}
+
 /// CRC checks are off in fuzzing builds (`cargo fuzz` sets `cfg(fuzzing)`), so
 /// that mutated inputs reach decompression and decoding instead of all failing
 /// the checksum. Every other check stays.

@@ -166,6 +166,8 @@ struct Shared {
     configs: Vec<VmConfig>,
     vcpus: Vec<VcpuInfo>,
     caps: Vec<EnabledCap>,
+    /// Process of each VM (index = VM index).
+    vm_pids: Vec<u32>,
     notes: Vec<String>,
     /// Events forwarded.
     events: u64,
@@ -208,6 +210,12 @@ impl Tapped {
     /// (memory slots are not tapped: 0).
     pub fn vm_configs(&self) -> Vec<VmConfig> {
         lock(&self.shared.0).configs.clone()
+    }
+
+    /// The process that created each VM (index = VM index, the `vm` of
+    /// [`TapEvent`]), to match the VMs a tracepoint capture tells apart.
+    pub fn vm_pids(&self) -> Vec<u32> {
+        lock(&self.shared.0).vm_pids.clone()
     }
 
     /// Every vCPU created, in creation order.
@@ -368,6 +376,8 @@ fn read_fd(fd: RawFd, b: &mut [u8]) -> bool {
     true
 }
 
+const SECCOMP_FILTER_FLAG_SPEC_ALLOW: libc::c_ulong = 1 << 2;
+
 /// In the VMM between fork and exec: tell the tap our pid, wait until it has
 /// seized us, then install the filter (only then: a filter without its tracer
 /// would fail the ioctls with ENOSYS) and say how that went.
@@ -385,16 +395,26 @@ fn child_before_exec(c2t: RawFd, t2c: RawFd, program: &[libc::sock_filter]) {
         len: program.len() as u16,
         filter: program.as_ptr().cast_mut(),
     };
+    // SECCOMP_FILTER_FLAG_SPEC_ALLOW: without it the kernel turns on its
+    // seccomp speculation mitigations for the VMM (forced SSBD, IBPB/STIBP
+    // where spectre_v2_user=seccomp), which would slow the VMM for reasons
+    // that have nothing to do with the tap. Kernels before 4.17 lack the flag.
     let install = || {
-        // SAFETY: the kernel copies the program from `prog`, which is valid.
-        unsafe {
-            libc::syscall(
-                libc::SYS_seccomp,
-                1, /* SECCOMP_SET_MODE_FILTER */
-                0,
-                &raw const prog,
-            )
+        for flags in [SECCOMP_FILTER_FLAG_SPEC_ALLOW, 0] {
+            // SAFETY: the kernel copies the program from `prog`, which is valid.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_seccomp,
+                    1, /* SECCOMP_SET_MODE_FILTER */
+                    flags,
+                    &raw const prog,
+                )
+            };
+            if r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+                return r;
+            }
         }
+        -1
     };
     let mut reply = [b'O', 0, 0, 0, 0];
     if install() != 0 {
@@ -618,8 +638,12 @@ fn config(s: &mut Shared, vm: u32) -> &mut VmConfig {
 
 fn fold_vm(s: &mut Shared, msg: VmMsg) {
     match msg {
-        VmMsg::Created { vm, .. } => {
+        VmMsg::Created { vm, pid } => {
             config(s, vm);
+            if s.vm_pids.len() <= vm as usize {
+                s.vm_pids.resize(vm as usize + 1, 0);
+            }
+            s.vm_pids[vm as usize] = pid;
         }
         VmMsg::Vcpu { vm, id, tid } => {
             let c = config(s, vm);

@@ -40,6 +40,12 @@ pub const MAX_CALL_LEVELS: usize = 16;
 /// Distinct rules (hook, line, note) a script may create; later ones share
 /// one rule (reports stay bounded).
 const MAX_RULES: usize = 1024;
+/// Distinct script rules per process (a fuzzer loads many scripts).
+const MAX_RULES_TOTAL: usize = 1 << 16;
+
+/// Every script rule made so far, by what it says: rules are `&'static`, so
+/// they are made once and stay reachable from here.
+static RULES: Mutex<Option<HashMap<RuleKey, &'static Rule>>> = Mutex::new(None);
 
 /// The hooks, by the function name a script defines for each.
 pub const HOOKS: [&str; 8] = [
@@ -66,6 +72,7 @@ pub struct Script {
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct RuleKey {
+    path: String,
     hook: &'static str,
     line: usize,
     because: Option<String>,
@@ -332,39 +339,55 @@ impl Script {
         }
     }
 
-    /// The rule an outcome of `hook` cites (interned, bounded).
+    /// The rule an outcome of `hook` cites: interned process-wide (rules are
+    /// `&'static`; the table keeps them reachable), at most [`MAX_RULES`]
+    /// per script and [`MAX_RULES_TOTAL`] per process.
     fn rule(&self, hook: &'static str, o: &Outcome, what: &str) -> &'static Rule {
         let key = RuleKey {
+            path: self.path.clone(),
             hook,
             line: o.line,
             because: o.because.clone(),
             note: o.note.clone().or_else(|| self.header.note.clone()),
         };
-        let mut rules = match self.rules.lock() {
+        let mut local = match self.rules.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        if let Some(r) = rules.get(&key) {
+        if let Some(r) = local.get(&key) {
             return r;
         }
-        if rules.len() >= MAX_RULES {
+        if local.len() >= MAX_RULES {
             return &TOO_MANY_RULES;
         }
-        let name = match &key.because {
-            Some(b) => format!("{hook} hook: {b}"),
-            None => format!("{hook} hook: {what}"),
+        let mut global = match RULES.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
         };
-        let section = format!("{}:{}", self.path, o.line);
-        let release = key
-            .note
-            .clone()
-            .unwrap_or_else(|| "policy script".to_string());
-        let r: &'static Rule = Box::leak(Box::new(Rule {
-            name: Box::leak(name.into_boxed_str()),
-            section: Box::leak(section.into_boxed_str()),
-            release: Box::leak(release.into_boxed_str()),
-        }));
-        rules.insert(key, r);
+        let table = global.get_or_insert_with(HashMap::new);
+        let r: &'static Rule = match table.get(&key) {
+            Some(r) => r,
+            None if table.len() >= MAX_RULES_TOTAL => return &TOO_MANY_RULES,
+            None => {
+                let name = match &key.because {
+                    Some(b) => format!("{hook} hook: {b}"),
+                    None => format!("{hook} hook: {what}"),
+                };
+                let section = format!("{}:{}", self.path, o.line);
+                let release = key
+                    .note
+                    .clone()
+                    .unwrap_or_else(|| "policy script".to_string());
+                let r: &'static Rule = Box::leak(Box::new(Rule {
+                    name: Box::leak(name.into_boxed_str()),
+                    section: Box::leak(section.into_boxed_str()),
+                    release: Box::leak(release.into_boxed_str()),
+                }));
+                table.insert(key.clone(), r);
+                r
+            }
+        };
+        local.insert(key, r);
         r
     }
 

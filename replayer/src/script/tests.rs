@@ -254,6 +254,11 @@ fn load_errors_name_line_and_column() {
         assert!(m.contains(want), "{text:?}: {m}");
         assert_eq!((l, c), (line, col), "{text:?}: {m}");
     }
+    // Modules (file access) do not exist in the sandbox.
+    let (l, _, _) = err_of(&format!(
+        "{HEAD}fn rdmsr(ctx) {{ }}\nimport \"/etc/passwd\" as p;\n"
+    ));
+    assert_eq!(l, 5);
     // Deep nesting is a parse error, not a stack overflow.
     let deep = format!(
         "{HEAD}fn rdmsr(ctx) {{ {}1{} }}\n",

@@ -49,13 +49,14 @@ pub fn parse_range(s: &str) -> anyhow::Result<Range> {
     }
 }
 
-pub fn run(args: &DumpArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow::Result<i32> {
+pub fn run(args: &DumpArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
     let range = match &args.range {
         Some(r) => parse_range(r)?,
         None => Range::All,
     };
     let mut t = TraceFile::open(&args.file)?;
     let mut last = None;
+    let mut printed = 0u64;
     for rec in t.records() {
         let rec = rec?;
         if let Some(v) = args.vcpu
@@ -81,9 +82,57 @@ pub fn run(args: &DumpArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow
             Range::All => {}
         }
         print_one(out, &rec, args.json)?;
+        printed += 1;
     }
     if let Some(rec) = last {
         print_one(out, &rec, args.json)?;
+        printed += 1;
+    }
+    if printed == 0 {
+        return nothing_shown(&mut t, args, range, err);
+    }
+    Ok(0)
+}
+
+/// Nothing matched: say why. A range or vCPU the trace cannot hold is bad
+/// input (exit 2); a vCPU with no events in a range is a note (exit 0).
+fn nothing_shown(
+    t: &mut TraceFile,
+    args: &DumpArgs,
+    range: Range,
+    err: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    let file = args.file.display();
+    let first = t.reader().chunk_info(0).map(|c| c.first_seq);
+    let last = t.summary().last_seq;
+    let (Some(first), Some(last)) = (first, last) else {
+        bail!("{file} holds no events");
+    };
+    if let Range::Between(lo, hi) = range
+        && (lo > last || hi.is_some_and(|h| h < first))
+    {
+        bail!(
+            "range {} is outside {file}: its events are seq {first}-{last}",
+            args.range.as_deref().unwrap_or("")
+        );
+    }
+    if let Some(v) = args.vcpu {
+        let mut vcpus = std::collections::BTreeSet::new();
+        for rec in t.records() {
+            vcpus.insert(rec?.vcpu);
+        }
+        if !vcpus.contains(&v) {
+            let list: Vec<String> = vcpus.iter().map(u32::to_string).collect();
+            bail!(
+                "vCPU {v} is not in {file}: it has vCPUs {}",
+                list.join(", ")
+            );
+        }
+        writeln!(
+            err,
+            "dump: vCPU {v} has no events in range {} of {file}",
+            args.range.as_deref().unwrap_or("all"),
+        )?;
     }
     Ok(0)
 }

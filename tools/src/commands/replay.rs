@@ -236,7 +236,7 @@ pub fn run(args: &ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
             &args.file,
             &args.policies,
             args.salvage_ok,
-            args.threads,
+            args.threads.map(|t| t as usize),
             sel,
             &mut |pi, d| {
                 if written[pi] >= limit {
@@ -276,7 +276,7 @@ pub fn run(args: &ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
             &args.file,
             &args.policies,
             args.salvage_ok,
-            args.threads,
+            args.threads.map(|t| t as usize),
             sel,
             &mut |_, _| Ok(()),
         )?;

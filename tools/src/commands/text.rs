@@ -1,6 +1,9 @@
 //! Human-readable renderings shared by dump, replay and diff.
 
-use kvmtrace_format::{Event, MsrOutcome, MwaitOutcome, Origin};
+use kvmtrace_format::{
+    AfterShutdown, EndReason, Event, InitSource, IpiMode, LostSource, MsrExitReason, MsrOutcome,
+    MwaitOutcome, Origin, ShutdownCause, UserAnswer,
+};
 
 /// A time relative to the start of a trace, for humans: `12.345678 s`.
 pub fn rel_time(ns: u64) -> String {
@@ -48,9 +51,15 @@ pub fn msr_outcome(o: &MsrOutcome) -> String {
         MsrOutcome::Value(v) => format!("value {v:#x}"),
         MsrOutcome::Ok => "ok".into(),
         MsrOutcome::InjectGp => "inject_gp".into(),
-        MsrOutcome::UserExit { reason, answer } => {
-            format!("user_exit({reason:?}->{answer:?})").to_lowercase()
-        }
+        MsrOutcome::UserExit { reason, answer } => format!(
+            "user_exit({}->{})",
+            exit_reason(*reason),
+            match answer {
+                UserAnswer::Value(v) => format!("value {v:#x}"),
+                UserAnswer::Ok => "ok".into(),
+                UserAnswer::Gp => "gp".into(),
+            }
+        ),
         MsrOutcome::VmFailed { errno } => format!("vm_failed(errno {errno})"),
     }
 }
@@ -60,6 +69,58 @@ pub fn mwait_outcome(o: &MwaitOutcome) -> &'static str {
         MwaitOutcome::Nop => "nop",
         MwaitOutcome::InjectUd => "inject_ud",
         MwaitOutcome::NotIntercepted => "not_intercepted",
+    }
+}
+
+fn exit_reason(r: MsrExitReason) -> &'static str {
+    match r {
+        MsrExitReason::Inval => "inval",
+        MsrExitReason::Unknown => "unknown",
+        MsrExitReason::Filter => "filter",
+    }
+}
+
+/// Where an INIT came from, in words.
+pub fn init_source(s: &InitSource) -> String {
+    match s {
+        InitSource::Ipi { from } => format!("an INIT IPI from vCPU {from}"),
+        InitSource::Shutdown => "a shutdown".into(),
+        InitSource::Host => "the VMM".into(),
+        InitSource::Kernel => "the in-kernel LAPIC".into(),
+    }
+}
+
+fn ipi_mode(m: &IpiMode) -> String {
+    match m {
+        IpiMode::Fixed => "fixed".into(),
+        IpiMode::LowestPriority => "lowest-priority".into(),
+        IpiMode::Smi => "SMI".into(),
+        IpiMode::Nmi => "NMI".into(),
+        IpiMode::Init => "INIT".into(),
+        IpiMode::Sipi => "SIPI".into(),
+        IpiMode::Other(n) => format!("delivery mode {n}"),
+    }
+}
+
+/// Why a vCPU's run ended, in words.
+pub fn end_reason(r: &EndReason) -> String {
+    match r {
+        EndReason::Finished => "finished".into(),
+        EndReason::VmFailed { errno } => format!(
+            "the VM failed (KVM_RUN: {})",
+            std::io::Error::from_raw_os_error(*errno)
+        ),
+        EndReason::Shutdown => "stopped after a shutdown".into(),
+        EndReason::Stopped { why } => format!("stopped: {why}"),
+        EndReason::Error { message } => format!("error: {message}"),
+    }
+}
+
+fn lost_source(s: &LostSource) -> &'static str {
+    match s {
+        LostSource::Channel => "writer channel full",
+        LostSource::Tracefs => "kernel trace ring overrun",
+        LostSource::Import => "malformed import lines",
     }
 }
 
@@ -104,7 +165,19 @@ pub fn describe(e: &Event) -> String {
         }
         Event::Shutdown {
             rip, cause, then, ..
-        } => format!("shutdown rip={rip:#x} {cause:?} then {then:?}").to_lowercase(),
+        } => format!(
+            "shutdown rip={rip:#x} ({}), then {}",
+            match cause {
+                ShutdownCause::TripleFault => "triple fault",
+                ShutdownCause::Other => "other cause",
+            },
+            match then {
+                AfterShutdown::Reset => "reset",
+                AfterShutdown::Init => "init",
+                AfterShutdown::Stop => "stop",
+                AfterShutdown::Resume => "resume",
+            }
+        ),
         Event::Reset { state, .. } => format!(
             "reset rip={:#x} cr0={:#x} rdx={:#x} apic_base={:#x}",
             state.rip,
@@ -118,7 +191,8 @@ pub fn describe(e: &Event) -> String {
             after,
             ..
         } => format!(
-            "init from {source:?}: cr0 {:#x} -> {:#x}, rdx -> {:#x}, rip -> {:#x}",
+            "init from {}: cr0 {:#x} -> {:#x}, rdx -> {:#x}, rip -> {:#x}",
+            init_source(source),
             before.cr0,
             after.cr0,
             after.rdx(),
@@ -128,7 +202,9 @@ pub fn describe(e: &Event) -> String {
             format!("sipi vector {vector:#x}")
         }
         Event::Sipi { from, vector } => format!("sipi from vcpu {from} vector {vector:#x}"),
-        Event::Ipi { dst, vector, mode } => format!("ipi to {dst} vector {vector:#x} {mode:?}"),
+        Event::Ipi { dst, vector, mode } => {
+            format!("ipi to {dst} vector {vector:#x} {}", ipi_mode(mode))
+        }
         Event::Cpuid { entries } => format!("cpuid ({} entries)", entries.len()),
         Event::QuirksDisabled { cap, mask } => {
             format!("quirks disabled (cap {cap}) mask {mask:#x}")
@@ -159,11 +235,22 @@ pub fn describe(e: &Event) -> String {
             if *reinjected { " [reinjected]" } else { "" }
         ),
         Event::Halt => "hlt".into(),
-        Event::RawExit { exit_reason, data } => {
-            format!("raw exit {exit_reason} ({} bytes)", data.len())
+        Event::RawExit { exit_reason, data } => format!(
+            "unhandled exit {} ({} bytes)",
+            kvmtrace_format::kvm_exit_name(*exit_reason)
+                .map_or_else(|| format!("KVM exit {exit_reason}"), str::to_string),
+            data.len()
+        ),
+        Event::Lost { source, count: 0 } => {
+            format!(
+                "LOST an uncounted number of events ({})",
+                lost_source(source)
+            )
         }
-        Event::Lost { source, count } => format!("LOST {count} events ({source:?})"),
-        Event::End { reason } => format!("end {reason:?}"),
+        Event::Lost { source, count } => {
+            format!("LOST {count} events ({})", lost_source(source))
+        }
+        Event::End { reason } => format!("end: {}", end_reason(reason)),
         Event::KernelReset { known } => format!("reset {}", known_state(known)),
         Event::KernelInit { from, known } => format!(
             "init by the in-kernel lapic{} {}",
