@@ -41,6 +41,10 @@ use signal_hook::low_level::siginfo::Cause;
 
 use crate::vmm_tap::{self, TapError, TapEvent, TapStatus};
 
+/// Environment variable (tests): read the capture only when the recording
+/// ends, so a small `--buffer-kb` overruns for certain.
+pub const READ_AT_END_ENV: &str = "KVMTRACE_CAPTURE_READ_AT_END";
+
 /// What to record.
 #[derive(Clone, Debug)]
 pub enum Target {
@@ -459,9 +463,11 @@ pub fn record_external(
         tids: known_tids.clone(),
         follow_forks: true,
         buffer_kb: cfg.buffer_kb,
+        // Test hook: read the ring buffer only at the end, so that a small
+        // buffer overruns for certain (`tools/tests/record_external.rs`).
+        read_while_running: std::env::var_os(READ_AT_END_ENV).is_none(),
         foreign: true,
         record_tgid: true,
-        ..Default::default()
     };
     let mut cap = TracefsCapture::start(&cap_cfg).map_err(ExternalError::Capture)?;
     let instance = cap
