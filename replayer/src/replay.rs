@@ -274,6 +274,9 @@ pub enum ReplayError {
     },
     #[error("cannot build a thread pool of {threads} threads: {message}")]
     ThreadPool { threads: usize, message: String },
+    /// A policy hook (script) failed: that policy's report would be wrong.
+    #[error("{0}")]
+    Hook(#[from] crate::external::HookError),
 }
 
 /// Replay a `.kvt` trace chunk by chunk (decoded once, all policies in one
@@ -309,6 +312,9 @@ pub fn replay_reader_with_progress<R: std::io::Read + std::io::Seek>(
         match reader.read_chunk(i) {
             Ok(recs) => {
                 r.feed(&recs);
+                if let Some(e) = r.hook_error() {
+                    return Err(e.into());
+                }
                 progress(i + 1, reader.chunk_count());
             }
             Err(_) if salvage_ok => break,

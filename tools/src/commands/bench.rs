@@ -153,6 +153,13 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow
     let r = tap_overhead(&scratch.0, args.quick);
     note(err, "tap_overhead_ratio", r, &mut figures, &mut skipped);
 
+    writeln!(
+        err,
+        "bench: wrap mode on QEMU + our guest vs untraced; its .kvt vs perf record of the same events (zstd -3)"
+    )?;
+    let r = super::wrap_bench::bench(&scratch.0, args.quick);
+    note(err, "wrap_overhead_ratio", r, &mut figures, &mut skipped);
+
     let doc = json!({
         "quick": args.quick,
         "figures": figures,

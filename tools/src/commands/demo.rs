@@ -1,6 +1,8 @@
-//! `kvmtrace demo`: record `tour` on this machine (or, without /dev/kvm, take a
-//! bundled recording) and replay it against every preset and `host`, printing
-//! the divergence matrix (policy x behaviour) and the first divergence of each.
+//! `kvmtrace demo`: record what the kernel decides here and replay it against
+//! every preset and `host`, printing the divergence matrix (policy x behaviour)
+//! and the first divergence of each. Three modes, said in the first line: our
+//! guest under QEMU in wrap mode (QEMU installed), `tour` under our own VMM in
+//! observe mode (no QEMU), the bundled QEMU recording (no /dev/kvm).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,9 @@ use kvmtrace_replayer::report::Behaviour;
 
 /// The recording shipped with the sources, replayed where /dev/kvm is missing.
 pub const BUNDLED_TOUR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/tour.kvt");
+/// The demo's recording where /dev/kvm is missing: our guest under QEMU in wrap
+/// mode (the same as `tests/corpus/fidelity/qemu-guest.kvt`).
+pub const BUNDLED_QEMU: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/qemu-guest.kvt");
 
 /// Why /dev/kvm cannot be used here, if it cannot.
 pub fn kvm_unavailable() -> Option<String> {
@@ -42,14 +47,18 @@ fn scratch(tag: &str) -> anyhow::Result<Scratch> {
     Ok(Scratch(p))
 }
 
-fn record_tour(out: &Path, policy: &str) -> anyhow::Result<kvmtrace_recorder::RecordSummary> {
+fn record_tour(
+    out: &Path,
+    policy: &str,
+    mode: kvmtrace_format::CaptureMode,
+) -> anyhow::Result<kvmtrace_recorder::RecordSummary> {
     Ok(kvmtrace_recorder::record(
         &kvmtrace_recorder::RecordConfig {
             scenario: Some("tour".into()),
             payload: None,
             output: out.to_path_buf(),
             policy: policy.into(),
-            mode: kvmtrace_format::CaptureMode::Intercept,
+            mode,
             vcpus: None,
             iterations: None,
             on_full: kvmtrace_recorder::OnFull::Wait,
@@ -58,7 +67,46 @@ fn record_tour(out: &Path, policy: &str) -> anyhow::Result<kvmtrace_recorder::Re
     )?)
 }
 
-/// Which trace the demo replays, and how it was obtained.
+/// `qemu-system-x86_64` on `PATH`.
+pub fn find_qemu() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("qemu-system-x86_64"))
+        .find(|p| p.is_file())
+}
+
+/// Mode 1: our guest under QEMU, recorded in wrap mode (the kernel decides).
+fn record_qemu(qemu: &Path, out: &Path, err: &mut dyn Write) -> anyhow::Result<()> {
+    let guest = std::env::temp_dir().join("kvmtrace-demo-guest.elf");
+    std::fs::write(&guest, kvmtrace_recorder::qemu_guest::build()?)
+        .with_context(|| format!("writing {}", guest.display()))?;
+    let mut argv: Vec<String> = ["kvmtrace", "record", "-o"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    argv.push(out.display().to_string());
+    argv.push("--".into());
+    argv.push(qemu.display().to_string());
+    argv.extend(super::guest::qemu_args(&guest));
+    writeln!(err, "$ kvmtrace {}", argv[1..].join(" "))?;
+    let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(&argv)?;
+    let crate::cli::Command::Record(a) = cli.command else {
+        anyhow::bail!("internal: not a record command");
+    };
+    let code = super::record::run(&a, &mut std::io::sink(), err)?;
+    if code != kvmtrace_recorder::qemu_guest::QEMU_EXIT_OK {
+        anyhow::bail!(
+            "QEMU exited with status {code} (our guest ends it with {})",
+            kvmtrace_recorder::qemu_guest::QEMU_EXIT_OK
+        );
+    }
+    Ok(())
+}
+
+/// Which trace the demo replays, and how it was obtained (said first in the
+/// output): 1. our guest under QEMU in wrap mode; 2. without QEMU, `tour` under
+/// our own VMM in observe mode; 3. without /dev/kvm, the bundled recording. In
+/// 1 and 2 the kernel decided the outcomes the matrix compares the presets with.
 fn pick_trace(
     args: &DemoArgs,
     dir: &Path,
@@ -70,12 +118,32 @@ fn pick_trace(
     match kvm_unavailable() {
         None => {
             // Kept after the demo, so the user can go on with it.
+            if let Some(qemu) = find_qemu() {
+                let out = std::env::temp_dir().join("kvmtrace-demo-qemu.kvt");
+                writeln!(
+                    err,
+                    "QEMU found: recording our guest (`kvmtrace guest qemu`) under QEMU with SeaBIOS, wrap mode ..."
+                )?;
+                match record_qemu(&qemu, &out, err) {
+                    Ok(()) => {
+                        return Ok((
+                            out,
+                            "mode 1 of 3: recorded our guest under QEMU just now in wrap mode (the kernel decided every outcome)".into(),
+                        ));
+                    }
+                    Err(e) => writeln!(
+                        err,
+                        "recording QEMU failed: {e:#}; falling back to our own VMM"
+                    )?,
+                }
+            } else {
+                writeln!(
+                    err,
+                    "qemu-system-x86_64 not found (apt-get install qemu-system-x86 for mode 1); recording our own VMM in observe mode ..."
+                )?;
+            }
             let out = std::env::temp_dir().join("kvmtrace-demo-tour.kvt");
-            writeln!(
-                err,
-                "recording the `tour` scenario on /dev/kvm (live policy host) ..."
-            )?;
-            match record_tour(&out, "host") {
+            match record_tour(&out, "host", kvmtrace_format::CaptureMode::Observe) {
                 Ok(s) => {
                     writeln!(
                         err,
@@ -84,7 +152,10 @@ fn pick_trace(
                         s.run_ns as f64 / 1e9,
                         s.bytes
                     )?;
-                    return Ok((out, "recorded `tour` on this machine just now".into()));
+                    return Ok((
+                        out,
+                        "mode 2 of 3: recorded `tour` under our own VMM just now in observe mode (the kernel decided what it handles)".into(),
+                    ));
                 }
                 Err(e) => writeln!(err, "recording failed: {e:#}; falling back")?,
             }
@@ -94,11 +165,14 @@ fn pick_trace(
             "no usable /dev/kvm here ({why}); replaying a bundled recording instead"
         )?,
     }
-    let bundled = Path::new(BUNDLED_TOUR);
+    let bundled = Path::new(BUNDLED_QEMU);
     if bundled.is_file() && crate::trace_io::verify(bundled).is_ok_and(|r| r.is_ok()) {
         return Ok((
             bundled.to_path_buf(),
-            format!("bundled recording {}", bundled.display()),
+            format!(
+                "mode 3 of 3: bundled recording {} (our guest under QEMU, wrap mode, on the build machine)",
+                bundled.display()
+            ),
         ));
     }
     let out = dir.join("mixed.kvt");
@@ -272,7 +346,7 @@ pub fn offline_vs_live(dir: &Path, quick: bool) -> anyhow::Result<Value> {
         } else {
             dir.join(format!("tour-live-{i}.kvt"))
         };
-        record_tour(&out, p)?;
+        record_tour(&out, p, kvmtrace_format::CaptureMode::Intercept)?;
     }
     let live_s = t.elapsed().as_secs_f64() * policies.len() as f64 / runs as f64;
     // Offline: one decode, 16 lanes; best of 5 (the first run pays for cold
