@@ -42,7 +42,22 @@ fn on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn run_quiet(argv: &[String]) -> anyhow::Result<(f64, i32)> {
+/// CPU seconds (user + system) of this process's waited-for children, from
+/// `/proc/self/stat` (`cutime`, `cstime`; USER_HZ = 100 on Linux).
+fn children_cpu_s() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(13) + tick(14)) / 100.0
+}
+
+/// Wall seconds, CPU seconds (the command and everything it waited for) and
+/// exit code of one run.
+fn run_quiet(argv: &[String]) -> anyhow::Result<(f64, f64, i32)> {
+    let cpu0 = children_cpu_s();
     let t = Instant::now();
     let st = Command::new(&argv[0])
         .args(&argv[1..])
@@ -51,7 +66,12 @@ fn run_quiet(argv: &[String]) -> anyhow::Result<(f64, i32)> {
         .stderr(Stdio::null())
         .status()
         .with_context(|| format!("running {}", argv[0]))?;
-    Ok((t.elapsed().as_secs_f64().max(1e-9), st.code().unwrap_or(-1)))
+    let wall = t.elapsed().as_secs_f64().max(1e-9);
+    Ok((
+        wall,
+        (children_cpu_s() - cpu0).max(0.01),
+        st.code().unwrap_or(-1),
+    ))
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -86,27 +106,30 @@ pub fn bench(dir: &Path, quick: bool) -> anyhow::Result<Value> {
         a
     };
     let pairs = if quick { 1 } else { 3 };
-    let (mut plain, mut traced, mut no_tap) = (Vec::new(), Vec::new(), Vec::new());
+    // [wall, cpu] per variant: untraced, wrap, wrap --no-ioctl-tap.
+    let mut m: [[Vec<f64>; 2]; 3] = Default::default();
     for _ in 0..pairs {
-        for (v, argv) in [
-            (&mut plain, q.clone()),
-            (&mut traced, wrap(true)),
-            (&mut no_tap, wrap(false)),
-        ] {
-            let (s, code) = run_quiet(&argv)?;
+        for (i, argv) in [q.clone(), wrap(true), wrap(false)].iter().enumerate() {
+            let (wall, cpu, code) = run_quiet(argv)?;
             if code != ok {
                 anyhow::bail!("{} exited {code}, not {ok}", argv.join(" "));
             }
-            v.push(s);
+            m[i][0].push(wall);
+            m[i][1].push(cpu);
         }
     }
-    let (plain_s, traced_s, no_tap_s) =
-        (median(&mut plain), median(&mut traced), median(&mut no_tap));
+    let med: Vec<[f64; 2]> = m.iter_mut().map(|[w, c]| [median(w), median(c)]).collect();
+    // Wall time is the target's figure; on a loaded machine (2 cores shared)
+    // CPU time (QEMU, and kvmtrace with it when traced) is the steadier one.
     let mut out = json!({
-        "wrap_overhead_ratio": traced_s / plain_s,
-        "wrap_no_tap_overhead_ratio": no_tap_s / plain_s,
-        "wrap_qemu_untraced_s": plain_s,
-        "wrap_qemu_traced_s": traced_s,
+        "wrap_overhead_ratio": med[1][0] / med[0][0],
+        "wrap_no_tap_overhead_ratio": med[2][0] / med[0][0],
+        "wrap_cpu_overhead_ratio": med[1][1] / med[0][1],
+        "wrap_no_tap_cpu_overhead_ratio": med[2][1] / med[0][1],
+        "wrap_qemu_untraced_s": med[0][0],
+        "wrap_qemu_traced_s": med[1][0],
+        "wrap_qemu_untraced_cpu_s": med[0][1],
+        "wrap_qemu_traced_cpu_s": med[1][1],
         "wrap_runs": pairs,
     });
     // Size: perf record of the same tracepoints on the same run.
@@ -126,7 +149,7 @@ pub fn bench(dir: &Path, quick: bool) -> anyhow::Result<Value> {
     a.extend(perf_events());
     a.push("--".into());
     a.extend(wrap(true));
-    let (_, code) = run_quiet(&a)?;
+    let (_, _, code) = run_quiet(&a)?;
     if code != ok {
         anyhow::bail!("{} exited {code}, not {ok}", a.join(" "));
     }
