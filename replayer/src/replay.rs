@@ -935,8 +935,20 @@ fn explain(policy: &str, d: &Pending, rec: &Record) -> String {
         } => " (host access: never filtered nor deflected)",
         _ => "",
     };
+    // An exit to user space on one side only: the VMM sees the access under
+    // one policy and not under the other, whatever the guest then sees.
+    let vmm_visible = match (&d.recorded, &d.policy) {
+        (OutcomeView::UserExit { .. }, OutcomeView::UserExit { .. }) => "",
+        (OutcomeView::UserExit { .. }, _) => {
+            " (VMM-visible: the access reached the VMM when recorded; under this policy it never leaves the kernel)"
+        }
+        (_, OutcomeView::UserExit { .. }) => {
+            " (VMM-visible: under this policy the access exits to the VMM; when recorded it never did)"
+        }
+        _ => "",
+    };
     format!(
-        "{policy} gives {} where {who} {}: {}{origin}{cause}",
+        "{policy} gives {} where {who} {}: {}{origin}{vmm_visible}{cause}",
         d.policy, d.recorded, d.rule
     )
 }
