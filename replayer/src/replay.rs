@@ -278,6 +278,9 @@ pub enum ReplayError {
     },
     #[error("cannot build a thread pool of {threads} threads: {message}")]
     ThreadPool { threads: usize, message: String },
+    /// A policy hook (script) failed: that policy's report would be wrong.
+    #[error("{0}")]
+    Hook(#[from] crate::external::HookError),
 }
 
 /// Replay a `.kvt` trace chunk by chunk (decoded once, all policies in one
@@ -313,6 +316,9 @@ pub fn replay_reader_with_progress<R: std::io::Read + std::io::Seek>(
         match reader.read_chunk(i) {
             Ok(recs) => {
                 r.feed(&recs);
+                if let Some(e) = r.hook_error() {
+                    return Err(e.into());
+                }
                 progress(i + 1, reader.chunk_count());
             }
             Err(_) if salvage_ok => break,
@@ -933,8 +939,20 @@ fn explain(policy: &str, d: &Pending, rec: &Record) -> String {
         } => " (host access: never filtered nor deflected)",
         _ => "",
     };
+    // An exit to user space on one side only: the VMM sees the access under
+    // one policy and not under the other, whatever the guest then sees.
+    let vmm_visible = match (&d.recorded, &d.policy) {
+        (OutcomeView::UserExit { .. }, OutcomeView::UserExit { .. }) => "",
+        (OutcomeView::UserExit { .. }, _) => {
+            " (VMM-visible: the access reached the VMM when recorded; under this policy it never leaves the kernel)"
+        }
+        (_, OutcomeView::UserExit { .. }) => {
+            " (VMM-visible: under this policy the access exits to the VMM; when recorded it never did)"
+        }
+        _ => "",
+    };
     format!(
-        "{policy} gives {} where {who} {}: {}{origin}{cause}",
+        "{policy} gives {} where {who} {}: {}{origin}{vmm_visible}{cause}",
         d.policy, d.recorded, d.rule
     )
 }

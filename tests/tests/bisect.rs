@@ -90,3 +90,65 @@ fn bisect_of_mce_and_feat_ctl_recordings() {
         assert_eq!(commits, [commit], "{scenario}: {b}");
     }
 }
+
+/// Issue 11 item 8: `synth mixed` outcomes are the policy's (decided by the
+/// VMM), so `fidelity` scores none of them.
+#[test]
+fn synthetic_outcomes_are_not_kernel_measurements() {
+    let d = TempDir::new("synth-labels");
+    let f = synth(&d, "m.kvt", "mixed", 2000, 3);
+    let r = kvmtrace(["fidelity", f.to_str().unwrap(), "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("no kernel-decided outcomes"), "{r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    for p in v["policies"].as_array().unwrap() {
+        assert_eq!(p["outcomes"], 0, "{p}");
+    }
+}
+
+/// Issue 11 item 8: a live policy in observe mode would be ignored: refused.
+#[test]
+fn observe_mode_refuses_a_live_policy() {
+    let d = TempDir::new("observe-policy");
+    let out = d.join("o.kvt");
+    let r = kvmtrace([
+        "record",
+        "--scenario",
+        "mce",
+        "--mode",
+        "observe",
+        "--policy",
+        "kvm-5.10",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("no effect with --mode observe"), "{r:?}");
+}
+
+/// Issue 11 item 8: a recording whose live policy killed the guest says so.
+#[test]
+fn a_recording_whose_policy_killed_the_guest_says_so() {
+    if !require_kvm("tests::a_recording_whose_policy_killed_the_guest_says_so") {
+        return;
+    }
+    let d = TempDir::new("killed");
+    let out = d.join("k.kvt");
+    let r = kvmtrace([
+        "record",
+        "--scenario",
+        "mce",
+        "--policy",
+        "kvm-5.19",
+        "-o",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("ended the guest"), "{r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(
+        v["guest_ended"].as_str().unwrap().contains("vm_failed"),
+        "{v}"
+    );
+}

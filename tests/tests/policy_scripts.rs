@@ -341,6 +341,27 @@ fn policies_check_validates_files_and_reports_positions() {
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("fails.rhai:5:"), "{r:?}");
     assert!(r.stderr.contains("in hook rdmsr"), "{r:?}");
+    // The other commands that replay: the same error, exit 2.
+    let fs = f.to_str().unwrap();
+    let ts = t.to_str().unwrap();
+    let out = d.join("e.json");
+    for args in [
+        vec!["fidelity", ts, "--policy", fs],
+        vec![
+            "export",
+            ts,
+            "--format",
+            "chrome",
+            "--policy",
+            fs,
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    ] {
+        let r = kvmtrace(&args);
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        assert!(r.stderr.contains("fails.rhai:5:"), "{args:?}: {r:?}");
+    }
 }
 
 /// Same script, same trace: byte-identical reports, whatever the threads.

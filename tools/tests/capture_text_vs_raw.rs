@@ -23,7 +23,7 @@ use std::process::Command;
 use kvmtrace_capture::{KvmEvent, LineKind, parse_event, parse_line};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kvmtrace");
-const ITER: &str = "300000";
+const ITER: &str = "1000000";
 /// `O_NONBLOCK` on Linux x86-64.
 const O_NONBLOCK: i32 = 0o4000;
 

@@ -171,6 +171,8 @@ struct Shared {
     notes: Vec<String>,
     /// Events forwarded.
     events: u64,
+    /// CPU time the tap process used, once it has exited.
+    tap_cpu_ns: Option<u64>,
 }
 
 /// A running VMM started by [`spawn`].
@@ -234,10 +236,31 @@ impl Tapped {
         lock(&self.shared.0).notes.clone()
     }
 
+    /// CPU time (user + system) the tap process used, once it has ended
+    /// (after the channel closed): the tap's own cost.
+    pub fn tap_cpu_ns(&self) -> Option<u64> {
+        lock(&self.shared.0).tap_cpu_ns
+    }
+
     /// Events sent so far.
     pub fn events(&self) -> u64 {
         lock(&self.shared.0).events
     }
+}
+
+/// CPU time (user + system) of this process's reaped children so far
+/// (`getrusage(RUSAGE_CHILDREN)`): around a [`spawn`]ed run, the VMM's and the
+/// tap's CPU time (the bench's CPU-time ratio, steadier than wall time on a
+/// busy machine).
+pub fn children_cpu_ns() -> u64 {
+    // SAFETY: rusage is plain integers (all-zero valid); getrusage fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } != 0 {
+        return 0;
+    }
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+    ns(ru.ru_utime) + ns(ru.ru_stime)
 }
 
 fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
@@ -622,10 +645,18 @@ fn read_tap(
         }
         cv.notify_all();
     }
-    drop(tx);
     let mut status = 0;
-    // SAFETY: reaps our own child, the tap process.
-    unsafe { libc::waitpid(tap_pid, &mut status, 0) };
+    // SAFETY: rusage is plain integers (all-zero valid); wait4 reaps our own
+    // child, the tap process, and fills both.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::wait4(tap_pid, &mut status, 0, &mut ru) } == tap_pid {
+        let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+        lock(m).tap_cpu_ns = Some(ns(ru.ru_utime) + ns(ru.ru_stime));
+    }
+    // Last: a caller that waits for the channel to close sees the tap's
+    // figures complete.
+    drop(tx);
 }
 
 fn config(s: &mut Shared, vm: u32) -> &mut VmConfig {

@@ -303,7 +303,9 @@ impl Engine {
             );
         }
 
-        if self.policy.msr.is_empty()
+        // A [[msr]] rule decides its own indices; every other MSR keeps the
+        // unknown-state guard.
+        if !self.policy.msr.iter().any(|r| r.matches(index))
             && super::common::needs_unknown(
                 v,
                 index,

@@ -599,6 +599,9 @@ pub struct CheckSummary {
     pub base: String,
     /// e.g. "wrmsr 0x400-0x47f" or "init".
     pub hooks: Vec<String>,
+    /// A script's header `note` and `provenance`.
+    pub note: Option<String>,
+    pub provenance: Option<String>,
 }
 
 /// Validate a policy file (script or TOML) without a trace: parse, compile
@@ -610,6 +613,8 @@ pub fn check(path: &Path) -> Result<CheckSummary, PolicyError> {
     header.vm.vcpus = 1;
     let shown = path.display().to_string();
     if path.extension().is_some_and(|e| e == "rhai") {
+        let text = read(path)?;
+        let head = header::parse(&text, &shown)?;
         let p = load(path, &header)?;
         let set = p.hooks.set().cloned().unwrap_or_default();
         dry_run(&p, &set, &shown)?;
@@ -642,6 +647,8 @@ pub fn check(path: &Path) -> Result<CheckSummary, PolicyError> {
             name: p.name,
             base: p.base,
             hooks,
+            note: head.note,
+            provenance: head.provenance,
         })
     } else {
         let p = crate::policy_file::load(path, &header)?;
@@ -649,6 +656,8 @@ pub fn check(path: &Path) -> Result<CheckSummary, PolicyError> {
             name: p.name,
             base: p.base,
             hooks: Vec::new(),
+            note: None,
+            provenance: None,
         })
     }
 }

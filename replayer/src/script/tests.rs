@@ -398,3 +398,27 @@ mod fuzzish {
         }
     }
 }
+
+#[test]
+fn event_hooks_decide_mwait_shutdown_and_reset() {
+    let p = parse(
+        "//! base = \"kvm-6.18\"\n//! [hooks]\n//! events = [\"mwait\", \"shutdown\", \"reset\"]\n\
+         fn mwait(ctx) {\n  if ctx.monitor { return nop(); }\n  ud().because(\"MWAIT off\")\n}\n\
+         fn shutdown(ctx) {\n  if ctx.base_outcome == \"resume\" { then(\"init\") }\n}\n\
+         fn reset(ctx) {\n  state(#{ msr_1a0: 0x1800, rdx: 0x806f8 })\n}\n",
+        "t.rhai",
+        "t",
+        &hdr(),
+    )
+    .unwrap();
+    let e = crate::Engine::new(p, &hdr());
+    assert_eq!(e.monitor(0).outcome, Some(MwaitOutcome::Nop));
+    let m = e.mwait(0);
+    assert_eq!(m.outcome, Some(MwaitOutcome::InjectUd));
+    assert_eq!(m.rule.section, "t.rhai:6");
+    assert_eq!(e.shutdown(0).outcome, Some(AfterShutdown::Init));
+    let r = e.reset_state(0).outcome.unwrap();
+    assert_eq!(r.msr(0x1a0), Some(0x1800));
+    assert_eq!(r.rdx(), 0x806f8);
+    assert_eq!(e.hook_error(), None);
+}

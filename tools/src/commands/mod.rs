@@ -20,6 +20,7 @@ pub mod stats;
 pub mod synth;
 pub mod text;
 pub mod verify;
+pub mod wrap_bench;
 
 use std::io::Write;
 
