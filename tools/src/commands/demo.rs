@@ -219,7 +219,10 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow:
         out,
         "  {me} replay {shown} --policy kvm-5.10   # one policy in full"
     )?;
-    writeln!(out, "  {me} dump {shown} | head                 # the events")?;
+    writeln!(
+        out,
+        "  {me} dump {shown} | head                 # the events"
+    )?;
     writeln!(
         out,
         "  {me} policies                            # each preset's switches"
