@@ -395,7 +395,9 @@ where
                 sum.ring_lost = sum.ring_lost.saturating_add(count);
                 let time_ns = last_ts.saturating_sub(base_ts.unwrap_or(last_ts));
                 if vms.is_empty() {
-                    early_lost.1 = early_lost.1.saturating_add(count);
+                    // Carried to the first record of each VM; an uncounted
+                    // loss (`CPU:N [LOST EVENTS]`, count 0) is at least one.
+                    early_lost.1 = early_lost.1.saturating_add(count.max(1));
                 }
                 for (vm, v) in vms.iter_mut().enumerate() {
                     if !selected(&split, select, vm) {

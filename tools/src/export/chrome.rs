@@ -60,9 +60,7 @@ impl<W: Write> ChromeWriter<W> {
                 self.out.write_all(b",")?;
             }
             write!(self.out, "{}:", json_str(k))?;
-            match v {
-                v => write!(self.out, "{}", json_arg(v))?,
-            }
+            write!(self.out, "{}", json_arg(v))?;
         }
         self.out.write_all(b"}")
     }
