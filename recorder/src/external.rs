@@ -41,6 +41,10 @@ use signal_hook::low_level::siginfo::Cause;
 
 use crate::vmm_tap::{self, TapError, TapEvent, TapStatus};
 
+/// Environment variable (tests): read the capture only when the recording
+/// ends, so a small `--buffer-kb` overruns for certain.
+pub const READ_AT_END_ENV: &str = "KVMTRACE_CAPTURE_READ_AT_END";
+
 /// What to record.
 #[derive(Clone, Debug)]
 pub enum Target {
@@ -207,10 +211,16 @@ impl Drop for VmmLock {
     }
 }
 
-/// A VM's open trace.
+/// How long records wait to be merged by time with the ioctl tap's (which
+/// arrive through a pipe, later than the tracepoints' lines).
+const MERGE_WINDOW_NS: u64 = 300_000_000;
+
+/// A VM's trace: records held for the merge window, then written.
 struct VmOut {
     path: PathBuf,
-    writer: TraceWriter<std::io::BufWriter<File>>,
+    writer: Option<TraceWriter<std::io::BufWriter<File>>>,
+    /// (trace-clock time, arrival, vCPU, event), not yet written.
+    held: Vec<(u64, u64, u32, Event)>,
     seq: u64,
     base_ns: u64,
     last_ns: u64,
@@ -218,57 +228,103 @@ struct VmOut {
     records: u64,
 }
 
-/// Per-VM writers, created at each VM's first event.
+/// Per-VM traces, each created at its first flush.
 struct Outs {
     output: PathBuf,
     header: TraceHeader,
     vms: Vec<VmOut>,
+    arrivals: u64,
+    /// The configuration came from the ioctl tap (header `config_source`).
+    tapped_config: Option<Vec<kvmtrace_format::VmConfig>>,
 }
 
 impl Outs {
-    fn push(&mut self, splitter: &VmSplitter, vm: usize, o: Observed) -> Result<(), ExternalError> {
+    fn vm(&mut self, splitter: &VmSplitter, vm: usize) -> &mut VmOut {
         while self.vms.len() <= vm {
             let k = self.vms.len();
-            let path = vm_path(&self.output, k);
-            let v = &splitter.vms[k];
-            let mut header = self.header.clone();
-            header.capture.detail = format!(
-                "{}; VM {k}{}",
-                header.capture.detail,
-                v.tgid.map(|p| format!(" (pid {p})")).unwrap_or_default()
-            );
-            let writer =
-                kvmtrace_format::create(&path, &header).map_err(|source| ExternalError::Write {
-                    path: path.clone(),
-                    source,
-                })?;
             self.vms.push(VmOut {
-                path,
-                writer,
+                path: vm_path(&self.output, k),
+                writer: None,
+                held: Vec::new(),
                 seq: 0,
-                base_ns: v.first_ns,
+                base_ns: 0,
                 last_ns: 0,
-                pid: v.tgid,
+                pid: splitter.vms.get(k).and_then(|v| v.tgid),
                 records: 0,
             });
         }
-        let out = &mut self.vms[vm];
-        let time_ns = o.ts_ns.saturating_sub(out.base_ns);
-        out.last_ns = out.last_ns.max(time_ns);
-        let rec = Record {
-            seq: out.seq,
-            vcpu: o.vcpu,
-            time_ns,
-            event: o.event,
-        };
-        out.seq += 1;
-        out.records += 1;
-        out.writer
-            .push(&rec)
-            .map_err(|source| ExternalError::Write {
-                path: out.path.clone(),
-                source,
-            })
+        &mut self.vms[vm]
+    }
+
+    fn push(&mut self, splitter: &VmSplitter, vm: usize, o: Observed) -> Result<(), ExternalError> {
+        self.hold(splitter, vm, o.ts_ns, o.vcpu, o.event);
+        Ok(())
+    }
+
+    fn hold(&mut self, splitter: &VmSplitter, vm: usize, ts: u64, vcpu: u32, event: Event) {
+        self.arrivals += 1;
+        let a = self.arrivals;
+        self.vm(splitter, vm).held.push((ts, a, vcpu, event));
+    }
+
+    /// Write every held record older than `before` (all with `None`), in
+    /// time order (arrival order among equal times).
+    fn flush(&mut self, before: Option<u64>) -> Result<(), ExternalError> {
+        for (k, out) in self.vms.iter_mut().enumerate() {
+            if out.held.is_empty() {
+                continue;
+            }
+            out.held.sort_by_key(|h| (h.0, h.1));
+            let n = match before {
+                None => out.held.len(),
+                Some(b) => out.held.partition_point(|h| h.0 < b),
+            };
+            if n == 0 {
+                continue;
+            }
+            if out.writer.is_none() {
+                out.base_ns = out.held[0].0;
+                let mut header = self.header.clone();
+                header.capture.detail = format!(
+                    "{}; VM {k}{}",
+                    header.capture.detail,
+                    out.pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+                );
+                if let Some(configs) = &self.tapped_config {
+                    header.config_source = kvmtrace_format::ConfigSource::VmmIoctls;
+                    if let Some(c) = configs.get(k) {
+                        header.vm = c.clone();
+                    }
+                }
+                let w = kvmtrace_format::create(&out.path, &header).map_err(|source| {
+                    ExternalError::Write {
+                        path: out.path.clone(),
+                        source,
+                    }
+                })?;
+                out.writer = Some(w);
+            }
+            let Some(writer) = out.writer.as_mut() else {
+                continue;
+            };
+            for (ts, _, vcpu, event) in out.held.drain(..n) {
+                let time_ns = ts.saturating_sub(out.base_ns);
+                out.last_ns = out.last_ns.max(time_ns);
+                let rec = Record {
+                    seq: out.seq,
+                    vcpu,
+                    time_ns,
+                    event,
+                };
+                out.seq += 1;
+                out.records += 1;
+                writer.push(&rec).map_err(|source| ExternalError::Write {
+                    path: out.path.clone(),
+                    source,
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Each vCPU's `End`, the capture's losses, the footer.
@@ -278,8 +334,12 @@ impl Outs {
         why: &str,
         lost: u64,
     ) -> Result<Vec<VmTrace>, ExternalError> {
+        self.flush(None)?;
         let mut traces = Vec::new();
         for (k, out) in self.vms.iter_mut().enumerate() {
+            let Some(writer) = out.writer.as_mut() else {
+                continue;
+            };
             let vm = &splitter.vms[k];
             let vcpus = vm.vcpu_numbers();
             let mut tail = Vec::new();
@@ -311,12 +371,10 @@ impl Outs {
                 };
                 out.seq += 1;
                 out.records += 1;
-                out.writer
-                    .push(&rec)
-                    .map_err(|source| ExternalError::Write {
-                        path: out.path.clone(),
-                        source,
-                    })?;
+                writer.push(&rec).map_err(|source| ExternalError::Write {
+                    path: out.path.clone(),
+                    source,
+                })?;
             }
             traces.push(VmTrace {
                 path: out.path.clone(),
@@ -328,11 +386,68 @@ impl Outs {
         }
         for out in self.vms {
             let path = out.path.clone();
-            out.writer
-                .finish()
-                .map_err(|source| ExternalError::Write { path, source })?;
+            if let Some(w) = out.writer {
+                w.finish()
+                    .map_err(|source| ExternalError::Write { path, source })?;
+            }
         }
         Ok(traces)
+    }
+}
+
+/// The ioctl tap's events, merged into the VM they belong to: the tap's VM
+/// k of process P is the k-th VM of P the tracepoints showed (both count in
+/// creation order). Events of a VM with no tracepoint event yet wait.
+#[derive(Default)]
+struct TapMerge {
+    /// Per process: the tap's VM indices in order of first event.
+    order: Vec<(u32, Vec<u32>)>,
+    waiting: Vec<TapEvent>,
+    merged: u64,
+    newest: Option<u64>,
+}
+
+impl TapMerge {
+    fn take(
+        &mut self,
+        rx: &crossbeam_channel::Receiver<TapEvent>,
+        splitter: &VmSplitter,
+        outs: &mut Outs,
+    ) {
+        self.waiting.extend(rx.try_iter());
+        let waiting = std::mem::take(&mut self.waiting);
+        for ev in waiting {
+            self.newest = Some(self.newest.map_or(ev.time_ns, |n| n.max(ev.time_ns)));
+            let idx = match self.order.iter().position(|o| o.0 == ev.pid) {
+                Some(i) => i,
+                None => {
+                    self.order.push((ev.pid, Vec::new()));
+                    self.order.len() - 1
+                }
+            };
+            let order = &mut self.order[idx].1;
+            let rank = match order.iter().position(|&v| v == ev.vm) {
+                Some(r) => r,
+                None => {
+                    order.push(ev.vm);
+                    order.len() - 1
+                }
+            };
+            let vm = splitter
+                .vms
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.tgid == Some(ev.pid))
+                .nth(rank)
+                .map(|(i, _)| i);
+            match vm {
+                Some(vm) => {
+                    self.merged += 1;
+                    outs.hold(splitter, vm, ev.time_ns, ev.vcpu.unwrap_or(0), ev.event);
+                }
+                None => self.waiting.push(ev),
+            }
+        }
     }
 }
 
@@ -459,9 +574,11 @@ pub fn record_external(
         tids: known_tids.clone(),
         follow_forks: true,
         buffer_kb: cfg.buffer_kb,
+        // Test hook: read the ring buffer only at the end, so that a small
+        // buffer overruns for certain (`tools/tests/record_external.rs`).
+        read_while_running: std::env::var_os(READ_AT_END_ENV).is_none(),
         foreign: true,
         record_tgid: true,
-        ..Default::default()
     };
     let mut cap = TracefsCapture::start(&cap_cfg).map_err(ExternalError::Capture)?;
     let instance = cap
@@ -497,9 +614,7 @@ pub fn record_external(
             Target::Attach(_) => {
                 "attach mode cannot tap a running VMM's configuration ioctls".into()
             }
-            Target::Wrap(_) => {
-                "wrap mode: the VMM's configuration ioctls are not merged into the trace".into()
-            }
+            Target::Wrap(_) => "wrap mode with the ioctl tap off".into(),
         },
     };
     let header = TraceHeader {
@@ -521,7 +636,10 @@ pub fn record_external(
         output: cfg.output.clone(),
         header,
         vms: Vec::new(),
+        arrivals: 0,
+        tapped_config: None,
     };
+    let mut taps = TapMerge::default();
     let mut splitter = VmSplitter::new(wrap);
     let start = Instant::now();
     let mut tap_events = 0u64;
@@ -567,8 +685,15 @@ pub fn record_external(
                 kvmtrace_capture::KvmEvent::ExitOrEntry { vcpu_id: Some(_) }
             )
         });
+        let newest = raws.iter().map(|r| r.ts_ns).max();
         feed_raws(raws, &mut splitter, &mut outs, Some(&cap), tapped.as_ref())?;
-        tap_events += rx.try_iter().count() as u64;
+        taps.take(&rx, &splitter, &mut outs);
+        if let Some(t) = tapped.as_ref() {
+            outs.tapped_config = (t.tap_status() == TapStatus::Active).then(|| t.vm_configs());
+        }
+        if let Some(n) = newest.or(taps.newest) {
+            outs.flush(Some(n.saturating_sub(MERGE_WINDOW_NS)))?;
+        }
         // `kvm_entry` fires on every entry where it fires at all: once it has
         // named every vCPU thread (none new for a second), it goes off.
         let n: usize = splitter.vms.iter().map(|v| v.vcpu_numbers().len()).sum();
@@ -603,7 +728,8 @@ pub fn record_external(
     for (vm, o) in tail {
         outs.push(&splitter, vm, o)?;
     }
-    tap_events += rx.try_iter().count() as u64;
+    taps.take(&rx, &splitter, &mut outs);
+    tap_events += taps.merged;
     let lost = stats.overrun + stats.overflow + stats.bad_lines;
     let why = match (&stop, &exit) {
         (StopReason::VmmExited, Some(st)) => status_text(st),

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use kvm_bindings::{Msrs, kvm_enable_cap, kvm_msr_entry};
 use kvm_ioctls::{Kvm, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags};
-use kvmtrace_format::{Event, MsrOutcome, Origin};
+use kvmtrace_format::{
+    CaptureInfo, CaptureMode, ConfigSource, Event, KnownState, MsrOutcome, Origin, Record,
+    TraceHeader,
+};
 use kvmtrace_recorder::kvm_check::require_kvm;
 use kvmtrace_recorder::vmm_tap::{self, SpawnOptions, TapEvent, TapStatus};
 
@@ -56,9 +59,17 @@ fn fake_vmm(slow: bool) -> ! {
     vm.create_irq_chip().unwrap();
     let v0 = vm.create_vcpu(0).unwrap();
     let v1 = vm.create_vcpu(1).unwrap();
-    let cpuid = kvm
+    let mut cpuid = kvm
         .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
         .unwrap();
+    // Guest CPUID with VMX (leaf 1 ECX bit 5), so that kernels before 6.2
+    // (FEAT_CTL host writes checked against guest CPUID) accept the
+    // FEAT_CTL write below whatever this host does.
+    for e in cpuid.as_mut_slice() {
+        if e.function == 1 {
+            e.ecx |= 1 << 5;
+        }
+    }
     v0.set_cpuid2(&cpuid).unwrap();
     v1.set_cpuid2(&cpuid).unwrap();
     // TSC accepted; an MSR no kernel knows refused; the last not attempted.
@@ -85,6 +96,9 @@ fn fake_vmm(slow: bool) -> ! {
     // SAFETY: the kernel checks the pointer (it faults, nothing is written).
     let r = unsafe { libc::ioctl(dup, vmm_tap::filter::KVM_SET_MSRS as _, 8usize) };
     assert_eq!(r, -1);
+    // IA32_FEAT_CTL = lock | VMX outside SMX, host-initiated, as QEMU writes
+    // it at vCPU reset: whatever this kernel answers, the tap records it.
+    let _ = v1.set_msrs(&msrs(&[(0x3a, 0x5)]));
     if slow {
         // Keep configuring for a while (the SIGKILL test kills the recorder
         // meanwhile); every call must keep working.
@@ -114,6 +128,18 @@ fn role() {
             println!("\nVMM-PID {} {:?}", t.pid(), t.tap_status());
             let _keep = rx;
             std::thread::sleep(Duration::from_secs(60));
+            std::process::exit(0)
+        }
+        Ok("recorder-once") => {
+            // Under `strace -f`: the VMM is already traced when the tap tries.
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let mut t = vmm_tap::spawn(&vmm_argv("vmm", "already_traced"), tx).unwrap();
+            let code = t.wait().unwrap().code();
+            println!(
+                "\nTAP-STATUS {code:?} {} {:?}",
+                rx.iter().count(),
+                t.tap_status()
+            );
             std::process::exit(0)
         }
         _ => {}
@@ -168,6 +194,7 @@ fn tap_captures_config_and_host_msrs() {
             (Some(0), "msr_write"),
             (Some(1), "msr_read"),
             (Some(1), "msr_read"),
+            (Some(1), "msr_write"),
             (Some(1), "msr_write"),
         ],
         "{events:#?}"
@@ -230,6 +257,74 @@ fn tap_captures_config_and_host_msrs() {
             .any(|n| n.contains("KVM_SET_MSRS") && n.contains("unreadable")),
         "{notes:?}"
     );
+    assert!(matches!(
+        events[10].event,
+        Event::MsrWrite {
+            index: 0x3a,
+            value: 5,
+            origin: Origin::Host,
+            ..
+        }
+    ));
+
+    // Replayed against the presets: `host` agrees with what this kernel
+    // answered for every host access; the report names each difference.
+    let kvm = kvm_ioctls::Kvm::new().unwrap();
+    let header = TraceHeader {
+        host: kvmtrace_recorder::vm::host_info(&kvm).unwrap(),
+        vm: cfg[0].clone(),
+        capture: CaptureInfo {
+            mode: CaptureMode::Observe,
+            ..Default::default()
+        },
+        config_source: ConfigSource::VmmIoctls,
+        ..Default::default()
+    };
+    // Each vCPU starts from RESET (as wrap mode's capture records it from
+    // `KVM_CREATE_VCPU`), then the tapped events.
+    let reset = |vcpu| {
+        (
+            vcpu,
+            0,
+            Event::KernelReset {
+                known: KnownState::UNKNOWN,
+            },
+        )
+    };
+    let records: Vec<Record> = [reset(0), reset(1)]
+        .into_iter()
+        .chain(events.iter().map(|e| {
+            (
+                e.vcpu.unwrap_or(0),
+                e.time_ns - events[0].time_ns,
+                e.event.clone(),
+            )
+        }))
+        .enumerate()
+        .map(|(seq, (vcpu, time_ns, event))| Record {
+            seq: seq as u64,
+            vcpu,
+            time_ns,
+            event,
+        })
+        .collect();
+    let names = ["host", "kvm-5.10", "kvm-6.2", "kvm-6.18"];
+    let policies = names
+        .iter()
+        .map(|p| kvmtrace_replayer::Policy::resolve(p, &header).unwrap())
+        .collect();
+    let mut replay = kvmtrace_replayer::replay::Replay::new(&header, policies).sequential();
+    replay.feed(&records);
+    let text = replay.finish().render(usize::MAX);
+    println!("{text}\nFEAT_CTL: {:?}", events[10].event);
+    let host_line = text.lines().find(|l| l.starts_with("host ")).unwrap();
+    let divergent: u64 = host_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(divergent, 0, "host disagrees with the kernel:\n{text}");
 }
 
 #[test]
@@ -301,4 +396,71 @@ fn recorder_killed() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = std::fs::remove_file(&out);
+}
+
+#[test]
+fn already_traced() {
+    role();
+    if !require_kvm("already_traced") {
+        return;
+    }
+    // strace -f follows our fork of the VMM before the tap can seize it.
+    let Ok(out) = std::process::Command::new("strace")
+        .args(["-f", "-o", "/dev/null"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "already_traced",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ROLE, "recorder-once")
+        .output()
+    else {
+        println!("already_traced: strace is not installed; nothing to check");
+        return;
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("TAP-STATUS "))
+        .unwrap_or_else(|| {
+            panic!(
+                "no status line: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    // The VMM ran and exited normally, untapped, and the status says why.
+    assert!(line.starts_with("TAP-STATUS Some(7) 0 Off"), "{line}");
+    assert!(line.contains("already traced by pid"), "{line}");
+}
+
+#[test]
+fn vmm_behind_a_forking_shell() {
+    role();
+    if !require_kvm("vmm_behind_a_forking_shell") {
+        return;
+    }
+    // `sh -c 'CMD; exit $?'` forks the VMM as its child (then waits): the tap
+    // follows the fork and the exec, and the child's ioctls are captured.
+    let mut argv: Vec<OsString> = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "\"$@\"; exit $?".into(),
+        "sh".into(),
+    ];
+    argv.extend(vmm_argv("vmm", "vmm_behind_a_forking_shell"));
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut t = vmm_tap::spawn(&argv, tx).unwrap();
+    let code = t.wait().unwrap().code();
+    let events: Vec<_> = rx.iter().collect();
+    assert_eq!(code, Some(7));
+    assert_eq!(t.tap_status(), TapStatus::Active);
+    assert_eq!(events.len(), 11, "{events:#?}");
+    assert!(
+        events.iter().all(|e| e.pid != t.pid()),
+        "the ioctls came from the forked child"
+    );
+    let notes = t.notes();
+    assert!(notes.iter().any(|n| n.contains("forked")), "{notes:?}");
 }

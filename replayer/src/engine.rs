@@ -63,6 +63,9 @@ pub struct Engine {
     pub(crate) vcpus: Vec<VcpuState>,
     /// Where a vCPU is dead (`vm_failed`), the seq that killed it.
     pub(crate) dead: Vec<Option<u64>>,
+    /// Per target vCPU: the vector of the last SIPI the trace showed for it
+    /// since its last INIT IPI (`init_prediction_seen`).
+    pub(crate) sipi: Vec<Option<u8>>,
     pub(crate) template: VcpuState,
     /// Initial CPUID from the header, applied to vCPUs created later.
     header_cpuid: Vec<CpuidEntry>,
@@ -113,6 +116,7 @@ impl Engine {
             vm,
             vcpus: Vec::new(),
             dead: Vec::new(),
+            sipi: Vec::new(),
             template,
             header_cpuid: header.vm.cpuid.clone(),
             header_mcg_cap: header.vm.mcg_cap,
@@ -300,15 +304,25 @@ impl Engine {
     /// Fold the configuration and control events (no outcome of their own).
     pub(crate) fn apply_config(&mut self, rec: &Record) {
         match &rec.event {
-            Event::Sipi { .. } => {
+            Event::Sipi { vector, .. } => {
+                self.set_sipi(rec.vcpu, Some(*vector));
                 if let Some(v) = self.vcpu_mut(rec.vcpu) {
                     v.mp_state = 0;
                 }
             }
             Event::Ipi {
+                mode: kvmtrace_format::IpiMode::Sipi,
+                dst,
+                vector,
+            } => self.set_sipi(*dst, Some(*vector)),
+            Event::Ipi {
                 mode: kvmtrace_format::IpiMode::Init,
+                dst,
                 ..
-            } => self.apply_ipi_init(rec.vcpu),
+            } => {
+                self.set_sipi(*dst, None);
+                self.apply_ipi_init(rec.vcpu)
+            }
             Event::Cpuid { entries } => self.set_cpuid(rec.vcpu, entries),
             Event::QuirksDisabled { cap, mask } => self.disable_quirks(*cap, *mask),
             Event::MsrFilter { filter } => self.set_msr_filter(filter),
@@ -319,6 +333,22 @@ impl Engine {
             } => self.kill(rec.vcpu, rec.seq),
             _ => {}
         }
+    }
+
+    fn set_sipi(&mut self, vcpu: u32, vector: Option<u8>) {
+        let i = vcpu as usize;
+        if i >= state::MAX_VCPUS {
+            return;
+        }
+        if self.sipi.len() <= i {
+            self.sipi.resize(i + 1, None);
+        }
+        self.sipi[i] = vector;
+    }
+
+    /// The SIPI vector the trace showed for `vcpu` since its last INIT IPI.
+    pub(crate) fn sipi_seen(&self, vcpu: u32) -> Option<u8> {
+        self.sipi.get(vcpu as usize).copied().flatten()
     }
 
     pub(crate) fn kill(&mut self, vcpu: u32, seq: u64) {

@@ -72,5 +72,6 @@ pub use replay::{
 pub use report::{Divergence, PolicyReport, ReplayReport};
 pub mod diff;
 pub use diff::{DiffReport, diff};
+pub mod bisect;
 pub mod corpus;
 pub mod msr_class;

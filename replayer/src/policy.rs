@@ -615,11 +615,23 @@ impl Policy {
                 return Some(x);
             }
         }
-        d(
+        if let Some(x) = d(
             "advertised_msrs",
             format!("{:?}", self.advertised_msrs),
             format!("{:?}", other.advertised_msrs),
-        )
+        ) {
+            return Some(x);
+        }
+        // Hooks (scripts, out-of-tree policies) are equal only when shared.
+        let hooks = |p: &Policy| match p.hooks.set() {
+            None => "none".to_string(),
+            Some(_) => format!("hooks of {}", p.name),
+        };
+        (self.hooks != other.hooks).then(|| PolicyDifference {
+            field: "hooks".into(),
+            a: hooks(self),
+            b: hooks(other),
+        })
     }
 
     /// A serializable description (for `kvmtrace policies --json`).

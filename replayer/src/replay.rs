@@ -10,7 +10,7 @@ use kvmtrace_format::{
 use rayon::prelude::*;
 
 use crate::engine::{Engine, StatePrediction};
-use crate::model::{Store, compare_state, model_handles};
+use crate::model::{Store, compare_state, model_handles, model_handles_access};
 use crate::policy::Policy;
 use crate::report::{
     Behaviour, Divergence, Ended, OutcomeView, PolicyReport, ReplayReport, Tally, describe_event,
@@ -198,8 +198,12 @@ impl Replay {
         self.interesting.clear();
         for (i, r) in records.iter().enumerate() {
             let skippable = match &r.event {
-                Event::MsrRead { index, outcome, .. } | Event::MsrWrite { index, outcome, .. } => {
+                Event::MsrRead { index, outcome, .. } => {
                     !model_handles(*index) && !matches!(outcome, MsrOutcome::VmFailed { .. })
+                }
+                Event::MsrWrite { index, outcome, .. } => {
+                    !model_handles_access(*index, true)
+                        && !matches!(outcome, MsrOutcome::VmFailed { .. })
                 }
                 _ => false,
             };
@@ -274,6 +278,9 @@ pub enum ReplayError {
     },
     #[error("cannot build a thread pool of {threads} threads: {message}")]
     ThreadPool { threads: usize, message: String },
+    /// A policy hook (script) failed: that policy's report would be wrong.
+    #[error("{0}")]
+    Hook(#[from] crate::external::HookError),
 }
 
 /// Replay a `.kvt` trace chunk by chunk (decoded once, all policies in one
@@ -309,6 +316,9 @@ pub fn replay_reader_with_progress<R: std::io::Read + std::io::Seek>(
         match reader.read_chunk(i) {
             Ok(recs) => {
                 r.feed(&recs);
+                if let Some(e) = r.hook_error() {
+                    return Err(e.into());
+                }
                 progress(i + 1, reader.chunk_count());
             }
             Err(_) if salvage_ok => break,
@@ -929,8 +939,20 @@ fn explain(policy: &str, d: &Pending, rec: &Record) -> String {
         } => " (host access: never filtered nor deflected)",
         _ => "",
     };
+    // An exit to user space on one side only: the VMM sees the access under
+    // one policy and not under the other, whatever the guest then sees.
+    let vmm_visible = match (&d.recorded, &d.policy) {
+        (OutcomeView::UserExit { .. }, OutcomeView::UserExit { .. }) => "",
+        (OutcomeView::UserExit { .. }, _) => {
+            " (VMM-visible: the access reached the VMM when recorded; under this policy it never leaves the kernel)"
+        }
+        (_, OutcomeView::UserExit { .. }) => {
+            " (VMM-visible: under this policy the access exits to the VMM; when recorded it never did)"
+        }
+        _ => "",
+    };
     format!(
-        "{policy} gives {} where {who} {}: {}{origin}{cause}",
+        "{policy} gives {} where {who} {}: {}{origin}{vmm_visible}{cause}",
         d.policy, d.recorded, d.rule
     )
 }

@@ -182,9 +182,24 @@ fn policies_lists_every_preset() {
 
 #[test]
 fn demo_prints_the_divergence_matrix() {
-    // Records `tour` where /dev/kvm works, else replays the bundled recording.
+    // Records our guest under QEMU (wrap mode) where QEMU and /dev/kvm are,
+    // `tour` in observe mode where only /dev/kvm is, else replays the bundled
+    // QEMU recording; the first line says which.
     let r = kvmtrace(["demo"]);
     assert_eq!(r.code, 0, "{r:?}");
+    let first = r.stdout.lines().next().unwrap_or("");
+    let kvm = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    let qemu = kvmtrace_tests::find_qemu().is_some();
+    let mode = match (kvm, qemu) {
+        (true, true) => "mode 1 of 3",
+        (true, false) => "mode 2 of 3",
+        (false, _) => "mode 3 of 3",
+    };
+    assert!(first.contains(mode), "expected {mode}: {first}");
     for p in ["kvm-5.10", "kvm-6.18", "host"] {
         assert!(r.stdout.contains(p), "{p} row missing: {}", r.stdout);
     }
@@ -201,7 +216,24 @@ fn demo_prints_the_divergence_matrix() {
     );
 }
 
-/// The recording `demo` falls back to without /dev/kvm must stay readable.
+/// The recording `demo` replays without /dev/kvm: readable, and `host` agrees
+/// with every outcome the kernel decided in it.
+#[test]
+fn bundled_qemu_recording_is_readable_and_host_agrees() {
+    let bundled = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tools/assets/qemu-guest.kvt"
+    );
+    let r = kvmtrace(["verify", bundled]);
+    assert_eq!(
+        r.code, 0,
+        "re-record: see tests/corpus/fidelity/README.md: {r:?}"
+    );
+    let r = kvmtrace(["replay", bundled, "--policy", "host"]);
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
+/// The recording the one-engine tests replay must stay readable.
 #[test]
 fn bundled_tour_recording_is_readable() {
     let bundled = concat!(env!("CARGO_MANIFEST_DIR"), "/../tools/assets/tour.kvt");

@@ -341,4 +341,52 @@ fn policies_check_validates_files_and_reports_positions() {
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("fails.rhai:5:"), "{r:?}");
     assert!(r.stderr.contains("in hook rdmsr"), "{r:?}");
+    // The other commands that replay: the same error, exit 2.
+    let fs = f.to_str().unwrap();
+    let ts = t.to_str().unwrap();
+    let out = d.join("e.json");
+    for args in [
+        vec!["fidelity", ts, "--policy", fs],
+        vec![
+            "export",
+            ts,
+            "--format",
+            "chrome",
+            "--policy",
+            fs,
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    ] {
+        let r = kvmtrace(&args);
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        assert!(r.stderr.contains("fails.rhai:5:"), "{args:?}: {r:?}");
+    }
+}
+
+/// Same script, same trace: byte-identical reports, whatever the threads.
+#[test]
+fn script_replays_are_deterministic() {
+    let d = TempDir::new("policy-det");
+    let t = synth(&d, "m.kvt", "mixed", 4000, 2);
+    let run = |threads: &str| {
+        let r = kvmtrace([
+            "replay",
+            t.to_str().unwrap(),
+            "--policy",
+            &example("mce-gp-6.0.rhai"),
+            "--policy",
+            &example("no-deflect-unfilterable.rhai"),
+            "--policy",
+            "kvm-6.0",
+            "--threads",
+            threads,
+            "--json",
+        ]);
+        assert!(r.code == 0 || r.code == 1, "{r:?}");
+        r.stdout
+    };
+    let a = run("1");
+    assert_eq!(a, run("4"));
+    assert_eq!(a, run("1"));
 }

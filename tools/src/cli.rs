@@ -51,6 +51,9 @@ pub enum Command {
     Export(ExportArgs),
     /// Agreement of `host` and every preset with kernel-decided outcomes.
     Fidelity(FidelityArgs),
+    /// Per diverging behaviour, the first release whose outcome changes, the
+    /// commit, and whether vendor or quirks matter (one multi-policy pass).
+    Bisect(BisectArgs),
     /// Measure the performance figures (ratios from one run).
     Bench(BenchArgs),
     /// Record `tour` and replay it against every preset: the divergence matrix.
@@ -297,4 +300,14 @@ pub struct DemoArgs {
     /// Replay this recording instead of recording `tour` now.
     #[arg(long)]
     pub trace: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BisectArgs {
+    pub file: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+    /// Worker threads (output is identical whatever the count).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }

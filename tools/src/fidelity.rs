@@ -173,6 +173,10 @@ pub fn score_trace<E: std::fmt::Display>(
             }
         }
         replay.feed(&batch);
+        // A policy script failed: its scores would be wrong (exit 2).
+        if let Some(e) = replay.hook_error() {
+            anyhow::bail!("{e}");
+        }
         for c in classes.iter_mut() {
             for rec in &batch {
                 c.feed(rec);

@@ -19,6 +19,7 @@ mod mwait;
 mod tour;
 mod triple_fault;
 mod x2apic;
+mod x2apic_regs;
 
 use iced_x86::IcedError;
 use kvmtrace_format::{AfterShutdown, Irqchip, MsrFilter};
@@ -218,6 +219,11 @@ const SCENARIOS: &[Entry] = &[
         name: "x2apic-deflect",
         about: "x2APIC MSRs read and written with x2APIC off, then on via APIC base, then off (§4)",
         build: x2apic::spec,
+    },
+    Entry {
+        name: "x2apic-regs",
+        about: "every x2APIC register read and written (legal, illegal), mode switches, PMU, PRED/FLUSH_CMD, PV MSRs",
+        build: x2apic_regs::spec,
     },
     Entry {
         name: "msr-sweep",

@@ -166,9 +166,13 @@ struct Shared {
     configs: Vec<VmConfig>,
     vcpus: Vec<VcpuInfo>,
     caps: Vec<EnabledCap>,
+    /// Process of each VM (index = VM index).
+    vm_pids: Vec<u32>,
     notes: Vec<String>,
     /// Events forwarded.
     events: u64,
+    /// CPU time the tap process used, once it has exited.
+    tap_cpu_ns: Option<u64>,
 }
 
 /// A running VMM started by [`spawn`].
@@ -210,6 +214,12 @@ impl Tapped {
         lock(&self.shared.0).configs.clone()
     }
 
+    /// The process that created each VM (index = VM index, the `vm` of
+    /// [`TapEvent`]), to match the VMs a tracepoint capture tells apart.
+    pub fn vm_pids(&self) -> Vec<u32> {
+        lock(&self.shared.0).vm_pids.clone()
+    }
+
     /// Every vCPU created, in creation order.
     pub fn vcpus(&self) -> Vec<VcpuInfo> {
         lock(&self.shared.0).vcpus.clone()
@@ -226,10 +236,31 @@ impl Tapped {
         lock(&self.shared.0).notes.clone()
     }
 
+    /// CPU time (user + system) the tap process used, once it has ended
+    /// (after the channel closed): the tap's own cost.
+    pub fn tap_cpu_ns(&self) -> Option<u64> {
+        lock(&self.shared.0).tap_cpu_ns
+    }
+
     /// Events sent so far.
     pub fn events(&self) -> u64 {
         lock(&self.shared.0).events
     }
+}
+
+/// CPU time (user + system) of this process's reaped children so far
+/// (`getrusage(RUSAGE_CHILDREN)`): around a [`spawn`]ed run, the VMM's and the
+/// tap's CPU time (the bench's CPU-time ratio, steadier than wall time on a
+/// busy machine).
+pub fn children_cpu_ns() -> u64 {
+    // SAFETY: rusage is plain integers (all-zero valid); getrusage fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } != 0 {
+        return 0;
+    }
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+    ns(ru.ru_utime) + ns(ru.ru_stime)
 }
 
 fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
@@ -368,6 +399,8 @@ fn read_fd(fd: RawFd, b: &mut [u8]) -> bool {
     true
 }
 
+const SECCOMP_FILTER_FLAG_SPEC_ALLOW: libc::c_ulong = 1 << 2;
+
 /// In the VMM between fork and exec: tell the tap our pid, wait until it has
 /// seized us, then install the filter (only then: a filter without its tracer
 /// would fail the ioctls with ENOSYS) and say how that went.
@@ -385,16 +418,26 @@ fn child_before_exec(c2t: RawFd, t2c: RawFd, program: &[libc::sock_filter]) {
         len: program.len() as u16,
         filter: program.as_ptr().cast_mut(),
     };
+    // SECCOMP_FILTER_FLAG_SPEC_ALLOW: without it the kernel turns on its
+    // seccomp speculation mitigations for the VMM (forced SSBD, IBPB/STIBP
+    // where spectre_v2_user=seccomp), which would slow the VMM for reasons
+    // that have nothing to do with the tap. Kernels before 4.17 lack the flag.
     let install = || {
-        // SAFETY: the kernel copies the program from `prog`, which is valid.
-        unsafe {
-            libc::syscall(
-                libc::SYS_seccomp,
-                1, /* SECCOMP_SET_MODE_FILTER */
-                0,
-                &raw const prog,
-            )
+        for flags in [SECCOMP_FILTER_FLAG_SPEC_ALLOW, 0] {
+            // SAFETY: the kernel copies the program from `prog`, which is valid.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_seccomp,
+                    1, /* SECCOMP_SET_MODE_FILTER */
+                    flags,
+                    &raw const prog,
+                )
+            };
+            if r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+                return r;
+            }
         }
+        -1
     };
     let mut reply = [b'O', 0, 0, 0, 0];
     if install() != 0 {
@@ -602,10 +645,18 @@ fn read_tap(
         }
         cv.notify_all();
     }
-    drop(tx);
     let mut status = 0;
-    // SAFETY: reaps our own child, the tap process.
-    unsafe { libc::waitpid(tap_pid, &mut status, 0) };
+    // SAFETY: rusage is plain integers (all-zero valid); wait4 reaps our own
+    // child, the tap process, and fills both.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::wait4(tap_pid, &mut status, 0, &mut ru) } == tap_pid {
+        let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+        lock(m).tap_cpu_ns = Some(ns(ru.ru_utime) + ns(ru.ru_stime));
+    }
+    // Last: a caller that waits for the channel to close sees the tap's
+    // figures complete.
+    drop(tx);
 }
 
 fn config(s: &mut Shared, vm: u32) -> &mut VmConfig {
@@ -618,8 +669,12 @@ fn config(s: &mut Shared, vm: u32) -> &mut VmConfig {
 
 fn fold_vm(s: &mut Shared, msg: VmMsg) {
     match msg {
-        VmMsg::Created { vm, .. } => {
+        VmMsg::Created { vm, pid } => {
             config(s, vm);
+            if s.vm_pids.len() <= vm as usize {
+                s.vm_pids.resize(vm as usize + 1, 0);
+            }
+            s.vm_pids[vm as usize] = pid;
         }
         VmMsg::Vcpu { vm, id, tid } => {
             let c = config(s, vm);

@@ -294,9 +294,13 @@ impl Engine {
 
     /// The INIT prediction for a recorded INIT: an in-kernel INIT followed at
     /// once by a SIPI is read back (at the target's EAGAIN) with the SIPI
-    /// already applied — CS = vector << 8, base vector << 12, RIP 0
-    /// (docs/host-notes.md, recorder probes); the prediction then applies that
-    /// SIPI too and takes mp_state from the recording.
+    /// already applied — CS = vector << 8, base vector << 12, RIP 0, mp_state
+    /// RUNNABLE (docs/host-notes.md, recorder probes); whether the SIPI landed
+    /// before the read-back is a race, so a recorded post-SIPI state selects
+    /// that branch. The vector is the one of the SIPI the trace showed for
+    /// this vCPU (an `Ipi` SIPI or a `Sipi` event); only when the trace shows
+    /// none (an in-kernel LAPIC's SIPI is invisible to the recorder) is the
+    /// recorded vector taken. mp_state is predicted, never copied.
     pub fn init_prediction_seen(
         &self,
         vcpu: u32,
@@ -312,10 +316,12 @@ impl Engine {
             && cs.base == u64::from(cs.selector) << 4
             && cs.selector != 0xf000;
         if post_sipi {
-            p.state.cs.selector = cs.selector;
-            p.state.cs.base = cs.base;
+            let vector = self.sipi_seen(vcpu).unwrap_or((cs.selector >> 8) as u8);
+            p.state.cs.selector = u16::from(vector) << 8;
+            p.state.cs.base = u64::from(vector) << 12;
             p.state.rip = 0;
-            p.state.mp_state = after.mp_state;
+            // KVM_MP_STATE_RUNNABLE after the SIPI.
+            p.state.mp_state = 0;
         }
         p
     }

@@ -51,6 +51,7 @@ prules! {
     SPEC_CTRL_NO_FEATURE = "SPEC_CTRL guest access without guest_has_spec_ctrl_msr (r=1)", "vmx.c/svm.c", "6.0+";
     SPEC_CTRL_VALUE = "SPEC_CTRL holds the value stored (0 at RESET and INIT)", "vmx.c/svm.c", "6.0+";
     SPEC_CTRL_PVM = "vendor pvm: SPEC_CTRL reads 0, writes of bits 0-2 dropped (observe bit-probe, host-notes)", "-", "6.18 pvm";
+    CMD_PVM = "vendor pvm: PRED_CMD/FLUSH_CMD guest writes accepted whatever the value (observe x2apic-regs, host-notes)", "-", "6.18 pvm";
 }
 
 /// `guest_cpu_cap_has` (6.13+: guest CPUID ∩ KVM caps) as far as known:
@@ -273,6 +274,21 @@ impl Engine {
         let unseen = Some((R::Unmodeled, &UNSEEN_CPUID, Store::None));
         let fail = |r| Some((R::Fault, r, Store::None));
         let ok = Some((R::Ok(0), &CMD_WRITE, Store::None));
+        if self.policy.vendor == Vendor::Pvm {
+            // Measured with the feature in the guest CPUID (0, 1, 2, 1 << 63
+            // all accepted): kvm_pvm does not run the x86.c checks. Without
+            // the feature: not measured.
+            let has = if index == 0x49 {
+                cap(c, s, LEAF_7, |x| x.spec_ctrl)
+            } else {
+                cap(c, s, LEAF_7, |x| x.flush_l1d)
+            };
+            return match has {
+                Some(true) if !host => Some((R::Ok(0), &CMD_PVM, Store::None)),
+                None if !host => unseen,
+                _ => None,
+            };
+        }
         if index == 0x49 {
             if !host {
                 let has = any_cap(

@@ -40,6 +40,12 @@ pub const MAX_CALL_LEVELS: usize = 16;
 /// Distinct rules (hook, line, note) a script may create; later ones share
 /// one rule (reports stay bounded).
 const MAX_RULES: usize = 1024;
+/// Distinct script rules per process (a fuzzer loads many scripts).
+const MAX_RULES_TOTAL: usize = 1 << 16;
+
+/// Every script rule made so far, by what it says: rules are `&'static`, so
+/// they are made once and stay reachable from here.
+static RULES: Mutex<Option<HashMap<RuleKey, &'static Rule>>> = Mutex::new(None);
 
 /// The hooks, by the function name a script defines for each.
 pub const HOOKS: [&str; 8] = [
@@ -66,6 +72,7 @@ pub struct Script {
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct RuleKey {
+    path: String,
     hook: &'static str,
     line: usize,
     because: Option<String>,
@@ -332,39 +339,55 @@ impl Script {
         }
     }
 
-    /// The rule an outcome of `hook` cites (interned, bounded).
+    /// The rule an outcome of `hook` cites: interned process-wide (rules are
+    /// `&'static`; the table keeps them reachable), at most [`MAX_RULES`]
+    /// per script and [`MAX_RULES_TOTAL`] per process.
     fn rule(&self, hook: &'static str, o: &Outcome, what: &str) -> &'static Rule {
         let key = RuleKey {
+            path: self.path.clone(),
             hook,
             line: o.line,
             because: o.because.clone(),
             note: o.note.clone().or_else(|| self.header.note.clone()),
         };
-        let mut rules = match self.rules.lock() {
+        let mut local = match self.rules.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        if let Some(r) = rules.get(&key) {
+        if let Some(r) = local.get(&key) {
             return r;
         }
-        if rules.len() >= MAX_RULES {
+        if local.len() >= MAX_RULES {
             return &TOO_MANY_RULES;
         }
-        let name = match &key.because {
-            Some(b) => format!("{hook} hook: {b}"),
-            None => format!("{hook} hook: {what}"),
+        let mut global = match RULES.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
         };
-        let section = format!("{}:{}", self.path, o.line);
-        let release = key
-            .note
-            .clone()
-            .unwrap_or_else(|| "policy script".to_string());
-        let r: &'static Rule = Box::leak(Box::new(Rule {
-            name: Box::leak(name.into_boxed_str()),
-            section: Box::leak(section.into_boxed_str()),
-            release: Box::leak(release.into_boxed_str()),
-        }));
-        rules.insert(key, r);
+        let table = global.get_or_insert_with(HashMap::new);
+        let r: &'static Rule = match table.get(&key) {
+            Some(r) => r,
+            None if table.len() >= MAX_RULES_TOTAL => return &TOO_MANY_RULES,
+            None => {
+                let name = match &key.because {
+                    Some(b) => format!("{hook} hook: {b}"),
+                    None => format!("{hook} hook: {what}"),
+                };
+                let section = format!("{}:{}", self.path, o.line);
+                let release = key
+                    .note
+                    .clone()
+                    .unwrap_or_else(|| "policy script".to_string());
+                let r: &'static Rule = Box::leak(Box::new(Rule {
+                    name: Box::leak(name.into_boxed_str()),
+                    section: Box::leak(section.into_boxed_str()),
+                    release: Box::leak(release.into_boxed_str()),
+                }));
+                table.insert(key.clone(), r);
+                r
+            }
+        };
+        local.insert(key, r);
         r
     }
 
@@ -576,6 +599,9 @@ pub struct CheckSummary {
     pub base: String,
     /// e.g. "wrmsr 0x400-0x47f" or "init".
     pub hooks: Vec<String>,
+    /// A script's header `note` and `provenance`.
+    pub note: Option<String>,
+    pub provenance: Option<String>,
 }
 
 /// Validate a policy file (script or TOML) without a trace: parse, compile
@@ -587,6 +613,8 @@ pub fn check(path: &Path) -> Result<CheckSummary, PolicyError> {
     header.vm.vcpus = 1;
     let shown = path.display().to_string();
     if path.extension().is_some_and(|e| e == "rhai") {
+        let text = read(path)?;
+        let head = header::parse(&text, &shown)?;
         let p = load(path, &header)?;
         let set = p.hooks.set().cloned().unwrap_or_default();
         dry_run(&p, &set, &shown)?;
@@ -619,6 +647,8 @@ pub fn check(path: &Path) -> Result<CheckSummary, PolicyError> {
             name: p.name,
             base: p.base,
             hooks,
+            note: head.note,
+            provenance: head.provenance,
         })
     } else {
         let p = crate::policy_file::load(path, &header)?;
@@ -626,6 +656,8 @@ pub fn check(path: &Path) -> Result<CheckSummary, PolicyError> {
             name: p.name,
             base: p.base,
             hooks: Vec::new(),
+            note: None,
+            provenance: None,
         })
     }
 }

@@ -254,6 +254,11 @@ fn load_errors_name_line_and_column() {
         assert!(m.contains(want), "{text:?}: {m}");
         assert_eq!((l, c), (line, col), "{text:?}: {m}");
     }
+    // Modules (file access) do not exist in the sandbox.
+    let (l, _, _) = err_of(&format!(
+        "{HEAD}fn rdmsr(ctx) {{ }}\nimport \"/etc/passwd\" as p;\n"
+    ));
+    assert_eq!(l, 5);
     // Deep nesting is a parse error, not a stack overflow.
     let deep = format!(
         "{HEAD}fn rdmsr(ctx) {{ {}1{} }}\n",
@@ -392,4 +397,28 @@ mod fuzzish {
             load_and_poke(&s);
         }
     }
+}
+
+#[test]
+fn event_hooks_decide_mwait_shutdown_and_reset() {
+    let p = parse(
+        "//! base = \"kvm-6.18\"\n//! [hooks]\n//! events = [\"mwait\", \"shutdown\", \"reset\"]\n\
+         fn mwait(ctx) {\n  if ctx.monitor { return nop(); }\n  ud().because(\"MWAIT off\")\n}\n\
+         fn shutdown(ctx) {\n  if ctx.base_outcome == \"resume\" { then(\"init\") }\n}\n\
+         fn reset(ctx) {\n  state(#{ msr_1a0: 0x1800, rdx: 0x806f8 })\n}\n",
+        "t.rhai",
+        "t",
+        &hdr(),
+    )
+    .unwrap();
+    let e = crate::Engine::new(p, &hdr());
+    assert_eq!(e.monitor(0).outcome, Some(MwaitOutcome::Nop));
+    let m = e.mwait(0);
+    assert_eq!(m.outcome, Some(MwaitOutcome::InjectUd));
+    assert_eq!(m.rule.section, "t.rhai:6");
+    assert_eq!(e.shutdown(0).outcome, Some(AfterShutdown::Init));
+    let r = e.reset_state(0).outcome.unwrap();
+    assert_eq!(r.msr(0x1a0), Some(0x1800));
+    assert_eq!(r.rdx(), 0x806f8);
+    assert_eq!(e.hook_error(), None);
 }

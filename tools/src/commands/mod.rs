@@ -3,6 +3,7 @@
 //! progress/diagnostics to `err`.
 
 pub mod bench;
+pub mod bisect;
 pub mod corpus;
 pub mod demo;
 pub mod diff;
@@ -19,6 +20,7 @@ pub mod stats;
 pub mod synth;
 pub mod text;
 pub mod verify;
+pub mod wrap_bench;
 
 use std::io::Write;
 
@@ -44,6 +46,7 @@ pub fn run(cmd: Command, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Re
         Command::Export(a) => crate::export::run(&a, out, err),
         Command::Fidelity(a) => crate::fidelity::run(&a, out, err),
         Command::Bench(a) => bench::run(&a, out, err),
+        Command::Bisect(a) => bisect::run(&a, out, err),
         Command::Demo(a) => demo::run(&a, out, err),
         Command::Guest(a) => guest::run(&a, out, err),
     }

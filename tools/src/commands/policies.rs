@@ -177,6 +177,8 @@ fn check(file: &std::path::Path, json: bool, out: &mut dyn Write) -> anyhow::Res
                 "name": s.name,
                 "base": s.base,
                 "hooks": s.hooks,
+                "note": s.note,
+                "provenance": s.provenance,
             }),
         )?;
     } else {
@@ -192,6 +194,9 @@ fn check(file: &std::path::Path, json: bool, out: &mut dyn Write) -> anyhow::Res
                 format!("; hooks: {}", s.hooks.join(", "))
             }
         )?;
+        if let Some(p) = &s.provenance {
+            writeln!(out, "provenance: {p}")?;
+        }
     }
     Ok(0)
 }

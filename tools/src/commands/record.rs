@@ -73,6 +73,15 @@ pub fn run(args: &RecordArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
             anyhow::bail!("--iterations {n}: {what}; it applies to msr-loop");
         }
     }
+    if matches!(args.mode, ModeArg::Observe) && args.policy != "host" {
+        // The kernel decides every outcome in observe mode: a live policy
+        // would be silently ignored.
+        anyhow::bail!(
+            "--policy {} has no effect with --mode observe: the kernel decides every outcome there; record without --policy (or use --mode intercept to let the policy answer live), then replay the recording with --policy {}",
+            args.policy,
+            args.policy
+        );
+    }
     if let Some(p) = &args.payload
         && let Err(e) = std::fs::metadata(p)
     {
@@ -130,12 +139,52 @@ pub fn run(args: &RecordArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
             s.dropped
         )?;
     }
+    let ended = guest_ended(&cfg.output);
+    if let Some(e) = &ended {
+        writeln!(
+            err,
+            "the live policy {} ended the guest: {e}; the recording stops there (replay it with --policy to see what other kernels do)",
+            cfg.policy
+        )?;
+    }
     if args.json {
         let mut v = summary_json(&s);
         v["file"] = serde_json::json!(cfg.output.display().to_string());
+        v["guest_ended"] = serde_json::json!(ended);
         super::write_json(out, &v)?;
     }
     Ok(0)
+}
+
+/// Where the recorded guest died (`vm_failed`: an outcome, or the end
+/// reason), in words; `None` if it did not.
+pub fn guest_ended(path: &std::path::Path) -> Option<String> {
+    use kvmtrace_format::{EndReason, Event, MsrOutcome};
+    let mut r = kvmtrace_format::TraceReader::open(path).ok()?;
+    for rec in r.records() {
+        let rec = rec.ok()?;
+        let errno = match &rec.event {
+            Event::MsrRead {
+                outcome: MsrOutcome::VmFailed { errno },
+                ..
+            }
+            | Event::MsrWrite {
+                outcome: MsrOutcome::VmFailed { errno },
+                ..
+            } => *errno,
+            Event::End {
+                reason: EndReason::VmFailed { errno },
+            } => *errno,
+            _ => continue,
+        };
+        return Some(format!(
+            "#{} vcpu {} {}: vm_failed (KVM_RUN errno {errno})",
+            rec.seq,
+            rec.vcpu,
+            kvmtrace_replayer::report::describe_event(&rec.event)
+        ));
+    }
+    None
 }
 
 /// The recorder's own cost on the vCPU threads, explained.

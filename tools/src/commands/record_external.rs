@@ -5,7 +5,7 @@
 //! Exit status: wrap mode passes the VMM's through (128 + N when a signal N
 //! killed it); attach mode 0; 2 when nothing could be recorded (the command
 //! does not exist or ran no vCPU, the PID is no VMM, tracefs is missing, the
-//! VMM is already recorded).
+//! VMM is already recorded), whatever the VMM's own status.
 
 use std::io::Write;
 use std::time::Duration;
@@ -109,14 +109,9 @@ pub fn run(args: &RecordArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
     }
     let s = match res {
         Ok(s) => s,
-        Err(ExternalError::Nothing { what, exit }) => {
+        Err(ExternalError::Nothing { what, .. }) => {
             writeln!(err, "kvmtrace: error: {what}: nothing recorded")?;
-            // The VMM's own failure code is the more useful one, unless it
-            // succeeded: then "nothing recorded" is the failure.
-            return Ok(match exit.as_ref().map(exit_code) {
-                Some(c) if c != 0 => c,
-                _ => 2,
-            });
+            return Ok(2);
         }
         Err(e) => return Err(e.into()),
     };

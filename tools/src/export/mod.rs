@@ -144,6 +144,9 @@ pub fn export_records<E: std::fmt::Display>(
         let stream = match replay.as_mut() {
             Some(r) => {
                 r.feed(&batch);
+                if let Some(e) = r.hook_error() {
+                    anyhow::bail!("{e}");
+                }
                 r.take_stream()
             }
             None => Vec::new(),

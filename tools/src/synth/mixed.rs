@@ -281,11 +281,10 @@ impl Gen<'_, '_> {
         }
     }
 
-    fn decided(origin: Origin) -> DecidedBy {
-        match origin {
-            Origin::Guest => DecidedBy::Vmm,
-            Origin::Host => DecidedBy::Kernel,
-        }
+    /// Synthetic outcomes are the policy's, never a kernel's measurement
+    /// (`fidelity` scores only kernel-decided outcomes).
+    fn decided(_origin: Origin) -> DecidedBy {
+        DecidedBy::Vmm
     }
 
     fn rdmsr(&mut self, vcpu: u32, index: u32, origin: Origin) -> Result<MsrOutcome, SynthError> {
@@ -404,7 +403,7 @@ impl Gen<'_, '_> {
             vcpu,
             Event::Reset {
                 state: Box::new(state),
-                decided_by: DecidedBy::Kernel,
+                decided_by: DecidedBy::Vmm,
             },
         )
     }
