@@ -272,7 +272,9 @@ struct VmSeq {
     records: u64,
     /// Losses before this VM's first record (sent with it).
     lost_import: u64,
-    lost_ring: u64,
+    /// `[LOST N EVENTS]` before this VM's first record (N may be 0: the
+    /// kernel could not count them).
+    lost_ring: Option<u64>,
 }
 
 /// Import ftrace text holding any number of VMs (`split::VmSplitter`: never
@@ -296,7 +298,7 @@ where
     let mut split = VmSplitter::new(false);
     let mut vms: Vec<VmSeq> = Vec::new();
     // Losses before the first VM: every VM gets them.
-    let mut early_lost = (0u64, 0u64);
+    let mut early_lost: (u64, Option<u64>) = (0, None);
     let mut sum = ImportSummary::default();
     let mut base_ts: Option<u64> = None;
     let mut last_ts = 0u64;
@@ -395,7 +397,7 @@ where
                 sum.ring_lost = sum.ring_lost.saturating_add(count);
                 let time_ns = last_ts.saturating_sub(base_ts.unwrap_or(last_ts));
                 if vms.is_empty() {
-                    early_lost.1 = early_lost.1.saturating_add(count);
+                    early_lost.1 = Some(early_lost.1.unwrap_or(0).saturating_add(count));
                 }
                 for (vm, v) in vms.iter_mut().enumerate() {
                     if !selected(&split, select, vm) {
@@ -604,7 +606,7 @@ fn emit<E>(
     split: &VmSplitter,
     select: Option<VmSelect>,
     vms: &mut Vec<VmSeq>,
-    early_lost: &mut (u64, u64),
+    early_lost: &mut (u64, Option<u64>),
     pending_lost: &mut u64,
     sum: &mut ImportSummary,
     sink: &mut dyn FnMut(usize, Record) -> Result<(), E>,
@@ -646,8 +648,7 @@ where
         sum.records += 1;
         sink(vm, rec).map_err(|e| ImportError::Write(Box::new(e)))
     };
-    if v.lost_ring > 0 {
-        let count = std::mem::take(&mut v.lost_ring);
+    if let Some(count) = v.lost_ring.take() {
         out(
             v,
             o.vcpu,

@@ -434,3 +434,33 @@ fn already_traced() {
     assert!(line.starts_with("TAP-STATUS Some(7) 0 Off"), "{line}");
     assert!(line.contains("already traced by pid"), "{line}");
 }
+
+#[test]
+fn vmm_behind_a_forking_shell() {
+    role();
+    if !require_kvm("vmm_behind_a_forking_shell") {
+        return;
+    }
+    // `sh -c 'CMD; exit $?'` forks the VMM as its child (then waits): the tap
+    // follows the fork and the exec, and the child's ioctls are captured.
+    let mut argv: Vec<OsString> = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "\"$@\"; exit $?".into(),
+        "sh".into(),
+    ];
+    argv.extend(vmm_argv("vmm", "vmm_behind_a_forking_shell"));
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut t = vmm_tap::spawn(&argv, tx).unwrap();
+    let code = t.wait().unwrap().code();
+    let events: Vec<_> = rx.iter().collect();
+    assert_eq!(code, Some(7));
+    assert_eq!(t.tap_status(), TapStatus::Active);
+    assert_eq!(events.len(), 11, "{events:#?}");
+    assert!(
+        events.iter().all(|e| e.pid != t.pid()),
+        "the ioctls came from the forked child"
+    );
+    let notes = t.notes();
+    assert!(notes.iter().any(|n| n.contains("forked")), "{notes:?}");
+}

@@ -81,6 +81,9 @@ pub struct Engine {
     pub(crate) hooks: crate::external::EngineHooks,
     /// The header says which irqchip the VM has (an import may not).
     pub(crate) header_irqchip_known: bool,
+    /// A `KernelInit` was seen: the capture reports each accepted INIT per
+    /// target, so sender-side `Ipi` INITs are not needed (`model::lapic`).
+    pub(crate) kernel_inits_seen: bool,
 }
 
 impl Engine {
@@ -124,6 +127,7 @@ impl Engine {
             supported: state::CpuidBits::from_entries(&header.host.supported_cpuid),
             hooks: Default::default(),
             header_irqchip_known: header.vm.irqchip.is_some(),
+            kernel_inits_seen: false,
         };
         // The scenario's configuration, in the order a VMM applies it: quirks,
         // user-space MSR mask and filter (VM ioctls), then per vCPU CPUID and MCE.
@@ -323,6 +327,7 @@ impl Engine {
                 self.set_sipi(*dst, None);
                 self.apply_ipi_init(rec.vcpu)
             }
+            Event::KernelInit { from, known } => self.apply_kernel_init(rec.vcpu, *from, known),
             Event::Cpuid { entries } => self.set_cpuid(rec.vcpu, entries),
             Event::QuirksDisabled { cap, mask } => self.disable_quirks(*cap, *mask),
             Event::MsrFilter { filter } => self.set_msr_filter(filter),

@@ -10,7 +10,7 @@ use kvmtrace_format::{
 use rayon::prelude::*;
 
 use crate::engine::{Engine, StatePrediction};
-use crate::model::{Store, compare_state, model_handles};
+use crate::model::{Store, compare_state, model_handles, model_handles_access};
 use crate::policy::Policy;
 use crate::report::{
     Behaviour, Divergence, Ended, OutcomeView, PolicyReport, ReplayReport, Tally, describe_event,
@@ -198,8 +198,12 @@ impl Replay {
         self.interesting.clear();
         for (i, r) in records.iter().enumerate() {
             let skippable = match &r.event {
-                Event::MsrRead { index, outcome, .. } | Event::MsrWrite { index, outcome, .. } => {
+                Event::MsrRead { index, outcome, .. } => {
                     !model_handles(*index) && !matches!(outcome, MsrOutcome::VmFailed { .. })
+                }
+                Event::MsrWrite { index, outcome, .. } => {
+                    !model_handles_access(*index, true)
+                        && !matches!(outcome, MsrOutcome::VmFailed { .. })
                 }
                 _ => false,
             };

@@ -248,6 +248,21 @@ impl Tapped {
     }
 }
 
+/// CPU time (user + system) of this process's reaped children so far
+/// (`getrusage(RUSAGE_CHILDREN)`): around a [`spawn`]ed run, the VMM's and the
+/// tap's CPU time (the bench's CPU-time ratio, steadier than wall time on a
+/// busy machine).
+pub fn children_cpu_ns() -> u64 {
+    // SAFETY: rusage is plain integers (all-zero valid); getrusage fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } != 0 {
+        return 0;
+    }
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+    ns(ru.ru_utime) + ns(ru.ru_stime)
+}
+
 fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
     shared.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -423,7 +423,7 @@ impl Engine {
     /// xAPIC sender (MMIO ICR) the shorthand and level are not in the event:
     /// every vCPU is a possible target.
     pub(crate) fn apply_ipi_init(&mut self, src: u32) {
-        if !self.lapic_on() {
+        if !self.lapic_on() || self.kernel_inits_seen {
             return;
         }
         let v = self.vcpu_state(src);
@@ -432,6 +432,28 @@ impl Engine {
         }
         for t in 0..self.vcpus.len() as u32 {
             self.deliver_init(t, false);
+        }
+    }
+
+    /// A capture's `KernelInit` (`kvm_apic_accept_irq`, de-asserts already
+    /// dropped): the target processes it when it next runs, so its state is
+    /// unknown unless it INITed itself; registers the capture saw are taken.
+    pub(crate) fn apply_kernel_init(
+        &mut self,
+        vcpu: u32,
+        from: Option<u32>,
+        known: &kvmtrace_format::KnownState,
+    ) {
+        self.kernel_inits_seen = true;
+        if !self.lapic_on() {
+            return;
+        }
+        self.deliver_init(vcpu, from == Some(vcpu));
+        if let Some(base) = known.apic_base
+            && let Some(v) = self.vcpu_mut(vcpu)
+        {
+            v.apic_base = base;
+            v.unknown &= !U_APIC_BASE;
         }
     }
 

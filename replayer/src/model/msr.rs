@@ -194,6 +194,13 @@ pub(crate) const fn model_handles(index: u32) -> bool {
         || super::pv::handles(index)
 }
 
+/// [`model_handles`] for one access: a guest IA32_TSC write also matters
+/// (it moves TSC_ADJUST, `model::pv`), a read of it never does (the replay
+/// fast path skips those).
+pub(crate) const fn model_handles_access(index: u32, write: bool) -> bool {
+    model_handles(index) || (write && index == 0x10)
+}
+
 /// A prediction whose rule stays a reference to its const until a report
 /// needs a copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -114,7 +114,7 @@ impl Engine {
         write: Option<u64>,
         host: bool,
     ) -> Option<(R, RuleRef, Store)> {
-        if !self.policy.switches.msr_tables || !handles(index) {
+        if !self.policy.switches.msr_tables || !(handles(index) || index == 0x10) {
             return None;
         }
         let f = v.cpuid.kvm_pv_features;

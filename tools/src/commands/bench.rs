@@ -414,8 +414,9 @@ pub fn tap_overhead(dir: &Path, quick: bool) -> anyhow::Result<Value> {
         ),
     };
     let mut cpu_ns = 0u64;
-    let mut run = |tap: bool| -> anyhow::Result<(f64, u64)> {
+    let mut run = |tap: bool| -> anyhow::Result<(f64, f64, u64)> {
         let (tx, rx) = crossbeam_channel::unbounded();
+        let c0 = vmm_tap::children_cpu_ns();
         let t0 = Instant::now();
         let mut t = vmm_tap::spawn_with(&argv, tx, SpawnOptions { tap })?;
         if tap && t.tap_status() != TapStatus::Active {
@@ -425,18 +426,24 @@ pub fn tap_overhead(dir: &Path, quick: bool) -> anyhow::Result<Value> {
         let wall = secs(t0);
         let events = rx.iter().count() as u64;
         cpu_ns += t.tap_cpu_ns().unwrap_or(0);
+        // After the channel closed the tap is reaped too: VMM + tap.
+        let cpu = vmm_tap::children_cpu_ns().saturating_sub(c0) as f64 / 1e9;
         if !status.success() && vmm == "kvmtrace-record" {
             anyhow::bail!("{vmm} failed: {status}");
         }
-        Ok((wall, events))
+        Ok((wall, cpu, events))
     };
     let pairs = if quick { 1 } else { 5 };
     let (mut on, mut off, mut events) = (Vec::new(), Vec::new(), 0);
+    let (mut cpu_on, mut cpu_off) = (Vec::new(), Vec::new());
     for _ in 0..pairs {
-        let (w, n) = run(true)?;
+        let (w, c, n) = run(true)?;
         on.push(w);
+        cpu_on.push(c);
         events = n;
-        off.push(run(false)?.0);
+        let (w, c, _) = run(false)?;
+        off.push(w);
+        cpu_off.push(c);
     }
     let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
     let min_ratio = min(&on) / min(&off).max(1e-9);
@@ -445,6 +452,9 @@ pub fn tap_overhead(dir: &Path, quick: bool) -> anyhow::Result<Value> {
         "tap_overhead_ratio": on_s / off_s.max(1e-9),
         // Fastest against fastest: the least disturbed by a busy machine.
         "tap_overhead_ratio_min": min_ratio,
+        // CPU time of VMM + tap against the VMM alone (medians): steadier
+        // than wall time where other jobs share the cores.
+        "tap_cpu_ratio": median(&mut cpu_on) / median(&mut cpu_off).max(1e-9),
         // The tap process's own CPU time per run (what it costs directly).
         "tap_cpu_ms_per_run": cpu_ns as f64 / 1e6 / pairs as f64,
         "tap_on_s": on_s,

@@ -207,3 +207,34 @@ fn leaving_x2apic_forgets_registers() {
     assert_eq!(wr(&mut e, 0, 0x1b, 0xfee0_0d00), OK);
     assert_eq!(rd(&e, 0, 0x80f), None);
 }
+
+#[test]
+fn kernel_init_from_a_capture() {
+    let mut e = x2_engine();
+    assert_eq!(wr(&mut e, 1, 0x80f, 0x1ff), OK);
+    // kvm_apic_accept_irq INIT for vCPU 1 from vCPU 0, registers not seen.
+    e.apply(&Record {
+        seq: 9,
+        vcpu: 1,
+        time_ns: 9,
+        event: Event::KernelInit {
+            from: Some(0),
+            known: KnownState::UNKNOWN,
+        },
+    });
+    assert_eq!(rd(&e, 1, 0x80f), None);
+    assert_eq!(rd(&e, 1, 0x1b), None);
+    assert_eq!(rd(&e, 0, 0x1b), val(0xfee0_0d00));
+    // Later sender-side INIT IPIs are left to the KernelInit events.
+    e.apply(&Record {
+        seq: 10,
+        vcpu: 0,
+        time_ns: 10,
+        event: Event::Ipi {
+            dst: 1,
+            vector: 0,
+            mode: IpiMode::Init,
+        },
+    });
+    assert_eq!(rd(&e, 0, 0x1b), val(0xfee0_0d00));
+}
