@@ -72,6 +72,9 @@ pub struct Engine {
     header_mcg_cap: Option<u64>,
     /// The trace was imported from kernel text (unknown start state).
     pub(crate) imported: bool,
+    /// The ioctl tap saw the VMM's configuration and MSR ioctls from its start
+    /// (`ConfigSource::VmmIoctls`): its host MSR writes are all in the trace.
+    pub(crate) vmm_msrs_seen: bool,
     /// `KVM_GET_SUPPORTED_CPUID` from the header: a feature KVM does not
     /// support is absent for the guest whatever its CPUID (6.13+ cpu_caps =
     /// guest CPUID ∩ KVM caps), which decides CPUID-gated MSRs when the guest
@@ -124,6 +127,7 @@ impl Engine {
             header_cpuid: header.vm.cpuid.clone(),
             header_mcg_cap: header.vm.mcg_cap,
             imported,
+            vmm_msrs_seen: header.config_source == kvmtrace_format::ConfigSource::VmmIoctls,
             supported: state::CpuidBits::from_entries(&header.host.supported_cpuid),
             hooks: Default::default(),
             header_irqchip_known: header.vm.irqchip.is_some(),
@@ -440,6 +444,8 @@ impl Engine {
     pub(crate) fn setup_mce(&mut self, vcpu: u32, mcg_cap: u64) {
         if let Some(v) = self.vcpu_mut(vcpu) {
             setup_mce_on(v, mcg_cap);
+            // The recording saw the ioctl succeed: what it set is known.
+            crate::model::on_setup_mce(v);
         }
     }
 }

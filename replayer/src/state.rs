@@ -250,6 +250,9 @@ pub struct VcpuState {
     /// MCi_CTL/STATUS/ADDR/MISC, 4 per bank.
     pub mce_banks: [u64; MAX_MCE_BANKS * 4],
     pub mci_ctl2: [u64; MAX_MCE_BANKS],
+    /// The MCi_* registers (bit = offset from MC0_CTL) whose value the model
+    /// knows while `unknown` has `U_BANKS` (`model::host`).
+    pub mce_known: u128,
     pub cpuid: CpuidBits,
     /// The guest CPUID entries known so far (at most `MAX_CPUID_ENTRIES`).
     pub cpuid_entries: Vec<CpuidEntry>,
@@ -310,6 +313,7 @@ impl VcpuState {
             mcg_ext_ctl: 0,
             mce_banks: [0; MAX_MCE_BANKS * 4],
             mci_ctl2: [0; MAX_MCE_BANKS],
+            mce_known: 0,
             cpuid: CpuidBits {
                 maxphyaddr: 36,
                 leaves: LEAF_ALL,

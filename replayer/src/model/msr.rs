@@ -149,6 +149,7 @@ impl Store {
                 if let Some(b) = v.mce_banks.get_mut(i) {
                     *b = x;
                 }
+                super::host::on_bank_store(v, i);
             }
             Store::Ctl2(i, x) => {
                 if let Some(b) = v.mci_ctl2.get_mut(i) {
@@ -316,6 +317,7 @@ impl Engine {
                 self.policy.vendor == Vendor::Intel,
                 self.vm.irqchip_known,
             )
+            && !super::host::known_despite_unknown(v, index, value)
         {
             return (MsrPrediction::unmodeled(), Store::None);
         }
