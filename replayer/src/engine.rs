@@ -171,6 +171,7 @@ impl Engine {
     fn configured_vcpu(&self, id: u32) -> VcpuState {
         let mut v = VcpuState::created(id, misc_enable_at_reset(&self.policy), self.vm.irqchip);
         if self.imported {
+            v.id_known = false;
             v.spec_ctrl = None;
             v.pv = crate::model::PvRegs::default();
             v.regs_known = 0;
@@ -336,6 +337,15 @@ impl Engine {
                 self.apply_ipi_init(rec.vcpu)
             }
             Event::KernelInit { from, known } => self.apply_kernel_init(rec.vcpu, *from, known),
+            Event::VcpuThread { identity, .. }
+                if *identity != kvmtrace_format::VcpuIdentity::FirstSeen =>
+            {
+                // The capture tied this thread to its vCPU from the VMM or the
+                // kernel: the trace's vCPU number is the vcpu_id.
+                if let Some(v) = self.vcpu_mut(rec.vcpu) {
+                    v.id_known = true;
+                }
+            }
             Event::Cpuid { entries } => self.set_cpuid(rec.vcpu, entries),
             Event::QuirksDisabled { cap, mask } => self.disable_quirks(*cap, *mask),
             Event::MsrFilter { filter } => self.set_msr_filter(filter),

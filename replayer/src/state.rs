@@ -238,6 +238,10 @@ impl CpuidBits {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VcpuState {
     pub id: u32,
+    /// `id` is the vCPU's `vcpu_id` (x2APIC ID): false in a capture whose thread
+    /// -> vCPU mapping was a guess (`VcpuIdentity::FirstSeen`, or text with no
+    /// `VcpuThread` record), until a read of the x2APIC ID teaches it.
+    pub id_known: bool,
     pub misc_enable: u64,
     pub feat_ctl: u64,
     pub hwcr: u64,
@@ -304,6 +308,7 @@ impl VcpuState {
     pub fn created(id: u32, misc_enable_reset: u64, irqchip: Irqchip) -> VcpuState {
         VcpuState {
             id,
+            id_known: true,
             misc_enable: misc_enable_reset,
             feat_ctl: 0,
             hwcr: 0,

@@ -190,6 +190,9 @@ impl Engine {
         };
         let un = (R::Unmodeled, &crate::rules::UNMODELED);
         Some(match reg {
+            // ID and LDR need the vcpu_id: learned from a read where the
+            // capture only guessed which thread is which vCPU.
+            0x20 | 0xd0 if !v.id_known => un,
             0x20 => (R::Ok(u64::from(v.id)), &X2APIC_ID),
             0x30 => match self.apic_version(v) {
                 Some(x) => (R::Ok(x), &X2APIC_VERSION),
@@ -404,6 +407,7 @@ impl Engine {
                 3 => Some(t != src),
                 _ if dest == u32::MAX => Some(true),
                 _ if !tx2 => None,
+                _ if !tv.id_known => None,
                 _ if logical => {
                     let ldr = ((tv.id >> 4) << 16) | (1 << (tv.id & 0xf));
                     Some(ldr >> 16 == dest >> 16 && ldr & dest & 0xffff != 0)
@@ -553,6 +557,11 @@ pub(crate) fn init_seen(v: &mut VcpuState, lint0_quirk: bool) {
 pub(crate) fn teach(v: &mut VcpuState, index: u32, value: u64) {
     if !(0x800..=0x8ff).contains(&index) {
         return;
+    }
+    if index == 0x802 && !v.id_known {
+        // The x2APIC ID is the vcpu_id (kvm_x2apic_id): the read names it.
+        v.id = value as u32;
+        v.id_known = true;
     }
     let reg = (index - 0x800) << 4;
     if let Some(s) = slot(reg) {

@@ -501,6 +501,9 @@ impl Engine {
             0x800..=0x8ff => {
                 if !self.vm.lapic_in_kernel() || !v.x2apic_mode() {
                     (R::Fault, &rules::X2APIC_OFF)
+                } else if !v.id_known && matches!(index, 0x802 | 0x80d) {
+                    // vcpu_id unknown (guessed thread mapping): learned.
+                    (R::Unmodeled, &rules::UNMODELED)
                 } else if !host && let Some(x) = self.x2apic_read(v, index) {
                     x
                 } else if index == 0x802 {
