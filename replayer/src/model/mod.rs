@@ -14,7 +14,7 @@ pub use common::{NREGS, REGS_KNOWN_AT_RESET};
 pub(crate) use common::{reg_slot, teach};
 pub use cpu::compare_state;
 pub use lapic::LapicRegs;
-pub(crate) use msr::{Store, model_handles, model_handles_access};
+pub(crate) use msr::{Store, model_handles_access};
 pub use pmu::UNSEEN_CPUID;
 pub use pv::PvRegs;
 #[cfg(test)]
