@@ -1,10 +1,10 @@
 //! The ftrace importer on arbitrary bytes: never a panic, never an unbounded
 //! allocation; every input is records or a clear error, strict and lenient.
-//! `cargo +nightly fuzz run ftrace_import`
+//! `cargo +nightly fuzz run ftrace_import`, or `fuzz/smoke.sh` on stable.
 
 #![no_main]
 
-use kvmtrace_tools::import::{ImportOptions, import_to_vec};
+use kvmtrace_capture::ftrace::{ImportOptions, import_to_vec};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

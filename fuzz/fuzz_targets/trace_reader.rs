@@ -1,6 +1,7 @@
 //! Any bytes given to the trace reader: open, iterate, read chunks in parallel,
 //! verify, salvage to memory. Nothing may panic or allocate beyond the bounds,
 //! and a salvage must always produce a trace that reads back cleanly.
+//! `cargo +nightly fuzz run trace_reader`, or `fuzz/smoke.sh` on stable.
 #![no_main]
 
 use std::io::Cursor;

@@ -72,6 +72,9 @@ pub struct Engine {
     header_mcg_cap: Option<u64>,
     /// The trace was imported from kernel text (unknown start state).
     pub(crate) imported: bool,
+    /// The ioctl tap saw the VMM's configuration and MSR ioctls from its start
+    /// (`ConfigSource::VmmIoctls`): its host MSR writes are all in the trace.
+    pub(crate) vmm_msrs_seen: bool,
     /// `KVM_GET_SUPPORTED_CPUID` from the header: a feature KVM does not
     /// support is absent for the guest whatever its CPUID (6.13+ cpu_caps =
     /// guest CPUID ∩ KVM caps), which decides CPUID-gated MSRs when the guest
@@ -81,6 +84,9 @@ pub struct Engine {
     pub(crate) hooks: crate::external::EngineHooks,
     /// The header says which irqchip the VM has (an import may not).
     pub(crate) header_irqchip_known: bool,
+    /// A `KernelInit` was seen: the capture reports each accepted INIT per
+    /// target, so sender-side `Ipi` INITs are not needed (`model::lapic`).
+    pub(crate) kernel_inits_seen: bool,
 }
 
 impl Engine {
@@ -121,9 +127,11 @@ impl Engine {
             header_cpuid: header.vm.cpuid.clone(),
             header_mcg_cap: header.vm.mcg_cap,
             imported,
+            vmm_msrs_seen: header.config_source == kvmtrace_format::ConfigSource::VmmIoctls,
             supported: state::CpuidBits::from_entries(&header.host.supported_cpuid),
             hooks: Default::default(),
             header_irqchip_known: header.vm.irqchip.is_some(),
+            kernel_inits_seen: false,
         };
         // The scenario's configuration, in the order a VMM applies it: quirks,
         // user-space MSR mask and filter (VM ioctls), then per vCPU CPUID and MCE.
@@ -164,6 +172,7 @@ impl Engine {
     fn configured_vcpu(&self, id: u32) -> VcpuState {
         let mut v = VcpuState::created(id, misc_enable_at_reset(&self.policy), self.vm.irqchip);
         if self.imported {
+            v.id_known = false;
             v.spec_ctrl = None;
             v.pv = crate::model::PvRegs::default();
             v.regs_known = 0;
@@ -323,6 +332,16 @@ impl Engine {
                 self.set_sipi(*dst, None);
                 self.apply_ipi_init(rec.vcpu)
             }
+            Event::KernelInit { from, known } => self.apply_kernel_init(rec.vcpu, *from, known),
+            Event::VcpuThread { identity, .. }
+                if *identity != kvmtrace_format::VcpuIdentity::FirstSeen =>
+            {
+                // The capture tied this thread to its vCPU from the VMM or the
+                // kernel: the trace's vCPU number is the vcpu_id.
+                if let Some(v) = self.vcpu_mut(rec.vcpu) {
+                    v.id_known = true;
+                }
+            }
             Event::Cpuid { entries } => self.set_cpuid(rec.vcpu, entries),
             Event::QuirksDisabled { cap, mask } => self.disable_quirks(*cap, *mask),
             Event::MsrFilter { filter } => self.set_msr_filter(filter),
@@ -435,6 +454,8 @@ impl Engine {
     pub(crate) fn setup_mce(&mut self, vcpu: u32, mcg_cap: u64) {
         if let Some(v) = self.vcpu_mut(vcpu) {
             setup_mce_on(v, mcg_cap);
+            // The recording saw the ioctl succeed: what it set is known.
+            crate::model::on_setup_mce(v);
         }
     }
 }

@@ -238,6 +238,10 @@ impl CpuidBits {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VcpuState {
     pub id: u32,
+    /// `id` is the vCPU's `vcpu_id` (x2APIC ID): false in a capture whose thread
+    /// -> vCPU mapping was a guess (`VcpuIdentity::FirstSeen`, or text with no
+    /// `VcpuThread` record), until a read of the x2APIC ID teaches it.
+    pub id_known: bool,
     pub misc_enable: u64,
     pub feat_ctl: u64,
     pub hwcr: u64,
@@ -250,6 +254,9 @@ pub struct VcpuState {
     /// MCi_CTL/STATUS/ADDR/MISC, 4 per bank.
     pub mce_banks: [u64; MAX_MCE_BANKS * 4],
     pub mci_ctl2: [u64; MAX_MCE_BANKS],
+    /// The MCi_* registers (bit = offset from MC0_CTL) whose value the model
+    /// knows while `unknown` has `U_BANKS` (`model::host`).
+    pub mce_known: u128,
     pub cpuid: CpuidBits,
     /// The guest CPUID entries known so far (at most `MAX_CPUID_ENTRIES`).
     pub cpuid_entries: Vec<CpuidEntry>,
@@ -299,6 +306,7 @@ impl VcpuState {
     pub fn created(id: u32, misc_enable_reset: u64, irqchip: Irqchip) -> VcpuState {
         VcpuState {
             id,
+            id_known: true,
             misc_enable: misc_enable_reset,
             feat_ctl: 0,
             hwcr: 0,
@@ -310,6 +318,7 @@ impl VcpuState {
             mcg_ext_ctl: 0,
             mce_banks: [0; MAX_MCE_BANKS * 4],
             mci_ctl2: [0; MAX_MCE_BANKS],
+            mce_known: 0,
             cpuid: CpuidBits {
                 maxphyaddr: 36,
                 leaves: LEAF_ALL,

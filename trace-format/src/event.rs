@@ -413,7 +413,8 @@ pub enum Event {
     /// An exit the recorder did not understand, recorded raw and flagged.
     RawExit { exit_reason: u32, data: Vec<u8> },
     /// Events that could not be recorded (`--on-full drop`, ring overrun, skipped
-    /// import lines): the trace is tainted by `count` lost events.
+    /// import lines): the trace is tainted by `count` lost events; `count` 0
+    /// is a loss the kernel did not count (`CPU:N [LOST EVENTS]`).
     Lost { source: LostSource, count: u64 },
     /// The end of this vCPU's run.
     End { reason: EndReason },

@@ -409,6 +409,7 @@ pub(crate) fn teach(v: &mut VcpuState, index: u32, value: u64) {
         v.regs[s] = value;
         v.regs_known |= 1 << s;
     }
+    super::host::teach(v, index, value);
     if v.unknown == 0 {
         return;
     }

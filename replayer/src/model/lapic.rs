@@ -190,6 +190,9 @@ impl Engine {
         };
         let un = (R::Unmodeled, &crate::rules::UNMODELED);
         Some(match reg {
+            // ID and LDR need the vcpu_id: learned from a read where the
+            // capture only guessed which thread is which vCPU.
+            0x20 | 0xd0 if !v.id_known => un,
             0x20 => (R::Ok(u64::from(v.id)), &X2APIC_ID),
             0x30 => match self.apic_version(v) {
                 Some(x) => (R::Ok(x), &X2APIC_VERSION),
@@ -404,6 +407,7 @@ impl Engine {
                 3 => Some(t != src),
                 _ if dest == u32::MAX => Some(true),
                 _ if !tx2 => None,
+                _ if !tv.id_known => None,
                 _ if logical => {
                     let ldr = ((tv.id >> 4) << 16) | (1 << (tv.id & 0xf));
                     Some(ldr >> 16 == dest >> 16 && ldr & dest & 0xffff != 0)
@@ -423,7 +427,7 @@ impl Engine {
     /// xAPIC sender (MMIO ICR) the shorthand and level are not in the event:
     /// every vCPU is a possible target.
     pub(crate) fn apply_ipi_init(&mut self, src: u32) {
-        if !self.lapic_on() {
+        if !self.lapic_on() || self.kernel_inits_seen {
             return;
         }
         let v = self.vcpu_state(src);
@@ -432,6 +436,28 @@ impl Engine {
         }
         for t in 0..self.vcpus.len() as u32 {
             self.deliver_init(t, false);
+        }
+    }
+
+    /// A capture's `KernelInit` (`kvm_apic_accept_irq`, de-asserts already
+    /// dropped): the target processes it when it next runs, so its state is
+    /// unknown unless it INITed itself; registers the capture saw are taken.
+    pub(crate) fn apply_kernel_init(
+        &mut self,
+        vcpu: u32,
+        from: Option<u32>,
+        known: &kvmtrace_format::KnownState,
+    ) {
+        self.kernel_inits_seen = true;
+        if !self.lapic_on() {
+            return;
+        }
+        self.deliver_init(vcpu, from == Some(vcpu));
+        if let Some(base) = known.apic_base
+            && let Some(v) = self.vcpu_mut(vcpu)
+        {
+            v.apic_base = base;
+            v.unknown &= !U_APIC_BASE;
         }
     }
 
@@ -473,8 +499,9 @@ impl Engine {
     /// Everything a VMM's invisible host writes may have changed: as at the
     /// start of an imported text.
     fn forget_vm_state(&mut self) {
+        let vmm_msrs_seen = self.vmm_msrs_seen;
         for v in &mut self.vcpus {
-            v.unknown = crate::state::U_ALL;
+            super::host::forget_at_system_reset(v, vmm_msrs_seen);
             v.regs_known = 0;
             v.lapic = LapicRegs::default();
             v.spec_ctrl = None;
@@ -530,6 +557,11 @@ pub(crate) fn init_seen(v: &mut VcpuState, lint0_quirk: bool) {
 pub(crate) fn teach(v: &mut VcpuState, index: u32, value: u64) {
     if !(0x800..=0x8ff).contains(&index) {
         return;
+    }
+    if index == 0x802 && !v.id_known {
+        // The x2APIC ID is the vcpu_id (kvm_x2apic_id): the read names it.
+        v.id = value as u32;
+        v.id_known = true;
     }
     let reg = (index - 0x800) << 4;
     if let Some(s) = slot(reg) {

@@ -5,6 +5,7 @@
 
 mod common;
 mod cpu;
+mod host;
 pub(crate) mod lapic;
 mod msr;
 mod pmu;
@@ -13,6 +14,7 @@ mod pv;
 pub use common::{NREGS, REGS_KNOWN_AT_RESET};
 pub(crate) use common::{reg_slot, teach};
 pub use cpu::compare_state;
+pub(crate) use host::on_setup_mce;
 pub use lapic::LapicRegs;
 pub(crate) use msr::{Store, model_handles_access};
 pub use pmu::UNSEEN_CPUID;

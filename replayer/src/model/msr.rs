@@ -149,6 +149,7 @@ impl Store {
                 if let Some(b) = v.mce_banks.get_mut(i) {
                     *b = x;
                 }
+                super::host::on_bank_store(v, i);
             }
             Store::Ctl2(i, x) => {
                 if let Some(b) = v.mci_ctl2.get_mut(i) {
@@ -320,6 +321,7 @@ impl Engine {
                 self.policy.vendor == Vendor::Intel,
                 self.vm.irqchip_known,
             )
+            && !super::host::known_despite_unknown(v, index, value)
         {
             return (MsrPrediction::unmodeled(), Store::None);
         }
@@ -493,6 +495,9 @@ impl Engine {
             0x800..=0x8ff => {
                 if !self.vm.lapic_in_kernel() || !v.x2apic_mode() {
                     (R::Fault, &rules::X2APIC_OFF)
+                } else if !v.id_known && matches!(index, 0x802 | 0x80d) {
+                    // vcpu_id unknown (guessed thread mapping): learned.
+                    (R::Unmodeled, &rules::UNMODELED)
                 } else if !host && let Some(x) = self.x2apic_read(v, index) {
                     x
                 } else if index == 0x802 {

@@ -285,19 +285,28 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow:
     } else {
         trace.display().to_string()
     };
+    // Run from cargo's target directory (the README's `cargo run --release
+    // -- demo`), `kvmtrace` is not on PATH: say how to run it.
+    let me = invocation();
     writeln!(out, "\nnext:")?;
     writeln!(
         out,
-        "  kvmtrace replay {shown} --policy kvm-5.10   # one policy in full"
+        "  {me} replay {shown} --policy kvm-5.10   # one policy in full"
     )?;
     writeln!(
         out,
-        "  kvmtrace dump {shown} | head                 # the events"
+        "  {me} dump {shown} | head                 # the events"
     )?;
     writeln!(
         out,
-        "  kvmtrace policies                            # each preset's switches"
+        "  {me} policies                            # each preset's switches"
     )?;
+    if me != "kvmtrace" {
+        writeln!(
+            out,
+            "  (or `cargo install --path tools` once, then `kvmtrace ...`)"
+        )?;
+    }
     Ok(0)
 }
 
@@ -402,4 +411,20 @@ pub fn offline_vs_live(dir: &Path, quick: bool) -> anyhow::Result<Value> {
         "offline_vs_live_quirks": quirks.iter().take(4).collect::<Vec<_>>(),
         "offline_vs_live_trace": "tour recorded here under host (intercept); policies: host with every subset of the quirks that change an outcome of it",
     }))
+}
+
+/// How the user runs this binary: `kvmtrace` when installed, `cargo run
+/// --release --` when it runs from cargo's target directory.
+fn invocation() -> &'static str {
+    let in_target = std::env::current_exe()
+        .map(|p| {
+            let s = p.to_string_lossy().into_owned();
+            s.contains("/target/release/") || s.contains("/target/debug/")
+        })
+        .unwrap_or(false);
+    if in_target {
+        "cargo run --release --"
+    } else {
+        "kvmtrace"
+    }
 }

@@ -60,13 +60,7 @@ impl<W: Write> ChromeWriter<W> {
                 self.out.write_all(b",")?;
             }
             write!(self.out, "{}:", json_str(k))?;
-            match v {
-                Arg::Str(s) => write!(self.out, "{}", json_str(s))?,
-                Arg::Hex(n) => write!(self.out, "\"{n:#x}\"")?,
-                Arg::U64(n) => write!(self.out, "{n}")?,
-                Arg::I64(n) => write!(self.out, "{n}")?,
-                Arg::Bool(b) => write!(self.out, "{b}")?,
-            }
+            write!(self.out, "{}", json_arg(v))?;
         }
         self.out.write_all(b"}")
     }
@@ -129,5 +123,17 @@ impl<W: Write> Sink for ChromeWriter<W> {
     fn finish(&mut self) -> std::io::Result<()> {
         self.out.write_all(b"\n]}\n")?;
         self.out.flush()
+    }
+}
+
+/// An argument as JSON: hex values as `"0x..."` strings, lists as arrays.
+fn json_arg(a: &Arg) -> String {
+    match a {
+        Arg::Str(s) => json_str(s),
+        Arg::Hex(n) => format!("\"{n:#x}\""),
+        Arg::U64(n) => n.to_string(),
+        Arg::I64(n) => n.to_string(),
+        Arg::Bool(b) => b.to_string(),
+        Arg::List(v) => format!("[{}]", v.iter().map(json_arg).collect::<Vec<_>>().join(",")),
     }
 }

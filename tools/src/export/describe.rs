@@ -18,6 +18,39 @@ pub enum Arg {
     U64(u64),
     I64(i64),
     Bool(bool),
+    /// An array (GPRs, CPUID entries, MSR lists), typed element by element.
+    List(Vec<Arg>),
+}
+
+/// Keys whose numbers are counts or small identifiers, shown in decimal;
+/// every other number in an event (registers, MSR values, addresses, masks)
+/// is shown in hex.
+const DECIMAL_KEYS: &[&str] = &[
+    "seq", "vcpu", "from", "dst", "count", "size", "errno", "vector", "cap", "function", "index",
+    "vcpus",
+];
+
+fn is_decimal(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    DECIMAL_KEYS.contains(&last)
+}
+
+fn typed(key: &str, v: &serde_json::Value) -> Arg {
+    match v {
+        serde_json::Value::Number(n) => match n.as_u64() {
+            Some(u) if is_decimal(key) => Arg::U64(u),
+            Some(u) => Arg::Hex(u),
+            None => n
+                .as_i64()
+                .map(Arg::I64)
+                .unwrap_or_else(|| Arg::Str(n.to_string())),
+        },
+        serde_json::Value::Bool(b) => Arg::Bool(*b),
+        serde_json::Value::String(s) => Arg::Str(s.clone()),
+        serde_json::Value::Null => Arg::Str("none".into()),
+        serde_json::Value::Array(a) => Arg::List(a.iter().map(|x| typed(key, x)).collect()),
+        serde_json::Value::Object(_) => Arg::Str(v.to_string()),
+    }
 }
 
 pub fn outcome_str(o: &MsrOutcome) -> String {
@@ -31,10 +64,12 @@ pub fn outcome_str(o: &MsrOutcome) -> String {
                 UserAnswer::Ok => "ok".into(),
                 UserAnswer::Gp => "gp".into(),
             };
-            format!(
-                "user_exit {} {answer}",
-                format!("{reason:?}").to_lowercase()
-            )
+            let reason = match reason {
+                MsrExitReason::Inval => "inval",
+                MsrExitReason::Unknown => "unknown",
+                MsrExitReason::Filter => "filter",
+            };
+            format!("user_exit {reason} {answer}")
         }
         MsrOutcome::VmFailed { errno } => format!("vm_failed errno {errno}"),
     }
@@ -59,17 +94,22 @@ pub fn name(e: &Event) -> String {
         Event::MsrRead { index, .. } => format!("rdmsr {index:#x}"),
         Event::MsrWrite { index, .. } => format!("wrmsr {index:#x}"),
         Event::Exception { vector, .. } => format!("exception {}", vector_name(*vector)),
-        Event::Ipi { mode, .. } => format!("ipi {}", format!("{mode:?}").to_lowercase()),
+        Event::Ipi { mode, .. } => match mode {
+            IpiMode::Other(n) => format!("ipi mode {n}"),
+            m => format!("ipi {}", format!("{m:?}").to_lowercase()),
+        },
         Event::Init { .. } => "INIT".into(),
         Event::Sipi { .. } => "SIPI".into(),
         Event::Shutdown { .. } => "SHUTDOWN".into(),
         Event::Reset { .. } => "RESET".into(),
         Event::RawExit { exit_reason, .. } => match exit_reason {
             8 => "SHUTDOWN exit".into(),
-            17 => "exit INTERNAL_ERROR".into(),
             29 => "exit X86_RDMSR (deflected)".into(),
             30 => "exit X86_WRMSR (deflected)".into(),
-            r => format!("exit {r}"),
+            r => match kvmtrace_format::kvm_exit_name(*r) {
+                Some(n) => format!("exit {}", n.trim_start_matches("KVM_EXIT_")),
+                None => format!("exit {r}"),
+            },
         },
         Event::Io { port, write, .. } => format!("{} {port:#x}", if *write { "out" } else { "in" }),
         other => other.kind().name().to_string(),
@@ -105,19 +145,22 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, Arg)>) {
                 flatten(&key, v, out);
             }
         }
-        serde_json::Value::Number(n) => {
-            let a = n
-                .as_u64()
-                .map(Arg::U64)
-                .or_else(|| n.as_i64().map(Arg::I64))
-                .unwrap_or_else(|| Arg::Str(n.to_string()));
-            out.push((prefix.to_string(), a));
+        // Arrays of objects (CPUID entries, MSR filter ranges): one list of
+        // their flattened fields per element would lose the pairing, so
+        // each element is a list of its field values in field order.
+        serde_json::Value::Array(a) if a.iter().any(|x| x.is_object()) => {
+            let items = a
+                .iter()
+                .map(|x| match x {
+                    serde_json::Value::Object(m) => {
+                        Arg::List(m.iter().map(|(k, v)| typed(k, v)).collect())
+                    }
+                    other => typed(prefix, other),
+                })
+                .collect();
+            out.push((prefix.to_string(), Arg::List(items)));
         }
-        serde_json::Value::Bool(b) => out.push((prefix.to_string(), Arg::Bool(*b))),
-        serde_json::Value::String(s) => out.push((prefix.to_string(), Arg::Str(s.clone()))),
-        serde_json::Value::Null => out.push((prefix.to_string(), Arg::Str("none".into()))),
-        // Arrays (GPRs, CPUID entries, MSR lists) stay one JSON string.
-        serde_json::Value::Array(_) => out.push((prefix.to_string(), Arg::Str(v.to_string()))),
+        other => out.push((prefix.to_string(), typed(prefix, other))),
     }
 }
 

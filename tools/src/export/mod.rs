@@ -32,7 +32,16 @@ pub struct ExportArgs {
     /// Add the divergences under this policy as flagged events.
     #[arg(long)]
     pub policy: Option<String>,
+    /// Only these events, by sequence number, as `dump` takes them:
+    /// `1000-5000`, `1000-end`, `-5000`, `1000`.
+    #[arg(allow_negative_numbers = true)]
+    pub range: Option<String>,
 }
+
+/// Perfetto protobuf per event, for the warning before a long export.
+pub const PERFETTO_BYTES_PER_EVENT_ESTIMATE: u64 = 60;
+/// Past this, the Perfetto UI (a browser tab) struggles to load a trace.
+pub const PERFETTO_TOO_BIG_BYTES: u64 = 1 << 30;
 
 /// An outcome a policy would have decided differently (the replayer's
 /// divergence, as `replay --json` gives it).
@@ -163,19 +172,55 @@ pub fn run(args: &ExportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
             args.format
         );
     }
+    let range = match &args.range {
+        Some(r) => crate::commands::dump::parse_range(r)?,
+        None => crate::commands::dump::Range::All,
+    };
     let mut input = open_trace(&args.trace)?;
     let header = input.header().clone();
-    // Say it before the work, not only after: an MSR event is ~200 bytes of JSON.
-    let estimate = input
-        .summary()
-        .events
-        .saturating_mul(chrome::BYTES_PER_EVENT_ESTIMATE);
-    if args.format == "chrome" && estimate > chrome::TOO_BIG_BYTES {
+    let total = input.summary().events;
+    // The events the range selects (the last one for `end`), for the
+    // estimate and the progress bar.
+    let last = input.summary().last_seq.unwrap_or(0);
+    let first = input.chunk_info(0).map_or(0, |c| c.first_seq);
+    let selected = match range {
+        crate::commands::dump::Range::All => total,
+        crate::commands::dump::Range::End => total.min(1),
+        crate::commands::dump::Range::Between(lo, hi) => {
+            let hi = hi.unwrap_or(last).min(last);
+            let lo = lo.max(first);
+            if lo > hi {
+                anyhow::bail!(
+                    "range {} is outside {}: its events are seq {first}-{last}",
+                    args.range.as_deref().unwrap_or(""),
+                    args.trace.display()
+                );
+            }
+            (hi - lo + 1).min(total)
+        }
+    };
+    // Say it before the work, not only after: an MSR event is ~200 bytes of
+    // JSON, ~60 of protobuf.
+    let (per_event, too_big, advice) = if args.format == "chrome" {
+        (
+            chrome::BYTES_PER_EVENT_ESTIMATE,
+            chrome::TOO_BIG_BYTES,
+            "Perfetto UI and chrome://tracing give up on JSON near 300 MB; --format perfetto is several times smaller, a RANGE smaller still",
+        )
+    } else {
+        (
+            PERFETTO_BYTES_PER_EVENT_ESTIMATE,
+            PERFETTO_TOO_BIG_BYTES,
+            "the Perfetto UI loads traces in a browser tab and struggles past 1 GiB; export a RANGE (e.g. 0-1000000)",
+        )
+    };
+    let estimate = selected.saturating_mul(per_event);
+    if estimate > too_big {
         writeln!(
             err,
-            "warning: {} events make about {} MB of JSON: Perfetto UI and chrome://tracing give up near 300 MB; --format perfetto is several times smaller",
-            input.summary().events,
-            estimate / (1024 * 1024)
+            "warning: {selected} events make about {} of {}: {advice}",
+            kvmtrace_format::error::human_bytes(estimate),
+            args.format
         )?;
     }
     let file = std::fs::File::create(&args.output)
@@ -185,33 +230,49 @@ pub fn run(args: &ExportArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
         bytes: 0,
     };
     let title = format!("kvmtrace {}", args.trace.display());
+    let pb = crate::progress::bar(selected, "events exported");
+    let records = input
+        .records()
+        .filter(|r| match (r, range) {
+            (Err(_), _) => true,
+            (Ok(_), crate::commands::dump::Range::All) => true,
+            (Ok(rec), crate::commands::dump::Range::End) => rec.seq == last,
+            (Ok(rec), crate::commands::dump::Range::Between(lo, hi)) => {
+                rec.seq >= lo && hi.is_none_or(|h| rec.seq <= h)
+            }
+        })
+        .inspect(|r| {
+            if r.is_ok() {
+                pb.inc(1);
+            }
+        });
     let sum = if args.format == "chrome" {
         let mut w = chrome::ChromeWriter::new(&mut counting, &title)?;
-        export_records(&header, input.records(), args.policy.as_deref(), &mut w)?
+        export_records(&header, records, args.policy.as_deref(), &mut w)?
     } else {
         let mut w = perfetto::PerfettoWriter::new(&mut counting, &title)?;
-        export_records(&header, input.records(), args.policy.as_deref(), &mut w)?
+        export_records(&header, records, args.policy.as_deref(), &mut w)?
     };
+    pb.finish_and_clear();
     let bytes = counting.bytes;
     writeln!(
         out,
-        "exported {} records{} to {} ({} bytes, {})",
+        "exported {} records{} to {} ({}, {})",
         sum.records,
         match &args.policy {
             Some(p) => format!(" and {} divergences under {p}", sum.divergences),
             None => String::new(),
         },
         args.output.display(),
-        bytes,
+        kvmtrace_format::error::human_bytes(bytes),
         args.format
     )?;
-    if args.format == "chrome" && bytes > chrome::TOO_BIG_BYTES && estimate <= chrome::TOO_BIG_BYTES
-    {
+    if bytes > too_big && estimate <= too_big {
         writeln!(
             err,
-            "warning: {} is {} MB: Perfetto UI and chrome://tracing give up on JSON near 300 MB; use --format perfetto (several times smaller)",
+            "warning: {} is {}: {advice}",
             args.output.display(),
-            bytes / (1024 * 1024)
+            kvmtrace_format::error::human_bytes(bytes),
         )?;
     }
     Ok(0)

@@ -1,7 +1,12 @@
 //! Native Perfetto protobuf: a `Trace` is a stream of `TracePacket`s (field 1),
 //! so packets are written one by one as records stream by. Event names,
 //! categories and argument names are interned (`InternedData`) on one packet
-//! sequence. The messages are hand-written prost structs carrying only the
+//! sequence. Per vCPU: a thread track with one instant per event inside
+//! "guest" slices (from one exit to the next: a trace stamps each exit once,
+//! so the VMM's handling time is inside the slice, not apart), and a counter
+//! track of its exit rate (exits/s over 10 ms windows). Arguments are typed:
+//! counts as integers, registers, MSR values and addresses as `0x...`
+//! strings, arrays as `array_values`. The messages are hand-written prost structs carrying only the
 //! fields used; field numbers are those of Perfetto's protos
 //! (`protos/perfetto/trace/trace_packet.proto`, `track_event/track_event.proto`,
 //! `track_event/track_descriptor.proto`, `track_event/debug_annotation.proto`,
@@ -51,6 +56,14 @@ pub struct TrackDescriptor {
     pub thread: Option<ThreadDescriptor>,
     #[prost(uint64, optional, tag = "5")]
     pub parent_uuid: Option<u64>,
+    #[prost(message, optional, tag = "8")]
+    pub counter: Option<CounterDescriptor>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct CounterDescriptor {
+    #[prost(string, optional, tag = "6")]
+    pub unit_name: Option<String>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -72,7 +85,10 @@ pub struct ThreadDescriptor {
 }
 
 /// `TrackEvent.Type`.
+pub const TYPE_SLICE_BEGIN: i32 = 1;
+pub const TYPE_SLICE_END: i32 = 2;
 pub const TYPE_INSTANT: i32 = 3;
+pub const TYPE_COUNTER: i32 = 4;
 
 #[derive(Clone, PartialEq, Message)]
 pub struct TrackEvent {
@@ -88,6 +104,8 @@ pub struct TrackEvent {
     pub track_uuid: Option<u64>,
     #[prost(string, optional, tag = "23")]
     pub name: Option<String>,
+    #[prost(int64, optional, tag = "30")]
+    pub counter_value: Option<i64>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -104,6 +122,8 @@ pub struct DebugAnnotation {
     pub string_value: Option<String>,
     #[prost(string, optional, tag = "10")]
     pub name: Option<String>,
+    #[prost(message, repeated, tag = "12")]
+    pub array_values: Vec<DebugAnnotation>,
     #[prost(uint64, optional, tag = "17")]
     pub string_value_iid: Option<u64>,
 }
@@ -142,6 +162,22 @@ fn track_uuid(vcpu: u32) -> u64 {
     0x100 + u64::from(vcpu)
 }
 
+fn counter_uuid(vcpu: u32) -> u64 {
+    0x1_0000_0000 + u64::from(vcpu)
+}
+
+/// Exit-rate window.
+const WINDOW_NS: u64 = 10_000_000;
+
+/// Per vCPU: the open guest slice and the exit-rate window being counted.
+#[derive(Clone, Copy, Default)]
+struct VcpuState {
+    slice_open: bool,
+    ended: bool,
+    window: u64,
+    count: u64,
+}
+
 #[derive(Default)]
 struct Table {
     ids: HashMap<String, u64>,
@@ -173,6 +209,8 @@ pub struct PerfettoWriter<W: Write> {
     arg_names: Table,
     arg_values: Table,
     seen: Vec<u32>,
+    vcpus: Vec<(u32, VcpuState)>,
+    last_time: u64,
     buf: Vec<u8>,
 }
 
@@ -185,6 +223,8 @@ impl<W: Write> PerfettoWriter<W> {
             arg_names: Table::default(),
             arg_values: Table::default(),
             seen: Vec::new(),
+            vcpus: Vec::new(),
+            last_time: 0,
             buf: Vec::with_capacity(512),
         };
         w.packet(&TracePacket {
@@ -237,7 +277,96 @@ impl<W: Write> PerfettoWriter<W> {
                 ..Default::default()
             }),
             ..Default::default()
+        })?;
+        self.packet(&TracePacket {
+            trusted_packet_sequence_id: Some(SEQ_ID),
+            track_descriptor: Some(TrackDescriptor {
+                uuid: Some(counter_uuid(vcpu)),
+                name: Some(format!("vCPU {vcpu} exits/s")),
+                parent_uuid: Some(PROCESS_UUID),
+                counter: Some(CounterDescriptor {
+                    unit_name: Some("exits/s".into()),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
         })
+    }
+
+    fn state(&mut self, vcpu: u32) -> VcpuState {
+        match self.vcpus.iter().find(|(v, _)| *v == vcpu) {
+            Some((_, s)) => *s,
+            None => {
+                self.vcpus.push((vcpu, VcpuState::default()));
+                VcpuState::default()
+            }
+        }
+    }
+
+    fn set_state(&mut self, vcpu: u32, st: VcpuState) {
+        if let Some((_, s)) = self.vcpus.iter_mut().find(|(v, _)| *v == vcpu) {
+            *s = st;
+        }
+    }
+
+    /// A slice begin or end, or a counter value, on `track`.
+    fn mark(
+        &mut self,
+        time_ns: u64,
+        track: u64,
+        kind: i32,
+        name: Option<&str>,
+        counter: Option<i64>,
+    ) -> std::io::Result<()> {
+        let mut interned = InternedData::default();
+        let name_iid = name.and_then(|n| self.names.intern(n, &mut interned.event_names));
+        let empty = interned.event_names.is_empty();
+        self.packet(&TracePacket {
+            timestamp: Some(time_ns),
+            trusted_packet_sequence_id: Some(SEQ_ID),
+            track_event: Some(TrackEvent {
+                r#type: Some(kind),
+                track_uuid: Some(track),
+                name_iid,
+                name: name.filter(|_| name_iid.is_none()).map(str::to_string),
+                counter_value: counter,
+                ..Default::default()
+            }),
+            interned_data: (!empty).then_some(interned),
+            sequence_flags: Some(2),
+            ..Default::default()
+        })
+    }
+
+    /// The exit-rate counter of `vcpu` for the window `st` counted, then 0
+    /// if the next event comes after an idle window.
+    fn flush_window(
+        &mut self,
+        vcpu: u32,
+        st: &VcpuState,
+        next: Option<u64>,
+    ) -> std::io::Result<()> {
+        if st.count == 0 {
+            return Ok(());
+        }
+        let rate = (st.count * (1_000_000_000 / WINDOW_NS)) as i64;
+        self.mark(
+            st.window * WINDOW_NS,
+            counter_uuid(vcpu),
+            TYPE_COUNTER,
+            None,
+            Some(rate),
+        )?;
+        if next.is_none_or(|w| w > st.window + 1) {
+            self.mark(
+                (st.window + 1) * WINDOW_NS,
+                counter_uuid(vcpu),
+                TYPE_COUNTER,
+                None,
+                Some(0),
+            )?;
+        }
+        Ok(())
     }
 
     fn event(
@@ -271,10 +400,7 @@ impl<W: Write> PerfettoWriter<W> {
                         None => a.string_value = Some(s.clone()),
                     }
                 }
-                Arg::Hex(n) => a.uint_value = Some(*n),
-                Arg::U64(n) => a.uint_value = Some(*n),
-                Arg::I64(n) => a.int_value = Some(*n),
-                Arg::Bool(b) => a.bool_value = Some(*b),
+                other => set_value(&mut a, other),
             }
             annotations.push(a);
         }
@@ -289,6 +415,7 @@ impl<W: Write> PerfettoWriter<W> {
             name_iid,
             track_uuid: Some(track),
             name: name_iid.is_none().then(|| name.to_string()),
+            counter_value: None,
         };
         self.packet(&TracePacket {
             timestamp: Some(time_ns),
@@ -301,10 +428,60 @@ impl<W: Write> PerfettoWriter<W> {
     }
 }
 
+/// A value without interning: hex as a `0x...` string (the UI shows integers
+/// in decimal), lists as `array_values`.
+fn set_value(a: &mut DebugAnnotation, v: &Arg) {
+    match v {
+        Arg::Str(s) => a.string_value = Some(s.clone()),
+        Arg::Hex(n) => a.string_value = Some(format!("{n:#x}")),
+        Arg::U64(n) => a.uint_value = Some(*n),
+        Arg::I64(n) => a.int_value = Some(*n),
+        Arg::Bool(b) => a.bool_value = Some(*b),
+        Arg::List(items) => {
+            a.array_values = items
+                .iter()
+                .map(|x| {
+                    let mut e = DebugAnnotation::default();
+                    set_value(&mut e, x);
+                    e
+                })
+                .collect();
+        }
+    }
+}
+
 impl<W: Write> Sink for PerfettoWriter<W> {
     fn record(&mut self, rec: &Record) -> std::io::Result<()> {
         self.track(rec.vcpu)?;
         let e = &rec.event;
+        // Exit rate: one more exit in this vCPU's window.
+        let mut st = self.state(rec.vcpu);
+        let w = rec.time_ns / WINDOW_NS;
+        if st.count > 0 && w != st.window {
+            let old = st;
+            self.flush_window(rec.vcpu, &old, Some(w))?;
+            st.count = 0;
+        }
+        if st.count == 0 {
+            st.window = w;
+        }
+        st.count += 1;
+        // Guest slices: each exit ends the guest run that led to it.
+        if st.slice_open {
+            self.mark(
+                rec.time_ns,
+                track_uuid(rec.vcpu),
+                TYPE_SLICE_END,
+                None,
+                None,
+            )?;
+            st.slice_open = false;
+        }
+        let ends = matches!(e, kvmtrace_format::Event::End { .. });
+        if ends {
+            st.ended = true;
+        }
+        self.set_state(rec.vcpu, st);
         let name = describe::name(e);
         let mut args = describe::args(e);
         args.push(("seq".into(), Arg::U64(rec.seq)));
@@ -320,6 +497,19 @@ impl<W: Write> Sink for PerfettoWriter<W> {
             let args = vec![("vcpu".to_string(), Arg::U64(u64::from(rec.vcpu)))];
             self.event(rec.time_ns, PROCESS_UUID, &name, "marker", &args)?;
         }
+        if !ends {
+            self.mark(
+                rec.time_ns,
+                track_uuid(rec.vcpu),
+                TYPE_SLICE_BEGIN,
+                Some("guest"),
+                None,
+            )?;
+            let mut st = self.state(rec.vcpu);
+            st.slice_open = true;
+            self.set_state(rec.vcpu, st);
+        }
+        self.last_time = self.last_time.max(rec.time_ns);
         Ok(())
     }
 
@@ -336,6 +526,13 @@ impl<W: Write> Sink for PerfettoWriter<W> {
     }
 
     fn finish(&mut self) -> std::io::Result<()> {
+        let end = self.last_time;
+        for (vcpu, st) in std::mem::take(&mut self.vcpus) {
+            if st.slice_open {
+                self.mark(end, track_uuid(vcpu), TYPE_SLICE_END, None, None)?;
+            }
+            self.flush_window(vcpu, &st, None)?;
+        }
         self.out.flush()
     }
 }

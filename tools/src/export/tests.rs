@@ -101,17 +101,33 @@ fn perfetto_protobuf_decodes_with_interned_names() {
         .iter()
         .filter(|p| p.track_descriptor.is_some())
         .count();
-    assert_eq!(tracks, 3, "process track + 2 vCPU tracks");
+    assert_eq!(
+        tracks, 5,
+        "process track, 2 vCPU tracks, 2 exit-rate counters"
+    );
     let events: Vec<_> = trace
         .packet
         .iter()
         .filter_map(|p| p.track_event.as_ref())
         .collect();
+    let of = |t: i32| events.iter().filter(|e| e.r#type == Some(t)).count();
     // 4 records + the INIT marker repeated on the process track.
-    assert_eq!(events.len(), 5);
+    assert_eq!(of(perfetto::TYPE_INSTANT), 5);
+    // A guest slice after each exit, closed by the next one or at the end.
+    assert_eq!(of(perfetto::TYPE_SLICE_BEGIN), 4);
+    assert_eq!(of(perfetto::TYPE_SLICE_END), 4);
+    // Exit rates: every record in one 10 ms window per vCPU, then 0.
+    let counters: Vec<i64> = events
+        .iter()
+        .filter(|e| e.r#type == Some(perfetto::TYPE_COUNTER))
+        .filter_map(|e| e.counter_value)
+        .collect();
+    assert_eq!(counters, [200, 0, 200, 0], "{counters:?}");
     assert!(
         events
             .iter()
+            .filter(|e| e.r#type != Some(perfetto::TYPE_COUNTER)
+                && e.r#type != Some(perfetto::TYPE_SLICE_END))
             .all(|e| e.name_iid.is_some() && e.name.is_none())
     );
     let names: Vec<String> = trace
@@ -122,7 +138,41 @@ fn perfetto_protobuf_decodes_with_interned_names() {
         .collect();
     assert_eq!(
         names,
-        ["rdmsr 0x10", "wrmsr 0x401", "INIT", "exception #UD"]
+        [
+            "rdmsr 0x10",
+            "guest",
+            "wrmsr 0x401",
+            "INIT",
+            "exception #UD"
+        ]
+    );
+    // Typed arguments: the written MSR value in hex, the INIT's registers
+    // as hex strings, the GPR array as array values.
+    let wr = events
+        .iter()
+        .find(|e| e.r#type == Some(perfetto::TYPE_INSTANT) && e.name_iid == Some(3))
+        .unwrap();
+    assert!(
+        wr.debug_annotations
+            .iter()
+            .any(|a| a.string_value.as_deref() == Some("0x1")),
+        "{wr:?}"
+    );
+    let init = events
+        .iter()
+        .find(|e| e.r#type == Some(perfetto::TYPE_INSTANT) && e.name_iid == Some(4))
+        .unwrap();
+    assert!(
+        init.debug_annotations
+            .iter()
+            .any(|a| a.string_value.as_deref() == Some("0xfff0")),
+        "{init:?}"
+    );
+    assert!(
+        init.debug_annotations
+            .iter()
+            .any(|a| !a.array_values.is_empty()),
+        "{init:?}"
     );
     assert_eq!(
         trace.packet[1].timestamp, None,
@@ -143,4 +193,68 @@ fn unknown_policy_is_an_error() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("no-such-policy"), "{e}");
+}
+
+/// The output decoded with Perfetto's own message definitions (generated from
+/// its .proto files by the perfetto_protos crate): every field is one they
+/// define (no unknown fields anywhere), and the slices, counters and typed
+/// arguments read back as written.
+#[cfg(feature = "perfetto-oracle")]
+#[test]
+fn perfetto_output_has_no_unknown_fields_under_the_official_protos() {
+    use protobuf::MessageDyn;
+    use protobuf::reflect::{ReflectFieldRef, ReflectValueRef};
+
+    fn unknown(m: &dyn MessageDyn, path: &str, out: &mut Vec<String>) {
+        if m.special_fields_dyn()
+            .unknown_fields()
+            .iter()
+            .next()
+            .is_some()
+        {
+            out.push(format!("{path} ({})", m.descriptor_dyn().full_name()));
+        }
+        for f in m.descriptor_dyn().fields() {
+            let here = format!("{path}.{}", f.name());
+            match f.get_reflect(m) {
+                ReflectFieldRef::Optional(v) => {
+                    if let Some(ReflectValueRef::Message(sub)) = v.value() {
+                        unknown(&*sub, &here, out);
+                    }
+                }
+                ReflectFieldRef::Repeated(r) => {
+                    for v in r.into_iter() {
+                        if let ReflectValueRef::Message(sub) = v {
+                            unknown(&*sub, &here, out);
+                        }
+                    }
+                }
+                ReflectFieldRef::Map(_) => {}
+            }
+        }
+    }
+
+    let recs = records();
+    let mut buf = Vec::new();
+    let mut w = perfetto::PerfettoWriter::new(&mut buf, "t").unwrap();
+    export_records(&TraceHeader::default(), recs.iter().map(ok), None, &mut w).unwrap();
+    let trace = <perfetto_protos::trace::Trace as protobuf::Message>::parse_from_bytes(&buf)
+        .expect("decodes as perfetto.protos.Trace");
+    let mut bad = Vec::new();
+    unknown(&trace, "Trace", &mut bad);
+    assert!(bad.is_empty(), "unknown fields at {bad:?}");
+    // What the official definitions see: 5 tracks, slices, counters.
+    let tracks = trace
+        .packet
+        .iter()
+        .filter(|p| p.has_track_descriptor())
+        .count();
+    assert_eq!(tracks, 5);
+    let counters = trace
+        .packet
+        .iter()
+        .filter(|p| p.has_track_event())
+        .filter(|p| p.track_event().has_counter_value())
+        .count();
+    assert_eq!(counters, 4);
 }

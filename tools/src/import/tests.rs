@@ -62,6 +62,7 @@ fn command_round_trip_import_export() {
             format: format.into(),
             output: dir.join(format!("t.{format}")),
             policy: Some("host".into()),
+            range: None,
         };
         assert_eq!(crate::export::run(&args, &mut out, &mut err).unwrap(), 0);
     }

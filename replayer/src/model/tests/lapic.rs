@@ -207,3 +207,79 @@ fn leaving_x2apic_forgets_registers() {
     assert_eq!(wr(&mut e, 0, 0x1b, 0xfee0_0d00), OK);
     assert_eq!(rd(&e, 0, 0x80f), None);
 }
+
+#[test]
+fn kernel_init_from_a_capture() {
+    let mut e = x2_engine();
+    assert_eq!(wr(&mut e, 1, 0x80f, 0x1ff), OK);
+    // kvm_apic_accept_irq INIT for vCPU 1 from vCPU 0, registers not seen.
+    e.apply(&Record {
+        seq: 9,
+        vcpu: 1,
+        time_ns: 9,
+        event: Event::KernelInit {
+            from: Some(0),
+            known: KnownState::UNKNOWN,
+        },
+    });
+    assert_eq!(rd(&e, 1, 0x80f), None);
+    assert_eq!(rd(&e, 1, 0x1b), None);
+    assert_eq!(rd(&e, 0, 0x1b), val(0xfee0_0d00));
+    // Later sender-side INIT IPIs are left to the KernelInit events.
+    e.apply(&Record {
+        seq: 10,
+        vcpu: 0,
+        time_ns: 10,
+        event: Event::Ipi {
+            dst: 1,
+            vector: 0,
+            mode: IpiMode::Init,
+        },
+    });
+    assert_eq!(rd(&e, 0, 0x1b), val(0xfee0_0d00));
+}
+
+/// A capture that guessed which thread is which vCPU (perf import of a QEMU
+/// whose threads carry no names) cannot derive the x2APIC ID or LDR from the
+/// trace's vCPU number: they are learned from the first read of the ID, and a
+/// thread tied to its vCPU by the VMM or the kernel makes them exact again.
+#[test]
+fn id_and_ldr_need_a_known_vcpu_id() {
+    let mut h = header("kvm_pvm", true, 1 << 21);
+    h.vm.irqchip = Some(Irqchip::Kernel);
+    h.capture.mode = CaptureMode::Import;
+    let mut e = engine("kvm-6.18", Vendor::Pvm, &h);
+    let at = |vcpu: u32, event: Event| Record {
+        seq: 0,
+        vcpu,
+        time_ns: 0,
+        event,
+    };
+    let read = |index: u32, value: u64| Event::MsrRead {
+        index,
+        origin: Origin::Guest,
+        outcome: MsrOutcome::Value(value),
+        decided_by: DecidedBy::Kernel,
+        capture: None,
+    };
+    // The base read shows x2APIC mode on both vCPUs.
+    e.apply(&at(0, read(0x1b, 0xfee0_0d00)));
+    e.apply(&at(1, read(0x1b, 0xfee0_0c00)));
+    assert_eq!(rd(&e, 1, 0x80d), None, "LDR: vcpu_id unknown");
+    assert_eq!(rd(&e, 1, 0x802), None, "ID: vcpu_id unknown");
+    // The kernel says trace vCPU 1 is vcpu_id 0 (the guess was wrong).
+    e.apply(&at(1, read(0x802, 0)));
+    assert_eq!(rd(&e, 1, 0x80d), Some(MsrOutcome::Value(1)));
+    // A thread named by the VMM's convention: its vCPU number is the vcpu_id.
+    e.apply(&at(
+        0,
+        Event::VcpuThread {
+            pid: 1,
+            tid: 2,
+            comm: "CPU 0/KVM".into(),
+            identity: VcpuIdentity::ThreadName,
+        },
+    ));
+    assert_eq!(rd(&e, 0, 0x802), Some(MsrOutcome::Value(0)));
+    assert_eq!(rd(&e, 0, 0x80d), Some(MsrOutcome::Value(1)));
+}
