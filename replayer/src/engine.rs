@@ -72,9 +72,8 @@ pub struct Engine {
     header_mcg_cap: Option<u64>,
     /// The trace was imported from kernel text (unknown start state).
     pub(crate) imported: bool,
-    /// The ioctl tap saw the VMM's configuration and MSR ioctls from its start
-    /// (`ConfigSource::VmmIoctls`): its host MSR writes are all in the trace.
-    pub(crate) vmm_msrs_seen: bool,
+    /// What the header says about the VMM's accesses (`model::host`).
+    pub(crate) host_trace: crate::model::HostTrace,
     /// `KVM_GET_SUPPORTED_CPUID` from the header: a feature KVM does not
     /// support is absent for the guest whatever its CPUID (6.13+ cpu_caps =
     /// guest CPUID ∩ KVM caps), which decides CPUID-gated MSRs when the guest
@@ -127,7 +126,7 @@ impl Engine {
             header_cpuid: header.vm.cpuid.clone(),
             header_mcg_cap: header.vm.mcg_cap,
             imported,
-            vmm_msrs_seen: header.config_source == kvmtrace_format::ConfigSource::VmmIoctls,
+            host_trace: crate::model::HostTrace::of(header),
             supported: state::CpuidBits::from_entries(&header.host.supported_cpuid),
             hooks: Default::default(),
             header_irqchip_known: header.vm.irqchip.is_some(),
@@ -284,6 +283,11 @@ impl Engine {
                     self.vm.irqchip_known = true;
                 }
                 self.apply_msr_write(rec.seq, rec.vcpu, outcome, store);
+                if *outcome == MsrOutcome::Ok
+                    && let Some(v) = self.vcpu_mut(rec.vcpu)
+                {
+                    crate::model::host_on_write(v, *index, *value);
+                }
             }
             Event::MsrRead { index, outcome, .. } => match outcome {
                 MsrOutcome::VmFailed { .. } => self.kill(rec.vcpu, rec.seq),

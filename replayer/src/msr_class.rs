@@ -81,23 +81,21 @@ impl MsrClass {
     }
 }
 
-/// Counts for one class.
+/// Scored outcomes: agree / disagree / unmodeled, and the agreement and
+/// coverage derived from them. The one counting type of the fidelity tables:
+/// [`ClassCell`] here and `kvmtrace fidelity`'s per-behaviour cells embed it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ClassCell {
+pub struct Counts {
     pub agree: u64,
     pub disagree: u64,
     pub unmodeled: u64,
-    /// Unmodeled because the rule needs a CPUID leaf the trace has not shown
-    /// (item 5: learnable, never a divergence).
-    pub unseen_cpuid: u64,
 }
 
-impl ClassCell {
-    pub fn merge(&mut self, o: &ClassCell) {
+impl Counts {
+    pub fn merge(&mut self, o: &Counts) {
         self.agree += o.agree;
         self.disagree += o.disagree;
         self.unmodeled += o.unmodeled;
-        self.unseen_cpuid += o.unseen_cpuid;
     }
     pub fn modelled(&self) -> u64 {
         self.agree + self.disagree
@@ -105,11 +103,28 @@ impl ClassCell {
     pub fn total(&self) -> u64 {
         self.modelled() + self.unmodeled
     }
+    /// `None` when nothing was modelled.
     pub fn agreement(&self) -> Option<f64> {
         (self.modelled() > 0).then(|| self.agree as f64 / self.modelled() as f64)
     }
     pub fn coverage(&self) -> Option<f64> {
         (self.total() > 0).then(|| self.modelled() as f64 / self.total() as f64)
+    }
+}
+
+/// Counts for one class.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassCell {
+    pub counts: Counts,
+    /// Unmodeled because the rule needs a CPUID leaf the trace has not shown
+    /// (item 5: learnable, never a divergence).
+    pub unseen_cpuid: u64,
+}
+
+impl ClassCell {
+    pub fn merge(&mut self, o: &ClassCell) {
+        self.counts.merge(&o.counts);
+        self.unseen_cpuid += o.unseen_cpuid;
     }
 }
 
@@ -162,13 +177,13 @@ impl ClassTally {
                 let cell = &mut self.cells[i];
                 match &p.outcome {
                     None => {
-                        cell.unmodeled += 1;
+                        cell.counts.unmodeled += 1;
                         if p.rule == crate::model::UNSEEN_CPUID {
                             cell.unseen_cpuid += 1;
                         }
                     }
-                    Some(o) if crate::replay::msr_agrees(o, recorded) => cell.agree += 1,
-                    Some(_) => cell.disagree += 1,
+                    Some(o) if crate::replay::msr_agrees(o, recorded) => cell.counts.agree += 1,
+                    Some(_) => cell.counts.disagree += 1,
                 }
             }
         }

@@ -257,6 +257,8 @@ pub struct VcpuState {
     /// The MCi_* registers (bit = offset from MC0_CTL) whose value the model
     /// knows while `unknown` has `U_BANKS` (`model::host`).
     pub mce_known: u128,
+    /// Registers only host accesses decide (`model::host`).
+    pub host: crate::model::HostRegs,
     pub cpuid: CpuidBits,
     /// The guest CPUID entries known so far (at most `MAX_CPUID_ENTRIES`).
     pub cpuid_entries: Vec<CpuidEntry>,
@@ -319,6 +321,7 @@ impl VcpuState {
             mce_banks: [0; MAX_MCE_BANKS * 4],
             mci_ctl2: [0; MAX_MCE_BANKS],
             mce_known: 0,
+            host: crate::model::HostRegs::default(),
             cpuid: CpuidBits {
                 maxphyaddr: 36,
                 leaves: LEAF_ALL,

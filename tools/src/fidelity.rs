@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use kvmtrace_format::{DecidedBy, Event, Record, TraceHeader};
 use kvmtrace_replayer::Replay;
-use kvmtrace_replayer::msr_class::{ClassCell, ClassTally, MsrClass};
+use kvmtrace_replayer::msr_class::{ClassCell, ClassTally, Counts, MsrClass};
 use kvmtrace_replayer::policy::Policy;
 use kvmtrace_replayer::replay::Selection;
 use kvmtrace_replayer::report::{Behaviour, Tally};
@@ -41,13 +41,12 @@ fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
 /// Counts for one (policy, behaviour) cell.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Cell {
-    pub agree: u64,
-    /// Direct divergences: the policy's own rule disagrees with the kernel.
-    pub disagree: u64,
+    /// Agree = matching, disagree = direct divergences (the policy's own rule
+    /// disagrees with the kernel), unmodeled.
+    pub counts: Counts,
     /// Divergences that follow from an earlier one (the policy's state
     /// differs from the guest's): not scored.
     pub consequent: u64,
-    pub unmodeled: u64,
     /// After the policy ended the guest: not scored.
     pub unreachable: u64,
 }
@@ -55,32 +54,19 @@ pub struct Cell {
 impl Cell {
     fn of(t: &Tally) -> Cell {
         Cell {
-            agree: t.agree,
-            disagree: t.direct,
+            counts: Counts {
+                agree: t.agree,
+                disagree: t.direct,
+                unmodeled: t.unmodeled,
+            },
             consequent: t.consequent,
-            unmodeled: t.unmodeled,
             unreachable: t.unreachable,
         }
     }
     fn merge(&mut self, o: &Cell) {
-        self.agree += o.agree;
-        self.disagree += o.disagree;
+        self.counts.merge(&o.counts);
         self.consequent += o.consequent;
-        self.unmodeled += o.unmodeled;
         self.unreachable += o.unreachable;
-    }
-    pub fn modelled(&self) -> u64 {
-        self.agree + self.disagree
-    }
-    pub fn total(&self) -> u64 {
-        self.modelled() + self.unmodeled
-    }
-    /// `None` when nothing was modelled.
-    pub fn agreement(&self) -> Option<f64> {
-        (self.modelled() > 0).then(|| self.agree as f64 / self.modelled() as f64)
-    }
-    pub fn coverage(&self) -> Option<f64> {
-        (self.total() > 0).then(|| self.modelled() as f64 / self.total() as f64)
     }
 }
 
@@ -218,7 +204,7 @@ pub fn score_trace<E: std::fmt::Display>(
     for (score, p) in scores.iter_mut().zip(&report.policies) {
         for (b, t) in Behaviour::ALL.iter().zip(&p.kernel_decided) {
             let c = Cell::of(t);
-            if c.total() + c.consequent + c.unreachable == 0 {
+            if c.counts.total() + c.consequent + c.unreachable == 0 {
                 continue;
             }
             score.total.merge(&c);
@@ -263,12 +249,7 @@ pub fn write_table(out: &mut dyn Write, scores: &[PolicyScore]) -> std::io::Resu
     let row = |out: &mut dyn Write, name: &str, cells: Vec<Cell>| -> std::io::Result<()> {
         write!(out, "{name:<14}")?;
         for c in cells {
-            write!(
-                out,
-                " {:>8} cov {:>6}",
-                pct(c.agreement()),
-                pct(c.coverage())
-            )?;
+            write_counts(out, &c.counts)?;
         }
         writeln!(out)
     };
@@ -292,7 +273,7 @@ pub fn write_table(out: &mut dyn Write, scores: &[PolicyScore]) -> std::io::Resu
 pub fn write_class_table(out: &mut dyn Write, scores: &[PolicyScore]) -> std::io::Result<()> {
     if scores
         .iter()
-        .all(|s| s.by_class.iter().all(|c| c.total() == 0))
+        .all(|s| s.by_class.iter().all(|c| c.counts.total() == 0))
     {
         return Ok(());
     }
@@ -303,19 +284,13 @@ pub fn write_class_table(out: &mut dyn Write, scores: &[PolicyScore]) -> std::io
     }
     writeln!(out, " {:>9}", "outcomes")?;
     for (i, class) in MsrClass::ALL.iter().enumerate() {
-        let n = scores.first().map_or(0, |s| s.by_class[i].total());
+        let n = scores.first().map_or(0, |s| s.by_class[i].counts.total());
         if n == 0 {
             continue;
         }
         write!(out, "{:<14}", class.name())?;
         for s in scores {
-            let c = &s.by_class[i];
-            write!(
-                out,
-                " {:>8} cov {:>6}",
-                pct(c.agreement()),
-                pct(c.coverage())
-            )?;
+            write_counts(out, &s.by_class[i].counts)?;
         }
         writeln!(out, " {n:>9}")?;
     }
@@ -331,29 +306,41 @@ pub fn write_class_table(out: &mut dyn Write, scores: &[PolicyScore]) -> std::io
     )
 }
 
-fn class_json(c: &ClassCell) -> serde_json::Value {
-    serde_json::json!({
+/// One cell of a text table: agreement and coverage.
+fn write_counts(out: &mut dyn Write, c: &Counts) -> std::io::Result<()> {
+    write!(
+        out,
+        " {:>8} cov {:>6}",
+        pct(c.agreement()),
+        pct(c.coverage())
+    )
+}
+
+/// The JSON of the counts a cell has, with `extra` counts of its own.
+fn counts_json(c: &Counts, extra: &[(&str, u64)]) -> serde_json::Value {
+    let mut v = serde_json::json!({
         "agreement": c.agreement(),
         "coverage": c.coverage(),
         "agree": c.agree,
         "disagree": c.disagree,
         "unmodeled": c.unmodeled,
-        "unseen_cpuid": c.unseen_cpuid,
         "outcomes": c.total(),
-    })
+    });
+    for (k, n) in extra {
+        v[*k] = (*n).into();
+    }
+    v
+}
+
+fn class_json(c: &ClassCell) -> serde_json::Value {
+    counts_json(&c.counts, &[("unseen_cpuid", c.unseen_cpuid)])
 }
 
 fn cell_json(c: &Cell) -> serde_json::Value {
-    serde_json::json!({
-        "agreement": c.agreement(),
-        "coverage": c.coverage(),
-        "agree": c.agree,
-        "disagree": c.disagree,
-        "consequent": c.consequent,
-        "unmodeled": c.unmodeled,
-        "unreachable": c.unreachable,
-        "outcomes": c.total(),
-    })
+    counts_json(
+        &c.counts,
+        &[("consequent", c.consequent), ("unreachable", c.unreachable)],
+    )
 }
 
 /// The JSON document of `fidelity --json`.
@@ -412,7 +399,7 @@ pub fn run(args: &FidelityArgs, out: &mut dyn Write, err: &mut dyn Write) -> any
         let header = reader.header().clone();
         let mut per_trace = empty_scores(scores.iter().map(|s| &s.name));
         score_trace(&header, reader.records(), &policies, &mut per_trace)?;
-        if per_trace.iter().all(|s| s.total.total() == 0) {
+        if per_trace.iter().all(|s| s.total.counts.total() == 0) {
             writeln!(
                 err,
                 "warning: {}: no kernel-decided outcomes (capture mode {:?}): nothing to score",
@@ -502,11 +489,11 @@ mod tests {
         )
         .unwrap();
         for s in &scores {
-            assert_eq!(s.total.total(), 2, "{}", s.name);
-            assert_eq!(s.by_behaviour["feat_ctl"].total(), 2);
+            assert_eq!(s.total.counts.total(), 2, "{}", s.name);
+            assert_eq!(s.by_behaviour["feat_ctl"].counts.total(), 2);
             // SEMANTICS.md §3: no kernel's FEAT_CTL read without VMX... every
             // preset models 0x3a, so these outcomes are modelled.
-            assert_eq!(s.total.unmodeled, 0, "{}", s.name);
+            assert_eq!(s.total.counts.unmodeled, 0, "{}", s.name);
         }
         let doc = to_json(&["t.kvt".into()], &scores);
         assert_eq!(doc["policies"][0]["name"], "host");

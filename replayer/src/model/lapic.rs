@@ -499,7 +499,7 @@ impl Engine {
     /// Everything a VMM's invisible host writes may have changed: as at the
     /// start of an imported text.
     fn forget_vm_state(&mut self) {
-        let vmm_msrs_seen = self.vmm_msrs_seen;
+        let vmm_msrs_seen = self.host_trace.vmm_msrs_seen;
         for v in &mut self.vcpus {
             super::host::forget_at_system_reset(v, vmm_msrs_seen);
             v.regs_known = 0;

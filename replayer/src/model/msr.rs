@@ -193,6 +193,7 @@ pub(crate) const fn model_handles(index: u32) -> bool {
     ) || super::common::table_handles(index)
         || super::pmu::handles(index)
         || super::pv::handles(index)
+        || super::host::handles(index)
 }
 
 /// [`model_handles`] for one access: an IA32_TSC write matters (a guest
@@ -321,7 +322,13 @@ impl Engine {
                 self.policy.vendor == Vendor::Intel,
                 self.vm.irqchip_known,
             )
-            && !super::host::known_despite_unknown(v, index, value)
+            && !super::host::known_despite_unknown(
+                v,
+                index,
+                value,
+                host,
+                self.vm.quirk(crate::quirks::MISC_ENABLE_NO_MWAIT),
+            )
         {
             return (MsrPrediction::unmodeled(), Store::None);
         }
@@ -337,6 +344,10 @@ impl Engine {
                             Some((r, rule, _)) => (r, rule),
                             None => self
                                 .table_read(v, index, host)
+                                .or_else(|| {
+                                    self.host_access(v, index, None, host)
+                                        .map(|(r, rule, _)| (r, rule))
+                                })
                                 .unwrap_or((R::Unmodeled, &rules::UNMODELED)),
                         },
                         x => x,
@@ -349,11 +360,10 @@ impl Engine {
                         .or_else(|| self.pv_access(v, index, Some(data), host))
                     {
                         Some(x) => x,
-                        None => self.table_write(v, index, data, host).unwrap_or((
-                            R::Unmodeled,
-                            &rules::UNMODELED,
-                            Store::None,
-                        )),
+                        None => self
+                            .table_write(v, index, data, host)
+                            .or_else(|| self.host_access(v, index, Some(data), host))
+                            .unwrap_or((R::Unmodeled, &rules::UNMODELED, Store::None)),
                     },
                     x => x,
                 },
