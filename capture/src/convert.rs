@@ -457,7 +457,7 @@ impl Converter {
                         stats.inits += 1;
                         out(target(Event::KernelInit {
                             from: Some(vcpu),
-                            known: KnownState::UNKNOWN,
+                            known: Box::new(KnownState::UNKNOWN),
                         }));
                     }
                     IpiMode::Sipi => {

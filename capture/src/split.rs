@@ -269,7 +269,7 @@ impl VmSplitter {
                 vm,
                 Observed {
                     event: Event::KernelReset {
-                        known: KnownState::UNKNOWN,
+                        known: Box::new(KnownState::UNKNOWN),
                     },
                     ..o
                 },
@@ -301,7 +301,7 @@ impl VmSplitter {
         let event = match mode {
             kvmtrace_format::IpiMode::Init => Event::KernelInit {
                 from: None,
-                known: KnownState::UNKNOWN,
+                known: Box::new(KnownState::UNKNOWN),
             },
             kvmtrace_format::IpiMode::Sipi => Event::Sipi {
                 from: SIPI_FROM_UNKNOWN,
@@ -362,7 +362,7 @@ fn start(
                 vcpu: o.vcpu,
                 run_index: 0,
                 event: Event::KernelReset {
-                    known: KnownState::UNKNOWN,
+                    known: Box::new(KnownState::UNKNOWN),
                 },
             },
         );

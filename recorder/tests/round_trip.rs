@@ -95,7 +95,9 @@ fn flat_and_elf_payloads() {
     elf[..4].copy_from_slice(b"\x7fELF");
     elf[4] = 2;
     elf[5] = 1;
+    elf[6] = 1; // EI_VERSION: EV_CURRENT (the `object` crate checks it)
     elf[18..20].copy_from_slice(&62u16.to_le_bytes());
+    elf[20..24].copy_from_slice(&1u32.to_le_bytes()); // e_version
     elf[24..32].copy_from_slice(&kvmtrace_recorder::layout::CODE_ADDR.to_le_bytes());
     elf[32..40].copy_from_slice(&64u64.to_le_bytes());
     elf[54..56].copy_from_slice(&56u16.to_le_bytes());

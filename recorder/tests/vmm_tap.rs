@@ -287,7 +287,7 @@ fn tap_captures_config_and_host_msrs() {
             vcpu,
             0,
             Event::KernelReset {
-                known: KnownState::UNKNOWN,
+                known: Box::new(KnownState::UNKNOWN),
             },
         )
     };

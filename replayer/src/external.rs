@@ -91,15 +91,21 @@ impl HookSet {
     /// Whether some hooked MSR is one the model has no handler for (the
     /// replay must then look at every access, not skip them as unmodeled).
     fn hooks_unhandled(&self) -> bool {
-        [&self.rdmsr, &self.wrmsr, &self.host_rdmsr, &self.host_wrmsr]
-            .iter()
-            .flat_map(|l| l.iter())
-            .any(|r| {
-                // Ranges are bounded by the header (`script`) or the
-                // implementation; a huge range is a yes without a walk.
-                r.end().saturating_sub(*r.start()) > 0x4000
-                    || r.clone().any(|i| !crate::model::model_handles(i))
-            })
+        [
+            (&self.rdmsr, false),
+            (&self.wrmsr, true),
+            (&self.host_rdmsr, false),
+            (&self.host_wrmsr, true),
+        ]
+        .iter()
+        .flat_map(|(l, write)| l.iter().map(move |r| (r, *write)))
+        .any(|(r, write)| {
+            // Ranges are bounded by the header (`script`) or the
+            // implementation; a huge range is a yes without a walk.
+            r.end().saturating_sub(*r.start()) > 0x4000
+                || r.clone()
+                    .any(|i| !crate::model::model_handles_access(i, write))
+        })
     }
 }
 

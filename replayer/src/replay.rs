@@ -10,7 +10,7 @@ use kvmtrace_format::{
 use rayon::prelude::*;
 
 use crate::engine::{Engine, StatePrediction};
-use crate::model::{Store, compare_state, model_handles, model_handles_access};
+use crate::model::{Store, compare_state, model_handles_access};
 use crate::policy::Policy;
 use crate::report::{
     Behaviour, Divergence, Ended, OutcomeView, PolicyReport, ReplayReport, Tally, describe_event,
@@ -33,6 +33,55 @@ pub struct Replay {
     parallel: bool,
     pool: Option<rayon::ThreadPool>,
     interesting: Vec<usize>,
+    handles: HandlesCache,
+}
+
+/// [`model_handles_access`] per MSR index and direction, remembered:
+/// the index tests walk long range lists, and a trace touches few indices.
+/// Direct-mapped by a hash of the index; the full index is kept, so a slot
+/// answers only for its own index (a pure function cached, never a guess).
+struct HandlesCache {
+    keys: [u32; HandlesCache::SLOTS],
+    /// 0: empty; else `FILLED` | `READ` (reads handled) | `WRITE` (writes).
+    bits: [u8; HandlesCache::SLOTS],
+}
+
+impl HandlesCache {
+    const SLOTS: usize = 256;
+    const FILLED: u8 = 1;
+    const READ: u8 = 2;
+    const WRITE: u8 = 4;
+
+    fn new() -> HandlesCache {
+        HandlesCache {
+            keys: [0; HandlesCache::SLOTS],
+            bits: [0; HandlesCache::SLOTS],
+        }
+    }
+
+    /// Whether the model handles an access to `index` (a write if `write`).
+    #[inline]
+    fn handles(&mut self, index: u32, write: bool) -> bool {
+        // Fibonacci hashing: the top 8 bits of the product.
+        let slot = (index.wrapping_mul(0x9e37_79b9) >> 24) as usize;
+        let mut b = self.bits[slot];
+        if b == 0 || self.keys[slot] != index {
+            b = HandlesCache::FILLED;
+            if model_handles_access(index, false) {
+                b |= HandlesCache::READ;
+            }
+            if model_handles_access(index, true) {
+                b |= HandlesCache::WRITE;
+            }
+            self.keys[slot] = index;
+            self.bits[slot] = b;
+        }
+        b & if write {
+            HandlesCache::WRITE
+        } else {
+            HandlesCache::READ
+        } != 0
+    }
 }
 
 /// Which divergences a report keeps in full (counts are always exact):
@@ -117,6 +166,7 @@ impl Replay {
             parallel: true,
             pool: None,
             interesting: Vec::new(),
+            handles: HandlesCache::new(),
         }
     }
 
@@ -199,10 +249,11 @@ impl Replay {
         for (i, r) in records.iter().enumerate() {
             let skippable = match &r.event {
                 Event::MsrRead { index, outcome, .. } => {
-                    !model_handles(*index) && !matches!(outcome, MsrOutcome::VmFailed { .. })
+                    !self.handles.handles(*index, false)
+                        && !matches!(outcome, MsrOutcome::VmFailed { .. })
                 }
                 Event::MsrWrite { index, outcome, .. } => {
-                    !model_handles_access(*index, true)
+                    !self.handles.handles(*index, true)
                         && !matches!(outcome, MsrOutcome::VmFailed { .. })
                 }
                 _ => false,

@@ -303,8 +303,10 @@ pub struct MsrFilter {
     pub ranges: Vec<MsrFilterRange>,
 }
 
-/// Everything that can happen at the boundary. RESET/INIT states are boxed: they
-/// are rare, and the common MSR events should stay small.
+/// Everything that can happen at the boundary. RESET/INIT states (and the
+/// registers a kernel capture saw) are boxed: they are rare, and the common
+/// MSR events should stay small (every record is moved through the decoder's
+/// batch and the replay lanes; the size check below keeps it so).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Event {
@@ -424,7 +426,7 @@ pub enum Event {
     /// register is unknown (never invented). Replay puts the vCPU in the
     /// model's RESET state and compares only `known`. The first state event of
     /// each vCPU of such a capture.
-    KernelReset { known: KnownState },
+    KernelReset { known: Box<KnownState> },
     /// An INIT the in-kernel local APIC accepted for this vCPU
     /// (`kvm_apic_accept_irq` with delivery mode INIT, not a level de-assert),
     /// sent by vCPU `from` when the sender was a vCPU of this VM. The kernel
@@ -432,7 +434,7 @@ pub enum Event {
     /// `KernelReset`.
     KernelInit {
         from: Option<u32>,
-        known: KnownState,
+        known: Box<KnownState>,
     },
     /// Which thread of which process ran this vCPU, and how kvmtrace tells:
     /// the first record of each vCPU of a wrap/attach/import trace. A
@@ -586,6 +588,10 @@ impl EventKind {
         }
     }
 }
+
+// Every record is moved through the decoder's batch, the reader's iterator and
+// the replay batch: a large variant slows decode and replay for all of them.
+const _: () = assert!(std::mem::size_of::<Event>() <= 40);
 
 impl Event {
     /// An `MsrRead` (`value` None) or `MsrWrite`: the one place that builds an

@@ -155,7 +155,7 @@ fn init_and_sipi_reach_the_target() {
         out[4].2,
         Event::KernelInit {
             from: Some(0),
-            known: KnownState::UNKNOWN
+            known: Box::new(KnownState::UNKNOWN)
         }
     );
     assert_eq!(

@@ -17,7 +17,7 @@ pub use cpu::compare_state;
 pub use host::{HostRegs, HostTrace};
 pub(crate) use host::{on_setup_mce, on_write as host_on_write};
 pub use lapic::LapicRegs;
-pub(crate) use msr::{Store, model_handles, model_handles_access};
+pub(crate) use msr::{Store, model_handles_access};
 pub use pmu::UNSEEN_CPUID;
 pub use pv::PvRegs;
 #[cfg(test)]

@@ -196,11 +196,15 @@ pub(crate) const fn model_handles(index: u32) -> bool {
         || super::host::handles(index)
 }
 
-/// [`model_handles`] for one access: a guest IA32_TSC write also matters
-/// (it moves TSC_ADJUST, `model::pv`), a read of it never does (the replay
-/// fast path skips those).
+/// [`model_handles`] for one access: an IA32_TSC write matters (a guest
+/// write moves TSC_ADJUST, `model::pv`), a read of it never does (no handler
+/// predicts the counter; the replay fast path skips those reads).
 pub(crate) const fn model_handles_access(index: u32, write: bool) -> bool {
-    model_handles(index) || (write && index == 0x10)
+    if index == 0x10 {
+        write
+    } else {
+        model_handles(index)
+    }
 }
 
 /// A prediction whose rule stays a reference to its const until a report

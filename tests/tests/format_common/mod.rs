@@ -368,14 +368,14 @@ pub fn golden_records() -> (Vec<Record>, Vec<usize>) {
         identity: VcpuIdentity::ThreadName,
     });
     push(Event::KernelReset {
-        known: KnownState::UNKNOWN,
+        known: Box::new(KnownState::UNKNOWN),
     });
     push(Event::KernelInit {
         from: Some(0),
-        known: KnownState {
+        known: Box::new(KnownState {
             mp_state: Some(2),
             ..KnownState::UNKNOWN
-        },
+        }),
     });
     push(Event::Sipi {
         from: SIPI_FROM_UNKNOWN,
@@ -383,7 +383,7 @@ pub fn golden_records() -> (Vec<Record>, Vec<usize>) {
     });
     push(Event::KernelInit {
         from: None,
-        known: KnownState::UNKNOWN,
+        known: Box::new(KnownState::UNKNOWN),
     });
     (out, breaks)
 }

@@ -219,7 +219,7 @@ fn kernel_init_from_a_capture() {
         time_ns: 9,
         event: Event::KernelInit {
             from: Some(0),
-            known: KnownState::UNKNOWN,
+            known: Box::new(KnownState::UNKNOWN),
         },
     });
     assert_eq!(rd(&e, 1, 0x80f), None);
