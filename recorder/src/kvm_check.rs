@@ -19,6 +19,13 @@ pub fn require_kvm(test: &str) -> bool {
             format!("KVM-TEST-SKIPPED {test}: cannot open /dev/kvm: {e}"),
         ),
     };
+    log_test_line(&line);
+    ok
+}
+
+/// Prints a `KVM-TEST-*` / `QEMU-TEST-*` line and appends it to the file named
+/// by `KVMTRACE_KVM_TEST_LOG` if set (what `.ci/run` counts).
+pub fn log_test_line(line: &str) {
     println!("{line}");
     if let Some(path) = std::env::var_os("KVMTRACE_KVM_TEST_LOG")
         && let Ok(mut f) = std::fs::OpenOptions::new()
@@ -30,5 +37,4 @@ pub fn require_kvm(test: &str) -> bool {
         // processes, and O_APPEND keeps only a single write(2) in one piece.
         let _ = f.write_all(format!("{line}\n").as_bytes());
     }
-    ok
 }

@@ -119,17 +119,7 @@ pub fn require_qemu(test: &str) -> Option<PathBuf> {
         ),
         (Ok(_), Some(q)) => (Some(q), format!("QEMU-TEST-RAN {test}")),
     };
-    println!("{line}");
-    if let Some(path) = std::env::var_os("KVMTRACE_KVM_TEST_LOG")
-        && let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-    {
-        use std::io::Write;
-        // One write(2) per line (parallel tests append to the same file).
-        let _ = f.write_all(format!("{line}\n").as_bytes());
-    }
+    kvmtrace_recorder::kvm_check::log_test_line(&line);
     found
 }
 
@@ -197,16 +187,7 @@ pub fn require_qemu_perf(test: &str) -> Option<(PathBuf, PathBuf)> {
     if perf.is_none() && find_qemu().is_some() {
         let line =
             format!("QEMU-TEST-SKIPPED {test}: perf is not installed (apt-get install linux-perf)");
-        println!("{line}");
-        if let Some(path) = std::env::var_os("KVMTRACE_KVM_TEST_LOG")
-            && let Ok(mut f) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-        {
-            use std::io::Write;
-            let _ = f.write_all(format!("{line}\n").as_bytes());
-        }
+        kvmtrace_recorder::kvm_check::log_test_line(&line);
         return None;
     }
     let qemu = require_qemu(test)?;

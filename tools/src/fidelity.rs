@@ -149,14 +149,11 @@ pub fn score_trace<E: std::fmt::Display>(
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut batch = Vec::with_capacity(BATCH);
-    let mut records = records.peekable();
-    while records.peek().is_some() {
-        batch.clear();
-        for rec in records.by_ref() {
-            batch.push(rec.map_err(|e| anyhow::anyhow!("{e}"))?);
-            if batch.len() == BATCH {
-                break;
-            }
+    let mut records = records;
+    loop {
+        crate::trace_io::next_batch(&mut records, &mut batch, BATCH, |e| anyhow::anyhow!("{e}"))?;
+        if batch.is_empty() {
+            break;
         }
         replay.feed(&batch);
         // A policy script failed: its scores would be wrong (exit 2).

@@ -134,3 +134,22 @@ pub fn explain(path: &Path, e: anyhow::Error) -> anyhow::Error {
         Err(_) => e,
     }
 }
+
+/// Refill `batch` (cleared first) with up to `max` records, mapping a read
+/// error with `err`; left empty when `records` is exhausted. The one batching
+/// loop of the commands that feed the replayer.
+pub fn next_batch<E>(
+    records: &mut impl Iterator<Item = std::result::Result<Record, E>>,
+    batch: &mut Vec<Record>,
+    max: usize,
+    mut err: impl FnMut(E) -> anyhow::Error,
+) -> Result<()> {
+    batch.clear();
+    for r in records.by_ref() {
+        batch.push(r.map_err(&mut err)?);
+        if batch.len() == max {
+            break;
+        }
+    }
+    Ok(())
+}

@@ -43,13 +43,9 @@ pub fn run(args: &BisectArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
     let mut batch = Vec::with_capacity(BATCH);
     let mut records = t.records();
     loop {
-        batch.clear();
-        for r in records.by_ref() {
-            batch.push(r.map_err(|e| trace_io::explain(&args.file, e))?);
-            if batch.len() == BATCH {
-                break;
-            }
-        }
+        trace_io::next_batch(&mut records, &mut batch, BATCH, |e| {
+            trace_io::explain(&args.file, e)
+        })?;
         if batch.is_empty() {
             break;
         }

@@ -115,19 +115,13 @@ pub fn replay_file_with(
     let mut batch = Vec::with_capacity(BATCH.min(total as usize + 1));
     let mut records = t.records();
     loop {
-        batch.clear();
-        for r in records.by_ref() {
-            batch.push(r.map_err(|e| {
-                if salvage_ok {
-                    e
-                } else {
-                    trace_io::explain(file, e)
-                }
-            })?);
-            if batch.len() == BATCH {
-                break;
+        trace_io::next_batch(&mut records, &mut batch, BATCH, |e| {
+            if salvage_ok {
+                e
+            } else {
+                trace_io::explain(file, e)
             }
-        }
+        })?;
         if batch.is_empty() {
             break;
         }

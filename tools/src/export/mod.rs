@@ -132,14 +132,11 @@ pub fn export_records<E: std::fmt::Display>(
     };
     let mut sum = ExportSummary::default();
     let mut batch = Vec::with_capacity(BATCH);
-    let mut records = records.peekable();
-    while records.peek().is_some() {
-        batch.clear();
-        for rec in records.by_ref() {
-            batch.push(rec.map_err(|e| anyhow::anyhow!("{e}"))?);
-            if batch.len() == BATCH {
-                break;
-            }
+    let mut records = records;
+    loop {
+        crate::trace_io::next_batch(&mut records, &mut batch, BATCH, |e| anyhow::anyhow!("{e}"))?;
+        if batch.is_empty() {
+            break;
         }
         let stream = match replay.as_mut() {
             Some(r) => {
