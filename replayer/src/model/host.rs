@@ -217,7 +217,8 @@ impl Engine {
 /// recording of another VMM): the VMM may then set any state with `KVM_SET_*`.
 /// Where the ioctl tap saw its MSR ioctls (`ConfigSource::VmmIoctls`), every
 /// MSR it sets is a host `MsrWrite` in the trace, so MSR-held state stays
-/// known; the APIC base (also set by `KVM_SET_SREGS`, `__set_sregs`) does not.
+/// known (here and the VM-wide wall clock, `model::lapic`); the APIC base
+/// (also set by `KVM_SET_SREGS`, `__set_sregs`) does not.
 pub(crate) fn forget_at_system_reset(v: &mut VcpuState, vmm_msrs_seen: bool) {
     if vmm_msrs_seen {
         v.unknown |= U_APIC_BASE;

@@ -507,7 +507,10 @@ impl Engine {
             v.spec_ctrl = None;
             v.pv = super::PvRegs::default();
         }
-        self.vm.wall_clock = None;
+        // kvm->arch.wall_clock changes only by an MSR write (tapped or not).
+        if !vmm_msrs_seen {
+            self.vm.wall_clock = None;
+        }
     }
 }
 
