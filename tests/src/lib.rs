@@ -193,3 +193,38 @@ pub fn require_qemu_perf(test: &str) -> Option<(PathBuf, PathBuf)> {
     let qemu = require_qemu(test)?;
     Some((qemu, perf?))
 }
+
+/// `kvmtrace record -o OUT -- qemu-system-x86_64 …` in-process; the VMM's exit
+/// status is kvmtrace's.
+pub fn wrap_record(qemu: &std::path::Path, args: &[String], out: &std::path::Path) -> i32 {
+    let mut argv: Vec<String> = vec![
+        "record".into(),
+        "-o".into(),
+        out.display().to_string(),
+        "--".into(),
+    ];
+    argv.push(qemu.display().to_string());
+    argv.extend(args.iter().cloned());
+    let r = kvmtrace(&argv);
+    assert!(
+        r.stderr.contains("recorded VM"),
+        "wrap record of QEMU ({}): {r:?}",
+        out.display()
+    );
+    r.code
+}
+
+/// `kvmtrace record WHAT --mode observe -o OUT` (`WHAT`: `--payload FILE` or
+/// `--scenario NAME`), which must succeed.
+pub fn record_observe(what: [&str; 2], out: &std::path::Path) {
+    let r = kvmtrace([
+        "record",
+        what[0],
+        what[1],
+        "--mode",
+        "observe",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{what:?}: {r:?}");
+}

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kvmtrace_tests::{TempDir, kvmtrace, qemu_guest, require_qemu};
+use kvmtrace_tests::{TempDir, kvmtrace, qemu_guest, record_observe, require_qemu, wrap_record};
 
 /// `host` agreement on every recording and on the corpus (issue 12's target).
 const MIN_AGREEMENT: f64 = 0.99;
@@ -160,29 +160,11 @@ fn live_fidelity_corpus_meets_the_same_thresholds() {
         let out = d.join(name);
         // Like the stored corpus, with the ioctl tap: QEMU's host
         // KVM_GET/SET_MSRS entries are scored too (`model::host`).
-        let mut argv = vec![
-            "record".to_string(),
-            "-o".into(),
-            out.display().to_string(),
-            "--".into(),
-        ];
-        argv.push(qemu.display().to_string());
-        argv.extend(args);
-        let r = kvmtrace(&argv);
-        assert!(r.stderr.contains("recorded VM"), "{name}: {r:?}");
+        wrap_record(&qemu, &args, &out);
         traces.push(out);
     }
     let out = d.join("observe-guest.kvt");
-    let r = kvmtrace([
-        "record",
-        "--payload",
-        guest.to_str().unwrap(),
-        "--mode",
-        "observe",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(r.code, 0, "{r:?}");
+    record_observe(["--payload", guest.to_str().unwrap()], &out);
     traces.push(out);
     for s in [
         "tour",
@@ -194,16 +176,7 @@ fn live_fidelity_corpus_meets_the_same_thresholds() {
         "bit-probe",
     ] {
         let out = d.join(&format!("observe-{s}.kvt"));
-        let r = kvmtrace([
-            "record",
-            "--scenario",
-            s,
-            "--mode",
-            "observe",
-            "-o",
-            out.to_str().unwrap(),
-        ]);
-        assert_eq!(r.code, 0, "{s}: {r:?}");
+        record_observe(["--scenario", s], &out);
         traces.push(out);
     }
     for line in check(&traces) {

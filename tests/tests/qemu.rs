@@ -7,7 +7,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use kvmtrace_recorder::qemu_guest::QEMU_EXIT_OK;
-use kvmtrace_tests::{TempDir, qemu_guest, require_qemu, run_with_deadline};
+use kvmtrace_tests::{
+    TempDir, qemu_guest, record_observe, require_qemu, run_with_deadline, wrap_record,
+};
 
 /// SeaBIOS (~5 s emulated on this host) plus our guest; far more than either.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -30,25 +32,6 @@ fn qemu_boots_our_guest_and_it_exits_ok() {
         "guest status {:?} (bits: 1 AP via xAPIC, 2 AP via x2APIC, 0x80|vector exception); stderr: {stderr}",
         code.map(|c| c >> 1)
     );
-}
-
-/// `kvmtrace record -o OUT -- qemu-system-x86_64 …` in-process; the VMM's exit
-/// status is kvmtrace's.
-pub fn wrap_record(qemu: &std::path::Path, args: &[String], out: &std::path::Path) -> i32 {
-    let mut argv: Vec<String> = vec![
-        "record".into(),
-        "-o".into(),
-        out.display().to_string(),
-        "--".into(),
-    ];
-    argv.push(qemu.display().to_string());
-    argv.extend(args.iter().cloned());
-    let r = kvmtrace_tests::kvmtrace(&argv);
-    assert!(
-        r.stderr.contains("recorded VM"),
-        "wrap record of QEMU: {r:?}"
-    );
-    r.code
 }
 
 /// Guest MSR accesses of vCPU 0 as `(index, write, outcome)`, in order.
@@ -131,16 +114,7 @@ fn same_guest_under_qemu_and_our_vmm_observe_mode_sees_the_same_outcomes() {
     let args = kvmtrace_tools::commands::guest::qemu_args(&guest);
     assert_eq!(wrap_record(&qemu, &args, &q), QEMU_EXIT_OK);
     let o = d.join("o.kvt");
-    let r = kvmtrace_tests::kvmtrace([
-        "record",
-        "--payload",
-        guest.to_str().unwrap(),
-        "--mode",
-        "observe",
-        "-o",
-        o.to_str().unwrap(),
-    ]);
-    assert_eq!(r.code, 0, "{r:?}");
+    record_observe(["--payload", guest.to_str().unwrap()], &o);
     // Section A: what the kernel decides under both VMMs (the MISC_ENABLE
     // read-modify-writes follow it).
     let mut expect: Vec<(u64, bool)> = kvmtrace_recorder::qemu_guest::SECTION_A
