@@ -246,7 +246,7 @@ pub fn describe_event(e: &Event) -> String {
         Event::Halt => "HLT".into(),
         Event::RawExit { exit_reason, .. } => format!("raw exit {exit_reason}"),
         Event::Lost { count, .. } => format!("{count} events lost"),
-        Event::End { reason } => format!("end ({reason:?})"),
+        Event::End { reason } => format!("end: {}", reason.describe()),
         Event::Ipi { dst, vector, mode } => format!("IPI {mode:?} vector {vector} to {dst}"),
         Event::KernelReset { .. } => "RESET state (registers not seen)".to_string(),
         Event::KernelInit { from, .. } => match from {

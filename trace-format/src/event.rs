@@ -175,6 +175,22 @@ pub enum EndReason {
     Error { message: String },
 }
 
+impl EndReason {
+    /// Why a vCPU's run ended, in words (dump, replay context lines, info).
+    pub fn describe(&self) -> String {
+        match self {
+            EndReason::Finished => "finished".into(),
+            EndReason::VmFailed { errno } => format!(
+                "the VM failed (KVM_RUN: {})",
+                std::io::Error::from_raw_os_error(*errno)
+            ),
+            EndReason::Shutdown => "stopped after a shutdown".into(),
+            EndReason::Stopped { why } => format!("stopped: {why}"),
+            EndReason::Error { message } => format!("error: {message}"),
+        }
+    }
+}
+
 /// Which part of the capture lost events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

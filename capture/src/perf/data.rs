@@ -416,10 +416,7 @@ impl<R: Read + Seek> Read for PerfDataText<R> {
         if self.pos >= self.out.len() && !self.refill()? {
             return Ok(0);
         }
-        let n = buf.len().min(self.out.len() - self.pos);
-        buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+        Ok(super::copy_out(&self.out, &mut self.pos, buf))
     }
 }
 

@@ -22,3 +22,12 @@ pub mod script;
 
 pub use data::{PerfDataError, PerfDataText, is_perf_data};
 pub use script::PerfScriptText;
+
+/// The `Read` of the perf text sources: copies what `buf` holds of
+/// `out[*pos..]` and advances `pos`.
+fn copy_out(out: &[u8], pos: &mut usize, buf: &mut [u8]) -> usize {
+    let n = buf.len().min(out.len() - *pos);
+    buf[..n].copy_from_slice(&out[*pos..*pos + n]);
+    *pos += n;
+    n
+}

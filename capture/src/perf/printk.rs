@@ -99,17 +99,9 @@ fn exit_name(isa: u64, reason: u64) -> Option<&'static str> {
     }
 }
 
-/// The events this module prints; any other event name gets no text.
-pub const PRINTED: [&str; 8] = [
-    "kvm_msr",
-    "kvm_inj_exception",
-    "kvm_userspace_exit",
-    "kvm_apic_ipi",
-    "kvm_apic_accept_irq",
-    "kvm_cpuid",
-    "kvm_exit",
-    "kvm_entry",
-];
+/// The events this module prints (those [`crate::fields`] decodes); any
+/// other event name gets no text.
+pub const PRINTED: [&str; 8] = crate::fields::KNOWN_EVENTS;
 
 /// Print `event`'s text into `out` from its fields (`field(name)`: the value,
 /// zero- or sign-extended as the format says). `None` for an event this module

@@ -88,10 +88,7 @@ impl<R: Read> Read for PerfScriptText<R> {
         if self.pos >= self.out.len() && !self.refill()? {
             return Ok(0);
         }
-        let n = buf.len().min(self.out.len() - self.pos);
-        buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+        Ok(super::copy_out(&self.out, &mut self.pos, buf))
     }
 }
 

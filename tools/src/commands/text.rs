@@ -1,8 +1,8 @@
 //! Human-readable renderings shared by dump, replay and diff.
 
 use kvmtrace_format::{
-    AfterShutdown, EndReason, Event, InitSource, IpiMode, LostSource, MsrExitReason, MsrOutcome,
-    MwaitOutcome, Origin, ShutdownCause, UserAnswer,
+    AfterShutdown, Event, InitSource, IpiMode, LostSource, MsrExitReason, MsrOutcome, MwaitOutcome,
+    Origin, ShutdownCause, UserAnswer,
 };
 
 /// A time relative to the start of a trace, for humans: `12.345678 s`.
@@ -99,20 +99,6 @@ fn ipi_mode(m: &IpiMode) -> String {
         IpiMode::Init => "INIT".into(),
         IpiMode::Sipi => "SIPI".into(),
         IpiMode::Other(n) => format!("delivery mode {n}"),
-    }
-}
-
-/// Why a vCPU's run ended, in words.
-pub fn end_reason(r: &EndReason) -> String {
-    match r {
-        EndReason::Finished => "finished".into(),
-        EndReason::VmFailed { errno } => format!(
-            "the VM failed (KVM_RUN: {})",
-            std::io::Error::from_raw_os_error(*errno)
-        ),
-        EndReason::Shutdown => "stopped after a shutdown".into(),
-        EndReason::Stopped { why } => format!("stopped: {why}"),
-        EndReason::Error { message } => format!("error: {message}"),
     }
 }
 
@@ -250,7 +236,7 @@ pub fn describe(e: &Event) -> String {
         Event::Lost { source, count } => {
             format!("LOST {count} events ({})", lost_source(source))
         }
-        Event::End { reason } => format!("end: {}", end_reason(reason)),
+        Event::End { reason } => format!("end: {}", reason.describe()),
         Event::KernelReset { known } => format!("reset {}", known_state(known)),
         Event::KernelInit { from, known } => format!(
             "init by the in-kernel lapic{} {}",

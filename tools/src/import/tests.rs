@@ -1,25 +1,7 @@
 //! The `import` command: files, flags, the header.
 
-const TRACE: &str = "\
-# tracer: nop
-#
-# entries-in-buffer/entries-written: 6/6   #P:2
-#
-#                                _-----=> irqs-off/BH-disabled
-#                               / _----=> need-resched
-#                              | / _---=> hardirq/softirq
-#                              || / _--=> preempt-depth
-#                              ||| / _-=> migrate-disable
-#                              |||| /     delay
-#           TASK-PID     CPU#  |||||  TIMESTAMP  FUNCTION
-#              | |         |   |||||     |         |
-        kvmprobe-2990    [001] ..... 8161.637639: kvm_msr: msr_read 10 = 0x1227083af590
-        kvmprobe-2990    [001] ..... 8161.637664: kvm_msr: msr_write 401 = 0x1 (#GP)
-        kvmprobe-2990    [001] ..... 8161.637666: kvm_inj_exception: #GP (0x0)
-        kvmprobe-2990    [001] .N... 8161.637700: sched_switch: prev_comm=kvmprobe
-        kvmprobe-2991    [000] ..... 8161.637701: kvm_inj_exception: #UD
-        kvmprobe-2990    [001] ..... 8161.637785: kvm_userspace_exit: reason KVM_EXIT_SHUTDOWN (8)
-";
+/// The capture crate's tracefs text fixture.
+const TRACE: &str = include_str!("../../../capture/testdata/ftrace_nop.txt");
 
 #[test]
 fn command_round_trip_import_export() {
