@@ -15,17 +15,17 @@ const MIN_AGREEMENT: f64 = 0.99;
 const TARGET_COVERAGE: f64 = 0.8;
 /// Coverage of the corpus as a whole, enforced: the target since the `host`
 /// model decides QEMU's host-initiated KVM_SET_MSRS/KVM_GET_MSRS entries
-/// (`replayer/src/model/host.rs`; 0.865 on the build machine).
+/// (`replayer/src/model/host.rs`; 0.867 on the build machine).
 const MIN_COVERAGE: f64 = TARGET_COVERAGE;
 /// Coverage floor per recording: what the model reaches today (rounded down),
 /// so a regression fails; the target is [`TARGET_COVERAGE`] everywhere.
 const FLOORS: &[(&str, f64)] = &[
     // Wrap recordings with the ioctl tap: QEMU's ~1,100 host MSR accesses
-    // (0.887 today). Left unmodelled: speculation MSRs, KERNEL_GS_BASE,
+    // (0.889 today). Left unmodelled: speculation MSRs, KERNEL_GS_BASE,
     // UCODE_REV/ARCH_CAPABILITIES writes, TSC reads (time), registers the
     // guest may change without an exit, read after it ran.
     ("qemu-seabios.kvt", 0.85),
-    // The same plus our guest's (0.890 today).
+    // The same plus our guest's (0.894 today).
     ("qemu-guest.kvt", 0.85),
     ("observe-guest.kvt", 0.9),
     // The msr-loop part of the tour reads the TSC 100 times: a value no model
@@ -159,7 +159,10 @@ fn live_fidelity_corpus_meets_the_same_thresholds() {
     for (name, args) in [("qemu-seabios.kvt", bios), ("qemu-guest.kvt", base)] {
         let out = d.join(name);
         // Like the stored corpus, with the ioctl tap: QEMU's host
-        // KVM_GET/SET_MSRS entries are scored too (`model::host`).
+        // KVM_GET/SET_MSRS entries are scored too (`model::host`). Known
+        // flake on a shared machine: a VM another process runs meanwhile
+        // can land in OUT (seen 2026-12-03 with a concurrent `bench`), with
+        // tracepoint-only coverage below these floors.
         wrap_record(&qemu, &args, &out);
         traces.push(out);
     }
