@@ -65,6 +65,8 @@ macro_rules! rules {
         $(pub const $id: Rule = Rule { name: $name, section: $sec, release: $rel };)+
     };
 }
+/// The rule tables of `model/*` declare their rules with the same macro.
+pub(crate) use rules;
 
 rules! {
     UNMODELED = "unmodeled", "-", "-";

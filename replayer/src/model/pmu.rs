@@ -34,13 +34,7 @@ use super::msr::{R, Store};
 
 type RuleRef = &'static Rule;
 
-macro_rules! prules {
-    ($($id:ident = $name:literal, $sec:literal, $rel:literal;)+) => {
-        $(pub const $id: Rule = Rule { name: $name, section: $sec, release: $rel };)+
-    };
-}
-
-prules! {
+crate::rules::rules! {
     PMU_LEGACY_NO_COUNTER = "P6/K7 PMU MSR without a counter: read 0, write dropped (kvm_get/set_msr_common)", "pmu.c", "6.0+";
     PMU_NO_COUNTER = "PMU MSR without a counter (kvm_pmu_is_valid_msr false, r=2)", "pmu.c", "6.0+";
     UNSEEN_CPUID = "outcome rests on a CPUID leaf the trace has not shown (learnable)", "-", "-";
