@@ -28,6 +28,36 @@ pub fn tgid_of(tid: u32) -> Option<u32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The parent process of `pid` (`PPid:` of `/proc/PID/status`).
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Whether process `pid` is `root` or a descendant of it: `None` where `/proc`
+/// no longer shows `pid` (it exited), so that only a live process provably
+/// outside the tree is called foreign. The walk is bounded (64 generations).
+pub fn descends_from(pid: u32, root: u32) -> Option<bool> {
+    let mut p = pid;
+    for step in 0..64 {
+        if p == root {
+            return Some(true);
+        }
+        if p <= 1 {
+            return Some(false);
+        }
+        match parent_of(p) {
+            Some(pp) => p = pp,
+            None if step == 0 => return None,
+            None => return Some(false),
+        }
+    }
+    Some(false)
+}
+
 /// The name of thread `tid` of process `tgid` (at most 15 bytes).
 pub fn comm_of(tgid: u32, tid: u32) -> Option<String> {
     std::fs::read_to_string(task_dir(tgid, tid).join("comm"))
@@ -106,6 +136,17 @@ pub fn is_vmm(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_tree() {
+        let me = std::process::id();
+        let parent = parent_of(me).expect("our own /proc entry");
+        assert_eq!(descends_from(me, me), Some(true));
+        assert_eq!(descends_from(me, parent), Some(true));
+        assert_eq!(descends_from(parent, me), Some(false));
+        // Beyond pid_max: no such process, so not provably foreign.
+        assert_eq!(descends_from(u32::MAX - 1, me), None);
+    }
 
     #[test]
     fn syscall_lines() {

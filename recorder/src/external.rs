@@ -498,15 +498,65 @@ fn describe(
     ThreadDesc { tgid, comm, vcpu }
 }
 
+/// The VMM's process tree, checked again in user space: the kernel's
+/// `set_event_pid` filter was seen (once, with other recorders running QEMU on
+/// the same machine) to let another process's KVM events through, and a trace
+/// must never hold another VMM's VM. A line whose process is alive and provably
+/// outside the tree is dropped and counted; one whose process already exited
+/// is kept (nothing in `/proc` tells otherwise).
+struct TreeFilter {
+    root: u32,
+    /// tgid -> in the tree (bounded: cleared when full).
+    seen: std::collections::HashMap<u32, bool>,
+    dropped: u64,
+}
+
+impl TreeFilter {
+    const MAX_SEEN: usize = 4096;
+
+    fn new(root: u32) -> TreeFilter {
+        TreeFilter {
+            root,
+            seen: std::collections::HashMap::new(),
+            dropped: 0,
+        }
+    }
+
+    fn keeps(&mut self, tgid: Option<u32>, tid: u32) -> bool {
+        let Some(tgid) = tgid.or_else(|| procfs::tgid_of(tid)) else {
+            return true;
+        };
+        if tgid == self.root {
+            return true;
+        }
+        if let Some(&k) = self.seen.get(&tgid) {
+            return k;
+        }
+        let Some(k) = procfs::descends_from(tgid, self.root) else {
+            return true;
+        };
+        if self.seen.len() >= Self::MAX_SEEN {
+            self.seen.clear();
+        }
+        self.seen.insert(tgid, k);
+        k
+    }
+}
+
 fn feed_raws(
     raws: Vec<kvmtrace_capture::tracefs::Raw>,
     splitter: &mut VmSplitter,
     outs: &mut Outs,
     cap: Option<&TracefsCapture>,
     tapped: Option<&vmm_tap::Tapped>,
+    tree: &mut TreeFilter,
 ) -> Result<(), ExternalError> {
     let mut placed: Vec<(usize, Observed)> = Vec::new();
     for r in raws {
+        if !tree.keeps(r.tgid, r.tid) {
+            tree.dropped += 1;
+            continue;
+        }
         splitter.feed(
             r.ts_ns,
             r.tid,
@@ -608,6 +658,7 @@ pub fn record_external(
     if lock.is_none() {
         lock = VmmLock::claim(vmm_pid).ok();
     }
+    let mut tree = TreeFilter::new(vmm_pid);
     let (host, _) = crate::observe::host::this_host();
     let config_source = kvmtrace_format::ConfigSource::Unknown {
         why: match &cfg.target {
@@ -686,7 +737,14 @@ pub fn record_external(
             )
         });
         let newest = raws.iter().map(|r| r.ts_ns).max();
-        feed_raws(raws, &mut splitter, &mut outs, Some(&cap), tapped.as_ref())?;
+        feed_raws(
+            raws,
+            &mut splitter,
+            &mut outs,
+            Some(&cap),
+            tapped.as_ref(),
+            &mut tree,
+        )?;
         taps.take(&rx, &splitter, &mut outs);
         if let Some(t) = tapped.as_ref() {
             outs.tapped_config = (t.tap_status() == TapStatus::Active).then(|| t.vm_configs());
@@ -722,7 +780,21 @@ pub fn record_external(
         std::thread::sleep(Duration::from_millis(10));
     };
     let (rest, stats) = cap.stop_raw();
-    feed_raws(rest, &mut splitter, &mut outs, None, tapped.as_ref())?;
+    feed_raws(
+        rest,
+        &mut splitter,
+        &mut outs,
+        None,
+        tapped.as_ref(),
+        &mut tree,
+    )?;
+    if tree.dropped > 0 {
+        eprintln!(
+            "record: dropped {} KVM events of processes outside VMM {vmm_pid}'s process tree \
+             (the kernel's pid filter let them through)",
+            tree.dropped
+        );
+    }
     let mut tail = Vec::new();
     splitter.finish(&mut |vm, o| tail.push((vm, o)));
     for (vm, o) in tail {
