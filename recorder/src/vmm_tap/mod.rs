@@ -367,36 +367,24 @@ pub fn spawn_with(
     Ok(Tapped { child, shared })
 }
 
+/// The pipe `fd` as a `File` that is never closed here (the caller owns it):
+/// std's `write_all`/`read_exact` retry on EINTR and short transfers and
+/// allocate nothing, so they serve between fork and exec as well.
+fn pipe_file(fd: RawFd) -> std::mem::ManuallyDrop<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: `fd` is an open pipe end this module created and still owns;
+    // ManuallyDrop keeps the File from closing it.
+    std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
 fn write_fd(fd: RawFd, b: &[u8]) -> bool {
-    let mut off = 0;
-    while off < b.len() {
-        // SAFETY: writes from our buffer's remaining bytes.
-        let n = unsafe { libc::write(fd, b[off..].as_ptr().cast(), b.len() - off) };
-        if n <= 0 {
-            if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return false;
-        }
-        off += n as usize;
-    }
-    true
+    use std::io::Write;
+    pipe_file(fd).write_all(b).is_ok()
 }
 
 fn read_fd(fd: RawFd, b: &mut [u8]) -> bool {
-    let mut off = 0;
-    while off < b.len() {
-        // SAFETY: reads into our buffer's remaining bytes.
-        let n = unsafe { libc::read(fd, b[off..].as_mut_ptr().cast(), b.len() - off) };
-        if n <= 0 {
-            if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return false;
-        }
-        off += n as usize;
-    }
-    true
+    use std::io::Read;
+    pipe_file(fd).read_exact(b).is_ok()
 }
 
 const SECCOMP_FILTER_FLAG_SPEC_ALLOW: libc::c_ulong = 1 << 2;
