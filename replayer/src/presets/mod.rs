@@ -322,7 +322,7 @@ mod tests {
     /// new one.
     #[test]
     fn stable_points_get_exactly_their_backports() {
-        use crate::policy::{MceBadWrite, QuirkApi};
+        use crate::policy::{MceBadWrite, QuirkApi, ValidQuirks};
         let at = |line, point| policy(line, Some(point), Vendor::Intel).switches;
         for (line, point) in [((5, 10), 137), ((5, 15), 61), ((5, 18), 18)] {
             let (old, new) = (at(line, point - 1), at(line, point));
@@ -351,6 +351,8 @@ mod tests {
         }
         assert_eq!(at((6, 12), 77).quirk_api, QuirkApi::V2Assign);
         assert_eq!(at((6, 12), 78).quirk_api, QuirkApi::V2Sticky);
+        assert_eq!(at((6, 12), 77).valid_quirks, ValidQuirks::Mask(0xff));
+        assert_eq!(at((6, 12), 78).valid_quirks, ValidQuirks::Mask(0x3ff));
         // Mainline: 6.12 has the ICR check, 6.11 not; QUIRKS2 from 5.18.
         assert!(changes::switches_at((6, 12)).x2apic_icr_reserved_gp);
         assert!(!changes::switches_at((6, 11)).x2apic_icr_reserved_gp);
