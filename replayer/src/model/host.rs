@@ -66,6 +66,10 @@ pub struct HostTrace {
     /// `KVM_CAP_X86_SMM` is 0: no SMI ever enters SMM, so SMI_COUNT only
     /// changes by a host write.
     pub no_smm: bool,
+    /// kvmtrace's own VMM configured the VM (`ConfigSource::Recorder`): it
+    /// never enables `KVM_CAP_ENFORCE_PV_FEATURE_CPUID`, so `guest_pv_has`
+    /// is true for every KVM PV feature whatever the guest CPUID.
+    pub pv_unenforced: bool,
 }
 
 impl HostTrace {
@@ -73,6 +77,7 @@ impl HostTrace {
         const KVM_CAP_X86_SMM: u32 = 117;
         HostTrace {
             vmm_msrs_seen: header.config_source == kvmtrace_format::ConfigSource::VmmIoctls,
+            pv_unenforced: header.config_source == kvmtrace_format::ConfigSource::Recorder,
             no_smm: header
                 .host
                 .caps
