@@ -511,7 +511,7 @@ fn guest_writes(recs: &[Record], index: u32) -> Vec<(u64, MsrOutcome)> {
                 origin: Origin::Guest,
                 outcome,
                 ..
-            } if *i == index => Some((*value, outcome.clone())),
+            } if *i == index => Some((*value, *outcome)),
             _ => None,
         })
         .collect()
@@ -526,7 +526,7 @@ fn reads(recs: &[Record], index: u32, origin: Origin) -> Vec<MsrOutcome> {
                 origin: o,
                 outcome,
                 ..
-            } if *i == index && *o == origin => Some(outcome.clone()),
+            } if *i == index && *o == origin => Some(*outcome),
             _ => None,
         })
         .collect()
@@ -542,7 +542,7 @@ fn host_writes(recs: &[Record], index: u32) -> Vec<(u64, MsrOutcome)> {
                 origin: Origin::Host,
                 outcome,
                 ..
-            } if *i == index => Some((*value, outcome.clone())),
+            } if *i == index => Some((*value, *outcome)),
             _ => None,
         })
         .collect()
