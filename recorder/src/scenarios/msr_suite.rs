@@ -352,6 +352,6 @@ mod tests {
             reg: CpuidReg::Edx,
             bit: 26
         }));
-        assert_eq!(e.len(), 19);
+        assert_eq!(e.len(), 20);
     }
 }
