@@ -66,6 +66,10 @@ pub struct HostTrace {
     /// `KVM_CAP_X86_SMM` is 0: no SMI ever enters SMM, so SMI_COUNT only
     /// changes by a host write.
     pub no_smm: bool,
+    /// kvmtrace's own VMM configured the VM (`ConfigSource::Recorder`): it
+    /// never enables `KVM_CAP_ENFORCE_PV_FEATURE_CPUID`, so `guest_pv_has`
+    /// is true for every KVM PV feature whatever the guest CPUID.
+    pub pv_unenforced: bool,
 }
 
 impl HostTrace {
@@ -73,6 +77,7 @@ impl HostTrace {
         const KVM_CAP_X86_SMM: u32 = 117;
         HostTrace {
             vmm_msrs_seen: header.config_source == kvmtrace_format::ConfigSource::VmmIoctls,
+            pv_unenforced: header.config_source == kvmtrace_format::ConfigSource::Recorder,
             no_smm: header
                 .host
                 .caps
@@ -581,8 +586,10 @@ mod tests {
                     Some(MsrOutcome::Ok),
                     "{i:#x}"
                 );
-                // Guest accesses are left to other rules.
-                assert_eq!(e.msr_write(0, i, x, G).outcome, None, "{i:#x}");
+                // Guest accesses are left to other rules (a guest TSC
+                // write: model::pv, accepted).
+                let guest = (i == 0x10).then_some(MsrOutcome::Ok);
+                assert_eq!(e.msr_write(0, i, x, G).outcome, guest, "{i:#x}");
             }
             assert_eq!(e.msr_read(0, 0x34, H).outcome, None);
             assert_eq!(e.msr_read(0, 0x6e0, H).outcome, None);
