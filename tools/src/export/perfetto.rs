@@ -316,6 +316,15 @@ impl<W: Write> PerfettoWriter<W> {
     ) -> std::io::Result<()> {
         let mut interned = InternedData::new();
         let mut ev = TrackEvent::new();
+        ev.set_type(Type::TYPE_INSTANT);
+        ev.set_track_uuid(track);
+        match self
+            .names
+            .intern(name, &mut interned.event_names, event_name)
+        {
+            Some(id) => ev.set_name_iid(id),
+            None => ev.set_name(name.to_string()),
+        }
         ev.category_iids.extend(self.cats.intern(
             cat,
             &mut interned.event_categories,
@@ -344,15 +353,6 @@ impl<W: Write> PerfettoWriter<W> {
             }
             ev.debug_annotations.push(a);
         }
-        ev.set_type(Type::TYPE_INSTANT);
-        match self
-            .names
-            .intern(name, &mut interned.event_names, event_name)
-        {
-            Some(id) => ev.set_name_iid(id),
-            None => ev.set_name(name.to_string()),
-        }
-        ev.set_track_uuid(track);
         self.packet(timed(time_ns, ev, interned))
     }
 }
