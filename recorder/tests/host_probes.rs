@@ -614,8 +614,8 @@ fn pvm_speculation_msrs() {
 }
 
 /// docs/host-notes.md "TSC_ADJUST" (vendor table: TscAdjustUngated): with
-/// CPUID.7.0:EBX[1] cleared (`msr-suite-bare`) a guest TSC_ADJUST write is
-/// still stored on kvm_pvm (upstream x86.c drops it without
+/// CPUID.7.0:EBX[1] cleared (`msr-suite-bare`) a host (KVM_SET_MSRS 0x1000)
+/// and a guest TSC_ADJUST write are still stored on kvm_pvm (upstream x86.c drops it without
 /// `guest_cpu_cap_has(TSC_ADJUST)`); a guest IA32_TSC write is accepted
 /// (kvm_set_msr_common has no failure path for it) and moves TSC_ADJUST.
 #[test]

@@ -42,7 +42,7 @@ pvrules! {
 }
 
 crate::rules::rules! {
-    TSC_ADJUST_PVM = "vendor pvm: guest TSC_ADJUST write stored without CPUID TSC_ADJUST (host_probes pvm_tsc_adjust_without_cpuid, host-notes)", "-", "6.18 pvm";
+    TSC_ADJUST_PVM = "vendor pvm: TSC_ADJUST write (guest or host) stored without CPUID TSC_ADJUST (host_probes pvm_tsc_adjust_without_cpuid, host-notes)", "-", "6.18 pvm";
 }
 
 /// Slots of `PvRegs`.
@@ -147,7 +147,7 @@ impl Engine {
             }
             (0x10, _) => None,
             (0x3b, None) => value(v.pv.get(P_TSC_ADJUST), &TSC_ADJUST_VALUE),
-            (0x3b, Some(d)) if !host && self.policy.has(crate::vendor::Fact::TscAdjustUngated) => {
+            (0x3b, Some(d)) if self.policy.has(crate::vendor::Fact::TscAdjustUngated) => {
                 Some((R::Ok(0), &TSC_ADJUST_PVM, Store::Pv(P_TSC_ADJUST, Some(d))))
             }
             (0x3b, Some(d)) => {
