@@ -645,8 +645,13 @@ fn pvm_tsc_adjust_without_cpuid() {
     if !on_kvm_pvm("pvm_tsc_adjust_without_cpuid") {
         return;
     }
+    assert_eq!(host_writes(&recs, 0x3b)[0], (0x1000, MsrOutcome::Ok));
     let r = reads(&recs, 0x3b, Origin::Guest);
-    assert_eq!(r[0], MsrOutcome::Value(0));
+    assert_eq!(
+        r[0],
+        MsrOutcome::Value(0x1000),
+        "host write stored without CPUID"
+    );
     assert_eq!(
         r[1],
         MsrOutcome::Value(100_000_000_000),
