@@ -37,6 +37,13 @@ const FLOORS: &[(&str, f64)] = &[
     ("observe-feat-ctl.kvt", 1.0),
     ("observe-init-sipi.kvt", 1.0),
     ("observe-bit-probe.kvt", 0.9),
+    // x2APIC IPI/EOI loop, self-IPI, NMI, broadcast, timer, TSC deadline
+    // (0.988 today: TPR after MOV CR8, PPR, a running timer's TMCCT and a
+    // pending deadline are learned).
+    ("observe-apic-ipi.kvt", 0.95),
+    // Self-INIT (exact) then INIT from the other vCPU (learned) (0.76 today).
+    ("observe-self-init.kvt", 0.7),
+    ("observe-x2apic-regs.kvt", 0.9),
 ];
 
 fn corpus_dir() -> PathBuf {
@@ -177,6 +184,9 @@ fn live_fidelity_corpus_meets_the_same_thresholds() {
         "feat-ctl",
         "init-sipi",
         "bit-probe",
+        "apic-ipi",
+        "self-init",
+        "x2apic-regs",
     ] {
         let out = d.join(&format!("observe-{s}.kvt"));
         record_observe(["--scenario", s], &out);
