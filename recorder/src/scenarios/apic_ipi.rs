@@ -83,10 +83,7 @@ const HANDLED: [(u8, u32, bool); 7] = [
 
 /// Counter address of a handled vector.
 pub fn counter(vector: u8) -> u64 {
-    let slot = HANDLED
-        .iter()
-        .find(|h| h.0 == vector)
-        .map_or(15, |h| h.1);
+    let slot = HANDLED.iter().find(|h| h.0 == vector).map_or(15, |h| h.1);
     COUNTERS + u64::from(slot) * 4
 }
 
@@ -118,7 +115,10 @@ pub fn handlers() -> Result<(Region, Vec<(u8, u64)>), IcedError> {
         a.pop(rax)?;
         a.iretq()?;
     }
-    let result = a.assemble_options(HANDLERS_ADDR, iced_x86::BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)?;
+    let result = a.assemble_options(
+        HANDLERS_ADDR,
+        iced_x86::BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS,
+    )?;
     let addrs = labels
         .iter()
         .map(|(v, l)| Ok((*v, result.label_ip(l)?)))

@@ -229,12 +229,12 @@ const SCENARIOS: &[Entry] = &[
     },
     Entry {
         name: "apic-ipi",
-        about: "x2APIC IPI/EOI loop between 2 vCPUs (--iterations N, default 200), self-IPI, NMI, broadcast, logical, timer modes, TSC deadline, TPR, APIC base matrix",
+        about: "x2APIC IPI+EOI loop on 2 vCPUs (--iterations, 200), self-IPI, NMI, broadcast, timer, TPR, APIC base",
         build: apic_ipi::spec,
     },
     Entry {
         name: "self-init",
-        about: "vCPU 1 INITs itself through the x2APIC ICR, is SIPIed by vCPU 0, reads the INIT state; then INIT from vCPU 0",
+        about: "vCPU 1 INITs itself via the x2APIC ICR, vCPU 0 SIPIs it, it reads the INIT state; then INIT from vCPU 0",
         build: self_init::spec,
     },
     Entry {

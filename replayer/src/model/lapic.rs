@@ -368,8 +368,7 @@ impl Engine {
             (LapicStore::Lvtt(x), Some(old), Some(m)) => deadline(old) != deadline(x & m),
             _ => false,
         };
-        if mode_change
-        {
+        if mode_change {
             // apic_update_lvtt: entering or leaving TSC-deadline mode zeroes
             // lapic_timer.tscdeadline.
             v.host.tsc_deadline_zero = true;
