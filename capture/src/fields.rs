@@ -265,20 +265,44 @@ fn userspace_exit(f: &[u8]) -> Result<KvmEvent, FieldError> {
     Ok(KvmEvent::UserspaceExit(ret))
 }
 
-fn apic_ipi(f: &[u8]) -> Result<KvmEvent, FieldError> {
-    let bad = |what| FieldError {
-        event: "kvm_apic_ipi",
-        what,
+/// The APIC id field that opens `kvm_apic_ipi` (`dst`) and
+/// `kvm_apic_accept_irq` (`apicid`).
+#[derive(Clone, Copy)]
+enum ApicIdField {
+    Dst,
+    ApicId,
+}
+
+/// `KEY %x vec %u (FLAGS)`, the common start of `kvm_apic_ipi` and
+/// `kvm_apic_accept_irq`: the id, the vector and the text between the
+/// parentheses.
+fn id_vec_flags<'a>(
+    w: &mut impl Iterator<Item = &'a [u8]>,
+    field: ApicIdField,
+    bad: impl Fn(&'static str) -> FieldError,
+) -> Result<(u32, u8, &'a [u8]), FieldError> {
+    let (key, expected, not_hex, flags_form) = match field {
+        ApicIdField::Dst => (
+            &b"dst"[..],
+            "expected `dst`",
+            "dst is not a 32-bit hex number",
+            "expected `(MODE|...)`",
+        ),
+        ApicIdField::ApicId => (
+            &b"apicid"[..],
+            "expected `apicid`",
+            "apicid is not a 32-bit hex number",
+            "expected `(MODE|edge)` or `(MODE|level)`",
+        ),
     };
-    let mut w = words(f);
-    if w.next() != Some(b"dst") {
-        return Err(bad("expected `dst`"));
+    if w.next() != Some(key) {
+        return Err(bad(expected));
     }
-    let dst = w
+    let id = w
         .next()
         .and_then(parse_hex)
         .and_then(|v| u32::try_from(v).ok())
-        .ok_or(bad("dst is not a 32-bit hex number"))?;
+        .ok_or(bad(not_hex))?;
     if w.next() != Some(b"vec") {
         return Err(bad("expected `vec`"));
     }
@@ -291,7 +315,17 @@ fn apic_ipi(f: &[u8]) -> Result<KvmEvent, FieldError> {
         .next()
         .and_then(|s| s.strip_prefix(b"("))
         .and_then(|s| s.strip_suffix(b")"))
-        .ok_or(bad("expected `(MODE|...)`"))?;
+        .ok_or(bad(flags_form))?;
+    Ok((id, vector, flags))
+}
+
+fn apic_ipi(f: &[u8]) -> Result<KvmEvent, FieldError> {
+    let bad = |what| FieldError {
+        event: "kvm_apic_ipi",
+        what,
+    };
+    let mut w = words(f);
+    let (dst, vector, flags) = id_vec_flags(&mut w, ApicIdField::Dst, bad)?;
     if w.next().is_some() {
         return Err(bad("unexpected text after the flags"));
     }
@@ -324,27 +358,7 @@ fn apic_accept_irq(f: &[u8]) -> Result<KvmEvent, FieldError> {
         what,
     };
     let mut w = words(f);
-    if w.next() != Some(b"apicid") {
-        return Err(bad("expected `apicid`"));
-    }
-    let apicid = w
-        .next()
-        .and_then(parse_hex)
-        .and_then(|v| u32::try_from(v).ok())
-        .ok_or(bad("apicid is not a 32-bit hex number"))?;
-    if w.next() != Some(b"vec") {
-        return Err(bad("expected `vec`"));
-    }
-    let vector = w
-        .next()
-        .and_then(|s| parse_dec(s, 3))
-        .and_then(|v| u8::try_from(v).ok())
-        .ok_or(bad("vec is not a number below 256"))?;
-    let flags = w
-        .next()
-        .and_then(|s| s.strip_prefix(b"("))
-        .and_then(|s| s.strip_suffix(b")"))
-        .ok_or(bad("expected `(MODE|edge)` or `(MODE|level)`"))?;
+    let (apicid, vector, flags) = id_vec_flags(&mut w, ApicIdField::ApicId, bad)?;
     match w.next() {
         None | Some(b"(coalesced)") => {}
         Some(_) => return Err(bad("unexpected text after the flags")),

@@ -296,9 +296,12 @@ where
     let file = file.to_string();
     let mut reader = LineReader::new(input);
     let mut split = VmSplitter::new(false);
-    let mut vms: Vec<VmSeq> = Vec::new();
-    // Losses before the first VM: every VM gets them.
-    let mut early_lost: (u64, Option<u64>) = (0, None);
+    let mut out = VmOuts {
+        select,
+        vms: Vec::new(),
+        early_ring_lost: None,
+        sink,
+    };
     let mut sum = ImportSummary::default();
     let mut base_ts: Option<u64> = None;
     let mut last_ts = 0u64;
@@ -396,27 +399,11 @@ where
             LineKind::Lost { count, .. } => {
                 sum.ring_lost = sum.ring_lost.saturating_add(count);
                 let time_ns = last_ts.saturating_sub(base_ts.unwrap_or(last_ts));
-                if vms.is_empty() {
-                    early_lost.1 = Some(early_lost.1.unwrap_or(0).saturating_add(count));
+                if out.vms.is_empty() {
+                    out.early_ring_lost =
+                        Some(out.early_ring_lost.unwrap_or(0).saturating_add(count));
                 }
-                for (vm, v) in vms.iter_mut().enumerate() {
-                    if !selected(&split, select, vm) {
-                        continue;
-                    }
-                    let rec = Record {
-                        seq: v.seq,
-                        vcpu: 0,
-                        time_ns,
-                        event: Event::Lost {
-                            source: LostSource::Tracefs,
-                            count,
-                        },
-                    };
-                    v.seq += 1;
-                    v.records += 1;
-                    sum.records += 1;
-                    sink(vm, rec).map_err(|e| ImportError::Write(Box::new(e)))?;
-                }
+                out.lost_everywhere(&split, &mut sum, time_ns, LostSource::Tracefs, count)?;
                 continue;
             }
             LineKind::Event(l) => l,
@@ -467,18 +454,7 @@ where
                 source,
             })?;
         for (vm, o) in placed {
-            emit(
-                &split,
-                select,
-                &mut vms,
-                &mut early_lost,
-                &mut pending_lost,
-                &mut sum,
-                sink,
-                vm,
-                time_ns,
-                o,
-            )?;
+            out.emit(&split, &mut sum, &mut pending_lost, vm, time_ns, o)?;
         }
     }
     // MONITOR/MWAIT intercepts still waiting for their outcome were skipped.
@@ -486,18 +462,7 @@ where
     split.finish(&mut |vm, o| tail.push((vm, o)));
     for (vm, o) in tail {
         let time_ns = o.ts_ns.saturating_sub(base_ts.unwrap_or(o.ts_ns));
-        emit(
-            &split,
-            select,
-            &mut vms,
-            &mut early_lost,
-            &mut pending_lost,
-            &mut sum,
-            sink,
-            vm,
-            time_ns,
-            o,
-        )?;
+        out.emit(&split, &mut sum, &mut pending_lost, vm, time_ns, o)?;
     }
     sum.bytes = reader.consumed;
     sum.unterminated = reader.unterminated;
@@ -522,24 +487,7 @@ where
     // Skipped lines after the last record: every VM's trace says so.
     if pending_lost > 0 {
         let time_ns = last_ts.saturating_sub(base_ts.unwrap_or(last_ts));
-        for (vm, v) in vms.iter_mut().enumerate() {
-            if !selected(&split, select, vm) {
-                continue;
-            }
-            let lost = Record {
-                seq: v.seq,
-                vcpu: 0,
-                time_ns,
-                event: Event::Lost {
-                    source: LostSource::Import,
-                    count: pending_lost,
-                },
-            };
-            v.seq += 1;
-            v.records += 1;
-            sum.records += 1;
-            sink(vm, lost).map_err(|e| ImportError::Write(Box::new(e)))?;
-        }
+        out.lost_everywhere(&split, &mut sum, time_ns, LostSource::Import, pending_lost)?;
     }
     sum.vms = split.vms.len();
     sum.membership_guessed = split.membership_guessed;
@@ -555,7 +503,7 @@ where
                 pid: vm.tgid,
                 vcpus: numbers,
                 guessed: vm.guessed.clone(),
-                records: vms.get(i).map_or(0, |v| v.records),
+                records: out.vms.get(i).map_or(0, |v| v.records),
             });
         }
     }
@@ -599,44 +547,30 @@ fn selected(split: &VmSplitter, select: Option<VmSelect>, vm: usize) -> bool {
     }
 }
 
-/// One converted event of VM `vm` to the sink, after any loss it has not
-/// been told of yet.
-#[allow(clippy::too_many_arguments)]
-fn emit<E>(
-    split: &VmSplitter,
+/// The per-VM outputs of one import: each VM's sequence numbers and the
+/// losses it has not been told of yet, and the sink they go to.
+struct VmOuts<'s, E> {
     select: Option<VmSelect>,
-    vms: &mut Vec<VmSeq>,
-    early_lost: &mut (u64, Option<u64>),
-    pending_lost: &mut u64,
-    sum: &mut ImportSummary,
-    sink: &mut dyn FnMut(usize, Record) -> Result<(), E>,
-    vm: usize,
-    time_ns: u64,
-    o: crate::Observed,
-) -> Result<(), ImportError>
+    vms: Vec<VmSeq>,
+    /// `[LOST N EVENTS]` before the first VM: every VM gets them.
+    early_ring_lost: Option<u64>,
+    sink: &'s mut dyn FnMut(usize, Record) -> Result<(), E>,
+}
+
+impl<E> VmOuts<'_, E>
 where
     E: std::error::Error + Send + Sync + 'static,
 {
-    while vms.len() <= vm {
-        vms.push(VmSeq {
-            lost_import: early_lost.0,
-            lost_ring: early_lost.1,
-            ..Default::default()
-        });
-    }
-    if !selected(split, select, vm) {
-        sum.other_vm_records += 1;
-        return Ok(());
-    }
-    // Lines skipped since the last record: every VM may have lost events.
-    if *pending_lost > 0 {
-        for v in vms.iter_mut() {
-            v.lost_import = v.lost_import.saturating_add(*pending_lost);
-        }
-        *pending_lost = 0;
-    }
-    let v = &mut vms[vm];
-    let mut out = |v: &mut VmSeq, vcpu: u32, event: Event| {
+    /// One record of VM `vm`, numbered in that VM's sequence.
+    fn push(
+        &mut self,
+        sum: &mut ImportSummary,
+        vm: usize,
+        vcpu: u32,
+        time_ns: u64,
+        event: Event,
+    ) -> Result<(), ImportError> {
+        let v = &mut self.vms[vm];
         let rec = Record {
             seq: v.seq,
             vcpu,
@@ -646,30 +580,65 @@ where
         v.seq += 1;
         v.records += 1;
         sum.records += 1;
-        sink(vm, rec).map_err(|e| ImportError::Write(Box::new(e)))
-    };
-    if let Some(count) = v.lost_ring.take() {
-        out(
-            v,
-            o.vcpu,
-            Event::Lost {
-                source: LostSource::Tracefs,
-                count,
-            },
-        )?;
+        (self.sink)(vm, rec).map_err(|e| ImportError::Write(Box::new(e)))
     }
-    if v.lost_import > 0 {
-        let count = std::mem::take(&mut v.lost_import);
-        out(
-            v,
-            o.vcpu,
-            Event::Lost {
-                source: LostSource::Import,
-                count,
-            },
-        )?;
+
+    /// A loss the text does not attribute: recorded in every selected VM.
+    fn lost_everywhere(
+        &mut self,
+        split: &VmSplitter,
+        sum: &mut ImportSummary,
+        time_ns: u64,
+        source: LostSource,
+        count: u64,
+    ) -> Result<(), ImportError> {
+        for vm in 0..self.vms.len() {
+            if selected(split, self.select, vm) {
+                self.push(sum, vm, 0, time_ns, Event::Lost { source, count })?;
+            }
+        }
+        Ok(())
     }
-    out(v, o.vcpu, o.event)
+
+    /// One converted event of VM `vm` to the sink, after any loss it has not
+    /// been told of yet (`pending_lost`: lines skipped since the last record,
+    /// which every VM may have lost).
+    fn emit(
+        &mut self,
+        split: &VmSplitter,
+        sum: &mut ImportSummary,
+        pending_lost: &mut u64,
+        vm: usize,
+        time_ns: u64,
+        o: crate::Observed,
+    ) -> Result<(), ImportError> {
+        while self.vms.len() <= vm {
+            self.vms.push(VmSeq {
+                lost_ring: self.early_ring_lost,
+                ..Default::default()
+            });
+        }
+        if !selected(split, self.select, vm) {
+            sum.other_vm_records += 1;
+            return Ok(());
+        }
+        if *pending_lost > 0 {
+            for v in self.vms.iter_mut() {
+                v.lost_import = v.lost_import.saturating_add(*pending_lost);
+            }
+            *pending_lost = 0;
+        }
+        if let Some(count) = self.vms[vm].lost_ring.take() {
+            let source = LostSource::Tracefs;
+            self.push(sum, vm, o.vcpu, time_ns, Event::Lost { source, count })?;
+        }
+        if self.vms[vm].lost_import > 0 {
+            let count = std::mem::take(&mut self.vms[vm].lost_import);
+            let source = LostSource::Import;
+            self.push(sum, vm, o.vcpu, time_ns, Event::Lost { source, count })?;
+        }
+        self.push(sum, vm, o.vcpu, time_ns, o.event)
+    }
 }
 
 /// Import from memory into a vector (tests, fuzzing, small inputs).

@@ -7,8 +7,8 @@ use common::*;
 use iced_x86::code_asm::*;
 use kvm_ioctls::{Kvm, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags};
 use kvmtrace_format::{
-    AfterShutdown, ArchState, CaptureMode, DecidedBy, EndReason, Event, InitSource, MwaitOutcome,
-    Record,
+    AfterShutdown, ArchState, CaptureMode, DecidedBy, EndReason, Event, InitSource, MsrOutcome,
+    MwaitOutcome, Origin, Record,
 };
 use kvmtrace_recorder::layout::{self, ports};
 use kvmtrace_recorder::scenarios::{OnShutdown, Region, VcpuStart};
@@ -487,4 +487,235 @@ fn in_kernel_init_sipi() {
     assert_eq!(reports(&recs, 1), vec![cpuid1]);
     assert_eq!(reports(&recs, 0), vec![0x5151]);
     assert_eq!(end_of(&recs, 1), EndReason::Finished);
+}
+
+/// Whether the host's KVM vendor module is `kvm_pvm` (the project host): the
+/// vendor-table probes assert what that module does only there.
+fn on_kvm_pvm(test: &str) -> bool {
+    let pvm = std::path::Path::new("/sys/module/kvm_pvm").exists();
+    if !pvm {
+        eprintln!(
+            "{test}: the KVM module is not kvm_pvm: recorded, the kvm_pvm values are not asserted"
+        );
+    }
+    pvm
+}
+
+/// Guest (`origin` Guest) outcomes of writes to `index`, as (value, outcome).
+fn guest_writes(recs: &[Record], index: u32) -> Vec<(u64, MsrOutcome)> {
+    recs.iter()
+        .filter_map(|r| match &r.event {
+            Event::MsrWrite {
+                index: i,
+                value,
+                origin: Origin::Guest,
+                outcome,
+                ..
+            } if *i == index => Some((*value, *outcome)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Outcomes of reads of `index` by `origin`.
+fn reads(recs: &[Record], index: u32, origin: Origin) -> Vec<MsrOutcome> {
+    recs.iter()
+        .filter_map(|r| match &r.event {
+            Event::MsrRead {
+                index: i,
+                origin: o,
+                outcome,
+                ..
+            } if *i == index && *o == origin => Some(*outcome),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Host (`KVM_SET_MSRS`) write outcomes of `index`.
+fn host_writes(recs: &[Record], index: u32) -> Vec<(u64, MsrOutcome)> {
+    recs.iter()
+        .filter_map(|r| match &r.event {
+            Event::MsrWrite {
+                index: i,
+                value,
+                origin: Origin::Host,
+                outcome,
+                ..
+            } if *i == index => Some((*value, *outcome)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// docs/host-notes.md "Speculation control" (vendor table: CmdMsrsUnchecked,
+/// SpecCtrlZero, HostSpecMsrsZero): the observe-mode `msr-suite` (KVM's
+/// supported CPUID) and `msr-suite-bare` (SPEC_CTRL, STIBP, FLUSH_L1D, SSBD,
+/// AMD IBPB/IBRS/STIBP/SSBD cleared). On kvm_pvm every PRED_CMD and FLUSH_CMD
+/// guest write (0, 1 and each single bit 1-63) is accepted with or without
+/// the features; SPEC_CTRL reads 0 after guest writes of 0-7 (all accepted)
+/// and for the host; KVM_SET_MSRS of 0 to SPEC_CTRL, TSX_CTRL and
+/// VIRT_SPEC_CTRL is accepted and KVM_GET_MSRS reads 0.
+#[test]
+fn pvm_speculation_msrs() {
+    if !kvmtrace_recorder::kvm_check::require_kvm("pvm_speculation_msrs") {
+        return;
+    }
+    for scenario in ["msr-suite", "msr-suite-bare"] {
+        let (_, recs) = record_scenario(
+            &format!("probe_{scenario}.kvt"),
+            scenario,
+            CaptureMode::Observe,
+            None,
+        );
+        let pred = guest_writes(&recs, 0x49);
+        let flush = guest_writes(&recs, 0x10b);
+        assert_eq!((pred.len(), flush.len()), (65, 65), "{scenario}");
+        if !on_kvm_pvm("pvm_speculation_msrs") {
+            return;
+        }
+        for (v, o) in pred.iter().chain(&flush) {
+            assert_eq!(*o, MsrOutcome::Ok, "{scenario}: PRED/FLUSH_CMD = {v:#x}");
+        }
+        // Reads of the write-only command MSRs fault.
+        for index in [0x49, 0x10b] {
+            assert_eq!(
+                reads(&recs, index, Origin::Guest),
+                vec![MsrOutcome::InjectGp],
+                "{scenario}: rdmsr {index:#x}"
+            );
+        }
+        for (v, o) in guest_writes(&recs, 0x48) {
+            assert_eq!(o, MsrOutcome::Ok, "{scenario}: SPEC_CTRL = {v:#x}");
+        }
+        for origin in [Origin::Guest, Origin::Host] {
+            let r = reads(&recs, 0x48, origin);
+            assert!(!r.is_empty());
+            assert!(
+                r.iter().all(|o| *o == MsrOutcome::Value(0)),
+                "{scenario}: SPEC_CTRL reads {r:?}"
+            );
+        }
+        for index in [0x48, 0x122, 0xc001_011f] {
+            let w = host_writes(&recs, index);
+            assert_eq!(
+                w,
+                vec![(0, MsrOutcome::Ok); 2],
+                "{scenario}: host {index:#x}"
+            );
+            let r = reads(&recs, index, Origin::Host);
+            assert_eq!(
+                r,
+                vec![MsrOutcome::Value(0); 2],
+                "{scenario}: host {index:#x}"
+            );
+        }
+    }
+}
+
+/// docs/host-notes.md "TSC_ADJUST" (vendor table: TscAdjustUngated): with
+/// CPUID.7.0:EBX[1] cleared (`msr-suite-bare`) a guest TSC_ADJUST write is
+/// still stored on kvm_pvm (upstream x86.c drops it without
+/// `guest_cpu_cap_has(TSC_ADJUST)`); a guest IA32_TSC write is accepted
+/// (kvm_set_msr_common has no failure path for it) and moves TSC_ADJUST.
+#[test]
+fn pvm_tsc_adjust_without_cpuid() {
+    if !kvmtrace_recorder::kvm_check::require_kvm("pvm_tsc_adjust_without_cpuid") {
+        return;
+    }
+    let (header, recs) = record_scenario(
+        "probe_tsc_adjust.kvt",
+        "msr-suite-bare",
+        CaptureMode::Observe,
+        None,
+    );
+    let leaf7 = header
+        .vm
+        .cpuid
+        .iter()
+        .find(|e| e.function == 7 && e.index == 0)
+        .expect("CPUID leaf 7");
+    assert_eq!(leaf7.ebx & 2, 0, "TSC_ADJUST cleared in the guest CPUID");
+    let w = guest_writes(&recs, 0x3b);
+    assert_eq!(w.first(), Some(&(100_000_000_000, MsrOutcome::Ok)));
+    assert_eq!(
+        guest_writes(&recs, 0x10),
+        vec![(100_000_000_000, MsrOutcome::Ok)]
+    );
+    if !on_kvm_pvm("pvm_tsc_adjust_without_cpuid") {
+        return;
+    }
+    let r = reads(&recs, 0x3b, Origin::Guest);
+    assert_eq!(r[0], MsrOutcome::Value(0));
+    assert_eq!(
+        r[1],
+        MsrOutcome::Value(100_000_000_000),
+        "stored without CPUID"
+    );
+    assert_eq!(r[2], MsrOutcome::Value(0));
+    // After the TSC write: moved by an amount no trace shows (not asserted).
+    assert!(matches!(r[3], MsrOutcome::Value(_)));
+}
+
+/// docs/host-notes.md (vendor table: MiscEnableResetFastString,
+/// MiscEnableGuestUnchecked, PatUnchecked, DebugctlZero, FeatCtlAbsent):
+/// MISC_ENABLE reads 0x1 at RESET; guest writes of MISC_ENABLE bits 11/12
+/// and of a PAT with an invalid type are stored; DEBUGCTL reads 0 after a
+/// write; FEAT_CTL faults for the guest.
+#[test]
+fn pvm_vendor_table_msr_facts() {
+    if !kvmtrace_recorder::kvm_check::require_kvm("pvm_vendor_table_msr_facts") {
+        return;
+    }
+    let mut a = asm();
+    a.xor(r15d, r15d).unwrap();
+    wrmsr_(&mut a, 0x1a0, 0x1801); // MISC_ENABLE: BTS/PEBS_UNAVAIL (read-only upstream)
+    rdmsr_(&mut a, 0x1a0);
+    wrmsr_(&mut a, 0x1a0, 0x1);
+    wrmsr_(&mut a, 0x277, 0x0007_0406_0007_040e); // PAT: type 0xe is invalid
+    rdmsr_(&mut a, 0x277);
+    wrmsr_(&mut a, 0x277, 0x0007_0406_0007_0406);
+    wrmsr_(&mut a, 0x1d9, 1); // DEBUGCTL.LBR
+    rdmsr_(&mut a, 0x1d9);
+    rdmsr_(&mut a, 0x3a); // FEAT_CTL
+    report_r15(&mut a);
+    done(&mut a);
+    let spec = spec("probe-vendor-facts", assemble(a));
+    let out = tmp("probe_vendor_facts.kvt");
+    let mut cfg = RecordConfig::new(&out);
+    cfg.mode = CaptureMode::Observe;
+    record_spec(&cfg, &spec).unwrap();
+    let (_, recs) = read_trace(&out);
+    let reset_me = recs
+        .iter()
+        .find_map(|r| match &r.event {
+            Event::Reset { state, .. } => state.msr(0x1a0),
+            _ => None,
+        })
+        .expect("MISC_ENABLE in the RESET state");
+    let me = reads(&recs, 0x1a0, Origin::Guest);
+    let pat = reads(&recs, 0x277, Origin::Guest);
+    let dbg = reads(&recs, 0x1d9, Origin::Guest);
+    let fc = reads(&recs, 0x3a, Origin::Guest);
+    if !on_kvm_pvm("pvm_vendor_table_msr_facts") {
+        return;
+    }
+    assert_eq!(reset_me, 0x1, "MISC_ENABLE at RESET");
+    assert_eq!(
+        me,
+        vec![MsrOutcome::Value(0x1801)],
+        "MISC_ENABLE stored unchecked"
+    );
+    assert_eq!(
+        pat,
+        vec![MsrOutcome::Value(0x0007_0406_0007_040e)],
+        "PAT unchecked"
+    );
+    assert_eq!(dbg, vec![MsrOutcome::Value(0)], "DEBUGCTL reads 0");
+    assert_eq!(fc, vec![MsrOutcome::InjectGp], "FEAT_CTL absent");
+    assert_eq!(
+        reports(&recs, 0),
+        vec![14],
+        "only the FEAT_CTL read faulted"
+    );
 }

@@ -351,6 +351,7 @@ impl Engine {
             Event::MsrFilter { filter } => self.set_msr_filter(filter),
             Event::UserSpaceMsr { mask } => self.set_user_space_msr(*mask),
             Event::SetupMce { mcg_cap } => self.setup_mce(rec.vcpu, *mcg_cap),
+            Event::VmmState { set, result } => self.apply_vmm_state(rec.vcpu, set, *result),
             Event::End {
                 reason: kvmtrace_format::EndReason::VmFailed { .. },
             } => self.kill(rec.vcpu, rec.seq),

@@ -71,14 +71,15 @@ impl Vendor {
 /// `quirk_api` (SEMANTICS.md §6): how `KVM_CAP_DISABLE_QUIRKS{,2}` change the set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum QuirkApi {
-    /// ≤5.18: only `KVM_CAP_DISABLE_QUIRKS`, `disabled = args[0]`, any bits.
+    /// ≤5.17: only `KVM_CAP_DISABLE_QUIRKS`, `disabled = args[0]`, any bits.
     #[serde(rename = "v1-assign")]
     V1Assign,
-    /// 5.19–6.15: `KVM_CAP_DISABLE_QUIRKS2` validates against the valid mask,
-    /// then overwrites.
+    /// 5.18–6.15 (6d8491910fcd): `KVM_CAP_DISABLE_QUIRKS2` validates against
+    /// the valid mask, then overwrites.
     #[serde(rename = "v2-assign")]
     V2Assign,
-    /// 6.16+: `disabled |= args & supported` (no re-enabling).
+    /// 6.16+ and 6.12.78+ (9966b7822b3f): `disabled |= args & supported` (no
+    /// re-enabling).
     #[serde(rename = "v2-sticky")]
     V2Sticky,
 }

@@ -248,6 +248,12 @@ pub fn describe_event(e: &Event) -> String {
         Event::Lost { count, .. } => format!("{count} events lost"),
         Event::End { reason } => format!("end: {}", reason.describe()),
         Event::Ipi { dst, vector, mode } => format!("IPI {mode:?} vector {vector} to {dst}"),
+        Event::VmmState { set, result } => format!(
+            "VMM {} {} ({})",
+            set.ioctl(),
+            set.describe(),
+            kvmtrace_format::ioctl_result(*result)
+        ),
         Event::KernelReset { .. } => "RESET state (registers not seen)".to_string(),
         Event::KernelInit { from, .. } => match from {
             Some(f) => format!("INIT (in-kernel LAPIC, IPI from vCPU {f}; registers not seen)"),

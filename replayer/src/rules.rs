@@ -151,6 +151,10 @@ rules! {
     TABLE_REG_READ = "register read returns the stored value", "§0", "6.0+";
     TABLE_REG_WRITE = "register write stored", "§0", "6.0+";
     TABLE_NONCANONICAL = "non-canonical address (__kvm_set_msr)", "§0", "6.0+";
+    TABLE_SEG_BASE_WRITE = "FS/GS/KERNEL_GS_BASE canonical write accepted (__kvm_set_msr, vendor set_msr)", "§0", "6.0+";
+    TABLE_EFER_RESERVED = "EFER bit no KVM enables in efer_reserved_bits (set_efer r=1)", "§0", "6.0+";
+    TABLE_EFER_WRITE = "EFER write of SCE/LME/LMA/NX accepted: host, or guest with the CPUID bits and LME unchanged (set_efer)", "§0", "6.0+";
+    TABLE_EFER_CPUID = "guest EFER LME/LMA without CPUID LM or NX without NX (__kvm_valid_efer r=1)", "§0", "6.0+";
     TABLE_TSC_AUX_HIGH = "TSC_AUX bits 63:32 for an Intel-compatible guest", "§0", "6.0+";
     TABLE_UCODE_GUEST = "guest write of UCODE_REV ignored", "§0", "6.0+";
     TABLE_HOST_ONLY = "MSR writable by the host only", "§0", "6.0+";
@@ -171,7 +175,7 @@ rules! {
 /// Rules whose outcome does not depend on folded MSR/CPUID state (only on the
 /// policy's switches, the access and its value): a divergence under one of them
 /// is always direct.
-const STATELESS: [Rule; 35] = [
+const STATELESS: [Rule; 37] = [
     UNMODELED,
     FILTER_DENY,
     X2APIC_UNFILTERABLE,
@@ -203,6 +207,8 @@ const STATELESS: [Rule; 35] = [
     TABLE_NO_VENDOR_CASE,
     TABLE_PVM_ARCH_CAP,
     TABLE_NONCANONICAL,
+    TABLE_SEG_BASE_WRITE,
+    TABLE_EFER_RESERVED,
     TABLE_UCODE_GUEST,
     TABLE_HOST_ONLY,
     SHUTDOWN_SVM_INIT,

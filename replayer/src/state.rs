@@ -125,6 +125,9 @@ pub struct CpuidBits {
     pub xsaves: bool,
     /// CPUID.0x80000001:EDX[27] RDTSCP.
     pub rdtscp: bool,
+    /// CPUID.0x80000001:EDX[29] LM and EDX[20] NX (`__kvm_valid_efer`).
+    pub lm: bool,
+    pub nx: bool,
     /// CPUID.0x80000001:ECX[9] OSVW.
     pub osvw: bool,
     /// CPUID.7.0:ECX[22] RDPID.
@@ -194,6 +197,8 @@ impl CpuidBits {
         if let Some(e) = find(0x8000_0001, 0) {
             c.leaves |= LEAF_8000_0001;
             c.rdtscp = e.edx & (1 << 27) != 0;
+            c.lm = e.edx & (1 << 29) != 0;
+            c.nx = e.edx & (1 << 20) != 0;
             c.perfctr_core = e.ecx & (1 << 23) != 0;
             c.osvw = e.ecx & (1 << 9) != 0;
         }
@@ -330,7 +335,7 @@ impl VcpuState {
             cpuid_entries: Vec::new(),
             cr0: 0x6000_0010,
             mp_state: reset_mp_state(id, irqchip),
-            regs: [0; crate::model::NREGS],
+            regs: crate::model::REGS_AT_RESET,
             regs_known: crate::model::REGS_KNOWN_AT_RESET,
             unknown: 0,
             cpuid_complete: true,

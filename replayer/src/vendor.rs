@@ -46,6 +46,17 @@ pub enum Fact {
     NoApicAccel = 9,
     /// STAR selectors of a guest write are checked (not measured: no rule).
     StarUnmeasured = 10,
+    /// PRED_CMD/FLUSH_CMD guest writes are accepted whatever the value and
+    /// whatever the guest CPUID.
+    CmdMsrsUnchecked = 11,
+    /// SPEC_CTRL reads 0 and a write of bits 0-2 is accepted and dropped,
+    /// whatever the guest CPUID; the host's write of 0 is accepted.
+    SpecCtrlZero = 12,
+    /// TSX_CTRL (0x122) and VIRT_SPEC_CTRL (0xc001011f): a host write of 0 is
+    /// accepted and a host read returns 0.
+    HostSpecMsrsZero = 13,
+    /// A guest TSC_ADJUST write is stored without CPUID TSC_ADJUST.
+    TscAdjustUngated = 14,
 }
 
 /// Where a fact holds.
@@ -79,28 +90,28 @@ pub const FACTS: &[VendorFact] = &[
         fact: Fact::MiscEnableResetFastString,
         scope: Scope::Measured { release: HOST },
         what: "MISC_ENABLE = 0x1 at RESET (not 0x1800)",
-        evidence: "recorder/tests/host_probes.rs: KVM_GET_MSRS right after KVM_CREATE_VCPU reads 0x1 (docs/host-notes.md, RESET state)",
+        evidence: "recorder/tests/host_probes.rs pvm_vendor_table_msr_facts: the RESET state read right after KVM_CREATE_VCPU has MISC_ENABLE 0x1 (docs/host-notes.md, RESET state)",
     },
     VendorFact {
         vendor: Vendor::Pvm,
         fact: Fact::MiscEnableGuestUnchecked,
         scope: Scope::Measured { release: HOST },
         what: "guest MISC_ENABLE writes stored unchecked (no bits 11/12 #GP, no SSE3 check)",
-        evidence: "observe bit-probe: wrmsr 0x1a0 = 0x1801/0x1000/0x800 -> ok; misc-enable-no-mwait: wrmsr 0x1a0 = 0x40001 without SSE3 -> ok (docs/host-notes.md)",
+        evidence: "recorder/tests/host_probes.rs pvm_vendor_table_msr_facts: wrmsr 0x1a0 = 0x1801 -> ok, read back 0x1801; observe bit-probe, misc-enable-no-mwait (0x40001 without SSE3 -> ok) (docs/host-notes.md)",
     },
     VendorFact {
         vendor: Vendor::Pvm,
         fact: Fact::PatUnchecked,
         scope: Scope::Measured { release: HOST },
         what: "guest PAT writes stored without kvm_pat_valid",
-        evidence: "observe bit-probe: wrmsr 0x277 = 0x704060007040e -> ok, read back (docs/host-notes.md)",
+        evidence: "recorder/tests/host_probes.rs pvm_vendor_table_msr_facts: wrmsr 0x277 = 0x704060007040e -> ok, read back (docs/host-notes.md)",
     },
     VendorFact {
         vendor: Vendor::Pvm,
         fact: Fact::DebugctlZero,
         scope: Scope::Module,
         what: "DEBUGCTL reads 0, writes ignored",
-        evidence: "pvm.c pvm_get_msr/pvm_set_msr MSR_IA32_DEBUGCTLMSR (virt-pvm/linux)",
+        evidence: "pvm.c pvm_get_msr/pvm_set_msr MSR_IA32_DEBUGCTLMSR (virt-pvm/linux); recorder/tests/host_probes.rs pvm_vendor_table_msr_facts: wrmsr 0x1d9 = 1, rdmsr -> 0",
     },
     VendorFact {
         vendor: Vendor::Pvm,
@@ -114,14 +125,14 @@ pub const FACTS: &[VendorFact] = &[
         fact: Fact::FeatCtlAbsent,
         scope: Scope::Module,
         what: "IA32_FEAT_CTL: no handler, not advertised (guest #GP, host refused)",
-        evidence: "HOST.md: guest read/write #GP, host KVM_GET/SET_MSRS process 0 entries; 0x3a not in KVM_GET_MSR_INDEX_LIST",
+        evidence: "recorder/tests/host_probes.rs pvm_vendor_table_msr_facts: guest rdmsr 0x3a -> #GP; HOST.md: host KVM_GET/SET_MSRS process 0 entries; 0x3a not in KVM_GET_MSR_INDEX_LIST",
     },
     VendorFact {
         vendor: Vendor::Pvm,
         fact: Fact::ShutdownResume,
         scope: Scope::Module,
         what: "triple fault: KVM_EXIT_SHUTDOWN, registers at the fault (no INIT)",
-        evidence: "HOST.md: no INIT on shutdown, unlike SVM hosts since 5.15",
+        evidence: "recorder/tests/host_probes.rs shutdown_keeps_registers_at_the_fault; HOST.md: no INIT on shutdown, unlike SVM hosts since 5.15",
     },
     VendorFact {
         vendor: Vendor::Pvm,
@@ -143,6 +154,34 @@ pub const FACTS: &[VendorFact] = &[
         scope: Scope::Module,
         what: "guest STAR writes: no rule (pvm_set_msr checks the selectors; not measured)",
         evidence: "pvm.c pvm_set_msr MSR_STAR (virt-pvm/linux)",
+    },
+    VendorFact {
+        vendor: Vendor::Pvm,
+        fact: Fact::CmdMsrsUnchecked,
+        scope: Scope::Measured { release: HOST },
+        what: "PRED_CMD/FLUSH_CMD guest writes accepted whatever the value and the guest CPUID",
+        evidence: "recorder/tests/host_probes.rs pvm_speculation_msrs (observe msr-suite and msr-suite-bare: every single bit 0-63 accepted, with and without SPEC_CTRL/FLUSH_L1D/IBPB in CPUID; docs/host-notes.md)",
+    },
+    VendorFact {
+        vendor: Vendor::Pvm,
+        fact: Fact::SpecCtrlZero,
+        scope: Scope::Measured { release: HOST },
+        what: "SPEC_CTRL reads 0, guest writes of bits 0-2 accepted and dropped (any CPUID), host write of 0 accepted",
+        evidence: "recorder/tests/host_probes.rs pvm_speculation_msrs (observe msr-suite/msr-suite-bare: wrmsr 0x48 = 1, 2, 4, 7 then rdmsr -> 0; KVM_SET_MSRS 0x48 = 0 ok, KVM_GET_MSRS -> 0; docs/host-notes.md)",
+    },
+    VendorFact {
+        vendor: Vendor::Pvm,
+        fact: Fact::HostSpecMsrsZero,
+        scope: Scope::Measured { release: HOST },
+        what: "host TSX_CTRL/VIRT_SPEC_CTRL: write of 0 accepted, read 0",
+        evidence: "recorder/tests/host_probes.rs pvm_speculation_msrs (KVM_SET_MSRS 0x122/0xc001011f = 0 ok, KVM_GET_MSRS -> 0; docs/host-notes.md)",
+    },
+    VendorFact {
+        vendor: Vendor::Pvm,
+        fact: Fact::TscAdjustUngated,
+        scope: Scope::Measured { release: HOST },
+        what: "guest TSC_ADJUST writes stored without CPUID.7.0:EBX[1] (upstream drops them)",
+        evidence: "recorder/tests/host_probes.rs pvm_tsc_adjust_without_cpuid (observe msr-suite-bare: wrmsr 0x3b = 100000000000, rdmsr -> 100000000000; docs/host-notes.md)",
     },
 ];
 

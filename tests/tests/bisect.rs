@@ -38,7 +38,13 @@ fn bundled_tour_names_6_0_for_mce_with_its_commit_and_stable_point() {
     let (to, commits, b) = first(&v, "mce");
     assert_eq!(to, "6.0", "{b}");
     assert_eq!(commits, ["2368048bf5c2"], "{b}");
-    assert_eq!(b["transitions"][0]["stable_confirmed"][0], "5.15.61", "{b}");
+    // The stable points whose backport of it this trace confirms (the point
+    // before gives 5.19's outcome, the point itself 6.0's).
+    assert_eq!(
+        b["transitions"][0]["stable_confirmed"],
+        serde_json::json!(["5.10.137", "5.15.61", "5.18.18"]),
+        "{b}"
+    );
     let (to, commits, _) = first(&v, "feat_ctl");
     assert!(to == "6.0" || to == "6.2", "{to}");
     let fc = v["behaviours"]
@@ -58,6 +64,41 @@ fn bundled_tour_names_6_0_for_mce_with_its_commit_and_stable_point() {
     assert_eq!(all, ["d2a00af2061d"], "{fc} {commits:?}");
     // FEAT_CTL is VMX-only: the trace's pvm vendor shows no change.
     assert_eq!(fc["vendor"], "intel");
+}
+
+/// `kvm-X.Y.Z` presets around the MCE backports (docs/kvm-semantics.md, table
+/// of changes): the bundled tour's bad MCi_CTL write kills the guest (EPERM)
+/// the point before the backport and is a `#GP` from the backport on.
+#[test]
+fn stable_points_before_and_after_the_mce_backport() {
+    for (before, after) in [
+        ("kvm-5.10.136", "kvm-5.10.137"),
+        ("kvm-5.15.60", "kvm-5.15.61"),
+        ("kvm-5.18.17", "kvm-5.18.18"),
+    ] {
+        let mut ended = Vec::new();
+        for p in [before, after] {
+            let r = kvmtrace(["replay", TOUR, "--policy", p, "--json"]);
+            assert!(r.code == 0 || r.code == 1, "{p}: {r:?}");
+            let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+            let pol = &v["policies"][0];
+            assert_eq!(pol["name"], p, "{pol}");
+            ended.push((
+                pol["ended"]["behaviour"].clone(),
+                pol["by_behaviour"]["mce"].clone(),
+            ));
+        }
+        assert_eq!(
+            ended[0],
+            (serde_json::json!("mce"), serde_json::json!(1)),
+            "{before}"
+        );
+        assert_eq!(
+            ended[1],
+            (serde_json::Value::Null, serde_json::json!(0)),
+            "{after}"
+        );
+    }
 }
 
 #[test]

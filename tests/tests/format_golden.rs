@@ -1,5 +1,5 @@
 //! The golden trace of every released format version. The newest
-//! (`tests/golden/v1.2.kvt`) is written by this test with `KVMTRACE_BLESS=1` and
+//! (`tests/golden/v1.3.kvt`) is written by this test with `KVMTRACE_BLESS=1` and
 //! otherwise compared byte for byte: its bytes change only with a format version
 //! bump (then add the next file and keep reading the older ones, `v1.kvt` = 1.0
 //! included: readers read every older version).
@@ -21,7 +21,7 @@ fn bless() -> bool {
     std::env::var_os("KVMTRACE_BLESS").is_some_and(|v| v == "1")
 }
 
-/// Format 1.0's golden file still reads as it did (this writer now writes 1.2).
+/// Format 1.0's golden file still reads as it did (this writer now writes 1.3).
 #[test]
 fn golden_v1() {
     let (recs, breaks) = golden_records_v1_0();
@@ -43,7 +43,7 @@ fn golden_v1() {
 /// Format 1.1's golden file still reads as it did.
 #[test]
 fn golden_v1_1() {
-    let (recs, breaks) = golden_records();
+    let (recs, breaks) = golden_records_v1_2();
     let dump = render_legacy(&full_header(), &recs);
     let (kvt_path, dump_path) = (golden("v1.1.kvt"), golden("v1.1.dump"));
     let mut r = TraceReader::open(&kvt_path).unwrap();
@@ -58,15 +58,32 @@ fn golden_v1_1() {
     assert!(verify(&kvt_path).unwrap().is_ok());
 }
 
+/// Format 1.2's golden file still reads as it did.
+#[test]
+fn golden_v1_2() {
+    let (recs, breaks) = golden_records_v1_2();
+    let dump = render(&full_header(), &recs);
+    let (kvt_path, dump_path) = (golden("v1.2.kvt"), golden("v1.2.dump"));
+    let mut r = TraceReader::open(&kvt_path).unwrap();
+    assert_eq!((r.version().major, r.version().minor), (1, 2));
+    let back = r.read_all().unwrap();
+    let got = render(r.header(), &back);
+    let want = std::fs::read_to_string(&dump_path).unwrap();
+    assert_eq!(got, want, "{} renders differently", kvt_path.display());
+    assert_eq!(got, dump, "v1.2.kvt no longer holds the 1.2 golden records");
+    assert_eq!(r.chunk_count(), breaks.len() + 1);
+    assert!(verify(&kvt_path).unwrap().is_ok());
+}
+
 /// The current version's golden file: written with `KVMTRACE_BLESS=1`,
 /// otherwise compared byte for byte.
 #[test]
-fn golden_v1_2() {
+fn golden_v1_3() {
     let (recs, breaks) = golden_records();
     let h = full_header();
     let bytes = write_with_breaks(&h, &recs, &breaks);
     let dump = render(&h, &recs);
-    let (kvt_path, dump_path) = (golden("v1.2.kvt"), golden("v1.2.dump"));
+    let (kvt_path, dump_path) = (golden("v1.3.kvt"), golden("v1.3.dump"));
     if bless() {
         std::fs::create_dir_all(kvt_path.parent().unwrap()).unwrap();
         std::fs::write(&kvt_path, &bytes).unwrap();
@@ -75,7 +92,7 @@ fn golden_v1_2() {
     }
     // The checked-in file reads back as the expected rendering...
     let mut r = TraceReader::open(&kvt_path).unwrap();
-    assert_eq!((r.version().major, r.version().minor), (1, 2));
+    assert_eq!((r.version().major, r.version().minor), (1, 3));
     let back = r.read_all().unwrap();
     let got = render(r.header(), &back);
     let want = std::fs::read_to_string(&dump_path).unwrap();

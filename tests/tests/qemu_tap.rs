@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use kvmtrace_format::{
-    CaptureInfo, CaptureMode, ConfigSource, Event, MsrOutcome, Origin, Record, TraceHeader,
+    CaptureInfo, CaptureMode, ConfigSource, Event, MsrOutcome, Origin, Record, TraceHeader, VmmSet,
 };
 use kvmtrace_recorder::qemu_guest::QEMU_EXIT_OK;
 use kvmtrace_recorder::vmm_tap::{self, TapStatus};
@@ -97,6 +97,48 @@ fn qemu_under_the_ioctl_tap() {
         )),
         "host MSR reads"
     );
+
+    // The VMM's own resets (format 1.3 `VmmState`): QEMU 7.2 sets the special
+    // registers with KVM_SET_SREGS2 (the APIC base: 0xfee00900 on the BSP,
+    // 0xfee00800 on the AP), the APIC page with KVM_SET_LAPIC, the MP state;
+    // the kernel accepted every one.
+    let states: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::VmmState { set, result } => Some((e.vm, e.vcpu, &**set, *result)),
+            _ => None,
+        })
+        .collect();
+    eprintln!(
+        "QEMU state ioctls: {:?}",
+        states
+            .iter()
+            .map(|s| format!(
+                "vcpu {:?} {} {} -> {}",
+                s.1,
+                s.2.ioctl(),
+                s.2.describe(),
+                s.3
+            ))
+            .collect::<Vec<_>>()
+    );
+    for (vcpu, base) in [(0, 0xfee0_0900u64), (1, 0xfee0_0800)] {
+        assert!(
+            states.iter().any(|s| s.0 == 0
+                && s.1 == Some(vcpu)
+                && s.3 == 0
+                && matches!(s.2, VmmSet::Sregs { apic_base, .. } if *apic_base == base)),
+            "KVM_SET_SREGS(2) of vCPU {vcpu} with apic_base {base:#x}"
+        );
+        for what in ["KVM_SET_LAPIC", "KVM_SET_MP_STATE", "KVM_SET_REGS"] {
+            assert!(
+                states
+                    .iter()
+                    .any(|s| s.1 == Some(vcpu) && s.2.ioctl() == what && s.3 == 0),
+                "{what} of vCPU {vcpu}"
+            );
+        }
+    }
 
     // A trace of what the tap saw (VM 0) but the host reads, with the
     // header's configuration from the VMM's ioctls: `replay --policy host`

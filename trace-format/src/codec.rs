@@ -69,6 +69,7 @@ pub const fn kind_code(k: EventKind) -> u8 {
         EventKind::KernelReset => 20,
         EventKind::KernelInit => 21,
         EventKind::VcpuThread => 22,
+        EventKind::VmmState => 23,
     }
 }
 

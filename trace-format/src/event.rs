@@ -463,6 +463,265 @@ pub enum Event {
         comm: String,
         identity: VcpuIdentity,
     },
+
+    // ---- Format 1.3: the VMM's vCPU state ioctls (ioctl tap) ----
+    /// A vCPU state ioctl of another VMM, seen by wrap mode's ioctl tap: the
+    /// fields of its argument the models use ([`VmmSet`]) and the ioctl's
+    /// result (0, or -errno: the kernel refused it and changed nothing the
+    /// model tracks). The VMM's own resets (QEMU sets the APIC base with
+    /// `KVM_SET_SREGS2` at every reset) and restores.
+    VmmState { set: Box<VmmSet>, result: i32 },
+}
+
+/// What a VMM's vCPU state ioctl set (format 1.3, [`Event::VmmState`]): only
+/// the fields a policy model reads, exactly as the VMM passed them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmmSet {
+    /// `KVM_SET_REGS`.
+    Regs { rip: u64, rflags: u64 },
+    /// `KVM_SET_SREGS`, or `KVM_SET_SREGS2` (`sregs2`: same fields).
+    Sregs {
+        apic_base: u64,
+        cr0: u64,
+        cr4: u64,
+        efer: u64,
+        cs: Segment,
+        sregs2: bool,
+    },
+    /// `KVM_SET_MP_STATE` (`KVM_MP_STATE_*`).
+    MpState { mp_state: u32 },
+    /// `KVM_SET_VCPU_EVENTS`.
+    VcpuEvents(VcpuEventsSet),
+    /// `KVM_SET_LAPIC`: the registers of the 1 KiB APIC page the models use.
+    Lapic(LapicPage),
+    /// `KVM_X86_SET_MCE`: a machine check the VMM injects into bank `bank`.
+    Mce {
+        bank: u8,
+        status: u64,
+        addr: u64,
+        misc: u64,
+        mcg_status: u64,
+    },
+}
+
+/// The parts of `struct kvm_vcpu_events` a model reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VcpuEventsSet {
+    /// `KVM_VCPUEVENT_VALID_*` (NMI_PENDING 1, SIPI_VECTOR 2, SHADOW 4, SMM 8,
+    /// PAYLOAD 0x10, TRIPLE_FAULT 0x20).
+    pub flags: u32,
+    pub exception_injected: bool,
+    pub exception_pending: bool,
+    pub exception_nr: u8,
+    /// `has_error_code` set: the error code.
+    pub exception_error_code: Option<u32>,
+    pub nmi_injected: bool,
+    pub nmi_pending: bool,
+    pub nmi_masked: bool,
+    /// Meaningful with `KVM_VCPUEVENT_VALID_SIPI_VECTOR`.
+    pub sipi_vector: u32,
+    /// `smi.pending` and `smi.latched_init` (meaningful with VALID_SMM).
+    pub smi_pending: bool,
+    pub latched_init: bool,
+}
+
+/// The registers of a `KVM_SET_LAPIC` page (`struct kvm_lapic_state`, the
+/// xAPIC register layout, one u32 every 16 bytes) the models use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LapicPage {
+    /// 0x20 (the xAPIC ID in bits 31:24, or the x2APIC ID with the x2APIC API
+    /// in x2APIC mode).
+    pub id: u32,
+    /// 0x30.
+    pub version: u32,
+    /// 0x80.
+    pub tpr: u32,
+    /// 0xd0.
+    pub ldr: u32,
+    /// 0xe0.
+    pub dfr: u32,
+    /// 0xf0 (spurious-interrupt vector register).
+    pub svr: u32,
+    /// 0x280.
+    pub esr: u32,
+    /// 0x2f0.
+    pub lvt_cmci: u32,
+    /// 0x300, 0x310.
+    pub icr_low: u32,
+    pub icr_high: u32,
+    /// 0x320 .. 0x370.
+    pub lvt_timer: u32,
+    pub lvt_thermal: u32,
+    pub lvt_perf: u32,
+    pub lvt_lint0: u32,
+    pub lvt_lint1: u32,
+    pub lvt_error: u32,
+    /// 0x380, 0x3e0.
+    pub timer_initial: u32,
+    pub timer_divide: u32,
+}
+
+impl LapicPage {
+    /// (offset in the APIC page, value) of every field, in offset order.
+    pub fn regs(&self) -> [(u16, u32); 18] {
+        [
+            (0x20, self.id),
+            (0x30, self.version),
+            (0x80, self.tpr),
+            (0xd0, self.ldr),
+            (0xe0, self.dfr),
+            (0xf0, self.svr),
+            (0x280, self.esr),
+            (0x2f0, self.lvt_cmci),
+            (0x300, self.icr_low),
+            (0x310, self.icr_high),
+            (0x320, self.lvt_timer),
+            (0x330, self.lvt_thermal),
+            (0x340, self.lvt_perf),
+            (0x350, self.lvt_lint0),
+            (0x360, self.lvt_lint1),
+            (0x370, self.lvt_error),
+            (0x380, self.timer_initial),
+            (0x3e0, self.timer_divide),
+        ]
+    }
+
+    /// The page's fields from the register at each offset (`reg(0x20)` = ID).
+    pub fn from_regs(reg: impl Fn(u16) -> u32) -> LapicPage {
+        LapicPage {
+            id: reg(0x20),
+            version: reg(0x30),
+            tpr: reg(0x80),
+            ldr: reg(0xd0),
+            dfr: reg(0xe0),
+            svr: reg(0xf0),
+            esr: reg(0x280),
+            lvt_cmci: reg(0x2f0),
+            icr_low: reg(0x300),
+            icr_high: reg(0x310),
+            lvt_timer: reg(0x320),
+            lvt_thermal: reg(0x330),
+            lvt_perf: reg(0x340),
+            lvt_lint0: reg(0x350),
+            lvt_lint1: reg(0x360),
+            lvt_error: reg(0x370),
+            timer_initial: reg(0x380),
+            timer_divide: reg(0x3e0),
+        }
+    }
+}
+
+impl VmmSet {
+    /// The ioctl's uapi name.
+    pub fn ioctl(&self) -> &'static str {
+        match self {
+            VmmSet::Regs { .. } => "KVM_SET_REGS",
+            VmmSet::Sregs { sregs2: false, .. } => "KVM_SET_SREGS",
+            VmmSet::Sregs { sregs2: true, .. } => "KVM_SET_SREGS2",
+            VmmSet::MpState { .. } => "KVM_SET_MP_STATE",
+            VmmSet::VcpuEvents(_) => "KVM_SET_VCPU_EVENTS",
+            VmmSet::Lapic(_) => "KVM_SET_LAPIC",
+            VmmSet::Mce { .. } => "KVM_X86_SET_MCE",
+        }
+    }
+
+    /// One line, human form (`dump`, replay context, `info`).
+    pub fn describe(&self) -> String {
+        match self {
+            VmmSet::Regs { rip, rflags } => format!("rip {rip:#x} rflags {rflags:#x}"),
+            VmmSet::Sregs {
+                apic_base,
+                cr0,
+                cr4,
+                efer,
+                cs,
+                ..
+            } => format!(
+                "apic_base {apic_base:#x} cr0 {cr0:#x} cr4 {cr4:#x} efer {efer:#x} cs {:#x}/{:#x}",
+                cs.selector, cs.base
+            ),
+            VmmSet::MpState { mp_state } => format!("mp_state {}", mp_state_name(*mp_state)),
+            VmmSet::VcpuEvents(e) => {
+                let mut s = format!("flags {:#x}", e.flags);
+                if e.exception_injected || e.exception_pending {
+                    s.push_str(&format!(
+                        " exception {} {}",
+                        e.exception_nr,
+                        if e.exception_pending {
+                            "pending"
+                        } else {
+                            "injected"
+                        }
+                    ));
+                    if let Some(c) = e.exception_error_code {
+                        s.push_str(&format!(" error {c:#x}"));
+                    }
+                }
+                for (on, what) in [
+                    (e.nmi_injected, " nmi injected"),
+                    (e.nmi_pending, " nmi pending"),
+                    (e.nmi_masked, " nmi masked"),
+                    (e.smi_pending, " smi pending"),
+                    (e.latched_init, " init latched"),
+                ] {
+                    if on {
+                        s.push_str(what);
+                    }
+                }
+                if e.flags & 2 != 0 {
+                    s.push_str(&format!(" sipi_vector {:#x}", e.sipi_vector));
+                }
+                s
+            }
+            VmmSet::Lapic(p) => format!(
+                "id {:#x} ldr {:#x} dfr {:#x} svr {:#x} tpr {:#x} lvtt {:#x} lint0 {:#x} lint1 {:#x}",
+                p.id, p.ldr, p.dfr, p.svr, p.tpr, p.lvt_timer, p.lvt_lint0, p.lvt_lint1
+            ),
+            VmmSet::Mce {
+                bank,
+                status,
+                addr,
+                misc,
+                mcg_status,
+            } => format!(
+                "bank {bank} status {status:#x} addr {addr:#x} misc {misc:#x} mcg_status {mcg_status:#x}"
+            ),
+        }
+    }
+}
+
+/// An ioctl's result in words: `ok`, or `failed: Invalid argument (errno 22)`.
+pub fn ioctl_result(result: i32) -> String {
+    if result == 0 {
+        "ok".into()
+    } else if result < 0 {
+        let e = result.unsigned_abs() as i32;
+        format!("failed: {} (errno {e})", errno_text(e))
+    } else {
+        format!("returned {result}")
+    }
+}
+
+/// The message of an errno without Rust's " (os error N)" suffix.
+fn errno_text(e: i32) -> String {
+    let s = std::io::Error::from_raw_os_error(e).to_string();
+    match s.rfind(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// `KVM_MP_STATE_*` by name.
+pub fn mp_state_name(mp_state: u32) -> String {
+    match mp_state {
+        0 => "runnable".into(),
+        1 => "uninitialized".into(),
+        2 => "init_received".into(),
+        3 => "halted".into(),
+        4 => "sipi_received".into(),
+        n => format!("{n}"),
+    }
 }
 
 /// `Sipi::from` when the sender is unknown.
@@ -546,10 +805,11 @@ pub enum EventKind {
     KernelReset,
     KernelInit,
     VcpuThread,
+    VmmState,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 23] = [
+    pub const ALL: [EventKind; 24] = [
         EventKind::MsrRead,
         EventKind::MsrWrite,
         EventKind::Monitor,
@@ -573,6 +833,7 @@ impl EventKind {
         EventKind::KernelReset,
         EventKind::KernelInit,
         EventKind::VcpuThread,
+        EventKind::VmmState,
     ];
 
     /// The snake_case name used in JSON and on the command line.
@@ -601,6 +862,7 @@ impl EventKind {
             EventKind::KernelReset => "kernel_reset",
             EventKind::KernelInit => "kernel_init",
             EventKind::VcpuThread => "vcpu_thread",
+            EventKind::VmmState => "vmm_state",
         }
     }
 }
@@ -664,6 +926,7 @@ impl Event {
             Event::KernelReset { .. } => EventKind::KernelReset,
             Event::KernelInit { .. } => EventKind::KernelInit,
             Event::VcpuThread { .. } => EventKind::VcpuThread,
+            Event::VmmState { .. } => EventKind::VmmState,
         }
     }
 

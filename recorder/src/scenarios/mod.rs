@@ -15,6 +15,7 @@ mod init_sipi;
 mod mce;
 mod misc_enable;
 mod msr_loop;
+mod msr_suite;
 mod msr_sweep;
 mod mwait;
 mod self_init;
@@ -241,6 +242,16 @@ const SCENARIOS: &[Entry] = &[
         name: "msr-sweep",
         about: "one RDMSR of each architectural, AMD and KVM MSR the kernel knows (~190 reads)",
         build: msr_sweep::spec,
+    },
+    Entry {
+        name: msr_suite::NAME,
+        about: "speculation, EFER, segment bases, TSC, kvmclock/PV, MTRR and PMU MSRs as an MSR test suite uses them",
+        build: msr_suite::spec,
+    },
+    Entry {
+        name: msr_suite::NAME_BARE,
+        about: "msr-suite with the speculation, TSC_ADJUST, RDTSCP and KVM PV CPUID bits cleared",
+        build: msr_suite::spec_bare,
     },
     Entry {
         name: "triple-fault",

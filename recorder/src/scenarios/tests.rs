@@ -85,6 +85,8 @@ const EXPECT: &[(&str, Mnemonic, usize)] = &[
     ("init-sipi", Mnemonic::Mov, 4),
     ("msr-loop", Mnemonic::Rdmsr, 1),
     ("bit-probe", Mnemonic::Wrmsr, 100),
+    ("msr-suite", Mnemonic::Wrmsr, 200),
+    ("msr-suite-bare", Mnemonic::Rdmsr, 50),
     ("tour", Mnemonic::Monitor, 3),
     ("tour", Mnemonic::Ud2, 1),
     ("tour", Mnemonic::Rdmsr, 20),

@@ -3,8 +3,12 @@
 //! tested without a tracee. Sizes are bounded by the kernel's own limits; an
 //! argument over a limit is an ioctl the kernel refuses, recorded as such.
 
+use std::mem::{offset_of, size_of};
+
+use kvm_bindings as kb;
 use kvmtrace_format::{
-    CpuidEntry, DecidedBy, Event, MsrFilter, MsrFilterRange, MsrOutcome, Origin,
+    CpuidEntry, DecidedBy, Event, LapicPage, MsrFilter, MsrFilterRange, MsrOutcome, Origin,
+    Segment, VcpuEventsSet, VmmSet,
 };
 
 use super::filter as f;
@@ -44,6 +48,9 @@ pub enum Arg {
     Mce(u64),
     /// `KVM_SET_MSRS`: (index, value); `KVM_GET_MSRS`: (index, 0).
     Msrs(Vec<(u32, u64)>),
+    /// A vCPU state ioctl (`KVM_SET_REGS/SREGS/SREGS2/MP_STATE/VCPU_EVENTS/
+    /// LAPIC`, `KVM_X86_SET_MCE`): what it sets that the models use.
+    State(VmmSet),
     /// The count was over the kernel's limit: the ioctl fails with E2BIG.
     TooMany {
         what: &'static str,
@@ -56,6 +63,117 @@ fn le32(b: &[u8], at: usize) -> u32 {
 }
 fn le64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]))
+}
+fn le16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+/// A `struct kvm_segment` at `at`, as `Segment` (VMX access-rights layout,
+/// as `recorder::state::seg_attr` builds it from the same struct).
+fn segment(b: &[u8], at: usize) -> Segment {
+    let byte = |f: usize| u32::from(b[at + f]);
+    let attr = (byte(offset_of!(kb::kvm_segment, type_)) & 0xf)
+        | ((byte(offset_of!(kb::kvm_segment, s)) & 1) << 4)
+        | ((byte(offset_of!(kb::kvm_segment, dpl)) & 3) << 5)
+        | ((byte(offset_of!(kb::kvm_segment, present)) & 1) << 7)
+        | ((byte(offset_of!(kb::kvm_segment, avl)) & 1) << 12)
+        | ((byte(offset_of!(kb::kvm_segment, l)) & 1) << 13)
+        | ((byte(offset_of!(kb::kvm_segment, db)) & 1) << 14)
+        | ((byte(offset_of!(kb::kvm_segment, g)) & 1) << 15)
+        | ((byte(offset_of!(kb::kvm_segment, unusable)) & 1) << 16);
+    Segment {
+        selector: le16(b, at + offset_of!(kb::kvm_segment, selector)),
+        base: le64(b, at + offset_of!(kb::kvm_segment, base)),
+        limit: le32(b, at + offset_of!(kb::kvm_segment, limit)),
+        attr,
+    }
+}
+
+/// The vCPU state ioctls' arguments: fixed-size structs (layouts from
+/// kvm-bindings), read whole (`KVM_SET_LAPIC`: 1 KiB) and decoded to the
+/// fields the models use.
+fn read_state(mem: &dyn Mem, req: u32, arg: u64) -> Result<Option<VmmSet>, String> {
+    Ok(Some(match req {
+        f::KVM_SET_REGS => {
+            let b = read_vec(mem, arg, size_of::<kb::kvm_regs>(), "struct kvm_regs")?;
+            VmmSet::Regs {
+                rip: le64(&b, offset_of!(kb::kvm_regs, rip)),
+                rflags: le64(&b, offset_of!(kb::kvm_regs, rflags)),
+            }
+        }
+        f::KVM_SET_SREGS | f::KVM_SET_SREGS2 => {
+            // kvm_sregs2 shares kvm_sregs's layout up to apic_base.
+            const _: () = assert!(
+                offset_of!(kb::kvm_sregs, apic_base) == offset_of!(kb::kvm_sregs2, apic_base)
+            );
+            let sregs2 = req == f::KVM_SET_SREGS2;
+            let (len, what) = if sregs2 {
+                (size_of::<kb::kvm_sregs2>(), "struct kvm_sregs2")
+            } else {
+                (size_of::<kb::kvm_sregs>(), "struct kvm_sregs")
+            };
+            let b = read_vec(mem, arg, len, what)?;
+            VmmSet::Sregs {
+                apic_base: le64(&b, offset_of!(kb::kvm_sregs, apic_base)),
+                cr0: le64(&b, offset_of!(kb::kvm_sregs, cr0)),
+                cr4: le64(&b, offset_of!(kb::kvm_sregs, cr4)),
+                efer: le64(&b, offset_of!(kb::kvm_sregs, efer)),
+                cs: segment(&b, offset_of!(kb::kvm_sregs, cs)),
+                sregs2,
+            }
+        }
+        f::KVM_SET_MP_STATE => {
+            let b = read_vec(mem, arg, 4, "struct kvm_mp_state")?;
+            VmmSet::MpState {
+                mp_state: le32(&b, 0),
+            }
+        }
+        f::KVM_SET_VCPU_EVENTS => {
+            let b = read_vec(
+                mem,
+                arg,
+                size_of::<kb::kvm_vcpu_events>(),
+                "struct kvm_vcpu_events",
+            )?;
+            let ex = offset_of!(kb::kvm_vcpu_events, exception);
+            let nmi = offset_of!(kb::kvm_vcpu_events, nmi);
+            let smi = offset_of!(kb::kvm_vcpu_events, smi);
+            let has_error = b[ex + 2] != 0;
+            VmmSet::VcpuEvents(VcpuEventsSet {
+                flags: le32(&b, offset_of!(kb::kvm_vcpu_events, flags)),
+                exception_injected: b[ex] != 0,
+                exception_nr: b[ex + 1],
+                exception_pending: b[ex + 3] != 0,
+                exception_error_code: has_error.then(|| le32(&b, ex + 4)),
+                nmi_injected: b[nmi] != 0,
+                nmi_pending: b[nmi + 1] != 0,
+                nmi_masked: b[nmi + 2] != 0,
+                sipi_vector: le32(&b, offset_of!(kb::kvm_vcpu_events, sipi_vector)),
+                smi_pending: b[smi + 1] != 0,
+                latched_init: b[smi + 3] != 0,
+            })
+        }
+        f::KVM_SET_LAPIC => {
+            let b = read_vec(
+                mem,
+                arg,
+                size_of::<kb::kvm_lapic_state>(),
+                "struct kvm_lapic_state",
+            )?;
+            VmmSet::Lapic(LapicPage::from_regs(|off| le32(&b, usize::from(off))))
+        }
+        f::KVM_X86_SET_MCE => {
+            let b = read_vec(mem, arg, size_of::<kb::kvm_x86_mce>(), "struct kvm_x86_mce")?;
+            VmmSet::Mce {
+                bank: b[offset_of!(kb::kvm_x86_mce, bank)],
+                status: le64(&b, offset_of!(kb::kvm_x86_mce, status)),
+                addr: le64(&b, offset_of!(kb::kvm_x86_mce, addr)),
+                misc: le64(&b, offset_of!(kb::kvm_x86_mce, misc)),
+                mcg_status: le64(&b, offset_of!(kb::kvm_x86_mce, mcg_status)),
+            }
+        }
+        _ => return Ok(None),
+    }))
 }
 
 fn read_vec(mem: &dyn Mem, addr: u64, len: usize, what: &str) -> Result<Vec<u8>, String> {
@@ -137,7 +255,7 @@ pub fn read_arg(mem: &dyn Mem, req: u32, arg: u64) -> Result<Arg, String> {
             Ok(Arg::Mce(le64(&b, 0)))
         }
         f::KVM_SET_MSRS | f::KVM_GET_MSRS => Ok(read_msrs(mem, arg)?),
-        _ => Ok(Arg::None),
+        _ => Ok(read_state(mem, req, arg)?.map_or(Arg::None, Arg::State)),
     }
 }
 
@@ -200,6 +318,18 @@ pub fn msr_events(
         ));
     }
     out
+}
+
+/// The event of a vCPU state ioctl that returned `ret` (0 or -errno), failed
+/// or not: the model replays the kernel's decision.
+pub fn state_event(arg: &Arg, ret: i64) -> Option<Event> {
+    match arg {
+        Arg::State(set) => Some(Event::VmmState {
+            set: Box::new(set.clone()),
+            result: ret.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+        }),
+        _ => None,
+    }
 }
 
 /// The configuration event a successful ioctl adds (none for the MSR ioctls,
@@ -349,6 +479,133 @@ mod tests {
                 .unwrap_err()
                 .contains("entries")
         );
+    }
+
+    #[test]
+    fn state_ioctls() {
+        // kvm_sregs2: CS at 0, cr0 224, cr4 248, efer 264, apic_base 272.
+        let mut b = vec![0u8; size_of::<kb::kvm_sregs2>()];
+        b[0..8].copy_from_slice(&0xffff_0000u64.to_le_bytes());
+        b[8..12].copy_from_slice(&0xffffu32.to_le_bytes());
+        b[12..14].copy_from_slice(&0xf000u16.to_le_bytes());
+        b[14] = 0xb; // type
+        b[15] = 1; // present
+        b[18] = 1; // s
+        b[224..232].copy_from_slice(&0x6000_0010u64.to_le_bytes());
+        b[264..272].copy_from_slice(&0x500u64.to_le_bytes());
+        b[272..280].copy_from_slice(&0xfee0_0900u64.to_le_bytes());
+        let mem = Fake { base: 0, bytes: b };
+        let arg = read_arg(&mem, f::KVM_SET_SREGS2, 0).unwrap();
+        assert_eq!(
+            arg,
+            Arg::State(VmmSet::Sregs {
+                apic_base: 0xfee0_0900,
+                cr0: 0x6000_0010,
+                cr4: 0,
+                efer: 0x500,
+                cs: Segment {
+                    selector: 0xf000,
+                    base: 0xffff_0000,
+                    limit: 0xffff,
+                    attr: 0x9b,
+                },
+                sregs2: true,
+            })
+        );
+        // A refused ioctl is recorded with its errno.
+        assert!(matches!(
+            state_event(&arg, -22),
+            Some(Event::VmmState { result: -22, .. })
+        ));
+        // kvm_sregs is 8 bytes shorter: SET_SREGS reads only its own size.
+        let mut b = vec![0u8; size_of::<kb::kvm_sregs>()];
+        b[272..280].copy_from_slice(&0xfee0_0d00u64.to_le_bytes());
+        let mem = Fake { base: 0, bytes: b };
+        let Arg::State(VmmSet::Sregs {
+            apic_base, sregs2, ..
+        }) = read_arg(&mem, f::KVM_SET_SREGS, 0).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((apic_base, sregs2), (0xfee0_0d00, false));
+        assert!(read_arg(&mem, f::KVM_SET_SREGS2, 0).is_err());
+
+        // The APIC page: ID at 0x20, SVR 0xf0, LVT LINT0 0x350, TDCR 0x3e0.
+        let mut page = vec![0u8; 1024];
+        for (off, v) in [
+            (0x20, 1u32 << 24),
+            (0xf0, 0x1ff),
+            (0x350, 0x700),
+            (0x3e0, 0xb),
+        ] {
+            page[off..off + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        let mem = Fake {
+            base: 0x1000,
+            bytes: page,
+        };
+        let Arg::State(VmmSet::Lapic(p)) = read_arg(&mem, f::KVM_SET_LAPIC, 0x1000).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (p.id, p.svr, p.lvt_lint0, p.timer_divide, p.ldr),
+            (1 << 24, 0x1ff, 0x700, 0xb, 0)
+        );
+        // One byte short of the page: a note, no event.
+        assert!(
+            read_arg(&mem, f::KVM_SET_LAPIC, 0x1001)
+                .unwrap_err()
+                .contains("kvm_lapic_state")
+        );
+
+        // kvm_vcpu_events: #GP(0) pending, NMI masked, SIPI 0x9f valid.
+        let mut ev = vec![0u8; 64];
+        ev[1] = 13;
+        ev[2] = 1;
+        ev[3] = 1;
+        ev[14] = 1;
+        ev[16..20].copy_from_slice(&0x9fu32.to_le_bytes());
+        ev[20..24].copy_from_slice(&2u32.to_le_bytes());
+        ev[27] = 1;
+        let mem = Fake { base: 0, bytes: ev };
+        assert_eq!(
+            read_arg(&mem, f::KVM_SET_VCPU_EVENTS, 0).unwrap(),
+            Arg::State(VmmSet::VcpuEvents(VcpuEventsSet {
+                flags: 2,
+                exception_pending: true,
+                exception_nr: 13,
+                exception_error_code: Some(0),
+                nmi_masked: true,
+                sipi_vector: 0x9f,
+                latched_init: true,
+                ..Default::default()
+            }))
+        );
+
+        // REGS (rip 128, rflags 136), MP_STATE, SET_MCE (bank at 32).
+        let mut r = vec![0u8; 144];
+        r[128..136].copy_from_slice(&0xfff0u64.to_le_bytes());
+        r[136..144].copy_from_slice(&2u64.to_le_bytes());
+        let mem = Fake { base: 0, bytes: r };
+        assert_eq!(
+            read_arg(&mem, f::KVM_SET_REGS, 0).unwrap(),
+            Arg::State(VmmSet::Regs {
+                rip: 0xfff0,
+                rflags: 2
+            })
+        );
+        assert_eq!(
+            read_arg(&mem, f::KVM_SET_MP_STATE, 0).unwrap(),
+            Arg::State(VmmSet::MpState { mp_state: 0 })
+        );
+        let mut m = vec![0u8; 64];
+        m[0..8].copy_from_slice(&(1u64 << 63).to_le_bytes());
+        m[32] = 3;
+        let mem = Fake { base: 0, bytes: m };
+        assert!(matches!(
+            read_arg(&mem, f::KVM_X86_SET_MCE, 0).unwrap(),
+            Arg::State(VmmSet::Mce { bank: 3, status, .. }) if status == 1 << 63
+        ));
     }
 
     #[test]

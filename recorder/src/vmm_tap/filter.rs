@@ -43,9 +43,11 @@ pub const KVM_SET_SREGS: u32 = iow(0x84, size_of::<kb::kvm_sregs>());
 pub const KVM_SET_LAPIC: u32 = iow(0x8f, size_of::<kb::kvm_lapic_state>());
 pub const KVM_SET_MP_STATE: u32 = iow(0x99, size_of::<kb::kvm_mp_state>());
 pub const KVM_SET_VCPU_EVENTS: u32 = iow(0xa0, size_of::<kb::kvm_vcpu_events>());
+pub const KVM_SET_SREGS2: u32 = iow(0xcd, size_of::<kb::kvm_sregs2>());
+pub const KVM_X86_SET_MCE: u32 = iow(0x9e, size_of::<kb::kvm_x86_mce>());
 
 /// Every request the tap stops on, with its uapi name.
-pub const TAPPED: [(u32, &str); 14] = [
+pub const TAPPED: [(u32, &str); 16] = [
     (KVM_CREATE_VM, "KVM_CREATE_VM"),
     (KVM_CREATE_VCPU, "KVM_CREATE_VCPU"),
     (KVM_CREATE_IRQCHIP, "KVM_CREATE_IRQCHIP"),
@@ -60,6 +62,11 @@ pub const TAPPED: [(u32, &str); 14] = [
     (KVM_SET_LAPIC, "KVM_SET_LAPIC"),
     (KVM_SET_MP_STATE, "KVM_SET_MP_STATE"),
     (KVM_SET_VCPU_EVENTS, "KVM_SET_VCPU_EVENTS"),
+    // QEMU 7.0+ sets the special registers with SREGS2 where the kernel has
+    // it (KVM_CAP_SREGS2, 5.14+); KVM_X86_SET_MCE runs only when the VMM
+    // injects a machine check.
+    (KVM_SET_SREGS2, "KVM_SET_SREGS2"),
+    (KVM_X86_SET_MCE, "KVM_X86_SET_MCE"),
 ];
 
 /// The uapi name of a tapped request.
@@ -164,6 +171,8 @@ mod tests {
         assert_eq!(KVM_SET_LAPIC, 0x4400_ae8f);
         assert_eq!(KVM_SET_MP_STATE, 0x4004_ae99);
         assert_eq!(KVM_SET_VCPU_EVENTS, 0x4040_aea0);
+        assert_eq!(KVM_SET_SREGS2, 0x4140_aecd);
+        assert_eq!(KVM_X86_SET_MCE, 0x4040_ae9e);
     }
 
     #[test]

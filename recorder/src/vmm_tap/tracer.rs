@@ -258,6 +258,7 @@ impl Tracer {
         };
         let mut events = Vec::new();
         match (&arg, p.req) {
+            (Arg::State(_), _) => events.extend(decode::state_event(&arg, ret)),
             (Arg::Msrs(entries), f::KVM_SET_MSRS) => {
                 events = decode::msr_events(true, entries, &[], ret);
             }

@@ -32,10 +32,14 @@ use crate::state::{
 use super::msr::{R, Store};
 
 /// Slots of the registers in `VcpuState::regs`.
-pub const NREGS: usize = 40;
+pub const NREGS: usize = 41;
+/// EFER as last written or read: only its LME bit is used (LMA follows
+/// CR0.PG, which no event shows; reads are not predicted).
+const SLOT_EFER: usize = 40;
 /// `vcpu->arch.time`: MSR_KVM_SYSTEM_TIME and _NEW (0 after kvmclock_reset).
 const SLOT_KVM_TIME: usize = 38;
-/// `msr_kvm_poll_control` (set at vCPU creation, not measured: taught).
+/// `msr_kvm_poll_control`: 1 from `kvm_arch_vcpu_postcreate` ("poll control
+/// enabled by default", 5.3+), not touched by INIT.
 const SLOT_POLL_CONTROL: usize = 39;
 /// KVM PV feature bits (CPUID 0x40000001:EAX).
 const KVM_FEATURE_CLOCKSOURCE: u32 = 1 << 0;
@@ -47,10 +51,15 @@ const SLOT_TSC_AUX: usize = 7;
 /// Registers whose value at RESET (vCPU creation) is 0 in every vendor's
 /// create/reset path: SYSENTER_*, STAR/LSTAR/CSTAR/SFMASK, TSC_AUX, MTRRs.
 /// UCODE_REV and PLATFORM_INFO are vendor/quirk-stuffed: taught only.
-pub const REGS_KNOWN_AT_RESET: u64 = ((1u64 << NREGS) - 1)
-    & !(1 << SLOT_UCODE_REV)
-    & !(1 << SLOT_PLATFORM_INFO)
-    & !(1 << SLOT_POLL_CONTROL);
+pub const REGS_KNOWN_AT_RESET: u64 =
+    ((1u64 << NREGS) - 1) & !(1 << SLOT_UCODE_REV) & !(1 << SLOT_PLATFORM_INFO);
+
+/// The register values at RESET (vCPU creation): 0 but POLL_CONTROL (1).
+pub const REGS_AT_RESET: [u64; NREGS] = {
+    let mut r = [0; NREGS];
+    r[SLOT_POLL_CONTROL] = 1;
+    r
+};
 
 pub const fn reg_slot(index: u32) -> Option<usize> {
     Some(match index {
@@ -72,9 +81,21 @@ pub const fn reg_slot(index: u32) -> Option<usize> {
         0x200..=0x20f => 22 + (index - 0x200) as usize,
         0x12 | 0x4b56_4d01 => SLOT_KVM_TIME,
         0x4b56_4d05 => SLOT_POLL_CONTROL,
+        0xc000_0080 => SLOT_EFER,
         _ => return None,
     })
 }
+
+/// EFER bits outside SCE (0), LME (8), LMA (10), NX (11), SVME (12), LMSLE
+/// (13), FFXSR (14), TCE (15), AUTOIBRS (21): in `efer_reserved_bits` on
+/// every host.
+const EFER_NEVER_VALID: u64 = !(1 | 1 << 8 | 0xfc00 | 1 << 21);
+
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+const EFER_NX: u64 = 1 << 11;
+/// The EFER bits the write rule decides: SCE, LME, LMA, NX.
+const EFER_DECIDED: u64 = 1 | EFER_LME | EFER_LMA | EFER_NX;
 
 /// Index ranges some KVM handler has cases in (every vendor, PMU, Hyper-V
 /// 0x40000000–0x400001ff, KVM PV 0x4b564d00–0x4b564dff incl. pvm's own);
@@ -99,6 +120,8 @@ pub(crate) const fn table_handles(index: u32) -> bool {
         || matches!(
             index,
             0x0 | 0x1
+                | 0xc000_0080
+                | 0xc000_0100..=0xc000_0102
                 | 0x11
                 | 0x4b56_4d00
                 | 0x17
@@ -238,6 +261,8 @@ impl Engine {
                 (R::FaultOrUnknown, &rules::TABLE_NO_HYPERV)
             }
             _ if !in_kvm_ranges(index) => (R::Unknown, &rules::TABLE_UNKNOWN),
+            // EFER.LMA follows CR0.PG (no event): a read teaches, never predicted.
+            0xc000_0080 => return None,
             _ => match reg_slot(index) {
                 Some(s) if v.regs_known & (1 << s) != 0 => {
                     (R::Ok(v.regs[s]), &rules::TABLE_REG_READ)
@@ -262,6 +287,7 @@ impl Engine {
         let sup = &self.supported;
         let has = |f| self.policy.has(f);
         let store = |s: usize, x: u64| (R::Ok(0), &rules::TABLE_REG_WRITE, Store::Reg(s, x));
+        let pv = self.pv_features(v);
         // __kvm_set_msr: LSTAR/CSTAR/SYSENTER_ESP/EIP must be canonical (host
         // too). 48 vs 57 bits depends on LA57 support: decide only where both agree.
         let canon = |s: usize| {
@@ -310,25 +336,19 @@ impl Engine {
             // kvm_set_msr_common, KVM PV MSRs with the feature bit set:
             // wall clock (VM-wide, not stored here) and system time always
             // accepted; POLL_CONTROL takes bit 0 only.
-            0x11 if c.kvm_pv_features & KVM_FEATURE_CLOCKSOURCE != 0 => {
+            0x11 if pv & KVM_FEATURE_CLOCKSOURCE != 0 => {
                 Some((R::Ok(0), &rules::TABLE_KVM_PV, Store::None))
             }
-            0x4b56_4d00 if c.kvm_pv_features & KVM_FEATURE_CLOCKSOURCE2 != 0 => {
+            0x4b56_4d00 if pv & KVM_FEATURE_CLOCKSOURCE2 != 0 => {
                 Some((R::Ok(0), &rules::TABLE_KVM_PV, Store::None))
             }
-            0x12 if c.kvm_pv_features & KVM_FEATURE_CLOCKSOURCE != 0 => {
-                Some(store(SLOT_KVM_TIME, data))
-            }
-            0x4b56_4d01 if c.kvm_pv_features & KVM_FEATURE_CLOCKSOURCE2 != 0 => {
-                Some(store(SLOT_KVM_TIME, data))
-            }
-            0x4b56_4d05 if c.kvm_pv_features & KVM_FEATURE_POLL_CONTROL != 0 => {
-                Some(if data >> 1 != 0 {
-                    (R::Fault, &rules::TABLE_KVM_PV, Store::None)
-                } else {
-                    store(SLOT_POLL_CONTROL, data)
-                })
-            }
+            0x12 if pv & KVM_FEATURE_CLOCKSOURCE != 0 => Some(store(SLOT_KVM_TIME, data)),
+            0x4b56_4d01 if pv & KVM_FEATURE_CLOCKSOURCE2 != 0 => Some(store(SLOT_KVM_TIME, data)),
+            0x4b56_4d05 if pv & KVM_FEATURE_POLL_CONTROL != 0 => Some(if data >> 1 != 0 {
+                (R::Fault, &rules::TABLE_KVM_PV, Store::None)
+            } else {
+                store(SLOT_POLL_CONTROL, data)
+            }),
             // kvm_set_msr_common MSR_IA32_UCODE_REV: a guest write is dropped.
             0x8b if !host => Some((R::Ok(0), &rules::TABLE_UCODE_GUEST, Store::None)),
             // MSR_PLATFORM_INFO and MSR_IA32_ARCH_CAPABILITIES: host only.
@@ -389,6 +409,52 @@ impl Engine {
             }
             // MTRRcap is read-only: no write case (r = 2).
             0xfe => Some((R::Unknown, &rules::TABLE_UNKNOWN, Store::None)),
+            // __kvm_set_msr: FS/GS/KERNEL_GS_BASE must be canonical (host
+            // too); the vendor stores them. Their reads are not predicted:
+            // segment loads and SWAPGS change them without an exit.
+            0xc000_0100..=0xc000_0102 => {
+                if canonical(data, 48) {
+                    Some((R::Ok(0), &rules::TABLE_SEG_BASE_WRITE, Store::None))
+                } else if !canonical(data, 57) {
+                    Some((R::Fault, &rules::TABLE_NONCANONICAL, Store::None))
+                } else {
+                    None
+                }
+            }
+            // set_efer: bits in efer_reserved_bits fail (host too) before any
+            // other check. Only the bits no KVM ever enables (kvm_enable_efer_bits
+            // is called for NX, SVME, LMSLE, FFXSR, TCE, AUTOIBRS by host
+            // support) are decided here.
+            0xc000_0080 if data & EFER_NEVER_VALID != 0 => {
+                Some((R::Fault, &rules::TABLE_EFER_RESERVED, Store::None))
+            }
+            // set_efer with only SCE/LME/LMA/NX: the host's write is
+            // accepted; a guest's needs LM for LME/LMA and NX for NX
+            // (__kvm_valid_efer) and, with paging on, an unchanged LME. LME
+            // changes only by EFER writes, so an unchanged LME needs no
+            // paging state; a changed one does (CR0.PG: not in the trace).
+            0xc000_0080 if data & !EFER_DECIDED == 0 => {
+                let accept = Some((
+                    R::Ok(0),
+                    &rules::TABLE_EFER_WRITE,
+                    Store::Reg(SLOT_EFER, data),
+                ));
+                if host {
+                    return accept;
+                }
+                let fault = Some((R::Fault, &rules::TABLE_EFER_CPUID, Store::None));
+                if data & (EFER_LME | EFER_LMA) != 0 && absent(c, sup, LEAF_8000_0001, |x| x.lm) {
+                    return fault;
+                }
+                if data & EFER_NX != 0 && absent(c, sup, LEAF_8000_0001, |x| x.nx) {
+                    return fault;
+                }
+                let lm_ok = data & (EFER_LME | EFER_LMA) == 0 || c.lm;
+                let nx_ok = data & EFER_NX == 0 || c.nx;
+                let same_lme = v.regs_known & (1 << SLOT_EFER) != 0
+                    && (v.regs[SLOT_EFER] ^ data) & EFER_LME == 0;
+                (lm_ok && nx_ok && same_lme).then_some(accept).flatten()
+            }
             // A Xen guest's hypercall-page MSR can be any index (writes only).
             _ if c.xen => None,
             0x4000_0000..=0x4000_01ff if !host && c.leaves & LEAF_4000_0001 != 0 && !c.hyperv => {

@@ -341,7 +341,7 @@ impl Engine {
             // RESET: the table registers are 0, or what the recording read.
             v.pv = super::PvRegs::created();
             v.spec_ctrl = Some(0);
-            v.regs = [0; super::NREGS];
+            v.regs = super::REGS_AT_RESET;
             v.regs_known = super::REGS_KNOWN_AT_RESET;
             for &(i, x) in &s.msrs {
                 super::common::teach(v, i, x);

@@ -30,14 +30,14 @@
 //!
 //! Values only hardware or time knows (TSC, kvmclock) are never predicted.
 
-use kvmtrace_format::TraceHeader;
+use kvmtrace_format::{TraceHeader, VmmSet};
 
 use super::msr::{R, Store};
 use crate::engine::Engine;
 use crate::rules::Rule;
 use crate::state::{
     LEAF_1, LEAF_8000_0008, MAX_MCE_BANKS, MCG_CTL_P, U_ALL, U_APIC_BASE, U_BANKS, U_MCG_CAP,
-    U_MCG_CTL, VcpuState,
+    U_MCG_CTL, U_MCG_STATUS, VcpuState,
 };
 
 type RuleRef = &'static Rule;
@@ -66,6 +66,10 @@ pub struct HostTrace {
     /// `KVM_CAP_X86_SMM` is 0: no SMI ever enters SMM, so SMI_COUNT only
     /// changes by a host write.
     pub no_smm: bool,
+    /// kvmtrace's own VMM configured the VM (`ConfigSource::Recorder`): it
+    /// never enables `KVM_CAP_ENFORCE_PV_FEATURE_CPUID`, so `guest_pv_has`
+    /// is true for every KVM PV feature whatever the guest CPUID.
+    pub pv_unenforced: bool,
 }
 
 impl HostTrace {
@@ -73,6 +77,7 @@ impl HostTrace {
         const KVM_CAP_X86_SMM: u32 = 117;
         HostTrace {
             vmm_msrs_seen: header.config_source == kvmtrace_format::ConfigSource::VmmIoctls,
+            pv_unenforced: header.config_source == kvmtrace_format::ConfigSource::Recorder,
             no_smm: header
                 .host
                 .caps
@@ -213,6 +218,119 @@ impl Engine {
     }
 }
 
+// ---- The VMM's vCPU state ioctls (format 1.3 `VmmState`, ioctl tap) ----
+//
+// Folded as the kernel applies them, only where it succeeded (`result` 0;
+// a refused ioctl changed nothing the model tracks, except as noted):
+// - `KVM_SET_SREGS`/`SREGS2` (x86.c `__set_sregs_common`): the APIC base goes
+//   through `kvm_apic_set_base(vcpu, apic_base, true)` (host-initiated: the
+//   reserved-bit and invalid-mode checks apply, the x2APIC -> xAPIC and
+//   disabled -> x2APIC transition checks do not; an illegal value fails the
+//   ioctl with -EINVAL before anything is set) and CR0 is set as passed.
+//   QEMU does this at every vCPU reset (0xfee00900 for the BSP), so a guest's
+//   x2APIC mode ends there. `KVM_SET_SREGS2` can fail after the APIC base was
+//   set (`__set_sregs2`: invalid PDPTRs): then the APIC base is unknown.
+// - `KVM_SET_MP_STATE` (`kvm_arch_vcpu_ioctl_set_mpstate`): stored, except
+//   SIPI_RECEIVED, which becomes INIT_RECEIVED with a SIPI pending.
+// - `KVM_SET_LAPIC` (lapic.c `kvm_apic_set_state`): the page is copied into
+//   the APIC; in x2APIC mode the registers the model reads (SVR, ESR, the
+//   LVTs, TDCR) are then the page's; TMICT only where the timer mode's
+//   TSC-deadline-ness is unchanged (`apic_update_lvtt` zeroes it otherwise);
+//   the version is recomputed (`kvm_apic_set_version`, kept); the ICR (whose
+//   x2APIC page layout differs across releases) becomes unknown. Outside
+//   x2APIC mode the registers stay unknown (MMIO is not seen).
+// - `KVM_X86_SET_MCE` (`kvm_vcpu_ioctl_x86_set_mce`): the bank's STATUS,
+//   ADDR, MISC and MCG_STATUS may change (or a #MC/triple fault follows):
+//   they become unknown until a read teaches them.
+// - `KVM_SET_REGS` and `KVM_SET_VCPU_EVENTS`: recorded; no register or
+//   event the rules read (RIP, RFLAGS, pending exceptions and NMIs).
+
+impl Engine {
+    /// Fold a `VmmState` event (`Event::VmmState`) into `vcpu`'s state.
+    pub(crate) fn apply_vmm_state(&mut self, vcpu: u32, set: &VmmSet, result: i32) {
+        if result != 0 {
+            if let VmmSet::Sregs { sregs2: true, .. } = set
+                && let Some(v) = self.vcpu_mut(vcpu)
+            {
+                v.unknown |= U_APIC_BASE;
+                v.lapic.forget_all();
+            }
+            return;
+        }
+        // Read before the fold: the LVTT the model knew (TMICT rule).
+        let old_lvtt = match self.x2apic_read(self.vcpu_state(vcpu), 0x832) {
+            Some((R::Ok(x), _)) => Some(x),
+            _ => None,
+        };
+        let Some(v) = self.vcpu_mut(vcpu) else {
+            return;
+        };
+        match *set {
+            VmmSet::Sregs { apic_base, cr0, .. } => {
+                let old = if v.unknown & U_APIC_BASE == 0 {
+                    v.apic_base
+                } else {
+                    0
+                };
+                super::lapic::on_apic_base(v, old, apic_base);
+                v.apic_base = apic_base;
+                v.unknown &= !U_APIC_BASE;
+                v.cr0 = cr0;
+            }
+            VmmSet::MpState { mp_state } => {
+                // KVM_MP_STATE_SIPI_RECEIVED -> INIT_RECEIVED + pending SIPI.
+                v.mp_state = if mp_state == 4 { 2 } else { mp_state };
+            }
+            VmmSet::Lapic(page) => {
+                let x2 = v.unknown & U_APIC_BASE == 0 && v.x2apic_mode();
+                v.lapic.forget_all();
+                if x2 {
+                    for (off, val) in page.regs() {
+                        let index = 0x800 + u32::from(off >> 4);
+                        match off {
+                            0xf0 | 0x280 | 0x2f0 | 0x320..=0x370 | 0x3e0 => {
+                                super::lapic::teach(v, index, u64::from(val))
+                            }
+                            0x380 => {
+                                let deadline = |x: u64| (x >> 17) & 3 == 2;
+                                if old_lvtt
+                                    .is_some_and(|o| deadline(o) == deadline(page.lvt_timer.into()))
+                                {
+                                    super::lapic::teach(v, index, u64::from(val));
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            VmmSet::Mce { bank, .. } => forget_mce_bank(v, usize::from(bank)),
+            VmmSet::Regs { .. } | VmmSet::VcpuEvents(_) => {}
+        }
+    }
+}
+
+/// `KVM_X86_SET_MCE` succeeded on `bank`: its STATUS/ADDR/MISC and MCG_STATUS
+/// are unknown from now on; every other register keeps what the model knew.
+fn forget_mce_bank(v: &mut VcpuState, bank: usize) {
+    if bank >= MAX_MCE_BANKS {
+        return;
+    }
+    if v.unknown & U_BANKS == 0 {
+        let n = v.bank_num().min(MAX_MCE_BANKS);
+        v.mce_known = if n == MAX_MCE_BANKS {
+            u128::MAX
+        } else {
+            (1u128 << (4 * n)) - 1
+        };
+        v.unknown |= U_BANKS;
+    }
+    for off in 1..4 {
+        v.mce_known &= !(1u128 << (bank * 4 + off));
+    }
+    v.unknown |= U_MCG_STATUS;
+}
+
 /// A system reset the trace may not show (`model::lapic`, BSP INIT in a
 /// recording of another VMM): the VMM may then set any state with `KVM_SET_*`.
 /// Where the ioctl tap saw its MSR ioctls (`ConfigSource::VmmIoctls`), every
@@ -232,7 +350,7 @@ pub(crate) fn forget_at_system_reset(v: &mut VcpuState, vmm_msrs_seen: bool) {
 #[cfg(test)]
 mod tests {
     use kvmtrace_format::{
-        CaptureMode, ConfigSource, DecidedBy, Event, MsrOutcome, Origin, TraceHeader,
+        CaptureMode, ConfigSource, DecidedBy, Event, MsrOutcome, Origin, TraceHeader, VmmSet,
     };
 
     use crate::engine::Engine;
@@ -307,6 +425,157 @@ mod tests {
         }
     }
 
+    fn vmm(set: VmmSet, result: i32) -> Event {
+        Event::VmmState {
+            set: Box::new(set),
+            result,
+        }
+    }
+
+    fn sregs(apic_base: u64, sregs2: bool) -> VmmSet {
+        VmmSet::Sregs {
+            apic_base,
+            cr0: 0x6000_0010,
+            cr4: 0,
+            efer: 0,
+            cs: Default::default(),
+            sregs2,
+        }
+    }
+
+    /// The held-out capture's case: the guest turned x2APIC on, QEMU's reset
+    /// put xAPIC back with KVM_SET_SREGS(2) (`__set_sregs_common` ->
+    /// `kvm_apic_set_base(.., true)`); the model must follow the VMM.
+    #[test]
+    fn vmm_reset_sregs_puts_xapic_back() {
+        let mut h = header("kvm_intel", false, 1 << 21);
+        h.vm.irqchip = Some(kvmtrace_format::Irqchip::Kernel);
+        for sregs2 in [false, true] {
+            let mut e = engine("kvm-6.18", Vendor::Intel, &h);
+            // Guest: xAPIC -> x2APIC (EN | EXTD | BSP).
+            assert_eq!(
+                e.msr_write(0, 0x1b, 0xfee0_0d00, G).outcome,
+                Some(MsrOutcome::Ok)
+            );
+            fold(&mut e, 0x1b, Some(0xfee0_0d00), G, MsrOutcome::Ok);
+            assert_eq!(e.msr_read(0, 0x802, G).outcome, Some(MsrOutcome::Value(0)));
+            // The VMM's reset: an illegal value (reserved bit 0) is refused
+            // with -EINVAL and changes nothing.
+            e.apply(&rec(1, vmm(sregs(0xfee0_0901, false), -22)));
+            assert!(e.vcpu_state(0).x2apic_mode());
+            e.apply(&rec(2, vmm(sregs(0xfee0_0900, sregs2), 0)));
+            assert_eq!(
+                e.msr_read(0, 0x1b, G).outcome,
+                Some(MsrOutcome::Value(0xfee0_0900))
+            );
+            // x2APIC MSRs now #GP (X2APIC_OFF), reads and writes.
+            assert_eq!(e.msr_read(0, 0x802, G).outcome, Some(MsrOutcome::InjectGp));
+            assert_eq!(
+                e.msr_write(0, 0x808, 0, G).outcome,
+                Some(MsrOutcome::InjectGp)
+            );
+            // The guest may not go x2APIC -> xAPIC, but from xAPIC on again.
+            assert_eq!(
+                e.msr_write(0, 0x1b, 0xfee0_0d00, G).outcome,
+                Some(MsrOutcome::Ok)
+            );
+            // The other vCPU is untouched.
+            assert_eq!(e.vcpu_state(1).apic_base, 0xfee0_0800);
+        }
+    }
+
+    /// A failed KVM_SET_SREGS2 may have set the APIC base before it failed.
+    #[test]
+    fn failed_sregs2_leaves_the_apic_base_unknown() {
+        let mut h = header("kvm_intel", false, 1 << 21);
+        h.vm.irqchip = Some(kvmtrace_format::Irqchip::Kernel);
+        let mut e = engine("kvm-6.18", Vendor::Intel, &h);
+        e.apply(&rec(1, vmm(sregs(0xfee0_0900, true), -22)));
+        assert_eq!(e.msr_read(0, 0x1b, G).outcome, None);
+        e.apply(&rec(2, vmm(sregs(0xfee0_0900, true), 0)));
+        assert_eq!(
+            e.msr_read(0, 0x1b, G).outcome,
+            Some(MsrOutcome::Value(0xfee0_0900))
+        );
+    }
+
+    /// KVM_SET_LAPIC in x2APIC mode: the page's registers are the APIC's.
+    #[test]
+    fn set_lapic_in_x2apic_mode() {
+        let mut h = header("kvm_intel", false, 1 << 21);
+        h.vm.irqchip = Some(kvmtrace_format::Irqchip::Kernel);
+        let mut e = engine("kvm-6.18", Vendor::Pvm, &h);
+        let page = kvmtrace_format::LapicPage {
+            svr: 0x1ff,
+            lvt_lint0: 0x700,
+            lvt_timer: 0x10000,
+            timer_divide: 0xb,
+            icr_low: 0x4500,
+            ..Default::default()
+        };
+        // xAPIC mode: nothing learned (MMIO is not seen).
+        e.apply(&rec(1, vmm(VmmSet::Lapic(page), 0)));
+        fold(&mut e, 0x1b, Some(0xfee0_0d00), G, MsrOutcome::Ok);
+        assert_eq!(e.msr_read(0, 0x80f, G).outcome, None);
+        e.apply(&rec(2, vmm(VmmSet::Lapic(page), 0)));
+        assert_eq!(
+            e.msr_read(0, 0x80f, G).outcome,
+            Some(MsrOutcome::Value(0x1ff))
+        );
+        assert_eq!(
+            e.msr_read(0, 0x835, G).outcome,
+            Some(MsrOutcome::Value(0x700))
+        );
+        assert_eq!(
+            e.msr_read(0, 0x83e, G).outcome,
+            Some(MsrOutcome::Value(0xb))
+        );
+        // ICR and (old timer mode unknown) TMICT stay unknown.
+        assert_eq!(e.msr_read(0, 0x830, G).outcome, None);
+        assert_eq!(e.msr_read(0, 0x838, G).outcome, None);
+        // A refused page changes nothing.
+        let other = kvmtrace_format::LapicPage { svr: 0xff, ..page };
+        e.apply(&rec(3, vmm(VmmSet::Lapic(other), -22)));
+        assert_eq!(
+            e.msr_read(0, 0x80f, G).outcome,
+            Some(MsrOutcome::Value(0x1ff))
+        );
+        // Same timer mode as before: TMICT is the page's.
+        let timed = kvmtrace_format::LapicPage {
+            timer_initial: 0,
+            ..page
+        };
+        e.apply(&rec(4, vmm(VmmSet::Lapic(timed), 0)));
+        assert_eq!(e.msr_read(0, 0x838, G).outcome, Some(MsrOutcome::Value(0)));
+    }
+
+    #[test]
+    fn set_mce_and_mp_state() {
+        let mut e = engine("kvm-6.18", Vendor::Intel, &wrap(true, 0));
+        e.apply(&rec(0, Event::SetupMce { mcg_cap: 0x10a }));
+        fold(&mut e, 0x405, Some(0), H, MsrOutcome::Ok);
+        fold(&mut e, 0x406, Some(0), H, MsrOutcome::Ok);
+        fold(&mut e, 0x17a, Some(0), H, MsrOutcome::Ok);
+        assert_eq!(e.msr_read(0, 0x405, H).outcome, Some(MsrOutcome::Value(0)));
+        let mce = VmmSet::Mce {
+            bank: 1,
+            status: 0xbd80_0000_0000_0134,
+            addr: 0x1000,
+            misc: 0x86,
+            mcg_status: 5,
+        };
+        e.apply(&rec(1, vmm(mce, 0)));
+        // Bank 1's STATUS/ADDR/MISC and MCG_STATUS are unknown; CTL is kept.
+        for i in [0x405, 0x406, 0x407, 0x17a] {
+            assert_eq!(e.msr_read(0, i, H).outcome, None, "{i:#x}");
+        }
+        assert_eq!(e.msr_read(0, 0x404, H).outcome, Some(MsrOutcome::Value(!0)));
+        e.apply(&rec(2, vmm(VmmSet::MpState { mp_state: 4 }, 0)));
+        assert_eq!(e.vcpu_state(0).mp_state, 2);
+        e.apply(&rec(3, vmm(VmmSet::MpState { mp_state: 3 }, 0)));
+        assert_eq!(e.vcpu_state(0).mp_state, 3);
+    }
+
     #[test]
     fn host_only_registers() {
         for (smm, read_known) in [(0, true), (1, false)] {
@@ -317,9 +586,10 @@ mod tests {
                     Some(MsrOutcome::Ok),
                     "{i:#x}"
                 );
-                // Guest accesses are left to other rules (a guest
-                // TSC_DEADLINE write never fails: model::lapic).
-                let guest = (i == 0x6e0).then_some(MsrOutcome::Ok);
+                // Guest accesses are left to other rules (a guest TSC
+                // write: model::pv, accepted; a guest TSC_DEADLINE write
+                // never fails: model::lapic).
+                let guest = matches!(i, 0x10 | 0x6e0).then_some(MsrOutcome::Ok);
                 assert_eq!(e.msr_write(0, i, x, G).outcome, guest, "{i:#x}");
             }
             assert_eq!(e.msr_read(0, 0x34, H).outcome, None);

@@ -38,7 +38,7 @@ lrules! {
     X2APIC_REG_VALUE = "x2APIC register holds the value stored (kvm_lapic_reg_write/kvm_lapic_reset)", "6.0+";
     X2APIC_TMCCT_ZERO = "TMCCT reads 0: TMICT 0 or TSC-deadline mode (apic_get_tmcct)", "6.0+";
     X2APIC_HIGH_BITS = "x2APIC write with bits 63:32 set (kvm_lapic_msr_write)", "6.0+";
-    X2APIC_ICR_RSVD = "x2apic_icr_reserved_gp=true: ICR reserved bits (kvm_x2apic_icr_write)", "6.18";
+    X2APIC_ICR_RSVD = "x2apic_icr_reserved_gp=true: ICR reserved bits (kvm_x2apic_icr_write)", "6.12+";
     X2APIC_ICR_WRITE = "x2APIC ICR write sends the IPI (kvm_x2apic_icr_write)", "6.0+";
     X2APIC_READ_ONLY = "x2APIC write to a read-only or reserved register (kvm_lapic_reg_write default/ID/LDR/DFR/ICR2)", "6.0+";
     X2APIC_WRITE = "x2APIC register write accepted (kvm_lapic_reg_write)", "6.0+";

@@ -11,7 +11,7 @@ mod msr;
 mod pmu;
 mod pv;
 
-pub use common::{NREGS, REGS_KNOWN_AT_RESET};
+pub use common::{NREGS, REGS_AT_RESET, REGS_KNOWN_AT_RESET};
 pub(crate) use common::{reg_slot, teach};
 pub use cpu::compare_state;
 pub use host::{HostRegs, HostTrace};

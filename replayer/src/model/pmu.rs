@@ -29,6 +29,7 @@ use crate::state::{
     CpuidBits, LEAF_7, LEAF_8000_0001, LEAF_8000_0008, LEAF_8000_0021, LEAF_8000_0022, LEAF_A,
     VcpuState,
 };
+use crate::vendor::Fact;
 
 use super::msr::{R, Store};
 
@@ -44,8 +45,9 @@ crate::rules::rules! {
     CMD_WRITE = "PRED_CMD/FLUSH_CMD write accepted", "x86.c", "6.4+";
     SPEC_CTRL_NO_FEATURE = "SPEC_CTRL guest access without guest_has_spec_ctrl_msr (r=1)", "vmx.c/svm.c", "6.0+";
     SPEC_CTRL_VALUE = "SPEC_CTRL holds the value stored (0 at RESET and INIT)", "vmx.c/svm.c", "6.0+";
-    SPEC_CTRL_PVM = "vendor pvm: SPEC_CTRL reads 0, writes of bits 0-2 dropped (observe bit-probe, host-notes)", "-", "6.18 pvm";
-    CMD_PVM = "vendor pvm: PRED_CMD/FLUSH_CMD guest writes accepted whatever the value (observe x2apic-regs, host-notes)", "-", "6.18 pvm";
+    SPEC_CTRL_PVM = "vendor pvm: SPEC_CTRL reads 0, writes of bits 0-2 dropped, host write 0 accepted (host_probes pvm_speculation_msrs, host-notes)", "-", "6.18 pvm";
+    CMD_PVM = "vendor pvm: PRED_CMD/FLUSH_CMD guest writes accepted whatever the value and CPUID (host_probes pvm_speculation_msrs, host-notes)", "-", "6.18 pvm";
+    HOST_SPEC_PVM = "vendor pvm: host TSX_CTRL/VIRT_SPEC_CTRL write 0 accepted, read 0 (host_probes pvm_speculation_msrs, host-notes)", "-", "6.18 pvm";
 }
 
 /// `guest_cpu_cap_has` (6.13+: guest CPUID ∩ KVM caps) as far as known:
@@ -116,6 +118,8 @@ pub(crate) const fn handles(index: u32) -> bool {
             | 0x48
             | 0x49
             | 0x10b
+            | 0x122
+            | 0xc001_011f
     )
 }
 
@@ -210,6 +214,15 @@ impl Engine {
         match index {
             0x48 => return self.spec_ctrl(v, write, host),
             0x49 | 0x10b => return self.cmd_msr(v, index, write, host),
+            // Measured on the project host only; upstream vendor code not modelled.
+            0x122 | 0xc001_011f => {
+                return match write {
+                    Some(0) | None if host && self.policy.has(Fact::HostSpecMsrsZero) => {
+                        Some((R::Ok(0), &HOST_SPEC_PVM, Store::None))
+                    }
+                    _ => None,
+                };
+            }
             _ => {}
         }
         let Some(p) = self.pmu_shape(v) else {
@@ -268,20 +281,11 @@ impl Engine {
         let unseen = Some((R::Unmodeled, &UNSEEN_CPUID, Store::None));
         let fail = |r| Some((R::Fault, r, Store::None));
         let ok = Some((R::Ok(0), &CMD_WRITE, Store::None));
-        if self.policy.vendor == Vendor::Pvm {
-            // Measured with the feature in the guest CPUID (0, 1, 2, 1 << 63
-            // all accepted): kvm_pvm does not run the x86.c checks. Without
-            // the feature: not measured.
-            let has = if index == 0x49 {
-                cap(c, s, LEAF_7, |x| x.spec_ctrl)
-            } else {
-                cap(c, s, LEAF_7, |x| x.flush_l1d)
-            };
-            return match has {
-                Some(true) if !host => Some((R::Ok(0), &CMD_PVM, Store::None)),
-                None if !host => unseen,
-                _ => None,
-            };
+        if self.policy.has(Fact::CmdMsrsUnchecked) {
+            // Measured with and without the features in the guest CPUID
+            // (every single bit accepted): kvm_pvm does not run the x86.c
+            // checks. Host writes: not measured.
+            return (!host).then_some((R::Ok(0), &CMD_PVM, Store::None));
         }
         if index == 0x49 {
             if !host {
@@ -342,12 +346,15 @@ impl Engine {
         write: Option<u64>,
         host: bool,
     ) -> Option<(R, RuleRef, Store)> {
-        if self.policy.vendor == Vendor::Pvm {
-            // Measured on the project host (observe bit-probe): reads 0,
-            // guest writes of 0, 1, 2, 4 accepted and not stored.
+        if self.policy.has(Fact::SpecCtrlZero) {
+            // Measured on the project host (observe bit-probe, msr-suite,
+            // msr-suite-bare): reads 0 (guest and host), guest writes of
+            // 0-7 accepted and not stored with or without the CPUID
+            // features, a host write of 0 accepted.
             return match write {
-                None if !host => Some((R::Ok(0), &SPEC_CTRL_PVM, Store::None)),
+                None => Some((R::Ok(0), &SPEC_CTRL_PVM, Store::None)),
                 Some(d) if !host && d & !7 == 0 => Some((R::Ok(0), &SPEC_CTRL_PVM, Store::None)),
+                Some(0) => Some((R::Ok(0), &SPEC_CTRL_PVM, Store::None)),
                 _ => None,
             };
         }

@@ -38,6 +38,11 @@ pvrules! {
     WALL_CLOCK_VM = "wall clock is VM-wide (kvm->arch.wall_clock)";
     TSC_ADJUST_VALUE = "TSC_ADJUST holds the value stored (ia32_tsc_adjust_msr)";
     TSC_ADJUST_NO_FEATURE = "TSC_ADJUST guest write without CPUID TSC_ADJUST ignored";
+    TSC_GUEST_WRITE = "guest IA32_TSC write accepted, TSC_ADJUST moved by an unknown amount (kvm_set_msr_common: adjust_tsc_offset_guest)";
+}
+
+crate::rules::rules! {
+    TSC_ADJUST_PVM = "vendor pvm: guest TSC_ADJUST write stored without CPUID TSC_ADJUST (host_probes pvm_tsc_adjust_without_cpuid, host-notes)", "-", "6.18 pvm";
 }
 
 /// Slots of `PvRegs`.
@@ -107,6 +112,18 @@ pub(crate) const fn handles(index: u32) -> bool {
 }
 
 impl Engine {
+    /// The KVM PV features `guest_pv_has` grants (x86.h, 5.10+): all of
+    /// them unless the VMM enforced PV CPUID, else CPUID 0x40000001:EAX.
+    /// Enforcement is not in a trace: only kvmtrace's own VMM is known not
+    /// to enable it.
+    pub(crate) fn pv_features(&self, v: &VcpuState) -> u32 {
+        if self.host_trace.pv_unenforced {
+            u32::MAX
+        } else {
+            v.cpuid.kvm_pv_features
+        }
+    }
+
     pub(crate) fn pv_access(
         &self,
         v: &VcpuState,
@@ -117,21 +134,22 @@ impl Engine {
         if !self.policy.switches.msr_tables || !(handles(index) || index == 0x10) {
             return None;
         }
-        let f = v.cpuid.kvm_pv_features;
+        let f = self.pv_features(v);
         let has = |bit: u32| f & bit != 0;
         let value = |x: Option<u64>, rule: RuleRef| x.map(|x| (R::Ok(x), rule, Store::None));
         let fail = Some((R::Fault, &PV_RESERVED, Store::None));
         let ok = |s: usize, x: Option<u64>| Some((R::Ok(0), &PV_WRITE, Store::Pv(s, x)));
         match (index, write) {
-            // IA32_TSC: a guest write moves TSC_ADJUST by an amount the trace
-            // cannot know; the write itself is left to other rules.
-            (0x10, Some(_)) if !host => Some((
-                R::Unmodeled,
-                &crate::rules::UNMODELED,
-                Store::Pv(P_TSC_ADJUST, None),
-            )),
+            // IA32_TSC: kvm_set_msr_common has no failure path for a guest
+            // write; it moves TSC_ADJUST by an amount the trace cannot know.
+            (0x10, Some(_)) if !host => {
+                Some((R::Ok(0), &TSC_GUEST_WRITE, Store::Pv(P_TSC_ADJUST, None)))
+            }
             (0x10, _) => None,
             (0x3b, None) => value(v.pv.get(P_TSC_ADJUST), &TSC_ADJUST_VALUE),
+            (0x3b, Some(d)) if !host && self.policy.has(crate::vendor::Fact::TscAdjustUngated) => {
+                Some((R::Ok(0), &TSC_ADJUST_PVM, Store::Pv(P_TSC_ADJUST, Some(d))))
+            }
             (0x3b, Some(d)) => {
                 let leaf7 = v.cpuid.leaves & LEAF_7 != 0;
                 match (leaf7, v.cpuid.tsc_adjust) {

@@ -50,10 +50,11 @@ pub const NAMES: [&str; 30] = [
     "kvm-6.14", "kvm-6.15", "kvm-6.16", "kvm-6.17", "kvm-6.18", "host",
 ];
 
-/// The releases where some rule changes (the first of each distinct preset):
-/// what `demo`, `fidelity` and `corpus` replay by default.
+/// The releases where some rule changes (the first of each distinct preset),
+/// and the newest release (which may equal the milestone before it): what
+/// `demo`, `fidelity` and `corpus` replay by default.
 pub fn milestones() -> Vec<(u32, u32)> {
-    let mut v: Vec<(u32, u32)> = vec![RELEASES[0]];
+    let mut v: Vec<(u32, u32)> = vec![RELEASES[0], RELEASES[RELEASES.len() - 1]];
     for c in changes::CHANGES {
         if !v.contains(&c.release) {
             v.push(c.release);
@@ -311,6 +312,81 @@ mod tests {
         assert!(!p.switches.mce_ctl2);
         let p = policy((5, 15), Some(60), Vendor::Intel);
         assert_eq!(p.switches.mce_bad_write, crate::policy::MceBadWrite::Eperm);
+        assert!(p.provenance.contains("no backport"), "{}", p.provenance);
+        let p = policy((5, 10), Some(137), Vendor::Intel);
+        assert!(p.provenance.contains("2368048bf5c2"), "{}", p.provenance);
+    }
+
+    /// Each established stable backport (docs/kvm-semantics.md, table of
+    /// changes): the point before it has the old rule, the point itself the
+    /// new one.
+    #[test]
+    fn stable_points_get_exactly_their_backports() {
+        use crate::policy::{MceBadWrite, QuirkApi};
+        let at = |line, point| policy(line, Some(point), Vendor::Intel).switches;
+        for (line, point) in [((5, 10), 137), ((5, 15), 61), ((5, 18), 18)] {
+            let (old, new) = (at(line, point - 1), at(line, point));
+            assert_eq!(old.mce_bad_write, MceBadWrite::Eperm, "{line:?}.{point}");
+            assert_eq!(new.mce_bad_write, MceBadWrite::Gp, "{line:?}.{point}");
+            assert!(
+                !old.mce_ctl_bit0_ok && new.mce_ctl_bit0_ok,
+                "{line:?}.{point}"
+            );
+            assert!(!new.mce_ctl2, "MCi_CTL2 was not backported");
+        }
+        // 5.19.2 got only the bit-0 change (no 5.19.y patch of 2368048bf5c2 found).
+        let s = at((5, 19), 2);
+        assert!(s.mce_ctl_bit0_ok && !at((5, 19), 1).mce_ctl_bit0_ok);
+        assert_eq!(s.mce_bad_write, MceBadWrite::Eperm);
+        for (line, point) in [((5, 10), 154), ((5, 15), 78)] {
+            assert!(!at(line, point - 1).msr_flags_validated, "{line:?}.{point}");
+            assert!(at(line, point).msr_flags_validated, "{line:?}.{point}");
+        }
+        for (line, point) in [((6, 1), 113), ((6, 6), 54), ((6, 10), 13)] {
+            assert!(
+                !at(line, point - 1).x2apic_icr_reserved_gp,
+                "{line:?}.{point}"
+            );
+            assert!(at(line, point).x2apic_icr_reserved_gp, "{line:?}.{point}");
+        }
+        assert_eq!(at((6, 12), 77).quirk_api, QuirkApi::V2Assign);
+        assert_eq!(at((6, 12), 78).quirk_api, QuirkApi::V2Sticky);
+        // Mainline: 6.12 has the ICR check, 6.11 not; QUIRKS2 from 5.18.
+        assert!(changes::switches_at((6, 12)).x2apic_icr_reserved_gp);
+        assert!(!changes::switches_at((6, 11)).x2apic_icr_reserved_gp);
+        assert_eq!(changes::switches_at((5, 17)).quirk_api, QuirkApi::V1Assign);
+        assert_eq!(changes::switches_at((5, 18)).quirk_api, QuirkApi::V2Assign);
+        assert!(!changes::switches_at((5, 18)).msr_flags_validated);
+        assert!(changes::switches_at((5, 19)).msr_flags_validated);
+        // Lines without a backport of a row stay at their mainline value.
+        assert_eq!(
+            at((6, 1), 150).feat_ctl_host_bits,
+            at((6, 1), 1).feat_ctl_host_bits
+        );
+        assert_eq!(
+            at((6, 6), 100).hwcr_write,
+            changes::switches_at((6, 6)).hwcr_write
+        );
+    }
+
+    /// `host` reads a recorded `5.10.150`-style release exactly.
+    #[test]
+    fn host_resolves_a_stable_point_exactly() {
+        use crate::policy::MceBadWrite;
+        for (rel, want) in [
+            ("5.10.136", MceBadWrite::Eperm),
+            ("5.10.137", MceBadWrite::Gp),
+            ("5.10.150", MceBadWrite::Gp),
+            ("5.15.60", MceBadWrite::Eperm),
+            ("5.15.61", MceBadWrite::Gp),
+            ("5.19.17", MceBadWrite::Eperm),
+        ] {
+            let mut h = kvmtrace_format::TraceHeader::default();
+            h.host.kernel_release = rel.into();
+            h.host.kvm_module = "kvm_intel".into();
+            let p = host::from_header(&h);
+            assert_eq!(p.switches.mce_bad_write, want, "{rel}");
+        }
     }
 
     #[test]
@@ -333,9 +409,16 @@ mod tests {
             .into_iter()
             .map(|r| policy(r, None, Vendor::Intel))
             .collect();
-        for w in all.windows(2) {
+        // Each release where a rule changes differs from the one before it;
+        // the newest release is listed even when nothing changed in it.
+        let n = all.len();
+        for (i, w) in all.windows(2).enumerate() {
+            if i + 2 == n && !changes::CHANGES.iter().any(|c| c.release == RELEASES[28]) {
+                continue;
+            }
             assert!(w[0].first_difference(&w[1]).is_some(), "{}", w[1].name);
         }
+        assert_eq!(all[n - 1].name, "kvm-6.18");
     }
 
     #[test]

@@ -188,6 +188,77 @@ fn msr_index() -> impl Strategy<Value = u32> {
     prop_oneof![Just(0x10u32), Just(0x3a), Just(0x401), any::<u32>()]
 }
 
+/// Every variant of [`VmmSet`] (format 1.3).
+fn vmm_set() -> impl Strategy<Value = VmmSet> {
+    prop_oneof![
+        (any::<u64>(), any::<u64>()).prop_map(|(rip, rflags)| VmmSet::Regs { rip, rflags }),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            segment(),
+            any::<bool>()
+        )
+            .prop_map(|(apic_base, cr0, cr4, efer, cs, sregs2)| VmmSet::Sregs {
+                apic_base,
+                cr0,
+                cr4,
+                efer,
+                cs,
+                sregs2
+            }),
+        any::<u32>().prop_map(|mp_state| VmmSet::MpState { mp_state }),
+        (
+            any::<u32>(),
+            any::<[bool; 7]>(),
+            any::<u8>(),
+            proptest::option::of(any::<u32>()),
+            any::<u32>(),
+            any::<bool>()
+        )
+            .prop_map(
+                |(flags, b, exception_nr, exception_error_code, sipi_vector, latched_init)| {
+                    VmmSet::VcpuEvents(VcpuEventsSet {
+                        flags,
+                        exception_injected: b[0],
+                        exception_pending: b[1],
+                        exception_nr,
+                        exception_error_code,
+                        nmi_injected: b[2],
+                        nmi_pending: b[3],
+                        nmi_masked: b[4],
+                        sipi_vector,
+                        smi_pending: b[5],
+                        latched_init,
+                    })
+                }
+            ),
+        vec(any::<u32>(), 18).prop_map(|r| VmmSet::Lapic(LapicPage::from_regs(|off| {
+            let i = LapicPage::default()
+                .regs()
+                .iter()
+                .position(|&(o, _)| o == off)
+                .unwrap();
+            r[i]
+        }))),
+        (
+            any::<u8>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>()
+        )
+            .prop_map(|(bank, status, addr, misc, mcg_status)| VmmSet::Mce {
+                bank,
+                status,
+                addr,
+                misc,
+                mcg_status
+            }),
+    ]
+}
+
 /// Every variant of [`Event`].
 pub fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
@@ -220,6 +291,7 @@ pub fn event() -> impl Strategy<Value = Event> {
         1 => (prop_oneof![Just(LostSource::Channel), Just(LostSource::Tracefs), Just(LostSource::Import)], any::<u64>())
             .prop_map(|(source, count)| Event::Lost { source, count }),
         1 => end_reason().prop_map(|reason| Event::End { reason }),
+        1 => (vmm_set(), any::<i32>()).prop_map(|(set, result)| Event::VmmState { set: Box::new(set), result }),
     ]
 }
 
@@ -347,6 +419,108 @@ fn state(rip: u64) -> Box<ArchState> {
 /// chunks: what the newest golden file holds. Returns records and the chunk breaks
 /// (flush after these indices).
 pub fn golden_records() -> (Vec<Record>, Vec<usize>) {
+    let (mut out, breaks) = golden_records_v1_2();
+    let mut seq = out.len() as u64;
+    let mut t = out.last().map_or(0, |r| r.time_ns);
+    // Format 1.3: the VMM's vCPU state ioctls (ioctl tap).
+    let mut push = |event: Event| {
+        t += 7;
+        out.push(Record {
+            seq,
+            vcpu: 2,
+            time_ns: t,
+            event,
+        });
+        seq += 1;
+    };
+    for (set, result) in vmm_sets() {
+        push(Event::VmmState {
+            set: Box::new(set),
+            result,
+        });
+    }
+    (out, breaks)
+}
+
+/// One of each `VmmSet` (format 1.3), with its ioctl result.
+pub fn vmm_sets() -> Vec<(VmmSet, i32)> {
+    vec![
+        (
+            VmmSet::Sregs {
+                apic_base: 0xfee0_0900,
+                cr0: 0x6000_0010,
+                cr4: 0,
+                efer: 0,
+                cs: Segment {
+                    selector: 0xf000,
+                    base: 0xffff_0000,
+                    limit: 0xffff,
+                    attr: 0x9b,
+                },
+                sregs2: true,
+            },
+            0,
+        ),
+        (
+            VmmSet::Regs {
+                rip: 0xfff0,
+                rflags: 2,
+            },
+            0,
+        ),
+        (VmmSet::MpState { mp_state: 1 }, 0),
+        (
+            VmmSet::VcpuEvents(VcpuEventsSet {
+                flags: 0xb,
+                exception_nr: 13,
+                exception_pending: true,
+                exception_error_code: Some(0),
+                nmi_masked: true,
+                sipi_vector: 0x9f,
+                latched_init: true,
+                ..Default::default()
+            }),
+            0,
+        ),
+        (
+            VmmSet::Lapic(LapicPage {
+                id: 2 << 24,
+                version: 0x50014,
+                dfr: 0xffff_ffff,
+                svr: 0xff,
+                lvt_timer: 0x10000,
+                lvt_lint0: 0x10700,
+                ..Default::default()
+            }),
+            0,
+        ),
+        (
+            VmmSet::Sregs {
+                apic_base: 0xfee0_0401,
+                cr0: 0x6000_0010,
+                cr4: 0,
+                efer: 0,
+                cs: Segment::default(),
+                sregs2: false,
+            },
+            -22,
+        ),
+        (
+            VmmSet::Mce {
+                bank: 1,
+                status: 0xbd80_0000_0000_0134,
+                addr: 0x1000,
+                misc: 0x86,
+                mcg_status: 5,
+            },
+            0,
+        ),
+    ]
+}
+
+/// The records of format 1.2's golden file (`tests/golden/v1.2.kvt`), which
+/// are those of 1.1 (1.2 changed the header only).
+pub fn golden_records_v1_2() -> (Vec<Record>, Vec<usize>) {
     let (mut out, breaks) = golden_records_v1_0();
     let mut seq = out.len() as u64;
     let mut t = out.last().map_or(0, |r| r.time_ns);

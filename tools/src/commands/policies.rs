@@ -119,7 +119,7 @@ pub fn run(args: &PoliciesArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
     )?;
     writeln!(
         out,
-        "\nevery mainline release kvm-5.10 ... kvm-6.18 is a preset (columns above: the releases where a rule changes; the others equal the column before them), and kvm-X.Y.Z a stable point release; changes with commits: docs/kvm-semantics.md"
+        "\nevery mainline release kvm-5.10 ... kvm-6.18 is a preset (columns above: the releases where a rule changes, and the newest; the others equal the column before them), and kvm-X.Y.Z a stable point release; changes with commits: docs/kvm-semantics.md"
     )?;
     match &header {
         None => writeln!(

@@ -237,6 +237,12 @@ pub fn describe(e: &Event) -> String {
             format!("LOST {count} events ({})", lost_source(source))
         }
         Event::End { reason } => format!("end: {}", reason.describe()),
+        Event::VmmState { set, result } => format!(
+            "vmm {} {}: {}",
+            set.ioctl(),
+            set.describe(),
+            kvmtrace_format::ioctl_result(*result)
+        ),
         Event::KernelReset { known } => format!("reset {}", known_state(known)),
         Event::KernelInit { from, known } => format!(
             "init by the in-kernel lapic{} {}",
