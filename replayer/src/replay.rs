@@ -408,7 +408,9 @@ impl Taint {
         }
     }
     fn clear(&mut self, key: u32) {
-        self.keys.retain(|(k, _)| *k != key);
+        if !self.keys.is_empty() {
+            self.keys.retain(|(k, _)| *k != key);
+        }
     }
 }
 
@@ -524,9 +526,22 @@ impl Lane {
         Some(&mut self.taint[i])
     }
 
+    #[inline]
     fn tainted(&self, vcpu: u32, keys: &[u32]) -> Option<u64> {
         let t = self.taint.get(vcpu as usize)?;
+        if t.keys.is_empty() {
+            return None;
+        }
         keys.iter().filter_map(|k| t.get(*k)).min()
+    }
+
+    /// The earlier divergence an outcome under `rule` is a consequence of:
+    /// the first that tainted one of `keys`, where the rule reads state.
+    /// The taint lookup (usually empty) runs first; the rule test only
+    /// where it found one (both are pure, the order changes no answer).
+    #[inline]
+    fn consequence(&self, vcpu: u32, keys: &[u32], rule: &Rule) -> Option<u64> {
+        self.tainted(vcpu, keys).filter(|_| rule.reads_state())
     }
 
     fn feed(&mut self, records: &[Record], interesting: &[usize], tail: &[Record]) {
@@ -648,14 +663,13 @@ impl Lane {
                     self.engine.kill(vcpu, rec.seq);
                 }
                 Verdict::Diverge(Pending {
-                    recorded: OutcomeView::msr_of(outcome, true, *origin),
-                    policy: OutcomeView::msr_of(&po, false, *origin),
-                    rule: *p.rule,
-                    consequence_of: if p.rule.reads_state() {
-                        self.tainted(vcpu, &deps(*index))
-                    } else {
-                        None
+                    views: Views::Msr {
+                        recorded: *outcome,
+                        policy: po,
+                        origin: *origin,
                     },
+                    rule: *p.rule,
+                    consequence_of: self.consequence(vcpu, &deps(*index), p.rule),
                     ends_guest: false,
                 })
             }
@@ -675,10 +689,10 @@ impl Lane {
                     return Verdict::Unmodeled;
                 };
                 let agrees = msr_agrees(&po, outcome);
-                let cause = if agrees || !p.rule.reads_state() {
+                let cause = if agrees {
                     None
                 } else {
-                    self.tainted(vcpu, &deps(*index))
+                    self.consequence(vcpu, &deps(*index), p.rule)
                 };
                 // The policy's state differs from the recording's when exactly
                 // one side stored the write.
@@ -697,8 +711,11 @@ impl Lane {
                     return Verdict::Agree;
                 }
                 Verdict::Diverge(Pending {
-                    recorded: OutcomeView::msr_of(outcome, true, *origin),
-                    policy: OutcomeView::msr_of(&po, false, *origin),
+                    views: Views::Msr {
+                        recorded: *outcome,
+                        policy: po,
+                        origin: *origin,
+                    },
                     rule: *p.rule,
                     consequence_of: cause,
                     ends_guest: false,
@@ -717,14 +734,12 @@ impl Lane {
                     return Verdict::Agree;
                 }
                 Verdict::Diverge(Pending {
-                    recorded: OutcomeView::mwait(*outcome),
-                    policy: OutcomeView::mwait(po),
-                    rule: p.rule,
-                    consequence_of: if p.rule.reads_state() {
-                        self.tainted(vcpu, &[0x1a0])
-                    } else {
-                        None
+                    views: Views::Built {
+                        recorded: OutcomeView::mwait(*outcome),
+                        policy: OutcomeView::mwait(po),
                     },
+                    rule: p.rule,
+                    consequence_of: self.consequence(vcpu, &[0x1a0], &p.rule),
                     ends_guest: false,
                 })
             }
@@ -748,8 +763,10 @@ impl Lane {
                 let ends_guest = matches!(po, AfterShutdown::Stop | AfterShutdown::Resume)
                     && matches!(then, AfterShutdown::Init | AfterShutdown::Reset);
                 Verdict::Diverge(Pending {
-                    recorded: OutcomeView::Then { then: *then },
-                    policy: OutcomeView::Then { then: po },
+                    views: Views::Built {
+                        recorded: OutcomeView::Then { then: *then },
+                        policy: OutcomeView::Then { then: po },
+                    },
                     rule: p.rule,
                     consequence_of: None,
                     ends_guest,
@@ -811,11 +828,13 @@ impl Lane {
                 }
                 let rule = self.engine.state_rule(&field, init, p.rule);
                 Verdict::Diverge(Pending {
-                    recorded: OutcomeView::State {
-                        field: field.clone(),
-                        value: rv,
+                    views: Views::Built {
+                        recorded: OutcomeView::State {
+                            field: field.clone(),
+                            value: rv,
+                        },
+                        policy: OutcomeView::State { field, value: pv },
                     },
-                    policy: OutcomeView::State { field, value: pv },
                     rule,
                     consequence_of: None,
                     ends_guest: false,
@@ -853,6 +872,7 @@ impl Lane {
         {
             context.push((c.seq, c.vcpu, describe_event(&c.event)));
         }
+        let d = d.shown();
         let explanation = explain(&r.name, &d, rec);
         let alias_expl: Vec<String> = self
             .aliases
@@ -930,12 +950,56 @@ impl Lane {
 }
 
 struct Pending {
-    recorded: OutcomeView,
-    policy: OutcomeView,
+    views: Views,
     rule: Rule,
     consequence_of: Option<u64>,
     /// This outcome ends the guest under the policy.
     ends_guest: bool,
+}
+
+/// The two outcomes of a divergence: an MSR divergence keeps the outcomes
+/// and builds their report views only where a report shows it (most are
+/// only counted).
+enum Views {
+    Msr {
+        recorded: MsrOutcome,
+        policy: MsrOutcome,
+        origin: Origin,
+    },
+    Built {
+        recorded: OutcomeView,
+        policy: OutcomeView,
+    },
+}
+
+/// A divergence a report shows: its outcomes as the report gives them.
+struct Shown {
+    recorded: OutcomeView,
+    policy: OutcomeView,
+    rule: Rule,
+    consequence_of: Option<u64>,
+}
+
+impl Pending {
+    fn shown(self) -> Shown {
+        let (recorded, policy) = match self.views {
+            Views::Msr {
+                recorded,
+                policy,
+                origin,
+            } => (
+                OutcomeView::msr_of(&recorded, true, origin),
+                OutcomeView::msr_of(&policy, false, origin),
+            ),
+            Views::Built { recorded, policy } => (recorded, policy),
+        };
+        Shown {
+            recorded,
+            policy,
+            rule: self.rule,
+            consequence_of: self.consequence_of,
+        }
+    }
 }
 
 /// The policy's state where it knows it, the recording's elsewhere.
@@ -967,7 +1031,7 @@ fn merge_state(p: &StatePrediction, rec: &ArchState) -> ArchState {
 }
 
 /// One sentence: what the policy does, what was recorded, which rule decided.
-fn explain(policy: &str, d: &Pending, rec: &Record) -> String {
+fn explain(policy: &str, d: &Shown, rec: &Record) -> String {
     let who = match rec.event.decided_by() {
         Some(kvmtrace_format::DecidedBy::Kernel) => "the kernel decided",
         Some(kvmtrace_format::DecidedBy::Vmm) => "the recording's live policy decided",
