@@ -407,6 +407,13 @@ impl Engine {
                 {
                     (ok(0, &rules::HOST_ZERO_ADVERTISED), Store::None)
                 } else {
+                    let rule = super::host::host_refusal_rule(
+                        &self.host_trace,
+                        self.policy.switches.host_zero_write_advertised,
+                        index,
+                        value,
+                        rule,
+                    );
                     (MsrPrediction::new(MsrOutcome::InjectGp, rule), Store::None)
                 }
             }
@@ -464,8 +471,12 @@ impl Engine {
     fn advertised(&self, index: u32) -> bool {
         match &self.policy.advertised_msrs {
             Some(l) => l.binary_search(&index).is_ok(),
-            // SVM lists FEAT_CTL in emulated_msrs (§3); kvm_pvm does not (HOST.md).
-            None => self.policy.vendor == Vendor::Amd && index == MSR_IA32_FEAT_CTL,
+            // A preset: what the recording host advertised (the same CPU and
+            // vendor module), else SVM's FEAT_CTL in emulated_msrs (§3).
+            None => {
+                self.host_trace.advertises(index)
+                    || (self.policy.vendor == Vendor::Amd && index == MSR_IA32_FEAT_CTL)
+            }
         }
     }
 
