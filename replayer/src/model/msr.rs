@@ -542,6 +542,10 @@ impl Engine {
                     (R::Unmodeled, &rules::UNMODELED)
                 }
             }
+            0x6e0 if !host => match self.tsc_deadline(v, None) {
+                Some((r, rule, _)) => (r, rule),
+                None => (R::Unmodeled, &rules::UNMODELED),
+            },
             // ---- §5 MCE ----
             MSR_IA32_MCG_CAP => (R::Ok(v.mcg_cap), &rules::MCE_READ),
             MSR_IA32_MCG_STATUS => (R::Ok(v.mcg_status), &rules::MCE_READ),
@@ -692,6 +696,11 @@ impl Engine {
                     (R::Unmodeled, &rules::UNMODELED, Store::None)
                 }
             }
+            0x6e0 if !host => self.tsc_deadline(v, Some(data)).unwrap_or((
+                R::Unmodeled,
+                &rules::UNMODELED,
+                Store::None,
+            )),
             // ---- §5 MCE (set_msr_mce) ----
             MSR_IA32_MCG_STATUS => (R::Ok(0), &rules::MCE_WRITE, Store::McgStatus(data)),
             MSR_IA32_MCG_CTL => {
