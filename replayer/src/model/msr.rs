@@ -412,6 +412,13 @@ impl Engine {
                 {
                     (ok(0, &rules::HOST_ZERO_ADVERTISED), Store::None)
                 } else {
+                    let rule = super::host::host_refusal_rule(
+                        &self.host_trace,
+                        self.policy.switches.host_zero_write_advertised,
+                        index,
+                        value,
+                        rule,
+                    );
                     (MsrPrediction::new(MsrOutcome::InjectGp, rule), Store::None)
                 }
             }
@@ -469,8 +476,12 @@ impl Engine {
     fn advertised(&self, index: u32) -> bool {
         match &self.policy.advertised_msrs {
             Some(l) => l.binary_search(&index).is_ok(),
-            // SVM lists FEAT_CTL in emulated_msrs (§3); kvm_pvm does not (HOST.md).
-            None => self.policy.vendor == Vendor::Amd && index == MSR_IA32_FEAT_CTL,
+            // A preset: what the recording host advertised (the same CPU and
+            // vendor module), else SVM's FEAT_CTL in emulated_msrs (§3).
+            None => {
+                self.host_trace.advertises(index)
+                    || (self.policy.vendor == Vendor::Amd && index == MSR_IA32_FEAT_CTL)
+            }
         }
     }
 
@@ -537,6 +548,10 @@ impl Engine {
                     (R::Unmodeled, &rules::UNMODELED)
                 }
             }
+            0x6e0 if !host => match self.tsc_deadline(v, None) {
+                Some((r, rule, _)) => (r, rule),
+                None => (R::Unmodeled, &rules::UNMODELED),
+            },
             // ---- §5 MCE ----
             MSR_IA32_MCG_CAP => (R::Ok(v.mcg_cap), &rules::MCE_READ),
             MSR_IA32_MCG_STATUS => (R::Ok(v.mcg_status), &rules::MCE_READ),
@@ -688,6 +703,11 @@ impl Engine {
                     (R::Unmodeled, &rules::UNMODELED, Store::None)
                 }
             }
+            0x6e0 if !host => self.tsc_deadline(v, Some(data)).unwrap_or((
+                R::Unmodeled,
+                &rules::UNMODELED,
+                Store::None,
+            )),
             // ---- §5 MCE (set_msr_mce) ----
             MSR_IA32_MCG_STATUS => (R::Ok(0), &rules::MCE_WRITE, Store::McgStatus(data)),
             MSR_IA32_MCG_CTL => {

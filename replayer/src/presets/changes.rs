@@ -228,7 +228,7 @@ pub const CHANGES: &[Change] = &[
         code: Code::Common,
         doc: "§1",
         stable: &[],
-        note: "in Linus's tree with the 6.0 (\"kvm-5.20\") KVM merge, early August 2022; no stable backport mail for it in the stored stable@vger archive",
+        note: "in the 6.0 merge window: a push log of a tree following Linus's master (2022-08-05) carries it after \"Merge branch 'kvm-5.20-early'\", with b9181c8ef356 and 281b52780b57; no stable backport mail for it in the stored stable@vger archive",
     },
     Change {
         release: (6, 0),
@@ -284,7 +284,7 @@ pub const CHANGES: &[Change] = &[
         code: Code::Common,
         doc: "§5",
         stable: &[((5, 10), 137), ((5, 15), 61), ((5, 18), 18)],
-        note: "stable: the \"Linux 5.10.137\" and \"Linux 5.15.61\" release announcements list it ([PATCH 5.10 471/545], [PATCH 5.15 709/779], \"[ Upstream commit 2368048bf5c2ec4b604ac3431564071e89a0bc71 ]\", diff: set_msr_mce() `return -1` -> `return 1` twice); 5.18.18-rc1 [PATCH 5.18 0994/1095]; a 5.19.y backport was not found. 6.1.y and later have it from mainline",
+        note: "stable: the \"Linux 5.10.137\" and \"Linux 5.15.61\" release announcements list it ([PATCH 5.10 471/545], [PATCH 5.15 709/779], \"[ Upstream commit 2368048bf5c2ec4b604ac3431564071e89a0bc71 ]\", diff: set_msr_mce() `return -1` -> `return 1` twice); \"Linux 5.18.18\" lists it too; a 5.19.y backport was not found. 6.1.y and later have it from mainline",
     },
     Change {
         release: (6, 0),
@@ -354,7 +354,7 @@ pub const CHANGES: &[Change] = &[
         code: Code::Vmx,
         doc: "§3",
         stable: &[],
-        note: "with 2d6cd68636d6 \"KVM: VMX: Move MSR_IA32_FEAT_CTL.LOCKED check into \\\"is valid\\\" helper\"; no Cc: stable, no stable backport mail for it in the stored stable@vger archive (so 6.1.y keeps the old check)",
+        note: "in \"Misc KVM x86 fixes and cleanups for 6.2\" (tags/kvm-x86-fixes-6.2-1, \"Let userspace set all supported bits in MSR_IA32_FEAT_CTL irrespective of the current guest CPUID\"); with 2d6cd68636d6 \"KVM: VMX: Move MSR_IA32_FEAT_CTL.LOCKED check into \\\"is valid\\\" helper\"; no Cc: stable, no stable backport mail for it in the stored stable@vger archive (so 6.1.y keeps the old check)",
     },
     Change {
         release: (6, 4),
@@ -382,7 +382,7 @@ pub const CHANGES: &[Change] = &[
         code: Code::Common,
         doc: "§5",
         stable: &[],
-        note: "with 8b0e00fba934 \"KVM: x86: Virtualize HWCR.TscFreqSel[bit 24]\"; applied to kvm-x86 misc for 6.7; no stable backport mail for it in the stored stable@vger archive (6.1.y and 6.6.y keep the old rule)",
+        note: "with 8b0e00fba934 \"KVM: x86: Virtualize HWCR.TscFreqSel[bit 24]\"; applied to kvm-x86 misc on 2023-10-09 (6.7 merge window); no stable backport mail for it in the stored stable@vger archive (6.1.y and 6.6.y keep the old rule)",
     },
     Change {
         release: (6, 12),
@@ -410,7 +410,7 @@ pub const CHANGES: &[Change] = &[
         code: Code::Common,
         doc: "§4",
         stable: &[((6, 1), 113), ((6, 6), 54), ((6, 10), 13)],
-        note: "6.12: in \"[GIT PULL] KVM: x86: Misc changes for 6.12\" (tags/kvm-x86-misc-6.12, based on 6.11-rc4); Cc: stable: [PATCH 6.1 291/798] (6.1.113-rc1) and [PATCH 6.6 411/538] (6.6.54-rc1), \"commit 71bf395a276f0578d19e0ae137a7d1d816d08e0e upstream\", diff adds X2APIC_ICR_RESERVED_BITS (GENMASK_ULL(31, 20) | GENMASK_ULL(17, 16) | BIT(13)) -> return 1 in kvm_x2apic_icr_write(); \"Linux 6.10.13\" lists it; 5.10.y/5.15.y: the FAILED-to-apply mails name dependencies, no backport found",
+        note: "6.12: in \"[GIT PULL] KVM: x86: Misc changes for 6.12\" (tags/kvm-x86-misc-6.12, based on 6.11-rc4); Cc: stable: [PATCH 6.1 291/798] and [PATCH 6.6 411/538], listed in the \"Linux 6.1.113\" and \"Linux 6.6.54\" announcements, \"commit 71bf395a276f0578d19e0ae137a7d1d816d08e0e upstream\", diff adds X2APIC_ICR_RESERVED_BITS (GENMASK_ULL(31, 20) | GENMASK_ULL(17, 16) | BIT(13)) -> return 1 in kvm_x2apic_icr_write(); \"Linux 6.10.13\" lists it; 5.10.y/5.15.y: the FAILED-to-apply mails name dependencies, no backport found",
     },
     Change {
         release: (6, 12),
@@ -437,8 +437,8 @@ pub const CHANGES: &[Change] = &[
         file: "arch/x86/kvm/x86.c",
         code: Code::Common,
         doc: "§6",
-        stable: &[],
-        note: "adds KVM_X86_QUIRK_STUFF_FEATURE_MSRS (bit 8); in \"[GIT PULL] KVM: x86: Misc changes for 6.13\" (tags/kvm-x86-misc-6.13)",
+        stable: &[((6, 12), 78)],
+        note: "adds KVM_X86_QUIRK_STUFF_FEATURE_MSRS (bit 8); in \"[GIT PULL] KVM: x86: Misc changes for 6.13\" (tags/kvm-x86-misc-6.13); backported to 6.12.78 (the \"Linux 6.12.78\" announcement lists it with the quirk series below)",
     },
     Change {
         release: (6, 15),
@@ -452,7 +452,7 @@ pub const CHANGES: &[Change] = &[
         code: Code::Common,
         doc: "§1",
         stable: &[],
-        note: "applied to kvm-x86 next (the \"applied\" mail names a487f6797c88); the release 6.15 is the tabled one, not re-checked against a pull request; no stable backport mail for it in the stored stable@vger archive",
+        note: "applied to kvm-x86 misc on 2025-02-14 (the \"applied\" mail names a487f6797c88), i.e. for the 6.15 merge window (6.14 was out of its merge window by then); no stable backport mail for it in the stored stable@vger archive",
     },
     Change {
         release: (6, 16),
@@ -466,7 +466,7 @@ pub const CHANGES: &[Change] = &[
         code: Code::Common,
         doc: "§6",
         stable: &[((6, 12), 78)],
-        note: "6.16: merged into Linus's master on 2025-05-29 (6.16 merge window) with the TDX series, next to bd7d5362b4c4 \"KVM: x86: Introduce supported_quirks to block disabling quirks\" (which masks the set with kvm_caps.supported_quirks); stable 6.12.78-rc1 [PATCH 6.12 261/460] (diff: `disabled_quirks = cap->args[0]` -> `|=`), a Stable-dep-of e2ffe85b6d2b \"KVM: x86: Introduce KVM_X86_QUIRK_VMCS12_ALLOW_FREEZE_IN_SMM\"; the quirk mask 6.12.78 reports (with that new quirk) was not established",
+        note: "6.16: merged into Linus's master on 2025-05-29 (6.16 merge window) with the TDX series, next to bd7d5362b4c4 \"KVM: x86: Introduce supported_quirks to block disabling quirks\" (which masks the set with kvm_caps.supported_quirks); stable 6.12.78: [PATCH 6.12 261/460] (diff: `disabled_quirks = cap->args[0]` -> `|=`), a Stable-dep-of e2ffe85b6d2b \"KVM: x86: Introduce KVM_X86_QUIRK_VMCS12_ALLOW_FREEZE_IN_SMM\"; the \"Linux 6.12.78\" announcement lists it with a4dae7c7a41d, bd7d5362b4c4, c9c1e20b4c7d and 088b8eeb25ec",
     },
     Change {
         release: (6, 16),
@@ -479,8 +479,8 @@ pub const CHANGES: &[Change] = &[
         file: "arch/x86/kvm/x86.c",
         code: Code::Common,
         doc: "§6",
-        stable: &[],
-        note: "adds KVM_X86_QUIRK_IGNORE_GUEST_PAT (bit 9), same 6.16 merge as 9966b7822b3f; VMX-only: SVM leaves it out of supported_quirks (a vendor difference the preset does not model; `host` uses the recorded mask)",
+        stable: &[((6, 12), 78)],
+        note: "adds KVM_X86_QUIRK_IGNORE_GUEST_PAT (bit 9), same 6.16 merge as 9966b7822b3f; VMX-only: SVM leaves it out of supported_quirks (a vendor difference the preset does not model; `host` uses the recorded mask); backported to 6.12.78 (\"Linux 6.12.78\" lists it). 6.12.78 and later 6.18.y also add bit 10, KVM_X86_QUIRK_VMCS12_ALLOW_FREEZE_IN_SMM (e2ffe85b6d2b), whose mainline release is after 6.18 (backported to 6.18.y and 6.19.y too): not tabled, so the 6.12.78 preset reports 0x3ff where the kernel reports 0x7ff (VMX) / 0x5ff (SVM)",
     },
 ];
 

@@ -322,7 +322,7 @@ mod tests {
     /// new one.
     #[test]
     fn stable_points_get_exactly_their_backports() {
-        use crate::policy::{MceBadWrite, QuirkApi};
+        use crate::policy::{MceBadWrite, QuirkApi, ValidQuirks};
         let at = |line, point| policy(line, Some(point), Vendor::Intel).switches;
         for (line, point) in [((5, 10), 137), ((5, 15), 61), ((5, 18), 18)] {
             let (old, new) = (at(line, point - 1), at(line, point));
@@ -351,6 +351,8 @@ mod tests {
         }
         assert_eq!(at((6, 12), 77).quirk_api, QuirkApi::V2Assign);
         assert_eq!(at((6, 12), 78).quirk_api, QuirkApi::V2Sticky);
+        assert_eq!(at((6, 12), 77).valid_quirks, ValidQuirks::Mask(0xff));
+        assert_eq!(at((6, 12), 78).valid_quirks, ValidQuirks::Mask(0x3ff));
         // Mainline: 6.12 has the ICR check, 6.11 not; QUIRKS2 from 5.18.
         assert!(changes::switches_at((6, 12)).x2apic_icr_reserved_gp);
         assert!(!changes::switches_at((6, 11)).x2apic_icr_reserved_gp);
@@ -358,6 +360,14 @@ mod tests {
         assert_eq!(changes::switches_at((5, 18)).quirk_api, QuirkApi::V2Assign);
         assert!(!changes::switches_at((5, 18)).msr_flags_validated);
         assert!(changes::switches_at((5, 19)).msr_flags_validated);
+        // A late 5.15.y as read (docs/kvm-semantics.md, "Source check"):
+        // both MCE fixes and the flag checks, nothing else of 6.0+.
+        let s = at((5, 15), 202);
+        assert_eq!(s.mce_bad_write, MceBadWrite::Gp);
+        assert!(s.mce_ctl_bit0_ok && s.msr_flags_validated);
+        assert!(!s.mce_ctl2 && !s.misc_enable_guest_ro);
+        assert_eq!(s.quirk_api, QuirkApi::V1Assign);
+        assert_eq!(s.hwcr_write, changes::switches_at((5, 15)).hwcr_write);
         // Lines without a backport of a row stay at their mainline value.
         assert_eq!(
             at((6, 1), 150).feat_ctl_host_bits,

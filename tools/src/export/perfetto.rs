@@ -3,154 +3,35 @@
 //! categories and argument names are interned (`InternedData`) on one packet
 //! sequence. Per vCPU: a thread track with one instant per event inside
 //! "guest" slices (from one exit to the next: a trace stamps each exit once,
-//! so the VMM's handling time is inside the slice, not apart), and a counter
-//! track of its exit rate (exits/s over 10 ms windows). Arguments are typed:
-//! counts as integers, registers, MSR values and addresses as `0x...`
-//! strings, arrays as `array_values`. The messages are hand-written prost structs carrying only the
-//! fields used; field numbers are those of Perfetto's protos
-//! (`protos/perfetto/trace/trace_packet.proto`, `track_event/track_event.proto`,
-//! `track_event/track_descriptor.proto`, `track_event/debug_annotation.proto`,
-//! `interned_data/interned_data.proto`).
+//! so the VMM's handling time is inside the slice, not apart; see
+//! docs/perfetto.md), and a counter track of its exit rate (exits/s over
+//! 10 ms windows). Arguments are typed: counts as integers, registers, MSR
+//! values and addresses as `0x...` strings, arrays as `array_values`.
+//!
+//! The messages are Perfetto's own, generated from its .proto files by the
+//! `perfetto_protos` crate (rust-protobuf); nothing here restates a field
+//! number.
 
 use std::collections::HashMap;
 use std::io::Write;
 
 use kvmtrace_format::Record;
-use prost::Message;
+use perfetto_protos::counter_descriptor::CounterDescriptor;
+use perfetto_protos::debug_annotation::{DebugAnnotation, DebugAnnotationName};
+use perfetto_protos::interned_data::InternedData;
+use perfetto_protos::process_descriptor::ProcessDescriptor;
+use perfetto_protos::profile_common::InternedString;
+use perfetto_protos::thread_descriptor::ThreadDescriptor;
+use perfetto_protos::trace::Trace;
+use perfetto_protos::trace_packet::TracePacket;
+use perfetto_protos::trace_packet::trace_packet::SequenceFlags;
+use perfetto_protos::track_descriptor::TrackDescriptor;
+use perfetto_protos::track_event::track_event::Type;
+use perfetto_protos::track_event::{EventCategory, EventName, TrackEvent};
+use protobuf::{Message, MessageField};
 
 use super::describe::{self, Arg};
 use super::{Divergence, Sink};
-
-#[derive(Clone, PartialEq, Message)]
-pub struct Trace {
-    #[prost(message, repeated, tag = "1")]
-    pub packet: Vec<TracePacket>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct TracePacket {
-    #[prost(uint64, optional, tag = "8")]
-    pub timestamp: Option<u64>,
-    #[prost(uint32, optional, tag = "10")]
-    pub trusted_packet_sequence_id: Option<u32>,
-    #[prost(message, optional, tag = "11")]
-    pub track_event: Option<TrackEvent>,
-    #[prost(message, optional, tag = "12")]
-    pub interned_data: Option<InternedData>,
-    /// SEQ_INCREMENTAL_STATE_CLEARED 1, SEQ_NEEDS_INCREMENTAL_STATE 2.
-    #[prost(uint32, optional, tag = "13")]
-    pub sequence_flags: Option<u32>,
-    #[prost(message, optional, tag = "60")]
-    pub track_descriptor: Option<TrackDescriptor>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct TrackDescriptor {
-    #[prost(uint64, optional, tag = "1")]
-    pub uuid: Option<u64>,
-    #[prost(string, optional, tag = "2")]
-    pub name: Option<String>,
-    #[prost(message, optional, tag = "3")]
-    pub process: Option<ProcessDescriptor>,
-    #[prost(message, optional, tag = "4")]
-    pub thread: Option<ThreadDescriptor>,
-    #[prost(uint64, optional, tag = "5")]
-    pub parent_uuid: Option<u64>,
-    #[prost(message, optional, tag = "8")]
-    pub counter: Option<CounterDescriptor>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct CounterDescriptor {
-    #[prost(string, optional, tag = "6")]
-    pub unit_name: Option<String>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct ProcessDescriptor {
-    #[prost(int32, optional, tag = "1")]
-    pub pid: Option<i32>,
-    #[prost(string, optional, tag = "6")]
-    pub process_name: Option<String>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct ThreadDescriptor {
-    #[prost(int32, optional, tag = "1")]
-    pub pid: Option<i32>,
-    #[prost(int32, optional, tag = "2")]
-    pub tid: Option<i32>,
-    #[prost(string, optional, tag = "5")]
-    pub thread_name: Option<String>,
-}
-
-/// `TrackEvent.Type`.
-pub const TYPE_SLICE_BEGIN: i32 = 1;
-pub const TYPE_SLICE_END: i32 = 2;
-pub const TYPE_INSTANT: i32 = 3;
-pub const TYPE_COUNTER: i32 = 4;
-
-#[derive(Clone, PartialEq, Message)]
-pub struct TrackEvent {
-    #[prost(uint64, repeated, packed = "false", tag = "3")]
-    pub category_iids: Vec<u64>,
-    #[prost(message, repeated, tag = "4")]
-    pub debug_annotations: Vec<DebugAnnotation>,
-    #[prost(int32, optional, tag = "9")]
-    pub r#type: Option<i32>,
-    #[prost(uint64, optional, tag = "10")]
-    pub name_iid: Option<u64>,
-    #[prost(uint64, optional, tag = "11")]
-    pub track_uuid: Option<u64>,
-    #[prost(string, optional, tag = "23")]
-    pub name: Option<String>,
-    #[prost(int64, optional, tag = "30")]
-    pub counter_value: Option<i64>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct DebugAnnotation {
-    #[prost(uint64, optional, tag = "1")]
-    pub name_iid: Option<u64>,
-    #[prost(bool, optional, tag = "2")]
-    pub bool_value: Option<bool>,
-    #[prost(uint64, optional, tag = "3")]
-    pub uint_value: Option<u64>,
-    #[prost(int64, optional, tag = "4")]
-    pub int_value: Option<i64>,
-    #[prost(string, optional, tag = "6")]
-    pub string_value: Option<String>,
-    #[prost(string, optional, tag = "10")]
-    pub name: Option<String>,
-    #[prost(message, repeated, tag = "12")]
-    pub array_values: Vec<DebugAnnotation>,
-    #[prost(uint64, optional, tag = "17")]
-    pub string_value_iid: Option<u64>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct InternedString {
-    #[prost(uint64, optional, tag = "1")]
-    pub iid: Option<u64>,
-    #[prost(string, optional, tag = "2")]
-    pub name: Option<String>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct InternedData {
-    /// `EventCategory { iid = 1; name = 2 }`.
-    #[prost(message, repeated, tag = "1")]
-    pub event_categories: Vec<InternedString>,
-    /// `EventName { iid = 1; name = 2 }`.
-    #[prost(message, repeated, tag = "2")]
-    pub event_names: Vec<InternedString>,
-    /// `DebugAnnotationName { iid = 1; name = 2 }`.
-    #[prost(message, repeated, tag = "3")]
-    pub debug_annotation_names: Vec<InternedString>,
-    /// `InternedString { iid = 1; bytes str = 2 }` (same wire form).
-    #[prost(message, repeated, tag = "29")]
-    pub debug_annotation_string_values: Vec<InternedString>,
-}
 
 const SEQ_ID: u32 = 1;
 const PROCESS_UUID: u64 = 1;
@@ -184,8 +65,14 @@ struct Table {
 }
 
 impl Table {
-    /// The iid of `s`, adding it to `new` if it is new; `None` when full.
-    fn intern(&mut self, s: &str, new: &mut Vec<InternedString>) -> Option<u64> {
+    /// The iid of `s`, adding `entry(iid, s)` to `new` if it is new; `None`
+    /// when full.
+    fn intern<T>(
+        &mut self,
+        s: &str,
+        new: &mut Vec<T>,
+        entry: impl FnOnce(u64, &str) -> T,
+    ) -> Option<u64> {
         if let Some(&id) = self.ids.get(s) {
             return Some(id);
         }
@@ -194,12 +81,67 @@ impl Table {
         }
         let id = self.ids.len() as u64 + 1;
         self.ids.insert(s.to_string(), id);
-        new.push(InternedString {
-            iid: Some(id),
-            name: Some(s.to_string()),
-        });
+        new.push(entry(id, s));
         Some(id)
     }
+}
+
+fn event_name(iid: u64, name: &str) -> EventName {
+    EventName {
+        iid: Some(iid),
+        name: Some(name.to_string()),
+        ..Default::default()
+    }
+}
+
+fn event_category(iid: u64, name: &str) -> EventCategory {
+    EventCategory {
+        iid: Some(iid),
+        name: Some(name.to_string()),
+        ..Default::default()
+    }
+}
+
+fn annotation_name(iid: u64, name: &str) -> DebugAnnotationName {
+    DebugAnnotationName {
+        iid: Some(iid),
+        name: Some(name.to_string()),
+        ..Default::default()
+    }
+}
+
+fn interned_string(iid: u64, s: &str) -> InternedString {
+    InternedString {
+        iid: Some(iid),
+        str: Some(s.as_bytes().to_vec()),
+        ..Default::default()
+    }
+}
+
+fn is_empty(d: &InternedData) -> bool {
+    d.event_names.is_empty()
+        && d.event_categories.is_empty()
+        && d.debug_annotation_names.is_empty()
+        && d.debug_annotation_string_values.is_empty()
+}
+
+/// A packet on our sequence (not yet timed, no incremental state).
+fn on_sequence() -> TracePacket {
+    let mut p = TracePacket::new();
+    p.set_trusted_packet_sequence_id(SEQ_ID);
+    p
+}
+
+/// A timed packet carrying `ev`, with the interned names it introduces.
+fn timed(time_ns: u64, ev: TrackEvent, interned: InternedData) -> TracePacket {
+    let mut p = on_sequence();
+    p.set_timestamp(time_ns);
+    p.set_track_event(ev);
+    if !is_empty(&interned) {
+        p.interned_data = MessageField::some(interned);
+    }
+    p.set_sequence_flags(SequenceFlags::SEQ_NEEDS_INCREMENTAL_STATE as u32);
+    p
 }
 
 pub struct PerfettoWriter<W: Write> {
@@ -211,6 +153,9 @@ pub struct PerfettoWriter<W: Write> {
     seen: Vec<u32>,
     vcpus: Vec<(u32, VcpuState)>,
     last_time: u64,
+    /// One packet at a time, encoded as a whole `Trace` holding it: the
+    /// encodings of one-packet `Trace`s concatenate to the `Trace` of all.
+    trace: Trace,
     buf: Vec<u8>,
 }
 
@@ -225,31 +170,31 @@ impl<W: Write> PerfettoWriter<W> {
             seen: Vec::new(),
             vcpus: Vec::new(),
             last_time: 0,
+            trace: Trace::new(),
             buf: Vec::with_capacity(512),
         };
-        w.packet(&TracePacket {
-            trusted_packet_sequence_id: Some(SEQ_ID),
-            sequence_flags: Some(1),
-            track_descriptor: Some(TrackDescriptor {
-                uuid: Some(PROCESS_UUID),
-                name: Some(title.to_string()),
-                process: Some(ProcessDescriptor {
-                    pid: Some(PID),
-                    process_name: Some(title.to_string()),
-                }),
-                ..Default::default()
-            }),
+        let mut process = TrackDescriptor::new();
+        process.set_uuid(PROCESS_UUID);
+        process.set_name(title.to_string());
+        process.process = MessageField::some(ProcessDescriptor {
+            pid: Some(PID),
+            process_name: Some(title.to_string()),
             ..Default::default()
-        })?;
+        });
+        let mut p = on_sequence();
+        p.set_sequence_flags(SequenceFlags::SEQ_INCREMENTAL_STATE_CLEARED as u32);
+        p.set_track_descriptor(process);
+        w.packet(p)?;
         Ok(w)
     }
 
-    /// Write one packet as `Trace.packet` (field 1, length-delimited).
-    fn packet(&mut self, p: &TracePacket) -> std::io::Result<()> {
+    /// Write one packet (`Trace.packet`, length-delimited).
+    fn packet(&mut self, p: TracePacket) -> std::io::Result<()> {
+        self.trace.packet.push(p);
         self.buf.clear();
-        self.buf.push(0x0a);
-        p.encode_length_delimited(&mut self.buf)
-            .map_err(std::io::Error::other)?;
+        let written = self.trace.write_to_vec(&mut self.buf);
+        self.trace.packet.clear();
+        written.map_err(std::io::Error::other)?;
         self.out.write_all(&self.buf)
     }
 
@@ -259,38 +204,34 @@ impl<W: Write> PerfettoWriter<W> {
         }
         self.seen.push(vcpu);
         let name = format!("vCPU {vcpu}");
-        self.packet(&TracePacket {
-            trusted_packet_sequence_id: Some(SEQ_ID),
-            track_descriptor: Some(TrackDescriptor {
-                uuid: Some(track_uuid(vcpu)),
-                name: Some(name.clone()),
-                parent_uuid: Some(PROCESS_UUID),
-                thread: Some(ThreadDescriptor {
-                    pid: Some(PID),
-                    tid: Some(
-                        i32::try_from(vcpu)
-                            .unwrap_or(i32::MAX - 2)
-                            .saturating_add(2),
-                    ),
-                    thread_name: Some(name),
-                }),
-                ..Default::default()
-            }),
+        let mut thread = TrackDescriptor::new();
+        thread.set_uuid(track_uuid(vcpu));
+        thread.set_name(name.clone());
+        thread.set_parent_uuid(PROCESS_UUID);
+        thread.thread = MessageField::some(ThreadDescriptor {
+            pid: Some(PID),
+            tid: Some(
+                i32::try_from(vcpu)
+                    .unwrap_or(i32::MAX - 2)
+                    .saturating_add(2),
+            ),
+            thread_name: Some(name),
             ..Default::default()
-        })?;
-        self.packet(&TracePacket {
-            trusted_packet_sequence_id: Some(SEQ_ID),
-            track_descriptor: Some(TrackDescriptor {
-                uuid: Some(counter_uuid(vcpu)),
-                name: Some(format!("vCPU {vcpu} exits/s")),
-                parent_uuid: Some(PROCESS_UUID),
-                counter: Some(CounterDescriptor {
-                    unit_name: Some("exits/s".into()),
-                }),
-                ..Default::default()
-            }),
+        });
+        let mut p = on_sequence();
+        p.set_track_descriptor(thread);
+        self.packet(p)?;
+        let mut counter = TrackDescriptor::new();
+        counter.set_uuid(counter_uuid(vcpu));
+        counter.set_name(format!("vCPU {vcpu} exits/s"));
+        counter.set_parent_uuid(PROCESS_UUID);
+        counter.counter = MessageField::some(CounterDescriptor {
+            unit_name: Some("exits/s".into()),
             ..Default::default()
-        })
+        });
+        let mut p = on_sequence();
+        p.set_track_descriptor(counter);
+        self.packet(p)
     }
 
     fn state(&mut self, vcpu: u32) -> VcpuState {
@@ -314,28 +255,24 @@ impl<W: Write> PerfettoWriter<W> {
         &mut self,
         time_ns: u64,
         track: u64,
-        kind: i32,
+        kind: Type,
         name: Option<&str>,
         counter: Option<i64>,
     ) -> std::io::Result<()> {
-        let mut interned = InternedData::default();
-        let name_iid = name.and_then(|n| self.names.intern(n, &mut interned.event_names));
-        let empty = interned.event_names.is_empty();
-        self.packet(&TracePacket {
-            timestamp: Some(time_ns),
-            trusted_packet_sequence_id: Some(SEQ_ID),
-            track_event: Some(TrackEvent {
-                r#type: Some(kind),
-                track_uuid: Some(track),
-                name_iid,
-                name: name.filter(|_| name_iid.is_none()).map(str::to_string),
-                counter_value: counter,
-                ..Default::default()
-            }),
-            interned_data: (!empty).then_some(interned),
-            sequence_flags: Some(2),
-            ..Default::default()
-        })
+        let mut interned = InternedData::new();
+        let mut ev = TrackEvent::new();
+        ev.set_type(kind);
+        ev.set_track_uuid(track);
+        if let Some(n) = name {
+            match self.names.intern(n, &mut interned.event_names, event_name) {
+                Some(id) => ev.set_name_iid(id),
+                None => ev.set_name(n.to_string()),
+            }
+        }
+        if let Some(v) = counter {
+            ev.set_counter_value(v);
+        }
+        self.packet(timed(time_ns, ev, interned))
     }
 
     /// The exit-rate counter of `vcpu` for the window `st` counted, then 0
@@ -353,7 +290,7 @@ impl<W: Write> PerfettoWriter<W> {
         self.mark(
             st.window * WINDOW_NS,
             counter_uuid(vcpu),
-            TYPE_COUNTER,
+            Type::TYPE_COUNTER,
             None,
             Some(rate),
         )?;
@@ -361,7 +298,7 @@ impl<W: Write> PerfettoWriter<W> {
             self.mark(
                 (st.window + 1) * WINDOW_NS,
                 counter_uuid(vcpu),
-                TYPE_COUNTER,
+                Type::TYPE_COUNTER,
                 None,
                 Some(0),
             )?;
@@ -377,54 +314,46 @@ impl<W: Write> PerfettoWriter<W> {
         cat: &str,
         args: &[(String, Arg)],
     ) -> std::io::Result<()> {
-        let mut interned = InternedData::default();
-        let name_iid = self.names.intern(name, &mut interned.event_names);
-        let cat_iid = self.cats.intern(cat, &mut interned.event_categories);
-        let mut annotations = Vec::with_capacity(args.len());
+        let mut interned = InternedData::new();
+        let mut ev = TrackEvent::new();
+        ev.category_iids.extend(self.cats.intern(
+            cat,
+            &mut interned.event_categories,
+            event_category,
+        ));
+        ev.debug_annotations.reserve(args.len());
         for (k, v) in args {
-            let mut a = DebugAnnotation::default();
+            let mut a = DebugAnnotation::new();
             match self
                 .arg_names
-                .intern(k, &mut interned.debug_annotation_names)
+                .intern(k, &mut interned.debug_annotation_names, annotation_name)
             {
-                Some(id) => a.name_iid = Some(id),
-                None => a.name = Some(k.clone()),
+                Some(id) => a.set_name_iid(id),
+                None => a.set_name(k.clone()),
             }
             match v {
-                Arg::Str(s) => {
-                    match self
-                        .arg_values
-                        .intern(s, &mut interned.debug_annotation_string_values)
-                    {
-                        Some(id) => a.string_value_iid = Some(id),
-                        None => a.string_value = Some(s.clone()),
-                    }
-                }
+                Arg::Str(s) => match self.arg_values.intern(
+                    s,
+                    &mut interned.debug_annotation_string_values,
+                    interned_string,
+                ) {
+                    Some(id) => a.set_string_value_iid(id),
+                    None => a.set_string_value(s.clone()),
+                },
                 other => set_value(&mut a, other),
             }
-            annotations.push(a);
+            ev.debug_annotations.push(a);
         }
-        let empty = interned.event_names.is_empty()
-            && interned.event_categories.is_empty()
-            && interned.debug_annotation_names.is_empty()
-            && interned.debug_annotation_string_values.is_empty();
-        let ev = TrackEvent {
-            category_iids: cat_iid.into_iter().collect(),
-            debug_annotations: annotations,
-            r#type: Some(TYPE_INSTANT),
-            name_iid,
-            track_uuid: Some(track),
-            name: name_iid.is_none().then(|| name.to_string()),
-            counter_value: None,
-        };
-        self.packet(&TracePacket {
-            timestamp: Some(time_ns),
-            trusted_packet_sequence_id: Some(SEQ_ID),
-            track_event: Some(ev),
-            interned_data: (!empty).then_some(interned),
-            sequence_flags: Some(2),
-            ..Default::default()
-        })
+        ev.set_type(Type::TYPE_INSTANT);
+        match self
+            .names
+            .intern(name, &mut interned.event_names, event_name)
+        {
+            Some(id) => ev.set_name_iid(id),
+            None => ev.set_name(name.to_string()),
+        }
+        ev.set_track_uuid(track);
+        self.packet(timed(time_ns, ev, interned))
     }
 }
 
@@ -432,16 +361,16 @@ impl<W: Write> PerfettoWriter<W> {
 /// in decimal), lists as `array_values`.
 fn set_value(a: &mut DebugAnnotation, v: &Arg) {
     match v {
-        Arg::Str(s) => a.string_value = Some(s.clone()),
-        Arg::Hex(n) => a.string_value = Some(format!("{n:#x}")),
-        Arg::U64(n) => a.uint_value = Some(*n),
-        Arg::I64(n) => a.int_value = Some(*n),
-        Arg::Bool(b) => a.bool_value = Some(*b),
+        Arg::Str(s) => a.set_string_value(s.clone()),
+        Arg::Hex(n) => a.set_string_value(format!("{n:#x}")),
+        Arg::U64(n) => a.set_uint_value(*n),
+        Arg::I64(n) => a.set_int_value(*n),
+        Arg::Bool(b) => a.set_bool_value(*b),
         Arg::List(items) => {
             a.array_values = items
                 .iter()
                 .map(|x| {
-                    let mut e = DebugAnnotation::default();
+                    let mut e = DebugAnnotation::new();
                     set_value(&mut e, x);
                     e
                 })
@@ -471,7 +400,7 @@ impl<W: Write> Sink for PerfettoWriter<W> {
             self.mark(
                 rec.time_ns,
                 track_uuid(rec.vcpu),
-                TYPE_SLICE_END,
+                Type::TYPE_SLICE_END,
                 None,
                 None,
             )?;
@@ -501,7 +430,7 @@ impl<W: Write> Sink for PerfettoWriter<W> {
             self.mark(
                 rec.time_ns,
                 track_uuid(rec.vcpu),
-                TYPE_SLICE_BEGIN,
+                Type::TYPE_SLICE_BEGIN,
                 Some("guest"),
                 None,
             )?;
@@ -529,7 +458,7 @@ impl<W: Write> Sink for PerfettoWriter<W> {
         let end = self.last_time;
         for (vcpu, st) in std::mem::take(&mut self.vcpus) {
             if st.slice_open {
-                self.mark(end, track_uuid(vcpu), TYPE_SLICE_END, None, None)?;
+                self.mark(end, track_uuid(vcpu), Type::TYPE_SLICE_END, None, None)?;
             }
             self.flush_window(vcpu, &st, None)?;
         }
