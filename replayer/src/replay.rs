@@ -843,6 +843,10 @@ impl Lane {
         }
     }
 
+    /// Count a divergence; build it (context, explanation) only where the
+    /// selection keeps or streams it. The counting stays inline and the
+    /// divergence is not moved on the hot path (most are only counted).
+    #[inline]
     fn diverge(&mut self, d: Pending, records: &[Record], i: usize, tail: &[Record]) {
         let rec = &records[i];
         let r = &mut self.report;
@@ -863,6 +867,24 @@ impl Lane {
         if !keep && !self.sel.stream {
             return;
         }
+        self.build_divergence(d, records, i, tail, behaviour, direct, keep);
+    }
+
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn build_divergence(
+        &mut self,
+        d: Pending,
+        records: &[Record],
+        i: usize,
+        tail: &[Record],
+        behaviour: Behaviour,
+        direct: bool,
+        keep: bool,
+    ) {
+        let rec = &records[i];
+        let r = &mut self.report;
         let mut context = Vec::new();
         let start = i.saturating_sub(CONTEXT);
         let from_tail = CONTEXT - (i - start);

@@ -264,7 +264,11 @@ impl Engine {
 
     /// [`Engine::decide_msr`] with the rule by reference (the replay lanes).
     /// The policy's hooks (`crate::external`) first, where they hook the access.
-    #[inline]
+    /// Inlined with the base model into the replay step: the prediction and
+    /// the store stay in registers instead of a returned struct the caller
+    /// reloads wider than it was written (a store-forwarding stall per event
+    /// per lane).
+    #[inline(always)]
     pub(crate) fn decide_msr_ref(
         &self,
         vcpu: u32,
@@ -282,6 +286,7 @@ impl Engine {
     }
 
     /// The base model's decision (no hooks).
+    #[inline(always)]
     pub(crate) fn decide_msr_base(
         &self,
         vcpu: u32,
@@ -500,6 +505,7 @@ impl Engine {
         Some((r, &rules::USER_RULE, Store::None))
     }
 
+    #[inline(always)]
     fn read_handler(&self, v: &VcpuState, index: u32, host: bool) -> (R, Rule) {
         let vendor = self.policy.vendor;
         let bank_num = v.bank_num();
@@ -593,6 +599,7 @@ impl Engine {
         }
     }
 
+    #[inline(always)]
     fn write_handler(&self, v: &VcpuState, index: u32, data: u64, host: bool) -> (R, Rule, Store) {
         let s = &self.policy.switches;
         let vendor = self.policy.vendor;
