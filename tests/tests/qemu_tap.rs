@@ -269,3 +269,67 @@ fn wrapped_vmm_host_write_refused_by_older_preset() {
         "{hit}"
     );
 }
+
+/// A wrap recording (`record -- qemu …`: tracepoints and the tap, merged)
+/// holds QEMU's vCPU state ioctls as `VmmState` records on the vCPU they set,
+/// in time order with the guest's events, and `replay --policy host` agrees
+/// with the kernel on everything: after QEMU's reset put the APIC base back
+/// (KVM_SET_SREGS2, xAPIC), the guest's own x2APIC switch and accesses are
+/// decided from it.
+#[test]
+fn wrap_recording_holds_qemu_vmm_state() {
+    let Some(qemu) = require_qemu("tests::wrap_recording_holds_qemu_vmm_state") else {
+        return;
+    };
+    let d = TempDir::new("qemu-tap-wrap");
+    let guest = qemu_guest(&d);
+    let out = d.join("wrap.kvt");
+    let args = kvmtrace_tools::commands::guest::qemu_args(&guest);
+    assert_eq!(
+        kvmtrace_tests::wrap_record(&qemu, &args, &out),
+        QEMU_EXIT_OK,
+        "guest status"
+    );
+    let recs = kvmtrace_format::TraceReader::open(&out)
+        .unwrap()
+        .read_all()
+        .unwrap();
+    let state = |vcpu: u32, f: &dyn Fn(&VmmSet) -> bool| {
+        recs.iter().any(|r| {
+            r.vcpu == vcpu && matches!(&r.event, Event::VmmState { set, result: 0 } if f(set))
+        })
+    };
+    for (vcpu, base) in [(0, 0xfee0_0900u64), (1, 0xfee0_0800)] {
+        assert!(
+            state(
+                vcpu,
+                &|s| matches!(s, VmmSet::Sregs { apic_base, .. } if *apic_base == base)
+            ),
+            "vCPU {vcpu}: KVM_SET_SREGS(2) with apic_base {base:#x}"
+        );
+        assert!(
+            state(vcpu, &|s| matches!(s, VmmSet::Lapic(_))),
+            "vCPU {vcpu}: KVM_SET_LAPIC"
+        );
+    }
+    let path = out.to_str().unwrap();
+    let dump = kvmtrace(["dump", path]);
+    assert!(
+        dump.stdout
+            .contains("vmm KVM_SET_SREGS2 apic_base 0xfee00900")
+            || dump
+                .stdout
+                .contains("vmm KVM_SET_SREGS apic_base 0xfee00900"),
+        "{}",
+        dump.stdout
+    );
+    let info = kvmtrace(["info", path]);
+    assert!(
+        info.stdout
+            .contains("vCPU state ioctls of the VMM (KVM_SET_LAPIC"),
+        "{}",
+        info.stdout
+    );
+    let r = kvmtrace(["replay", path, "--policy", "host"]);
+    assert_eq!(r.code, 0, "replay --policy host:\n{}", r.stdout);
+}
