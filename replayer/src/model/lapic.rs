@@ -476,9 +476,12 @@ impl Engine {
     /// An `Ipi` event with delivery mode INIT (`kvm_apic_ipi`, sender side).
     /// From an x2APIC sender, the ICR write that follows it decides; from an
     /// xAPIC sender (MMIO ICR) the shorthand and level are not in the event:
-    /// every vCPU is a possible target.
+    /// every vCPU is a possible target. A capture of another VMM traces
+    /// `kvm_apic_accept_irq` (capture::tracefs::FOREIGN_EVENTS), which
+    /// `kvm_apic_send_ipi` → `kvm_irq_delivery_to_apic` → `__apic_accept_irq`
+    /// prints after `kvm_apic_ipi` for each target: its `KernelInit`s decide.
     pub(crate) fn apply_ipi_init(&mut self, src: u32) {
-        if !self.lapic_on() || self.kernel_inits_seen {
+        if !self.lapic_on() || self.kernel_inits_seen || self.accept_irq_traced {
             return;
         }
         let v = self.vcpu_state(src);
