@@ -111,6 +111,8 @@ const EFER_NEVER_VALID: u64 = !(1 | 1 << 8 | 0xfc00 | 1 << 21);
 const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
 const EFER_NX: u64 = 1 << 11;
+const EFER_SVME: u64 = 1 << 12;
+const EFER_FFXSR: u64 = 1 << 14;
 /// The EFER bits the write rule decides: SCE, LME, LMA, NX.
 const EFER_DECIDED: u64 = 1 | EFER_LME | EFER_LMA | EFER_NX;
 
@@ -450,6 +452,17 @@ impl Engine {
             // support) are decided here.
             0xc000_0080 if data & EFER_NEVER_VALID != 0 => {
                 Some((R::Fault, &rules::TABLE_EFER_RESERVED, Store::None))
+            }
+            // SVME without guest SVM, FFXSR without guest FFXSR: either in
+            // efer_reserved_bits (the host lacks it) or refused by
+            // __kvm_valid_efer — r = 1 both ways, for a guest write.
+            0xc000_0080
+                if !host
+                    && ((data & EFER_SVME != 0 && absent(c, sup, LEAF_8000_0001, |x| x.svm))
+                        || (data & EFER_FFXSR != 0
+                            && absent(c, sup, LEAF_8000_0001, |x| x.fxsr_opt))) =>
+            {
+                Some((R::Fault, &rules::TABLE_EFER_CPUID, Store::None))
             }
             // set_efer with only SCE/LME/LMA/NX: the host's write is
             // accepted; a guest's needs LM for LME/LMA and NX for NX
