@@ -81,6 +81,18 @@ pub const V_IPI: u8 = 0x40;
 pub const V_TIMER: u8 = 0x41;
 /// Interrupt counters (dwords: IPI, timer, NMI), in the scratch memory.
 pub const COUNTERS: u64 = GDT + 0x200;
+/// Where the 32-bit entry saves the multiboot information pointer (EBX).
+pub const MBI_SAVE: u64 = GDT + 0x300;
+/// QEMU `-append init-bsp` (QEMU passes "<kernel> init-bsp"): section D
+/// instead of the rest (the BSP INITs
+/// itself in x2APIC mode; run without `-no-reboot`).
+pub const CMDLINE_INIT_BSP: &str = "init-bsp";
+/// The CMOS byte section D marks its first boot in (survives QEMU's reset).
+const CMOS_MARK_REG: u32 = 0x7e;
+const CMOS_MARK: u32 = 0x5a;
+/// Section D: the second boot did not see xAPIC mode (bit), or the INIT
+/// never restarted the BSP.
+pub const STATUS_INIT_BSP: u32 = 1 << 3;
 /// Gates in the IDT (exceptions, then up to the section C vectors).
 const IDT_GATES: u32 = 0x42;
 /// An unexpected exception: this bit plus the vector.
@@ -201,6 +213,8 @@ pub fn build() -> Result<Vec<u8>, QemuGuestError> {
 fn entry32() -> Result<Vec<u8>, IcedError> {
     let mut a = CodeAssembler::new(32)?;
     a.cli()?;
+    // The multiboot information pointer (section D reads the command line).
+    a.mov(dword_ptr(MBI_SAVE as u32), ebx)?;
     // Zero PML4, PDPT and the four PDs.
     a.mov(edi, PML4 as u32)?;
     a.xor(eax, eax)?;
@@ -399,6 +413,37 @@ fn code64() -> Result<(Vec<u8>, u64), IcedError> {
     a.mov(rax, IDT)?;
     a.mov(qword_ptr(rsi + 2), rax)?;
     a.lidt(ptr(rsi))?;
+
+    // QEMU with `-append init-bsp`: section D only.
+    let mut not_d = a.create_label();
+    a.test(r13d, r13d)?;
+    a.jz(not_d)?;
+    a.mov(rsi, MBI_SAVE)?;
+    a.mov(esi, dword_ptr(rsi))?;
+    a.test(esi, esi)?;
+    a.jz(not_d)?;
+    a.test(dword_ptr(rsi), 4u32)?; // MULTIBOOT_INFO_CMDLINE
+    a.jz(not_d)?;
+    // QEMU passes "<kernel file> <append>": look for the word anywhere in
+    // the first 256 bytes (stop at the NUL).
+    a.mov(esi, dword_ptr(rsi + 16))?;
+    a.mov(ecx, 256u32)?;
+    a.mov(rdx, u64::from_le_bytes(*b"init-bsp"))?;
+    let mut scan = a.create_label();
+    let mut found = a.create_label();
+    a.set_label(&mut scan)?;
+    a.cmp(byte_ptr(rsi), 0u32)?;
+    a.je(not_d)?;
+    a.cmp(qword_ptr(rsi), rdx)?;
+    a.je(found)?;
+    a.inc(rsi)?;
+    a.dec(ecx)?;
+    a.jnz(scan)?;
+    a.jmp(not_d)?;
+    a.set_label(&mut found)?;
+    section_d(&mut a)?;
+    a.jmp(finish)?;
+    a.set_label(&mut not_d)?;
 
     // Section A: under both VMMs.
     for &(index, value) in SECTION_A {
@@ -655,6 +700,63 @@ fn section_c(a: &mut CodeAssembler) -> R {
     wait_ap(a, STATUS_AP_X2APIC)?;
     a.mov(eax, r14d)?;
     report_eax(a)
+}
+
+/// Section D (QEMU, `-append init-bsp`, without `-no-reboot`): the unit-test
+/// suite's "INIT to BSP". First boot: mark CMOS, x2APIC on, INIT itself
+/// through the ICR (shorthand self): `kvm_lapic_reset(init_event = true)`
+/// keeps x2APIC, the BSP restarts at the reset vector, firmware finds a warm
+/// boot and resets the machine, QEMU resets every vCPU (KVM_SET_SREGS:
+/// APIC base 0xfee00900) and boots this image again. Second boot: clear the
+/// mark, read the APIC base (xAPIC) and an x2APIC register (#GP). R14 gets
+/// [`STATUS_INIT_BSP`] if either is not so.
+fn section_d(a: &mut CodeAssembler) -> R {
+    let mut second = a.create_label();
+    let mut out = a.create_label();
+    let cmos = |a: &mut CodeAssembler| -> R {
+        a.mov(al, CMOS_MARK_REG)?;
+        a.out(0x70u32, al)
+    };
+    cmos(a)?;
+    a.in_(al, 0x71u32)?;
+    a.cmp(al, CMOS_MARK)?;
+    a.je(second)?;
+    cmos(a)?;
+    a.mov(al, CMOS_MARK)?;
+    a.out(0x71u32, al)?;
+    rmw(a, MSR_APIC_BASE, APIC_EN | APIC_EXTD, 0)?;
+    rdmsr(a, MSR_APIC_BASE)?;
+    wrmsr(a, 0x80f, 0x1ff)?;
+    rdmsr(a, 0x802)?;
+    wrmsr(a, 0x830, 0x4_4500)?;
+    // Not reached if the INIT came: wait, then fail.
+    a.mov(ebx, AP_SPIN)?;
+    let mut spin = a.create_label();
+    a.set_label(&mut spin)?;
+    a.pause()?;
+    a.dec(ebx)?;
+    a.jnz(spin)?;
+    a.or(r14d, STATUS_INIT_BSP)?;
+    a.jmp(out)?;
+    a.set_label(&mut second)?;
+    cmos(a)?;
+    a.xor(eax, eax)?;
+    a.out(0x71u32, al)?;
+    rdmsr(a, MSR_APIC_BASE)?;
+    report_eax(a)?;
+    a.and(eax, (APIC_EN | APIC_EXTD) as u32)?;
+    a.cmp(eax, APIC_EN as u32)?;
+    let mut xapic = a.create_label();
+    a.je(xapic)?;
+    a.or(r14d, STATUS_INIT_BSP)?;
+    a.set_label(&mut xapic)?;
+    a.xor(r15d, r15d)?;
+    rdmsr(a, 0x802)?;
+    a.cmp(r15d, 14u32)?;
+    a.je(out)?;
+    a.or(r14d, STATUS_INIT_BSP)?;
+    a.set_label(&mut out)?;
+    a.nop()
 }
 
 /// End the run with `status`: isa-debug-exit under QEMU (R13 = 1), `out DONE`

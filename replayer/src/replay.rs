@@ -745,6 +745,16 @@ impl Lane {
                     ends_guest: false,
                 })
             }
+            _ => self.step_other(rec),
+        }
+    }
+
+    /// [`Lane::step`] for every record but MSR accesses, out of line: the
+    /// MSR path (nearly every record) keeps a small frame.
+    #[inline(never)]
+    fn step_other(&mut self, rec: &Record) -> Verdict {
+        let vcpu = rec.vcpu;
+        match &rec.event {
             Event::Monitor { outcome, .. } | Event::Mwait { outcome, .. } => {
                 let p = if matches!(rec.event, Event::Monitor { .. }) {
                     self.engine.monitor(vcpu)

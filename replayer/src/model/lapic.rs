@@ -541,7 +541,13 @@ impl Engine {
                 v.host.tsc_deadline_zero = true;
             } else {
                 v.lapic.forget_all();
-                v.unknown |= U_APIC_BASE;
+                // kvm_lapic_reset(init_event = true) keeps the APIC base, so a
+                // target that is not the BSP has the same base before and
+                // after it. The BSP restarts at the reset vector: firmware,
+                // and a VMM's reset after it, may set it unseen.
+                if bsp {
+                    v.unknown |= U_APIC_BASE;
+                }
             }
             // The BSP restarts in firmware; a VMM may then reset the machine
             // with KVM_SET_* calls a kernel-text capture does not show.

@@ -171,7 +171,10 @@ fn init_to_another_vcpu_is_unknown_until_seen() {
     // in the trace, so what INIT changes is unknown (learned on next read).
     assert_eq!(wr(&mut e, 0, 0x830, 0x1_0000_4500), OK);
     assert_eq!(rd(&e, 1, 0x80f), None);
-    assert_eq!(rd(&e, 1, 0x1b), None);
+    // INIT keeps the APIC base (kvm_lapic_reset(init_event = true)), and
+    // vCPU 1 is not the BSP: the same before and after it.
+    assert_eq!(rd(&e, 1, 0x1b), val(0xfee0_0c00));
+    assert_eq!(rd(&e, 1, 0x802), val(1));
     // vCPU 0 keeps its state.
     assert_eq!(rd(&e, 0, 0x1b), val(0xfee0_0d00));
     // The target-side Init event with registers read back applies it once.
@@ -223,7 +226,7 @@ fn kernel_init_from_a_capture() {
         },
     });
     assert_eq!(rd(&e, 1, 0x80f), None);
-    assert_eq!(rd(&e, 1, 0x1b), None);
+    assert_eq!(rd(&e, 1, 0x1b), val(0xfee0_0c00));
     assert_eq!(rd(&e, 0, 0x1b), val(0xfee0_0d00));
     // Later sender-side INIT IPIs are left to the KernelInit events.
     e.apply(&Record {
@@ -363,7 +366,8 @@ fn foreign_capture_inits_only_the_kernel_init_targets() {
         },
     ));
     assert_eq!(rd(&e, 0, 0x1b), val(0xfee0_0900));
-    assert_eq!(rd(&e, 1, 0x1b), None);
+    // The AP keeps its base through INIT; its LAPIC registers are unknown.
+    assert_eq!(rd(&e, 1, 0x1b), val(0xfee0_0800));
 }
 
 /// The BSP INITs itself through the x2APIC ICR in a capture of QEMU (a unit
