@@ -71,6 +71,30 @@ pub const DEBUG_EXIT_PORT: u16 = 0xf4;
 pub const QEMU_EXIT_OK: i32 = 1;
 pub const STATUS_AP_XAPIC: u32 = 1 << 0;
 pub const STATUS_AP_X2APIC: u32 = 1 << 1;
+/// Section C: an interrupt never reached its handler.
+pub const STATUS_IPI: u32 = 1 << 2;
+/// Section C (QEMU): the x2APIC self-IPI rounds (each an ICR or SELF_IPI
+/// write and the handler's EOI).
+pub const IPI_ROUNDS: u32 = 300;
+/// Section C vectors: fixed IPI, timer; the NMI handler counts too.
+pub const V_IPI: u8 = 0x40;
+pub const V_TIMER: u8 = 0x41;
+/// Interrupt counters (dwords: IPI, timer, NMI), in the scratch memory.
+pub const COUNTERS: u64 = GDT + 0x200;
+/// Where the 32-bit entry saves the multiboot information pointer (EBX).
+pub const MBI_SAVE: u64 = GDT + 0x300;
+/// QEMU `-append init-bsp` (QEMU passes "<kernel> init-bsp"): section D
+/// instead of the rest (the BSP INITs
+/// itself in x2APIC mode; run without `-no-reboot`).
+pub const CMDLINE_INIT_BSP: &str = "init-bsp";
+/// The CMOS byte section D marks its first boot in (survives QEMU's reset).
+const CMOS_MARK_REG: u32 = 0x7e;
+const CMOS_MARK: u32 = 0x5a;
+/// Section D: the second boot did not see xAPIC mode (bit), or the INIT
+/// never restarted the BSP.
+pub const STATUS_INIT_BSP: u32 = 1 << 3;
+/// Gates in the IDT (exceptions, then up to the section C vectors).
+const IDT_GATES: u32 = 0x42;
 /// An unexpected exception: this bit plus the vector.
 pub const STATUS_EXCEPTION: u32 = 0x80;
 /// How long the BSP waits for the AP (rounds of a 5-instruction loop; the
@@ -189,6 +213,8 @@ pub fn build() -> Result<Vec<u8>, QemuGuestError> {
 fn entry32() -> Result<Vec<u8>, IcedError> {
     let mut a = CodeAssembler::new(32)?;
     a.cli()?;
+    // The multiboot information pointer (section D reads the command line).
+    a.mov(dword_ptr(MBI_SAVE as u32), ebx)?;
     // Zero PML4, PDPT and the four PDs.
     a.mov(edi, PML4 as u32)?;
     a.xor(eax, eax)?;
@@ -340,6 +366,8 @@ fn code64() -> Result<(Vec<u8>, u64), IcedError> {
     let mut finish = a.create_label();
     let mut generic = a.create_label();
     let mut stubs: Vec<CodeLabel> = (0..32).map(|_| a.create_label()).collect();
+    // Section C handlers: fixed IPI, timer (count, EOI), NMI (count).
+    let mut handlers: [CodeLabel; 3] = [a.create_label(), a.create_label(), a.create_label()];
 
     // QEMU: from ENTRY32, in long mode with CS = 0x08.
     a.mov(eax, 0x10u32)?;
@@ -373,11 +401,49 @@ fn code64() -> Result<(Vec<u8>, u64), IcedError> {
         a.mov(dword_ptr(rsi + 8), eax)?;
         a.mov(dword_ptr(rsi + 12), 0u32)?;
     }
+    for (vector, label) in [
+        (u64::from(V_IPI), handlers[0]),
+        (u64::from(V_TIMER), handlers[1]),
+        (2, handlers[2]),
+    ] {
+        gate(&mut a, vector, label)?;
+    }
     a.mov(rsi, IDTR)?;
-    a.mov(word_ptr(rsi), (32 * 16 - 1) as u32)?;
+    a.mov(word_ptr(rsi), IDT_GATES * 16 - 1)?;
     a.mov(rax, IDT)?;
     a.mov(qword_ptr(rsi + 2), rax)?;
     a.lidt(ptr(rsi))?;
+
+    // QEMU with `-append init-bsp`: section D only.
+    let mut not_d = a.create_label();
+    a.test(r13d, r13d)?;
+    a.jz(not_d)?;
+    a.mov(rsi, MBI_SAVE)?;
+    a.mov(esi, dword_ptr(rsi))?;
+    a.test(esi, esi)?;
+    a.jz(not_d)?;
+    a.test(dword_ptr(rsi), 4u32)?; // MULTIBOOT_INFO_CMDLINE
+    a.jz(not_d)?;
+    // QEMU passes "<kernel file> <append>": look for the word anywhere in
+    // the first 256 bytes (stop at the NUL).
+    a.mov(esi, dword_ptr(rsi + 16))?;
+    a.mov(ecx, 256u32)?;
+    a.mov(rdx, u64::from_le_bytes(*b"init-bsp"))?;
+    let mut scan = a.create_label();
+    let mut found = a.create_label();
+    a.set_label(&mut scan)?;
+    a.cmp(byte_ptr(rsi), 0u32)?;
+    a.je(not_d)?;
+    a.cmp(qword_ptr(rsi), rdx)?;
+    a.je(found)?;
+    a.inc(rsi)?;
+    a.dec(ecx)?;
+    a.jnz(scan)?;
+    a.jmp(not_d)?;
+    a.set_label(&mut found)?;
+    section_d(&mut a)?;
+    a.jmp(finish)?;
+    a.set_label(&mut not_d)?;
 
     // Section A: under both VMMs.
     for &(index, value) in SECTION_A {
@@ -468,6 +534,7 @@ fn code64() -> Result<(Vec<u8>, u64), IcedError> {
     wrmsr(&mut a, MSR_MCG_CAP, 0)?;
     a.mov(eax, r15d)?;
     report_eax(&mut a)?;
+    section_c(&mut a)?;
 
     a.set_label(&mut finish)?;
     exit(&mut a, r14d)?;
@@ -476,6 +543,25 @@ fn code64() -> Result<(Vec<u8>, u64), IcedError> {
     a.xor(r14d, r14d)?;
     exit(&mut a, r14d)?;
 
+    // Section C handlers.
+    for (i, label) in handlers.iter_mut().enumerate() {
+        a.set_label(label)?;
+        a.push(rax)?;
+        a.push(rcx)?;
+        a.push(rdx)?;
+        a.mov(rax, COUNTERS + 4 * i as u64)?;
+        a.lock().inc(dword_ptr(rax))?;
+        if i < 2 {
+            a.mov(ecx, 0x80bu32)?; // EOI
+            a.xor(eax, eax)?;
+            a.xor(edx, edx)?;
+            a.wrmsr()?;
+        }
+        a.pop(rdx)?;
+        a.pop(rcx)?;
+        a.pop(rax)?;
+        a.iretq()?;
+    }
     // Exception stubs: push RAX, EAX = vector, to the common handler.
     for (i, stub) in stubs.iter_mut().enumerate() {
         a.set_label(stub)?;
@@ -501,6 +587,176 @@ fn code64() -> Result<(Vec<u8>, u64), IcedError> {
     let result = a.assemble_options(CODE64, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)?;
     let entry = result.label_ip(&vmm_entry)?;
     Ok((result.inner.code_buffer, entry))
+}
+
+/// A 64-bit interrupt gate for `vector` to `label`.
+fn gate(a: &mut CodeAssembler, vector: u64, label: CodeLabel) -> R {
+    a.lea(rax, ptr(label))?;
+    a.mov(rsi, IDT + 16 * vector)?;
+    a.mov(word_ptr(rsi), ax)?;
+    a.mov(word_ptr(rsi + 2), 0x08u32)?;
+    a.mov(word_ptr(rsi + 4), 0x8e00u32)?;
+    a.shr(rax, 16u32)?;
+    a.mov(word_ptr(rsi + 6), ax)?;
+    a.shr(rax, 16u32)?;
+    a.mov(dword_ptr(rsi + 8), eax)?;
+    a.mov(dword_ptr(rsi + 12), 0u32)
+}
+
+/// `sti`, wait (bounded) until counter `slot` reaches R12D, `cli`; a timeout
+/// sets [`STATUS_IPI`] in R14.
+fn wait_counter(a: &mut CodeAssembler, slot: u64) -> R {
+    let mut top = a.create_label();
+    let mut out = a.create_label();
+    let mut ok = a.create_label();
+    a.mov(rsi, COUNTERS + 4 * slot)?;
+    a.mov(ebx, AP_SPIN)?;
+    a.sti()?;
+    a.set_label(&mut top)?;
+    a.cmp(dword_ptr(rsi), r12d)?;
+    a.jae(out)?;
+    a.pause()?;
+    a.dec(ebx)?;
+    a.jnz(top)?;
+    a.set_label(&mut out)?;
+    a.cli()?;
+    a.cmp(dword_ptr(rsi), r12d)?;
+    a.jae(ok)?;
+    a.or(r14d, STATUS_IPI)?;
+    a.set_label(&mut ok)?;
+    a.nop()
+}
+
+/// Section C (QEMU): the LAPIC the way a unit-test suite's IPI and timer
+/// tests drive it, in x2APIC mode (PIC and LINT0 masked first): self-IPIs through the ICR (shorthand
+/// self, then the physical ID 0) and SELF_IPI, each taken and EOI'd through
+/// 0x80b by the handler; NMI to itself; the one-shot timer and, where the
+/// CPUID has it, TSC-deadline mode with IA32_TSC_DEADLINE; INIT and SIPI of
+/// the AP once more (it halts in real mode again).
+fn section_c(a: &mut CodeAssembler) -> R {
+    // Firmware left the 8259 PIC on LINT0 (ExtINT) with the timer at vector
+    // 8: mask both PICs, and LINT0.
+    a.mov(al, 0xffu32)?;
+    a.out(0x21u32, al)?;
+    a.out(0xa1u32, al)?;
+    rmw(a, MSR_APIC_BASE, APIC_EN | APIC_EXTD, 0)?;
+    wrmsr(a, 0x80f, 0x1ff)?;
+    wrmsr(a, 0x835, 0x1_0700)?;
+    rdmsr(a, 0x835)?;
+    a.xor(r12d, r12d)?;
+    for (icr, msr) in [
+        (0x4_4000u64 | u64::from(V_IPI), 0x830u32),
+        (0x4000 | u64::from(V_IPI), 0x830),
+        (u64::from(V_IPI), 0x83f),
+    ] {
+        let mut top = a.create_label();
+        a.mov(r11d, IPI_ROUNDS)?;
+        a.set_label(&mut top)?;
+        a.inc(r12d)?;
+        wrmsr(a, msr, icr)?;
+        wait_counter(a, 0)?;
+        a.dec(r11d)?;
+        a.jnz(top)?;
+    }
+    // NMI to itself (shorthand self, assert).
+    a.mov(r12d, 1u32)?;
+    wrmsr(a, 0x830, 0x4_4400)?;
+    wait_counter(a, 2)?;
+    // One-shot timer, divide by 1.
+    a.mov(r12d, 1u32)?;
+    wrmsr(a, 0x832, u64::from(V_TIMER))?;
+    wrmsr(a, 0x83e, 0xb)?;
+    wrmsr(a, 0x838, 0x4000)?;
+    wait_counter(a, 1)?;
+    rdmsr(a, 0x839)?;
+    rdmsr(a, 0x6e0)?;
+    // TSC-deadline mode (masked to one-shot without CPUID TSC_DEADLINE):
+    // a deadline in the past fires at once where the mode exists.
+    wrmsr(a, 0x832, (2 << 17) | u64::from(V_TIMER))?;
+    rdmsr(a, 0x832)?;
+    rdmsr(a, 0x6e0)?;
+    a.rdtsc()?;
+    a.mov(ecx, 0x6e0u32)?;
+    a.wrmsr()?;
+    let mut no_deadline = a.create_label();
+    a.mov(eax, 1u32)?;
+    a.cpuid()?;
+    a.bt(ecx, 24u32)?;
+    a.jnc(no_deadline)?;
+    a.mov(r12d, 2u32)?;
+    wait_counter(a, 1)?;
+    a.set_label(&mut no_deadline)?;
+    rdmsr(a, 0x6e0)?;
+    wrmsr(a, 0x832, 0x1_0000 | u64::from(V_TIMER))?;
+    rdmsr(a, 0x6e0)?;
+    // TPR through the MSR, then the AP INITed and SIPIed again.
+    wrmsr(a, 0x808, 0x20)?;
+    rdmsr(a, 0x808)?;
+    wrmsr(a, 0x808, 0)?;
+    copy_trampoline(a)?;
+    wrmsr(a, 0x830, 1 << 32 | 0x4500)?;
+    wrmsr(a, 0x830, 1 << 32 | 0x8500)?;
+    wrmsr(a, 0x830, 1 << 32 | 0x4600 | u64::from(SIPI_VECTOR))?;
+    wait_ap(a, STATUS_AP_X2APIC)?;
+    a.mov(eax, r14d)?;
+    report_eax(a)
+}
+
+/// Section D (QEMU, `-append init-bsp`, without `-no-reboot`): the unit-test
+/// suite's "INIT to BSP". First boot: mark CMOS, x2APIC on, INIT itself
+/// through the ICR (shorthand self): `kvm_lapic_reset(init_event = true)`
+/// keeps x2APIC, the BSP restarts at the reset vector, firmware finds a warm
+/// boot and resets the machine, QEMU resets every vCPU (KVM_SET_SREGS:
+/// APIC base 0xfee00900) and boots this image again. Second boot: clear the
+/// mark, read the APIC base (xAPIC) and an x2APIC register (#GP). R14 gets
+/// [`STATUS_INIT_BSP`] if either is not so.
+fn section_d(a: &mut CodeAssembler) -> R {
+    let mut second = a.create_label();
+    let mut out = a.create_label();
+    let cmos = |a: &mut CodeAssembler| -> R {
+        a.mov(al, CMOS_MARK_REG)?;
+        a.out(0x70u32, al)
+    };
+    cmos(a)?;
+    a.in_(al, 0x71u32)?;
+    a.cmp(al, CMOS_MARK)?;
+    a.je(second)?;
+    cmos(a)?;
+    a.mov(al, CMOS_MARK)?;
+    a.out(0x71u32, al)?;
+    rmw(a, MSR_APIC_BASE, APIC_EN | APIC_EXTD, 0)?;
+    rdmsr(a, MSR_APIC_BASE)?;
+    wrmsr(a, 0x80f, 0x1ff)?;
+    rdmsr(a, 0x802)?;
+    wrmsr(a, 0x830, 0x4_4500)?;
+    // Not reached if the INIT came: wait, then fail.
+    a.mov(ebx, AP_SPIN)?;
+    let mut spin = a.create_label();
+    a.set_label(&mut spin)?;
+    a.pause()?;
+    a.dec(ebx)?;
+    a.jnz(spin)?;
+    a.or(r14d, STATUS_INIT_BSP)?;
+    a.jmp(out)?;
+    a.set_label(&mut second)?;
+    cmos(a)?;
+    a.xor(eax, eax)?;
+    a.out(0x71u32, al)?;
+    rdmsr(a, MSR_APIC_BASE)?;
+    report_eax(a)?;
+    a.and(eax, (APIC_EN | APIC_EXTD) as u32)?;
+    a.cmp(eax, APIC_EN as u32)?;
+    let mut xapic = a.create_label();
+    a.je(xapic)?;
+    a.or(r14d, STATUS_INIT_BSP)?;
+    a.set_label(&mut xapic)?;
+    a.xor(r15d, r15d)?;
+    rdmsr(a, 0x802)?;
+    a.cmp(r15d, 14u32)?;
+    a.je(out)?;
+    a.or(r14d, STATUS_INIT_BSP)?;
+    a.set_label(&mut out)?;
+    a.nop()
 }
 
 /// End the run with `status`: isa-debug-exit under QEMU (R13 = 1), `out DONE`

@@ -308,7 +308,6 @@ impl Vcpu {
     }
 
     fn enter_long_mode(&mut self, ctx: &VmCtx<'_>, rip: u64) -> Result<(), String> {
-        let _ = ctx;
         let sregs = self
             .fd
             .get_sregs()
@@ -318,7 +317,18 @@ impl Vcpu {
             .map_err(|e| format!("KVM_SET_SREGS (long mode): {e}"))?;
         self.fd
             .set_regs(&guest::long_mode_regs(self.index, rip))
-            .map_err(|e| format!("KVM_SET_REGS (long mode): {e}"))
+            .map_err(|e| format!("KVM_SET_REGS (long mode): {e}"))?;
+        // With an in-kernel LAPIC an AP is created UNINITIALIZED (waiting for
+        // INIT/SIPI, `kvm_arch_vcpu_create`): a scenario that starts it in
+        // long mode makes it runnable, as firmware's INIT/SIPI would.
+        if ctx.spec.irqchip != Irqchip::None && self.index != 0 {
+            self.fd
+                .set_mp_state(kvm_bindings::kvm_mp_state {
+                    mp_state: kvm_bindings::KVM_MP_STATE_RUNNABLE,
+                })
+                .map_err(|e| format!("KVM_SET_MP_STATE (runnable): {e}"))?;
+        }
+        Ok(())
     }
 
     /// Block until an IPI lets the vCPU run (Ok) or nothing can wake it (Err).

@@ -614,8 +614,8 @@ fn pvm_speculation_msrs() {
 }
 
 /// docs/host-notes.md "TSC_ADJUST" (vendor table: TscAdjustUngated): with
-/// CPUID.7.0:EBX[1] cleared (`msr-suite-bare`) a guest TSC_ADJUST write is
-/// still stored on kvm_pvm (upstream x86.c drops it without
+/// CPUID.7.0:EBX[1] cleared (`msr-suite-bare`) a host (KVM_SET_MSRS 0x1000)
+/// and a guest TSC_ADJUST write are still stored on kvm_pvm (upstream x86.c drops it without
 /// `guest_cpu_cap_has(TSC_ADJUST)`); a guest IA32_TSC write is accepted
 /// (kvm_set_msr_common has no failure path for it) and moves TSC_ADJUST.
 #[test]
@@ -645,8 +645,13 @@ fn pvm_tsc_adjust_without_cpuid() {
     if !on_kvm_pvm("pvm_tsc_adjust_without_cpuid") {
         return;
     }
+    assert_eq!(host_writes(&recs, 0x3b)[0], (0x1000, MsrOutcome::Ok));
     let r = reads(&recs, 0x3b, Origin::Guest);
-    assert_eq!(r[0], MsrOutcome::Value(0));
+    assert_eq!(
+        r[0],
+        MsrOutcome::Value(0x1000),
+        "host write stored without CPUID"
+    );
     assert_eq!(
         r[1],
         MsrOutcome::Value(100_000_000_000),

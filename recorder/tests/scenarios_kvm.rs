@@ -368,6 +368,39 @@ fn x2apic_regs() {
 }
 
 #[test]
+fn apic_ipi() {
+    check("apic-ipi", Some(20), |t| {
+        t.all_finished(2);
+        // The APIC base matrix faulted (#GP marker 14), the TPR read back
+        // through CR8 is 0, and no wait timed out (R14 = 0): every IPI, NMI,
+        // broadcast and timer interrupt reached its handler.
+        assert_eq!(t.reports(0), [14, 0, 0]);
+        // Illegal transitions and reserved bits fault; the legal ones do not.
+        let gp = |v: u64| t.guest_write(0x1b, v).contains(&MsrOutcome::InjectGp);
+        assert!(gp(0xfee0_0500), "EXTD without ENABLE");
+        assert!(
+            gp(0xfee0_0900) || gp(0xfee0_0d00),
+            "x2APIC->xAPIC, disabled->x2APIC"
+        );
+        assert!(gp(0xfee0_0d01) && gp(0xfee0_0b00), "reserved bits 0 and 9");
+        assert!(!gp(0xfed4_0900), "relocation");
+    });
+}
+
+#[test]
+fn self_init() {
+    check("self-init", None, |t| {
+        t.all_finished(2);
+        // vCPU 1: no fault while programming its LAPIC, then the APIC base
+        // read in real mode after each INIT: x2APIC kept, BSP bit clear
+        // (kvm_lapic_reset(init_event = true) keeps the base).
+        assert_eq!(t.reports(1), [0, 0xfee0_0c00, 0xfee0_0c00]);
+        // vCPU 0: both SIPIs started vCPU 1.
+        assert_eq!(t.reports(0), [0]);
+    });
+}
+
+#[test]
 fn msr_sweep() {
     check("msr-sweep", None, |t| {
         t.all_finished(1);

@@ -86,6 +86,10 @@ pub struct Engine {
     /// A `KernelInit` was seen: the capture reports each accepted INIT per
     /// target, so sender-side `Ipi` INITs are not needed (`model::lapic`).
     pub(crate) kernel_inits_seen: bool,
+    /// A capture of another VMM (wrap/attach): it traces
+    /// `kvm_apic_accept_irq` for INIT, so every accepted INIT comes as a
+    /// `KernelInit` of its target after the sender's `Ipi` (`model::lapic`).
+    pub(crate) accept_irq_traced: bool,
 }
 
 impl Engine {
@@ -131,6 +135,7 @@ impl Engine {
             hooks: Default::default(),
             header_irqchip_known: header.vm.irqchip.is_some(),
             kernel_inits_seen: false,
+            accept_irq_traced: header.capture.mode == kvmtrace_format::CaptureMode::External,
         };
         // The scenario's configuration, in the order a VMM applies it: quirks,
         // user-space MSR mask and filter (VM ioctls), then per vCPU CPUID and MCE.

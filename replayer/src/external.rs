@@ -483,9 +483,22 @@ impl Engine {
     }
 
     /// The MSR decision with hooks: `None` when the access is not hooked (the
-    /// caller decides with the base model).
-    #[inline]
+    /// caller decides with the base model). The test for "no hooks at all"
+    /// is inline (every replay step asks); the hooked path is not.
+    #[inline(always)]
     pub(crate) fn hooked_msr(
+        &self,
+        vcpu: u32,
+        index: u32,
+        value: Option<u64>,
+        origin: Origin,
+    ) -> Option<(&'static Rule, Option<MsrOutcome>, crate::model::Store)> {
+        self.policy.hooks.0.as_ref()?;
+        self.hooked_msr_run(vcpu, index, value, origin)
+    }
+
+    #[inline(never)]
+    fn hooked_msr_run(
         &self,
         vcpu: u32,
         index: u32,

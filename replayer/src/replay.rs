@@ -275,9 +275,25 @@ impl Replay {
                 Some(p) => p.install(go),
                 None => go(),
             }
+        } else if let [l] = &mut self.lanes[..] {
+            l.feed(records, interesting, tail);
         } else {
-            for l in &mut self.lanes {
-                l.feed(records, interesting, tail);
+            // One thread: record by record through every lane (each lane
+            // still sees its records in trace order, so every answer is the
+            // same as lane by lane): a record is read from memory once, not
+            // once per lane.
+            let lanes = &mut self.lanes;
+            let mut next = 0;
+            for &pos in interesting.iter().chain(std::iter::once(&records.len())) {
+                for l in lanes.iter_mut() {
+                    l.gap(records, next, pos, tail);
+                }
+                if pos < records.len() {
+                    for l in lanes.iter_mut() {
+                        l.step_at(records, pos, tail);
+                    }
+                }
+                next = pos + 1;
             }
         }
         let keep_from = records.len().saturating_sub(CONTEXT);
@@ -547,30 +563,38 @@ impl Lane {
     fn feed(&mut self, records: &[Record], interesting: &[usize], tail: &[Record]) {
         let mut next = 0;
         for &pos in interesting.iter().chain(std::iter::once(&records.len())) {
-            let gap = (pos - next) as u64;
-            if gap > 0 {
-                if self.ended.is_none() && self.engine.unknown_msrs_unmodeled() {
-                    self.report.outcomes += gap;
-                    self.report.unmodeled += gap;
-                    if self.kernel_tally {
-                        for r in &records[next..pos] {
-                            if r.event.decided_by() == Some(DecidedBy::Kernel) {
-                                self.report.kernel_decided
-                                    [Behaviour::of_event(&r.event) as usize]
-                                    .unmodeled += 1;
-                            }
-                        }
-                    }
-                } else {
-                    for i in next..pos {
-                        self.step_at(records, i, tail);
-                    }
-                }
-            }
+            self.gap(records, next, pos, tail);
             if pos < records.len() {
                 self.step_at(records, pos, tail);
             }
             next = pos + 1;
+        }
+    }
+
+    /// The records `from..to`, none of which a lane without a filter,
+    /// `[[msr]]` rules, hooks on unhandled MSRs or a dead vCPU models:
+    /// counted unmodeled at once, else stepped one by one.
+    #[inline]
+    fn gap(&mut self, records: &[Record], from: usize, to: usize, tail: &[Record]) {
+        let gap = to.saturating_sub(from) as u64;
+        if gap == 0 {
+            return;
+        }
+        if self.ended.is_none() && self.engine.unknown_msrs_unmodeled() {
+            self.report.outcomes += gap;
+            self.report.unmodeled += gap;
+            if self.kernel_tally {
+                for r in &records[from..to] {
+                    if r.event.decided_by() == Some(DecidedBy::Kernel) {
+                        self.report.kernel_decided[Behaviour::of_event(&r.event) as usize]
+                            .unmodeled += 1;
+                    }
+                }
+            }
+        } else {
+            for i in from..to {
+                self.step_at(records, i, tail);
+            }
         }
     }
 
@@ -696,8 +720,8 @@ impl Lane {
                 };
                 // The policy's state differs from the recording's when exactly
                 // one side stored the write.
-                let stored_p = po == MsrOutcome::Ok;
-                let stored_r = *outcome == MsrOutcome::Ok;
+                let stored_p = matches!(po, MsrOutcome::Ok);
+                let stored_r = matches!(outcome, MsrOutcome::Ok);
                 let store_changes_state = store != Store::None;
                 if let Some(t) = self.taint(vcpu) {
                     if stored_p != stored_r && (store_changes_state || stored_r) {
@@ -721,6 +745,16 @@ impl Lane {
                     ends_guest: false,
                 })
             }
+            _ => self.step_other(rec),
+        }
+    }
+
+    /// [`Lane::step`] for every record but MSR accesses, out of line: the
+    /// MSR path (nearly every record) keeps a small frame.
+    #[inline(never)]
+    fn step_other(&mut self, rec: &Record) -> Verdict {
+        let vcpu = rec.vcpu;
+        match &rec.event {
             Event::Monitor { outcome, .. } | Event::Mwait { outcome, .. } => {
                 let p = if matches!(rec.event, Event::Monitor { .. }) {
                     self.engine.monitor(vcpu)
@@ -843,6 +877,10 @@ impl Lane {
         }
     }
 
+    /// Count a divergence; build it (context, explanation) only where the
+    /// selection keeps or streams it. The counting stays inline and the
+    /// divergence is not moved on the hot path (most are only counted).
+    #[inline]
     fn diverge(&mut self, d: Pending, records: &[Record], i: usize, tail: &[Record]) {
         let rec = &records[i];
         let r = &mut self.report;
@@ -863,6 +901,24 @@ impl Lane {
         if !keep && !self.sel.stream {
             return;
         }
+        self.build_divergence(d, records, i, tail, behaviour, direct, keep);
+    }
+
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn build_divergence(
+        &mut self,
+        d: Pending,
+        records: &[Record],
+        i: usize,
+        tail: &[Record],
+        behaviour: Behaviour,
+        direct: bool,
+        keep: bool,
+    ) {
+        let rec = &records[i];
+        let r = &mut self.report;
         let mut context = Vec::new();
         let start = i.saturating_sub(CONTEXT);
         let from_tail = CONTEXT - (i - start);

@@ -139,14 +139,17 @@ rules! {
     PAT_PVM_UNCHECKED = "vendor pvm: PAT stored without kvm_pat_valid (host-notes, measured)", "§2", "6.18 pvm";
     TABLE_CONST = "KVM handler returns a constant (msr_tables)", "§0", "6.0+";
     TABLE_PVM_DEBUGCTL = "vendor pvm: DEBUGCTL reads 0, writes ignored (pvm_get/set_msr)", "§0", "6.18 pvm";
-    TABLE_MTRR_NONE = "no MTRR at this index (kvm_mtrr_*_msr r=1)", "§0", "6.0+";
-    TABLE_MTRR_INVALID = "MTRR value invalid (kvm_mtrr_valid)", "§0", "6.0+";
+    TABLE_MTRR_NONE = "no MTRR at this index (kvm_mtrr_*_msr r=1)", "§0", "5.10+";
+    TABLE_MTRR_INVALID = "MTRR value invalid (kvm_mtrr_valid)", "§0", "5.10+";
+    TABLE_MTRRCAP = "MTRRcap reads 0x500 | KVM_NR_VAR_MTRR (kvm_mtrr_get_msr)", "§0", "5.10+";
+    TABLE_MTRR_READ = "MTRR read returns the stored value (kvm_mtrr_get_msr)", "§0", "5.10+";
+    TABLE_MTRR_WRITE = "MTRR write with valid types and no reserved bits stored (kvm_mtrr_set_msr)", "§0", "5.10+";
     TABLE_CPUID_GATED = "guest access needs a CPUID feature the guest lacks (r=1)", "§0", "6.0+";
     TABLE_NO_HYPERV = "Hyper-V MSR without Hyper-V CPUID", "§0", "6.0+";
     TABLE_NO_VENDOR_CASE = "no handler on this vendor (r=2): VMX MSRs off Intel, SVM-only MSRs on pvm", "§0", "6.0+";
     TABLE_PVM_ARCH_CAP = "vendor pvm: guest ARCH_CAPABILITIES read #GP (host-notes, measured)", "§0", "6.18 pvm";
     X2APIC_REG = "x2APIC register access (kvm_x2apic_msr_read/write)", "§4", "6.0+";
-    TABLE_KVM_PV = "KVM PV MSR with its CPUID feature bit (kvm_set_msr_common)", "§0", "6.0+";
+    TABLE_KVM_PV = "KVM PV MSR with its CPUID feature bit (kvm_set_msr_common)", "§0", "5.10+";
     TABLE_UNKNOWN = "no KVM handler for this index (r=2)", "§0", "all";
     TABLE_REG_READ = "register read returns the stored value", "§0", "6.0+";
     TABLE_REG_WRITE = "register write stored", "§0", "6.0+";
@@ -154,7 +157,7 @@ rules! {
     TABLE_SEG_BASE_WRITE = "FS/GS/KERNEL_GS_BASE canonical write accepted (__kvm_set_msr, vendor set_msr)", "§0", "6.0+";
     TABLE_EFER_RESERVED = "EFER bit no KVM enables in efer_reserved_bits (set_efer r=1)", "§0", "6.0+";
     TABLE_EFER_WRITE = "EFER write of SCE/LME/LMA/NX accepted: host, or guest with the CPUID bits and LME unchanged (set_efer)", "§0", "6.0+";
-    TABLE_EFER_CPUID = "guest EFER LME/LMA without CPUID LM or NX without NX (__kvm_valid_efer r=1)", "§0", "6.0+";
+    TABLE_EFER_CPUID = "guest EFER LME/LMA without CPUID LM, NX without NX, SVME without SVM or FFXSR without FFXSR (__kvm_valid_efer / efer_reserved_bits r=1)", "§0", "6.0+";
     TABLE_TSC_AUX_HIGH = "TSC_AUX bits 63:32 for an Intel-compatible guest", "§0", "6.0+";
     TABLE_UCODE_GUEST = "guest write of UCODE_REV ignored", "§0", "6.0+";
     TABLE_HOST_ONLY = "MSR writable by the host only", "§0", "6.0+";
@@ -175,7 +178,7 @@ rules! {
 /// Rules whose outcome does not depend on folded MSR/CPUID state (only on the
 /// policy's switches, the access and its value): a divergence under one of them
 /// is always direct.
-const STATELESS: [Rule; 37] = [
+const STATELESS: [Rule; 38] = [
     UNMODELED,
     FILTER_DENY,
     X2APIC_UNFILTERABLE,
@@ -203,6 +206,7 @@ const STATELESS: [Rule; 37] = [
     TABLE_CONST,
     TABLE_PVM_DEBUGCTL,
     TABLE_MTRR_NONE,
+    TABLE_MTRRCAP,
     TABLE_UNKNOWN,
     TABLE_NO_VENDOR_CASE,
     TABLE_PVM_ARCH_CAP,

@@ -125,9 +125,12 @@ pub struct CpuidBits {
     pub xsaves: bool,
     /// CPUID.0x80000001:EDX[27] RDTSCP.
     pub rdtscp: bool,
-    /// CPUID.0x80000001:EDX[29] LM and EDX[20] NX (`__kvm_valid_efer`).
+    /// CPUID.0x80000001:EDX[29] LM, EDX[20] NX, EDX[25] FFXSR, ECX[2] SVM
+    /// (`__kvm_valid_efer`).
     pub lm: bool,
     pub nx: bool,
+    pub fxsr_opt: bool,
+    pub svm: bool,
     /// CPUID.0x80000001:ECX[9] OSVW.
     pub osvw: bool,
     /// CPUID.7.0:ECX[22] RDPID.
@@ -199,6 +202,8 @@ impl CpuidBits {
             c.rdtscp = e.edx & (1 << 27) != 0;
             c.lm = e.edx & (1 << 29) != 0;
             c.nx = e.edx & (1 << 20) != 0;
+            c.fxsr_opt = e.edx & (1 << 25) != 0;
+            c.svm = e.ecx & (1 << 2) != 0;
             c.perfctr_core = e.ecx & (1 << 23) != 0;
             c.osvw = e.ecx & (1 << 9) != 0;
         }

@@ -55,7 +55,7 @@ pub enum Fact {
     /// TSX_CTRL (0x122) and VIRT_SPEC_CTRL (0xc001011f): a host write of 0 is
     /// accepted and a host read returns 0.
     HostSpecMsrsZero = 13,
-    /// A guest TSC_ADJUST write is stored without CPUID TSC_ADJUST.
+    /// A TSC_ADJUST write (guest or host) is stored without CPUID TSC_ADJUST.
     TscAdjustUngated = 14,
 }
 
@@ -180,8 +180,8 @@ pub const FACTS: &[VendorFact] = &[
         vendor: Vendor::Pvm,
         fact: Fact::TscAdjustUngated,
         scope: Scope::Measured { release: HOST },
-        what: "guest TSC_ADJUST writes stored without CPUID.7.0:EBX[1] (upstream drops them)",
-        evidence: "recorder/tests/host_probes.rs pvm_tsc_adjust_without_cpuid (observe msr-suite-bare: wrmsr 0x3b = 100000000000, rdmsr -> 100000000000; docs/host-notes.md)",
+        what: "TSC_ADJUST writes (guest and host) stored without CPUID.7.0:EBX[1] (upstream drops them)",
+        evidence: "recorder/tests/host_probes.rs pvm_tsc_adjust_without_cpuid (observe msr-suite-bare: KVM_SET_MSRS 0x3b = 0x1000, guest rdmsr -> 0x1000; wrmsr 0x3b = 100000000000, rdmsr -> 100000000000; docs/host-notes.md)",
     },
 ];
 

@@ -246,6 +246,42 @@ fn arb_event() -> impl Strategy<Value = Event> {
             capture: None,
         }),
         any::<u64>().prop_map(|mcg_cap| Event::SetupMce { mcg_cap }),
+        // The VMM's vCPU state ioctls (format 1.3), accepted or refused.
+        (
+            prop_oneof![Just(0xfee0_0900u64), Just(0xfee0_0d00), any::<u64>()],
+            any::<u32>(),
+            any::<u8>(),
+            any::<u64>(),
+            prop_oneof![Just(0i32), Just(-22)],
+            0u8..4
+        )
+            .prop_map(|(apic_base, x, bank, status, result, which)| {
+                let set = match which {
+                    0 => kvmtrace_format::VmmSet::Sregs {
+                        apic_base,
+                        cr0: 0x6000_0010,
+                        cr4: 0,
+                        efer: 0,
+                        cs: Default::default(),
+                        sregs2: x & 1 != 0,
+                    },
+                    1 => kvmtrace_format::VmmSet::MpState { mp_state: x % 6 },
+                    2 => kvmtrace_format::VmmSet::Lapic(kvmtrace_format::LapicPage::from_regs(
+                        |off| x.rotate_left(u32::from(off)),
+                    )),
+                    _ => kvmtrace_format::VmmSet::Mce {
+                        bank,
+                        status,
+                        addr: 0,
+                        misc: 0,
+                        mcg_status: 0,
+                    },
+                };
+                Event::VmmState {
+                    set: Box::new(set),
+                    result,
+                }
+            }),
         any::<u32>().prop_map(|mask| Event::UserSpaceMsr { mask }),
         (any::<u32>(), any::<u64>()).prop_map(|(cap, mask)| Event::QuirksDisabled { cap, mask }),
         (

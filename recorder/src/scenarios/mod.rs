@@ -7,6 +7,7 @@
 //! One file per scenario; each exposes `spec(&ScenarioParams)` and, where the
 //! `tour` reuses it, `body(&mut Guest, ..)` that emits its guest code.
 
+mod apic_ipi;
 mod asm;
 mod bit_probe;
 mod feat_ctl;
@@ -17,6 +18,7 @@ mod msr_loop;
 mod msr_suite;
 mod msr_sweep;
 mod mwait;
+mod self_init;
 mod tour;
 mod triple_fault;
 mod x2apic;
@@ -225,6 +227,16 @@ const SCENARIOS: &[Entry] = &[
         name: "x2apic-regs",
         about: "every x2APIC register read and written (legal, illegal), mode switches, PMU, PRED/FLUSH_CMD, PV MSRs",
         build: x2apic_regs::spec,
+    },
+    Entry {
+        name: "apic-ipi",
+        about: "x2APIC IPI+EOI loop on 2 vCPUs (--iterations, 200), self-IPI, NMI, broadcast, timer, TPR, APIC base",
+        build: apic_ipi::spec,
+    },
+    Entry {
+        name: "self-init",
+        about: "vCPU 1 INITs itself via the x2APIC ICR, vCPU 0 SIPIs it, it reads the INIT state; then INIT from vCPU 0",
+        build: self_init::spec,
     },
     Entry {
         name: "msr-sweep",

@@ -196,14 +196,21 @@ const PMU: &[Access] = &[
 ];
 
 /// What a QEMU VMM does around reset: KVM_SET_MSRS of 0 to the speculation,
-/// TSX and segment-base MSRs, then KVM_GET_MSRS of them and of the PV MSRs.
-fn vmm_steps() -> HostStep {
+/// TSX and segment-base MSRs and of `tsc_adjust` to TSC_ADJUST, then
+/// KVM_GET_MSRS of them and of the PV MSRs.
+fn vmm_steps(tsc_adjust: u64) -> HostStep {
     let mut s = Vec::new();
-    for index in [0x48, 0x122, 0xc001_011f, 0xc000_0102, 0x3b] {
+    for (index, value) in [
+        (0x48, 0),
+        (0x122, 0),
+        (0xc001_011f, 0),
+        (0xc000_0102, 0),
+        (0x3b, tsc_adjust),
+    ] {
         s.push(HostStep::WriteMsr {
             vcpu: 0,
             index,
-            value: 0,
+            value,
         });
     }
     for index in [
@@ -238,7 +245,8 @@ fn run(g: &mut Guest, list: &[Access]) -> R {
 }
 
 pub fn body(g: &mut Guest) -> R {
-    g.host(vmm_steps())?;
+    // A host TSC_ADJUST write the guest then reads (stored or not: CPUID).
+    g.host(vmm_steps(0x1000))?;
     run(g, SPEC)?;
     // PRED_CMD and FLUSH_CMD with each single bit 1..63.
     g.clear_fault()?;
@@ -281,6 +289,11 @@ pub fn body(g: &mut Guest) -> R {
             w(0xc000_0083, ADDR),
             r(0xc000_0083),
             w(0xc000_0083, NONCANON),
+            r(0xc000_0082),
+            w(0xc000_0082, ADDR),
+            r(0xc000_0082),
+            w(0xc000_0082, NONCANON),
+            w(0xc000_0082, 0),
             w(0xc000_0084, 0xffff_ffff),
             r(0xc000_0084),
             w(0xc000_0084, 0),
@@ -294,7 +307,7 @@ pub fn body(g: &mut Guest) -> R {
     run(g, MTRR)?;
     run(g, PMU)?;
     // The VMM reads back after the guest ran.
-    g.host(vmm_steps())
+    g.host(vmm_steps(0))
 }
 
 /// CPUID bits `msr-suite-bare` clears: leaf 7 EDX SPEC_CTRL (26), STIBP (27),

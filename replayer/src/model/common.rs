@@ -86,6 +86,23 @@ pub const fn reg_slot(index: u32) -> Option<usize> {
     })
 }
 
+/// The MTRR MSRs of mtrr.c (`msr_mtrr_valid`, MTRRcap, the 0x200-0x2ff
+/// range x86.c hands to `kvm_mtrr_get/set_msr`; PAT excepted): the same
+/// rules in 5.10 (`kvm_mtrr_valid`, `valid_mtrr_type`, MTRRcap 0x508) and
+/// 6.18, so they are decided for every release, not only under `msr_tables`.
+/// (Before 5.11 `kvm_mtrr_valid` also queued a #GP itself for a bad variable
+/// mask; the access's outcome is the same.)
+const fn is_mtrr(index: u32) -> bool {
+    index == 0xfe || (index >= 0x200 && index <= 0x2ff && index != 0x277)
+}
+
+/// kvmclock and POLL_CONTROL (`kvm_set/get_msr_common`: `vcpu->arch.time`,
+/// the VM's wall clock, `msr_kvm_poll_control`): the same cases behind the
+/// same `guest_pv_has` checks in 5.10 (66570e966dd9) and 6.18.
+const fn is_kvm_pv(index: u32) -> bool {
+    matches!(index, 0x11 | 0x12 | 0x4b56_4d00 | 0x4b56_4d01 | 0x4b56_4d05)
+}
+
 /// EFER bits outside SCE (0), LME (8), LMA (10), NX (11), SVME (12), LMSLE
 /// (13), FFXSR (14), TCE (15), AUTOIBRS (21): in `efer_reserved_bits` on
 /// every host.
@@ -94,6 +111,8 @@ const EFER_NEVER_VALID: u64 = !(1 | 1 << 8 | 0xfc00 | 1 << 21);
 const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
 const EFER_NX: u64 = 1 << 11;
+const EFER_SVME: u64 = 1 << 12;
+const EFER_FFXSR: u64 = 1 << 14;
 /// The EFER bits the write rule decides: SCE, LME, LMA, NX.
 const EFER_DECIDED: u64 = 1 | EFER_LME | EFER_LMA | EFER_NX;
 
@@ -196,7 +215,7 @@ const fn mtrr_type_ok(t: u64) -> bool {
 impl Engine {
     /// The read side; `None` when the table has no rule (other handlers decide).
     pub(crate) fn table_read(&self, v: &VcpuState, index: u32, host: bool) -> Option<(R, Rule)> {
-        if !self.policy.switches.msr_tables {
+        if !self.policy.switches.msr_tables && !is_mtrr(index) && !is_kvm_pv(index) {
             return None;
         }
         let c = &v.cpuid;
@@ -209,7 +228,7 @@ impl Engine {
             // kvm_get_msr_common MSR_IA32_PERF_STATUS: ratio 4, multiplier 1000.
             0x198 => (R::Ok(1000 | (4 << 40)), &rules::TABLE_CONST),
             // kvm_mtrr_get_msr MSR_MTRRcap: 0x500 | KVM_NR_VAR_MTRR (8).
-            0xfe => (R::Ok(0x508), &rules::TABLE_CONST),
+            0xfe => (R::Ok(0x508), &rules::TABLE_MTRRCAP),
             // kvm_get_msr_common: PLATFORM_ID, EBL_CR_POWERON, SYSCFG, TSEG,
             // INT_PENDING_MSG, NB_CFG, MMIO_CONF_BASE, BU_CFG2, PERF_CTL,
             // DC_CFG, TW_CFG, EX_CFG and the RAPL MSRs read 0 ("do not want to
@@ -265,7 +284,12 @@ impl Engine {
             0xc000_0080 => return None,
             _ => match reg_slot(index) {
                 Some(s) if v.regs_known & (1 << s) != 0 => {
-                    (R::Ok(v.regs[s]), &rules::TABLE_REG_READ)
+                    let rule = if is_mtrr(index) {
+                        &rules::TABLE_MTRR_READ
+                    } else {
+                        &rules::TABLE_REG_READ
+                    };
+                    (R::Ok(v.regs[s]), rule)
                 }
                 _ => return None,
             },
@@ -280,7 +304,7 @@ impl Engine {
         data: u64,
         host: bool,
     ) -> Option<(R, Rule, Store)> {
-        if !self.policy.switches.msr_tables {
+        if !self.policy.switches.msr_tables && !is_mtrr(index) && !is_kvm_pv(index) {
             return None;
         }
         let c = &v.cpuid;
@@ -288,6 +312,7 @@ impl Engine {
         let has = |f| self.policy.has(f);
         let store = |s: usize, x: u64| (R::Ok(0), &rules::TABLE_REG_WRITE, Store::Reg(s, x));
         let pv = self.pv_features(v);
+        let mtrr_store = |s: usize, x: u64| (R::Ok(0), &rules::TABLE_MTRR_WRITE, Store::Reg(s, x));
         // __kvm_set_msr: LSTAR/CSTAR/SYSENTER_ESP/EIP must be canonical (host
         // too). 48 vs 57 bits depends on LA57 support: decide only where both agree.
         let canon = |s: usize| {
@@ -351,6 +376,11 @@ impl Engine {
             }),
             // kvm_set_msr_common MSR_IA32_UCODE_REV: a guest write is dropped.
             0x8b if !host => Some((R::Ok(0), &rules::TABLE_UCODE_GUEST, Store::None)),
+            // ...a host write is stored (microcode_version); unlike the other
+            // feature MSRs it stays writable after KVM_RUN
+            // (kvm_is_immutable_feature_msr: "all feature MSRs except uCode
+            // revID").
+            0x8b => Some(store(SLOT_UCODE_REV, data)),
             // MSR_PLATFORM_INFO and MSR_IA32_ARCH_CAPABILITIES: host only.
             0xce | 0x10a if !host => Some((R::Fault, &rules::TABLE_HOST_ONLY, Store::None)),
             // PERF_CAPABILITIES: a guest write fails (1 or 2 by release).
@@ -366,13 +396,13 @@ impl Engine {
             0x2ff => Some(if data & !0xcff != 0 || !mtrr_type_ok(data & 0xff) {
                 (R::Fault, &rules::TABLE_MTRR_INVALID, Store::None)
             } else {
-                store(10, data)
+                mtrr_store(10, data)
             }),
             0x250 | 0x258 | 0x259 | 0x268..=0x26f => {
                 let ok = (0..8).all(|i| mtrr_type_ok((data >> (i * 8)) & 0xff));
                 let s = reg_slot(index).unwrap_or(0);
                 Some(if ok {
-                    store(s, data)
+                    mtrr_store(s, data)
                 } else {
                     (R::Fault, &rules::TABLE_MTRR_INVALID, Store::None)
                 })
@@ -387,7 +417,7 @@ impl Engine {
                     (reserved_gpa | 0x7ff, true)
                 };
                 Some(if type_ok && data & mask == 0 {
-                    store(22 + (index - 0x200) as usize, data)
+                    mtrr_store(22 + (index - 0x200) as usize, data)
                 } else {
                     (R::Fault, &rules::TABLE_MTRR_INVALID, Store::None)
                 })
@@ -427,6 +457,17 @@ impl Engine {
             // support) are decided here.
             0xc000_0080 if data & EFER_NEVER_VALID != 0 => {
                 Some((R::Fault, &rules::TABLE_EFER_RESERVED, Store::None))
+            }
+            // SVME without guest SVM, FFXSR without guest FFXSR: either in
+            // efer_reserved_bits (the host lacks it) or refused by
+            // __kvm_valid_efer — r = 1 both ways, for a guest write.
+            0xc000_0080
+                if !host
+                    && ((data & EFER_SVME != 0 && absent(c, sup, LEAF_8000_0001, |x| x.svm))
+                        || (data & EFER_FFXSR != 0
+                            && absent(c, sup, LEAF_8000_0001, |x| x.fxsr_opt))) =>
+            {
+                Some((R::Fault, &rules::TABLE_EFER_CPUID, Store::None))
             }
             // set_efer with only SCE/LME/LMA/NX: the host's write is
             // accepted; a guest's needs LM for LME/LMA and NX for NX

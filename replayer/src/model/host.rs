@@ -57,9 +57,24 @@ hostrules! {
     HOST_SMI_COUNT_READ = "SMI_COUNT holds the value stored: no SMM (KVM_CAP_X86_SMM 0), no SMI (kvm_get_msr_common)", "all";
 }
 
+/// A host read, or host write of 0, of an MSR the recording host advertises
+/// (`KVM_GET_MSR_INDEX_LIST`) whose handler fails, under a policy without
+/// the 6.12 suppression in `kvm_do_msr_access` (64a5d7a1091f for to-be-saved
+/// MSRs, 44dd0f5732b4 for "emulated" ones such as FEAT_CTL where no vendor
+/// handler exists): refused. The switch names the change, so the report
+/// cites it ("before 64a5d7a1091f ... (6.12)").
+pub const HOST_ZERO_NOT_SUPPRESSED: Rule = Rule {
+    name: "host_zero_write_advertised=false: host write of 0 (or read) of an advertised MSR its handler refuses is refused",
+    section: "§0",
+    release: "≤6.11",
+};
+
 /// What the trace's header says about the VMM's accesses the model can rely on.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HostTrace {
+    /// The recording host's `KVM_GET_MSR_INDEX_LIST`, sorted: which MSRs the
+    /// 6.12 host-access suppression covers there (`HOST_ZERO_NOT_SUPPRESSED`).
+    pub advertised: std::sync::Arc<[u32]>,
     /// The ioctl tap saw the VMM's configuration and MSR ioctls from its start
     /// (`ConfigSource::VmmIoctls`): its host MSR writes are all in the trace.
     pub vmm_msrs_seen: bool,
@@ -75,7 +90,11 @@ pub struct HostTrace {
 impl HostTrace {
     pub fn of(header: &TraceHeader) -> HostTrace {
         const KVM_CAP_X86_SMM: u32 = 117;
+        let mut advertised = header.host.msr_index_list.clone();
+        advertised.sort_unstable();
+        advertised.dedup();
         HostTrace {
+            advertised: advertised.into(),
             vmm_msrs_seen: header.config_source == kvmtrace_format::ConfigSource::VmmIoctls,
             pv_unenforced: header.config_source == kvmtrace_format::ConfigSource::Recorder,
             no_smm: header
@@ -95,6 +114,31 @@ pub struct HostRegs {
     /// The last TSC_DEADLINE write the trace showed stored 0 (or was ignored
     /// outside TSC-deadline mode): the read returns 0.
     pub tsc_deadline_zero: bool,
+}
+
+impl HostTrace {
+    /// The recording host advertised `index` (`KVM_GET_MSR_INDEX_LIST`).
+    pub fn advertises(&self, index: u32) -> bool {
+        self.advertised.binary_search(&index).is_ok()
+    }
+}
+
+/// The rule for a host access a handler refused (`R::Unknown`, the entry
+/// fails): where the access is a read or a write of 0 of an MSR the
+/// recording host advertises, and the policy lacks the 6.12 suppression, the
+/// refusal is that change's absence; otherwise the handler's own rule.
+pub(crate) fn host_refusal_rule(
+    trace: &HostTrace,
+    suppression: bool,
+    index: u32,
+    write: Option<u64>,
+    handler: RuleRef,
+) -> RuleRef {
+    if !suppression && write.unwrap_or(0) == 0 && trace.advertises(index) {
+        &HOST_ZERO_NOT_SUPPRESSED
+    } else {
+        handler
+    }
 }
 
 /// The MSRs [`Engine::host_access`] can decide (the replay fast path).
@@ -576,6 +620,41 @@ mod tests {
         assert_eq!(e.vcpu_state(0).mp_state, 3);
     }
 
+    /// kvm_pvm advertises IA32_FEAT_CTL without a handler: a host write of 0
+    /// (or a read) is accepted only with the 6.12 suppression; presets take
+    /// the recording host's advertised list, and an older one cites the
+    /// change it lacks.
+    #[test]
+    fn advertised_msr_host_zero_write_by_release() {
+        let mut h = wrap(true, 0);
+        h.host.msr_index_list = vec![0x10, 0x3a];
+        for (preset, zero, rule) in [
+            (
+                "kvm-6.11",
+                MsrOutcome::InjectGp,
+                "host_zero_write_advertised=false",
+            ),
+            (
+                "kvm-6.12",
+                MsrOutcome::Ok,
+                "host_zero_write_advertised=true",
+            ),
+        ] {
+            let e = engine(preset, Vendor::Pvm, &h);
+            let p = e.msr_write(0, 0x3a, 0, H);
+            assert_eq!(p.outcome, Some(zero), "{preset}");
+            assert!(p.rule.name.starts_with(rule), "{preset}: {}", p.rule);
+            if zero == MsrOutcome::InjectGp {
+                let cite = p.rule.citation().unwrap();
+                assert!(cite.contains("64a5d7a1091f"), "{cite}");
+            }
+            // A nonzero write is refused by every release, by the handler.
+            let p = e.msr_write(0, 0x3a, 1, H);
+            assert_eq!(p.outcome, Some(MsrOutcome::InjectGp));
+            assert!(p.rule.name.starts_with("FEAT_CTL"), "{}", p.rule);
+        }
+    }
+
     #[test]
     fn host_only_registers() {
         for (smm, read_known) in [(0, true), (1, false)] {
@@ -587,8 +666,9 @@ mod tests {
                     "{i:#x}"
                 );
                 // Guest accesses are left to other rules (a guest TSC
-                // write: model::pv, accepted).
-                let guest = (i == 0x10).then_some(MsrOutcome::Ok);
+                // write: model::pv, accepted; a guest TSC_DEADLINE write
+                // never fails: model::lapic).
+                let guest = matches!(i, 0x10 | 0x6e0).then_some(MsrOutcome::Ok);
                 assert_eq!(e.msr_write(0, i, x, G).outcome, guest, "{i:#x}");
             }
             assert_eq!(e.msr_read(0, 0x34, H).outcome, None);
@@ -598,7 +678,9 @@ mod tests {
             let want = read_known.then_some(MsrOutcome::Value(3));
             assert_eq!(e.msr_read(0, 0x34, H).outcome, want, "SMM cap {smm}");
             assert_eq!(e.msr_read(0, 0x6e0, H).outcome, Some(MsrOutcome::Value(0)));
-            assert_eq!(e.msr_read(0, 0x6e0, G).outcome, None);
+            // No in-kernel LAPIC in this header: kvm_get_lapic_tscdeadline_msr
+            // returns 0 to the guest (model::lapic).
+            assert_eq!(e.msr_read(0, 0x6e0, G).outcome, Some(MsrOutcome::Value(0)));
             // A guest's deadline makes the value unknown again.
             fold(&mut e, 0x6e0, Some(99), G, MsrOutcome::Ok);
             assert_eq!(e.msr_read(0, 0x6e0, H).outcome, None);

@@ -45,6 +45,8 @@ lrules! {
     X2APIC_ESR_NONZERO = "x2APIC ESR write of a nonzero value (kvm_lapic_reg_write)", "6.0+";
     X2APIC_SELF_IPI_RESERVED = "SELF_IPI with bits beyond the vector (kvm_lapic_reg_write)", "6.0+";
     X2APIC_LVT_UNSUPPORTED = "LVT CMCI without MCG_CMCI_P (kvm_lapic_lvt_supported)", "6.0+";
+    TSC_DEADLINE_WRITE = "guest TSC_DEADLINE write accepted, ignored outside TSC-deadline mode (kvm_set_msr_common: kvm_set_lapic_tscdeadline_msr)", "all";
+    TSC_DEADLINE_ZERO = "guest TSC_DEADLINE reads 0: no hardware-enabled in-kernel LAPIC, not in TSC-deadline mode, or 0 since entering it (kvm_get_lapic_tscdeadline_msr, apic_update_lvtt)", "all";
 }
 
 /// Register slots of `LapicRegs` (offsets in the APIC page).
@@ -296,6 +298,45 @@ impl Engine {
         }
     }
 
+    /// IA32_TSC_DEADLINE (0x6e0) from the guest: `kvm_set_msr_common` /
+    /// `kvm_get_msr_common` call `kvm_set/get_lapic_tscdeadline_msr`, never
+    /// fail, and read `lapic_timer.tscdeadline` only with a present LAPIC in
+    /// TSC-deadline mode. That value is 0 on entering or leaving the mode
+    /// (`apic_update_lvtt`) and after a 0 write; otherwise time decides
+    /// (expiry zeroes it): learned. `None`: no rule (switch off, or the
+    /// irqchip, APIC base or LVTT the answer rests on is unknown).
+    pub(crate) fn tsc_deadline(
+        &self,
+        v: &VcpuState,
+        write: Option<u64>,
+    ) -> Option<(R, RuleRef, Store)> {
+        if !self.lapic_on() {
+            return None;
+        }
+        if write.is_some() {
+            return Some((R::Ok(0), &TSC_DEADLINE_WRITE, Store::None));
+        }
+        let zero = Some((R::Ok(0), &TSC_DEADLINE_ZERO, Store::None));
+        if !self.vm.irqchip_known {
+            return None;
+        }
+        // kvm_apic_present: an in-kernel LAPIC, hardware-enabled.
+        if !self.vm.lapic_in_kernel() {
+            return zero;
+        }
+        if v.unknown & U_APIC_BASE != 0 {
+            return None;
+        }
+        if v.apic_base & crate::state::APIC_BASE_EN == 0 {
+            return zero;
+        }
+        match v.lapic.get(S_LVTT) {
+            Some(t) if (t >> TIMER_MODE_SHIFT) & 3 != 2 => zero,
+            Some(_) if v.host.tsc_deadline_zero => zero,
+            _ => None,
+        }
+    }
+
     /// An LVT write (not the timer): masked while software-disabled, then
     /// `& apic_lvt_mask[]`.
     fn lvt_store(&self, v: &VcpuState, s: usize, data: u64) -> LapicStore {
@@ -322,6 +363,16 @@ impl Engine {
         let leaf1 = v.cpuid.leaves & LEAF_1 != 0;
         let x2apic_cpuid = v.cpuid.x2apic;
         let tmm = timer_mode_mask(v);
+        let deadline = |y: u64| (y >> TIMER_MODE_SHIFT) & 3 == 2;
+        let mode_change = match (st, v.lapic.get(S_LVTT), tmm) {
+            (LapicStore::Lvtt(x), Some(old), Some(m)) => deadline(old) != deadline(x & m),
+            _ => false,
+        };
+        if mode_change {
+            // apic_update_lvtt: entering or leaving TSC-deadline mode zeroes
+            // lapic_timer.tscdeadline.
+            v.host.tsc_deadline_zero = true;
+        }
         let l = &mut v.lapic;
         match st {
             LapicStore::Reg(s, Some(x)) => l.set(s, x),
@@ -425,9 +476,12 @@ impl Engine {
     /// An `Ipi` event with delivery mode INIT (`kvm_apic_ipi`, sender side).
     /// From an x2APIC sender, the ICR write that follows it decides; from an
     /// xAPIC sender (MMIO ICR) the shorthand and level are not in the event:
-    /// every vCPU is a possible target.
+    /// every vCPU is a possible target. A capture of another VMM traces
+    /// `kvm_apic_accept_irq` (capture::tracefs::FOREIGN_EVENTS), which
+    /// `kvm_apic_send_ipi` → `kvm_irq_delivery_to_apic` → `__apic_accept_irq`
+    /// prints after `kvm_apic_ipi` for each target: its `KernelInit`s decide.
     pub(crate) fn apply_ipi_init(&mut self, src: u32) {
-        if !self.lapic_on() || self.kernel_inits_seen {
+        if !self.lapic_on() || self.kernel_inits_seen || self.accept_irq_traced {
             return;
         }
         let v = self.vcpu_state(src);
@@ -483,9 +537,17 @@ impl Engine {
             if exact {
                 init_lapic(v, lint0_quirk);
                 v.lapic.init_applied = true;
+                // LVTT masked, one-shot (apic_update_lvtt): tscdeadline is 0.
+                v.host.tsc_deadline_zero = true;
             } else {
                 v.lapic.forget_all();
-                v.unknown |= U_APIC_BASE;
+                // kvm_lapic_reset(init_event = true) keeps the APIC base, so a
+                // target that is not the BSP has the same base before and
+                // after it. The BSP restarts at the reset vector: firmware,
+                // and a VMM's reset after it, may set it unseen.
+                if bsp {
+                    v.unknown |= U_APIC_BASE;
+                }
             }
             // The BSP restarts in firmware; a VMM may then reset the machine
             // with KVM_SET_* calls a kernel-text capture does not show.

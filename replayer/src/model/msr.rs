@@ -264,7 +264,11 @@ impl Engine {
 
     /// [`Engine::decide_msr`] with the rule by reference (the replay lanes).
     /// The policy's hooks (`crate::external`) first, where they hook the access.
-    #[inline]
+    /// Inlined with the base model into the replay step: the prediction and
+    /// the store stay in registers instead of a returned struct the caller
+    /// reloads wider than it was written (a store-forwarding stall per event
+    /// per lane).
+    #[inline(always)]
     pub(crate) fn decide_msr_ref(
         &self,
         vcpu: u32,
@@ -282,6 +286,7 @@ impl Engine {
     }
 
     /// The base model's decision (no hooks).
+    #[inline(always)]
     pub(crate) fn decide_msr_base(
         &self,
         vcpu: u32,
@@ -407,6 +412,13 @@ impl Engine {
                 {
                     (ok(0, &rules::HOST_ZERO_ADVERTISED), Store::None)
                 } else {
+                    let rule = super::host::host_refusal_rule(
+                        &self.host_trace,
+                        self.policy.switches.host_zero_write_advertised,
+                        index,
+                        value,
+                        rule,
+                    );
                     (MsrPrediction::new(MsrOutcome::InjectGp, rule), Store::None)
                 }
             }
@@ -464,8 +476,12 @@ impl Engine {
     fn advertised(&self, index: u32) -> bool {
         match &self.policy.advertised_msrs {
             Some(l) => l.binary_search(&index).is_ok(),
-            // SVM lists FEAT_CTL in emulated_msrs (§3); kvm_pvm does not (HOST.md).
-            None => self.policy.vendor == Vendor::Amd && index == MSR_IA32_FEAT_CTL,
+            // A preset: what the recording host advertised (the same CPU and
+            // vendor module), else SVM's FEAT_CTL in emulated_msrs (§3).
+            None => {
+                self.host_trace.advertises(index)
+                    || (self.policy.vendor == Vendor::Amd && index == MSR_IA32_FEAT_CTL)
+            }
         }
     }
 
@@ -489,6 +505,7 @@ impl Engine {
         Some((r, &rules::USER_RULE, Store::None))
     }
 
+    #[inline(always)]
     fn read_handler(&self, v: &VcpuState, index: u32, host: bool) -> (R, Rule) {
         let vendor = self.policy.vendor;
         let bank_num = v.bank_num();
@@ -531,6 +548,10 @@ impl Engine {
                     (R::Unmodeled, &rules::UNMODELED)
                 }
             }
+            0x6e0 if !host => match self.tsc_deadline(v, None) {
+                Some((r, rule, _)) => (r, rule),
+                None => (R::Unmodeled, &rules::UNMODELED),
+            },
             // ---- §5 MCE ----
             MSR_IA32_MCG_CAP => (R::Ok(v.mcg_cap), &rules::MCE_READ),
             MSR_IA32_MCG_STATUS => (R::Ok(v.mcg_status), &rules::MCE_READ),
@@ -578,6 +599,7 @@ impl Engine {
         }
     }
 
+    #[inline(always)]
     fn write_handler(&self, v: &VcpuState, index: u32, data: u64, host: bool) -> (R, Rule, Store) {
         let s = &self.policy.switches;
         let vendor = self.policy.vendor;
@@ -681,6 +703,11 @@ impl Engine {
                     (R::Unmodeled, &rules::UNMODELED, Store::None)
                 }
             }
+            0x6e0 if !host => self.tsc_deadline(v, Some(data)).unwrap_or((
+                R::Unmodeled,
+                &rules::UNMODELED,
+                Store::None,
+            )),
             // ---- §5 MCE (set_msr_mce) ----
             MSR_IA32_MCG_STATUS => (R::Ok(0), &rules::MCE_WRITE, Store::McgStatus(data)),
             MSR_IA32_MCG_CTL => {

@@ -1,6 +1,6 @@
 //! PMU MSRs and the speculation-control command MSRs (issue 12 item 3).
 //!
-//! PMU (switch `msr_tables`): which PMU MSRs exist for the guest, as pmu.c
+//! PMU (every release: the same cases in 5.10 and 6.18): which PMU MSRs exist for the guest, as pmu.c
 //! `kvm_pmu_is_valid_msr`, vmx/pmu_intel.c `intel_pmu_refresh` /
 //! `intel_is_valid_msr` / `get_gp_pmc` / `get_fixed_pmc`, svm/pmu.c
 //! `amd_pmu_refresh` / `get_gp_pmc_amd` / `amd_is_valid_msr` decide, with
@@ -36,8 +36,8 @@ use super::msr::{R, Store};
 type RuleRef = &'static Rule;
 
 crate::rules::rules! {
-    PMU_LEGACY_NO_COUNTER = "P6/K7 PMU MSR without a counter: read 0, write dropped (kvm_get/set_msr_common)", "pmu.c", "6.0+";
-    PMU_NO_COUNTER = "PMU MSR without a counter (kvm_pmu_is_valid_msr false, r=2)", "pmu.c", "6.0+";
+    PMU_LEGACY_NO_COUNTER = "P6/K7 PMU MSR without a counter: read 0, write dropped (kvm_get/set_msr_common)", "pmu.c", "5.10+";
+    PMU_NO_COUNTER = "PMU MSR without a counter (kvm_pmu_is_valid_msr false, r=2)", "pmu.c", "5.10+";
     UNSEEN_CPUID = "outcome rests on a CPUID leaf the trace has not shown (learnable)", "-", "-";
     CMD_READ = "PRED_CMD/FLUSH_CMD are write-only (no get case, r=2)", "x86.c", "6.4+";
     CMD_NO_FEATURE = "PRED_CMD/FLUSH_CMD guest write without the CPUID feature (r=1)", "x86.c", "6.4+";
@@ -207,7 +207,18 @@ impl Engine {
         write: Option<u64>,
         host: bool,
     ) -> Option<(R, RuleRef, Store)> {
-        if !self.policy.switches.msr_tables || !handles(index) {
+        if !handles(index) {
+            return None;
+        }
+        // The speculation MSRs were read in 6.18 only (5.10's vendor code
+        // differs: `guest_cpuid_has(SPEC_CTRL)` on VMX, PRED_CMD in
+        // vmx/svm_set_msr); the PMU cases below are the same in 5.10
+        // (`kvm_pmu_is_valid_msr`, `intel/amd_pmu_refresh`, the P6/K7
+        // cases and the `KVM_MSR_RET_INVALID` default of
+        // `kvm_get/set_msr_common`).
+        if !self.policy.switches.msr_tables
+            && matches!(index, 0x48 | 0x49 | 0x10b | 0x122 | 0xc001_011f)
+        {
             return None;
         }
         let unseen = Some((R::Unmodeled, &UNSEEN_CPUID, Store::None));

@@ -1,6 +1,6 @@
 //! KVM paravirtual and TSC MSRs beyond `common`'s table (issue 12 item 3),
-//! switch `msr_tables`. Read in x86.c `kvm_get_msr_common` /
-//! `kvm_set_msr_common` (6.18), `kvm_pv_enable_async_pf`,
+//! every release 5.10+ (the same cases in 5.10 and 6.18). Read in x86.c
+//! `kvm_get_msr_common` / `kvm_set_msr_common` (6.18, 5.10), `kvm_pv_enable_async_pf`,
 //! `kvm_pv_enable_async_pf_int`, lapic.c `kvm_lapic_set_pv_eoi`.
 //!
 //! `guest_pv_has(vcpu, F)` is true when the feature bit is in CPUID
@@ -27,7 +27,7 @@ type RuleRef = &'static Rule;
 
 macro_rules! pvrules {
     ($($id:ident = $name:literal;)+) => {
-        $(pub const $id: Rule = Rule { name: $name, section: "x86.c", release: "6.0+" };)+
+        $(pub const $id: Rule = Rule { name: $name, section: "x86.c", release: "5.10+" };)+
     };
 }
 
@@ -42,7 +42,7 @@ pvrules! {
 }
 
 crate::rules::rules! {
-    TSC_ADJUST_PVM = "vendor pvm: guest TSC_ADJUST write stored without CPUID TSC_ADJUST (host_probes pvm_tsc_adjust_without_cpuid, host-notes)", "-", "6.18 pvm";
+    TSC_ADJUST_PVM = "vendor pvm: TSC_ADJUST write (guest or host) stored without CPUID TSC_ADJUST (host_probes pvm_tsc_adjust_without_cpuid, host-notes)", "-", "6.18 pvm";
 }
 
 /// Slots of `PvRegs`.
@@ -131,7 +131,10 @@ impl Engine {
         write: Option<u64>,
         host: bool,
     ) -> Option<(R, RuleRef, Store)> {
-        if !self.policy.switches.msr_tables || !(handles(index) || index == 0x10) {
+        // The same cases in 5.10 and 6.18 (`guest_pv_has` gates since
+        // 66570e966dd9, 5.10; ASYNC_PF_INT 5.8; POLL_CONTROL 5.3): every
+        // release, not only under `msr_tables`.
+        if !(handles(index) || index == 0x10) {
             return None;
         }
         let f = self.pv_features(v);
@@ -147,7 +150,7 @@ impl Engine {
             }
             (0x10, _) => None,
             (0x3b, None) => value(v.pv.get(P_TSC_ADJUST), &TSC_ADJUST_VALUE),
-            (0x3b, Some(d)) if !host && self.policy.has(crate::vendor::Fact::TscAdjustUngated) => {
+            (0x3b, Some(d)) if self.policy.has(crate::vendor::Fact::TscAdjustUngated) => {
                 Some((R::Ok(0), &TSC_ADJUST_PVM, Store::Pv(P_TSC_ADJUST, Some(d))))
             }
             (0x3b, Some(d)) => {

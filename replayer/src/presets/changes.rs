@@ -228,7 +228,7 @@ pub const CHANGES: &[Change] = &[
         code: Code::Common,
         doc: "§1",
         stable: &[],
-        note: "in Linus's tree with the 6.0 (\"kvm-5.20\") KVM merge, early August 2022; no stable backport mail for it in the stored stable@vger archive",
+        note: "in the 6.0 merge window: a push log of a tree following Linus's master (2022-08-05) carries it after \"Merge branch 'kvm-5.20-early'\", with b9181c8ef356 and 281b52780b57; no stable backport mail for it in the stored stable@vger archive",
     },
     Change {
         release: (6, 0),
@@ -354,7 +354,7 @@ pub const CHANGES: &[Change] = &[
         code: Code::Vmx,
         doc: "§3",
         stable: &[],
-        note: "with 2d6cd68636d6 \"KVM: VMX: Move MSR_IA32_FEAT_CTL.LOCKED check into \\\"is valid\\\" helper\"; no Cc: stable, no stable backport mail for it in the stored stable@vger archive (so 6.1.y keeps the old check)",
+        note: "in \"Misc KVM x86 fixes and cleanups for 6.2\" (tags/kvm-x86-fixes-6.2-1, \"Let userspace set all supported bits in MSR_IA32_FEAT_CTL irrespective of the current guest CPUID\"); with 2d6cd68636d6 \"KVM: VMX: Move MSR_IA32_FEAT_CTL.LOCKED check into \\\"is valid\\\" helper\"; no Cc: stable, no stable backport mail for it in the stored stable@vger archive (so 6.1.y keeps the old check)",
     },
     Change {
         release: (6, 4),
@@ -382,7 +382,7 @@ pub const CHANGES: &[Change] = &[
         code: Code::Common,
         doc: "§5",
         stable: &[],
-        note: "with 8b0e00fba934 \"KVM: x86: Virtualize HWCR.TscFreqSel[bit 24]\"; applied to kvm-x86 misc for 6.7; no stable backport mail for it in the stored stable@vger archive (6.1.y and 6.6.y keep the old rule)",
+        note: "with 8b0e00fba934 \"KVM: x86: Virtualize HWCR.TscFreqSel[bit 24]\"; applied to kvm-x86 misc on 2023-10-09 (6.7 merge window); no stable backport mail for it in the stored stable@vger archive (6.1.y and 6.6.y keep the old rule)",
     },
     Change {
         release: (6, 12),
@@ -452,7 +452,7 @@ pub const CHANGES: &[Change] = &[
         code: Code::Common,
         doc: "§1",
         stable: &[],
-        note: "applied to kvm-x86 next (the \"applied\" mail names a487f6797c88); the release 6.15 is the tabled one, not re-checked against a pull request; no stable backport mail for it in the stored stable@vger archive",
+        note: "applied to kvm-x86 misc on 2025-02-14 (the \"applied\" mail names a487f6797c88), i.e. for the 6.15 merge window (6.14 was out of its merge window by then); no stable backport mail for it in the stored stable@vger archive",
     },
     Change {
         release: (6, 16),

@@ -360,6 +360,14 @@ mod tests {
         assert_eq!(changes::switches_at((5, 18)).quirk_api, QuirkApi::V2Assign);
         assert!(!changes::switches_at((5, 18)).msr_flags_validated);
         assert!(changes::switches_at((5, 19)).msr_flags_validated);
+        // A late 5.15.y as read (docs/kvm-semantics.md, "Source check"):
+        // both MCE fixes and the flag checks, nothing else of 6.0+.
+        let s = at((5, 15), 202);
+        assert_eq!(s.mce_bad_write, MceBadWrite::Gp);
+        assert!(s.mce_ctl_bit0_ok && s.msr_flags_validated);
+        assert!(!s.mce_ctl2 && !s.misc_enable_guest_ro);
+        assert_eq!(s.quirk_api, QuirkApi::V1Assign);
+        assert_eq!(s.hwcr_write, changes::switches_at((5, 15)).hwcr_write);
         // Lines without a backport of a row stay at their mainline value.
         assert_eq!(
             at((6, 1), 150).feat_ctl_host_bits,

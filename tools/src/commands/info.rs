@@ -19,6 +19,9 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
     // vCPUs whose identity is a guess (`VcpuThread { identity: first_seen }`).
     let mut guessed = Vec::new();
     let mut events = 0u64;
+    // The VMM's vCPU state ioctls (format 1.3): count by ioctl, and refused.
+    let mut vmm_state: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut vmm_refused = 0u64;
     for rec in t.records() {
         let rec = rec?;
         events += 1;
@@ -31,6 +34,10 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
                 }
             }
             Event::End { reason } => ends.push((rec.vcpu, reason.clone())),
+            Event::VmmState { set, result } => {
+                *vmm_state.entry(set.ioctl()).or_default() += 1;
+                vmm_refused += u64::from(*result != 0);
+            }
             Event::VcpuThread {
                 identity: VcpuIdentity::FirstSeen,
                 ..
@@ -66,6 +73,7 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
         v["taints"] = serde_json::json!(taints);
         v["lost"] = serde_json::json!(lost);
         v["ends"] = serde_json::to_value(&ends)?;
+        v["vmm_state"] = serde_json::json!({ "by_ioctl": vmm_state, "refused": vmm_refused });
         super::write_json(out, &v)?;
         return Ok(0);
     }
@@ -149,6 +157,15 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
         super::text::wall_time(h.started_unix_ns)
     )?;
     writeln!(out, "events        {events}")?;
+    if !vmm_state.is_empty() {
+        let total: u64 = vmm_state.values().sum();
+        let by: Vec<String> = vmm_state.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        writeln!(
+            out,
+            "vmm state     {total} vCPU state ioctls of the VMM ({}), {vmm_refused} refused",
+            by.join(", ")
+        )?;
+    }
     writeln!(
         out,
         "taints        {}",

@@ -171,7 +171,10 @@ fn init_to_another_vcpu_is_unknown_until_seen() {
     // in the trace, so what INIT changes is unknown (learned on next read).
     assert_eq!(wr(&mut e, 0, 0x830, 0x1_0000_4500), OK);
     assert_eq!(rd(&e, 1, 0x80f), None);
-    assert_eq!(rd(&e, 1, 0x1b), None);
+    // INIT keeps the APIC base (kvm_lapic_reset(init_event = true)), and
+    // vCPU 1 is not the BSP: the same before and after it.
+    assert_eq!(rd(&e, 1, 0x1b), val(0xfee0_0c00));
+    assert_eq!(rd(&e, 1, 0x802), val(1));
     // vCPU 0 keeps its state.
     assert_eq!(rd(&e, 0, 0x1b), val(0xfee0_0d00));
     // The target-side Init event with registers read back applies it once.
@@ -223,7 +226,7 @@ fn kernel_init_from_a_capture() {
         },
     });
     assert_eq!(rd(&e, 1, 0x80f), None);
-    assert_eq!(rd(&e, 1, 0x1b), None);
+    assert_eq!(rd(&e, 1, 0x1b), val(0xfee0_0c00));
     assert_eq!(rd(&e, 0, 0x1b), val(0xfee0_0d00));
     // Later sender-side INIT IPIs are left to the KernelInit events.
     e.apply(&Record {
@@ -282,4 +285,147 @@ fn id_and_ldr_need_a_known_vcpu_id() {
     ));
     assert_eq!(rd(&e, 0, 0x802), Some(MsrOutcome::Value(0)));
     assert_eq!(rd(&e, 0, 0x80d), Some(MsrOutcome::Value(1)));
+}
+
+/// IA32_TSC_DEADLINE from the guest (`kvm_set_msr_common` /
+/// `kvm_get_msr_common` → `kvm_set/get_lapic_tscdeadline_msr`).
+#[test]
+fn tsc_deadline_follows_the_timer_mode() {
+    let mut h = header("kvm_pvm", true, (1 << 21) | (1 << 24));
+    h.vm.irqchip = Some(Irqchip::Kernel);
+    let mut e = engine("kvm-6.18", Vendor::Pvm, &h);
+    assert_eq!(wr(&mut e, 0, 0x1b, 0xfee0_0d00), OK);
+    // LVTT not known yet (a fresh x2APIC mode): learned.
+    assert_eq!(rd(&e, 0, 0x6e0), None);
+    // A write never fails.
+    assert_eq!(wr(&mut e, 0, 0x6e0, 0x1234), OK);
+    assert_eq!(wr(&mut e, 0, 0x80f, 0x1ff), OK);
+    // One-shot: the MSR reads 0 whatever was written.
+    assert_eq!(wr(&mut e, 0, 0x832, 0x42), OK);
+    assert_eq!(wr(&mut e, 0, 0x6e0, 0x1234), OK);
+    assert_eq!(rd(&e, 0, 0x6e0), val(0));
+    // Entering TSC-deadline mode zeroes the deadline (apic_update_lvtt).
+    assert_eq!(wr(&mut e, 0, 0x832, 0x4_0042), OK);
+    assert_eq!(rd(&e, 0, 0x6e0), val(0));
+    // A deadline armed: expiry (time) decides, learned.
+    assert_eq!(wr(&mut e, 0, 0x6e0, 0x1234), OK);
+    assert_eq!(rd(&e, 0, 0x6e0), None);
+    assert_eq!(wr(&mut e, 0, 0x6e0, 0), OK);
+    assert_eq!(rd(&e, 0, 0x6e0), val(0));
+    // Leaving the mode zeroes it too.
+    assert_eq!(wr(&mut e, 0, 0x6e0, 0x99), OK);
+    assert_eq!(wr(&mut e, 0, 0x832, 0x1_0042), OK);
+    assert_eq!(rd(&e, 0, 0x6e0), val(0));
+    // APIC hardware-disabled: kvm_apic_present is false, 0.
+    assert_eq!(wr(&mut e, 0, 0x1b, 0xfee0_0100), OK);
+    assert_eq!(rd(&e, 0, 0x6e0), val(0));
+}
+
+/// A capture of another VMM traces `kvm_apic_accept_irq`: an xAPIC sender's
+/// INIT `Ipi` (shorthand not in the event) is left to the targets'
+/// `KernelInit`s, so a vCPU it did not reach keeps its state.
+#[test]
+fn foreign_capture_inits_only_the_kernel_init_targets() {
+    let mut h = header("kvm_pvm", true, 1 << 21);
+    h.vm.irqchip = Some(Irqchip::Kernel);
+    h.capture.mode = CaptureMode::External;
+    let mut e = engine("kvm-6.18", Vendor::Pvm, &h);
+    let at = |seq: u64, vcpu: u32, event: Event| Record {
+        seq,
+        vcpu,
+        time_ns: seq,
+        event,
+    };
+    let base = |value: u64| Event::MsrRead {
+        index: 0x1b,
+        origin: Origin::Guest,
+        outcome: MsrOutcome::Value(value),
+        decided_by: DecidedBy::Kernel,
+        capture: None,
+    };
+    e.apply(&at(1, 0, base(0xfee0_0900)));
+    e.apply(&at(2, 1, base(0xfee0_0800)));
+    // INIT all-but-self through the xAPIC ICR (MMIO): the sender's line...
+    e.apply(&at(
+        3,
+        0,
+        Event::Ipi {
+            dst: 0,
+            vector: 0,
+            mode: IpiMode::Init,
+        },
+    ));
+    assert_eq!(rd(&e, 0, 0x1b), val(0xfee0_0900));
+    // ...then the one target's accept line.
+    e.apply(&at(
+        4,
+        1,
+        Event::KernelInit {
+            from: Some(0),
+            known: Box::new(KnownState::UNKNOWN),
+        },
+    ));
+    assert_eq!(rd(&e, 0, 0x1b), val(0xfee0_0900));
+    // The AP keeps its base through INIT; its LAPIC registers are unknown.
+    assert_eq!(rd(&e, 1, 0x1b), val(0xfee0_0800));
+}
+
+/// The BSP INITs itself through the x2APIC ICR in a capture of QEMU (a unit
+/// test suite's "INIT to BSP"): the BSP restarts in firmware, which resets the
+/// machine; QEMU then sets the APIC base back to xAPIC with KVM_SET_SREGS.
+/// INIT alone keeps x2APIC (`kvm_lapic_reset(init_event = true)`); the value
+/// the guest reads next is the VMM's.
+#[test]
+fn bsp_self_init_then_the_vmm_reset() {
+    let mut h = header("kvm_pvm", true, 1 << 21);
+    h.vm.irqchip = Some(Irqchip::Kernel);
+    h.capture.mode = CaptureMode::External;
+    let mut e = engine("kvm-6.18", Vendor::Pvm, &h);
+    e.apply(&Record {
+        seq: 1,
+        vcpu: 0,
+        time_ns: 1,
+        event: Event::MsrRead {
+            index: 0x1b,
+            origin: Origin::Guest,
+            outcome: MsrOutcome::Value(0xfee0_0900),
+            decided_by: DecidedBy::Kernel,
+            capture: None,
+        },
+    });
+    assert_eq!(wr(&mut e, 0, 0x1b, 0xfee0_0d00), OK);
+    e.apply(&Record {
+        seq: 2,
+        vcpu: 0,
+        time_ns: 2,
+        event: Event::KernelInit {
+            from: Some(0),
+            known: Box::new(KnownState::UNKNOWN),
+        },
+    });
+    // The ICR write's own kvm_msr line follows the accept line: the INIT of
+    // the BSP already made the machine state unknown (unmodeled, not wrong).
+    assert_eq!(wr(&mut e, 0, 0x830, 0x4_0500), None);
+    // The firmware runs, and the VMM's reset is not predicted from the INIT:
+    // the APIC base is unknown...
+    assert_eq!(rd(&e, 0, 0x1b), None);
+    // ...and the tapped KVM_SET_SREGS names it.
+    e.apply(&Record {
+        seq: 3,
+        vcpu: 0,
+        time_ns: 3,
+        event: Event::VmmState {
+            set: Box::new(VmmSet::Sregs {
+                apic_base: 0xfee0_0900,
+                cr0: 0x6000_0010,
+                cr4: 0,
+                efer: 0,
+                cs: Segment::default(),
+                sregs2: false,
+            }),
+            result: 0,
+        },
+    });
+    assert_eq!(rd(&e, 0, 0x1b), val(0xfee0_0900));
+    assert_eq!(rd(&e, 0, 0x802), GP);
 }

@@ -148,6 +148,7 @@ macro_rules! case {
 // After `case!`: macro_rules are textually scoped.
 mod host_fidelity;
 mod lapic;
+mod msr_suite;
 mod msr_tables;
 mod pmu;
 

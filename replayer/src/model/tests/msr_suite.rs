@@ -1,0 +1,366 @@
+//! The rule families behind the `msr-suite` recordings (issue 12 item 3):
+//! speculation on `kvm_pvm` (vendor table, `recorder/tests/host_probes.rs`),
+//! the guest TSC write, EFER and segment-base writes, POLL_CONTROL at
+//! creation, and the MTRR / KVM PV / PMU families that hold for 5.10 too.
+
+use kvmtrace_format::*;
+
+use super::*;
+use crate::policy::Vendor;
+
+const NONE: &[(u32, u64, Origin)] = &[];
+
+/// KVM's leaf 0x80000001 with LM and NX (EDX 29, 20), no SVM/FFXSR; leaf 7
+/// without SPEC_CTRL/FLUSH_L1D/TSC_ADJUST; leaf 0xA without a PMU.
+fn h() -> TraceHeader {
+    let mut h = header("kvm_pvm", false, 0);
+    h.vm.cpuid.push(CpuidEntry {
+        function: 7,
+        ..Default::default()
+    });
+    h.vm.cpuid.push(CpuidEntry {
+        function: 0xa,
+        ..Default::default()
+    });
+    h.vm.cpuid.push(CpuidEntry {
+        function: 0x8000_0001,
+        edx: (1 << 29) | (1 << 20),
+        ..Default::default()
+    });
+    h.host.supported_cpuid = h.vm.cpuid.clone();
+    h
+}
+
+#[test]
+fn speculation_on_pvm_whatever_the_cpuid() {
+    let h = h();
+    run(
+        &[
+            case!(
+                "PRED_CMD bit 63, no IBPB",
+                "kvm-6.18",
+                Pvm,
+                NONE,
+                0,
+                0x49,
+                Some(1 << 63),
+                G,
+                OK
+            ),
+            case!(
+                "FLUSH_CMD bit 5, no FLUSH_L1D",
+                "kvm-6.18",
+                Pvm,
+                NONE,
+                0,
+                0x10b,
+                Some(1 << 5),
+                G,
+                OK
+            ),
+            case!("PRED_CMD read", "kvm-6.18", Pvm, NONE, 0, 0x49, None, G, GP),
+            case!(
+                "SPEC_CTRL 7 then read 0",
+                "kvm-6.18",
+                Pvm,
+                &[(0x48, 7, G)],
+                0,
+                0x48,
+                None,
+                G,
+                val(0)
+            ),
+            case!(
+                "host SPEC_CTRL read",
+                "kvm-6.18",
+                Pvm,
+                NONE,
+                0,
+                0x48,
+                None,
+                H,
+                val(0)
+            ),
+            case!(
+                "host TSX_CTRL = 0",
+                "kvm-6.18",
+                Pvm,
+                NONE,
+                0,
+                0x122,
+                Some(0),
+                H,
+                OK
+            ),
+            case!(
+                "host VIRT_SPEC_CTRL read",
+                "kvm-6.18",
+                Pvm,
+                NONE,
+                0,
+                0xc001_011f,
+                None,
+                H,
+                val(0)
+            ),
+            // Measured facts stay with the measured release.
+            case!(
+                "PRED_CMD bit 63 under kvm-6.4",
+                "kvm-6.4",
+                Pvm,
+                NONE,
+                0,
+                0x49,
+                Some(1 << 63),
+                G,
+                GP
+            ),
+        ],
+        &h,
+    );
+}
+
+#[test]
+fn tsc_efer_and_segment_bases() {
+    let h = h();
+    run(
+        &[
+            // kvm_set_msr_common MSR_IA32_TSC: no failure path for a guest.
+            case!(
+                "guest TSC write",
+                "kvm-6.18",
+                Intel,
+                NONE,
+                0,
+                0x10,
+                Some(5),
+                G,
+                OK
+            ),
+            case!(
+                "TSC_ADJUST unknown after it",
+                "kvm-6.18",
+                Intel,
+                &[(0x10, 5, G)],
+                0,
+                0x3b,
+                None,
+                G,
+                None
+            ),
+            // pvm stores TSC_ADJUST without the CPUID bit (measured).
+            case!(
+                "pvm TSC_ADJUST without CPUID",
+                "kvm-6.18",
+                Pvm,
+                &[(0x3b, 9, H)],
+                0,
+                0x3b,
+                None,
+                G,
+                val(9)
+            ),
+            case!(
+                "upstream drops it",
+                "kvm-6.18",
+                Intel,
+                &[(0x3b, 9, G)],
+                0,
+                0x3b,
+                None,
+                G,
+                val(0)
+            ),
+            // set_efer / __kvm_valid_efer.
+            case!(
+                "EFER reserved bit 1",
+                "kvm-6.18",
+                Intel,
+                NONE,
+                0,
+                0xc000_0080,
+                Some(2),
+                H,
+                GP
+            ),
+            case!(
+                "EFER SVME without SVM",
+                "kvm-6.18",
+                Intel,
+                NONE,
+                0,
+                0xc000_0080,
+                Some(1 << 12),
+                G,
+                GP
+            ),
+            case!(
+                "EFER SCE, LME unchanged from RESET",
+                "kvm-6.18",
+                Intel,
+                NONE,
+                0,
+                0xc000_0080,
+                Some(1),
+                G,
+                OK
+            ),
+            case!(
+                "EFER LME set: paging unknown",
+                "kvm-6.18",
+                Intel,
+                NONE,
+                0,
+                0xc000_0080,
+                Some(0x100),
+                G,
+                None
+            ),
+            case!(
+                "EFER read never predicted",
+                "kvm-6.18",
+                Intel,
+                NONE,
+                0,
+                0xc000_0080,
+                None,
+                G,
+                None
+            ),
+            // __kvm_set_msr canonical check; reads not predicted.
+            case!(
+                "FS_BASE canonical",
+                "kvm-6.18",
+                Intel,
+                NONE,
+                0,
+                0xc000_0100,
+                Some(0x1234_5678_9abc),
+                G,
+                OK
+            ),
+            case!(
+                "KERNEL_GS_BASE non-canonical",
+                "kvm-6.18",
+                Intel,
+                NONE,
+                0,
+                0xc000_0102,
+                Some(0xaaaa_aaaa_aaaa_aaaa),
+                H,
+                GP
+            ),
+            case!(
+                "GS_BASE read",
+                "kvm-6.18",
+                Intel,
+                &[(0xc000_0101, 7, G)],
+                0,
+                0xc000_0101,
+                None,
+                G,
+                None
+            ),
+        ],
+        &h,
+    );
+}
+
+#[test]
+fn families_that_hold_for_5_10() {
+    let h = h();
+    run(
+        &[
+            case!(
+                "POLL_CONTROL 1 at creation, 5.10",
+                "kvm-5.10",
+                Intel,
+                NONE,
+                0,
+                0x4b56_4d05,
+                None,
+                G,
+                val(1)
+            ),
+            case!(
+                "MTRRcap, 5.10",
+                "kvm-5.10",
+                Intel,
+                NONE,
+                0,
+                0xfe,
+                None,
+                G,
+                val(0x508)
+            ),
+            case!(
+                "MTRR deftype type 2, 5.10",
+                "kvm-5.10",
+                Intel,
+                NONE,
+                0,
+                0x2ff,
+                Some(0x802),
+                G,
+                GP
+            ),
+            case!(
+                "MTRR fixed round trip, 5.10",
+                "kvm-5.15",
+                Intel,
+                &[(0x250, 0x0606_0606_0606_0606, G)],
+                0,
+                0x250,
+                None,
+                G,
+                val(0x0606_0606_0606_0606)
+            ),
+            case!(
+                "async PF reserved bits, 5.10",
+                "kvm-5.10",
+                Intel,
+                NONE,
+                0,
+                0x4b56_4d02,
+                Some(0x30),
+                G,
+                GP
+            ),
+            case!(
+                "P6 PERFCTR0 without a PMU, 5.10",
+                "kvm-5.10",
+                Intel,
+                NONE,
+                0,
+                0xc1,
+                None,
+                G,
+                val(0)
+            ),
+            case!(
+                "PMC2 without a PMU, 5.10",
+                "kvm-5.10",
+                Intel,
+                NONE,
+                0,
+                0xc3,
+                None,
+                G,
+                GP
+            ),
+            // Not read in 5.10: speculation stays unmodeled there.
+            case!(
+                "SPEC_CTRL under 5.10",
+                "kvm-5.10",
+                Intel,
+                NONE,
+                0,
+                0x48,
+                None,
+                G,
+                None
+            ),
+        ],
+        &h,
+    );
+}
