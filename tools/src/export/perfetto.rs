@@ -156,7 +156,7 @@ pub struct PerfettoWriter<W: Write> {
     /// Its packet is reused for every track event (filled in place: no
     /// packet-sized moves per event).
     trace: Trace,
-    /// Names the current event interns first.
+    /// The names the current event is the first to use (written with it).
     interned: InternedData,
     buf: Vec<u8>,
 }
