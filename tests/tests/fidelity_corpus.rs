@@ -24,9 +24,9 @@ const FLOORS: &[(&str, f64)] = &[
     // (0.889 today). Left unmodelled: speculation MSRs, KERNEL_GS_BASE,
     // UCODE_REV/ARCH_CAPABILITIES writes, TSC reads (time), registers the
     // guest may change without an exit, read after it ran.
-    // (0.926 since the speculation MSRs are modelled.)
+    // (0.982 with the speculation MSRs and UCODE_REV host writes modelled.)
     ("qemu-seabios.kvt", 0.9),
-    // The same plus our guest's (0.931 today).
+    // The same plus our guest's (0.990 today).
     ("qemu-guest.kvt", 0.9),
     // QEMU without -no-reboot, `-append init-bsp`: the BSP INITs itself in
     // x2APIC mode, firmware resets the machine, the second boot reads
@@ -42,7 +42,7 @@ const FLOORS: &[(&str, f64)] = &[
     ("observe-feat-ctl.kvt", 1.0),
     ("observe-init-sipi.kvt", 1.0),
     ("observe-bit-probe.kvt", 0.9),
-    // MSR families of a public MSR test suite (0.949 today); the rest is
+    // MSR families of a public MSR test suite (0.950 today); the rest is
     // EFER and FS/GS/KERNEL_GS_BASE reads, learned (docs/learned-not-modelled.md).
     ("observe-msr-suite.kvt", 0.94),
     ("observe-msr-suite-bare.kvt", 0.94),

@@ -376,6 +376,11 @@ impl Engine {
             }),
             // kvm_set_msr_common MSR_IA32_UCODE_REV: a guest write is dropped.
             0x8b if !host => Some((R::Ok(0), &rules::TABLE_UCODE_GUEST, Store::None)),
+            // ...a host write is stored (microcode_version); unlike the other
+            // feature MSRs it stays writable after KVM_RUN
+            // (kvm_is_immutable_feature_msr: "all feature MSRs except uCode
+            // revID").
+            0x8b => Some(store(SLOT_UCODE_REV, data)),
             // MSR_PLATFORM_INFO and MSR_IA32_ARCH_CAPABILITIES: host only.
             0xce | 0x10a if !host => Some((R::Fault, &rules::TABLE_HOST_ONLY, Store::None)),
             // PERF_CAPABILITIES: a guest write fails (1 or 2 by release).

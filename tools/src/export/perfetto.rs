@@ -132,16 +132,14 @@ fn on_sequence() -> TracePacket {
     p
 }
 
-/// A timed packet carrying `ev`, with the interned names it introduces.
-fn timed(time_ns: u64, ev: TrackEvent, interned: InternedData) -> TracePacket {
-    let mut p = on_sequence();
-    p.set_timestamp(time_ns);
-    p.set_track_event(ev);
-    if !is_empty(&interned) {
-        p.interned_data = MessageField::some(interned);
-    }
-    p.set_sequence_flags(SequenceFlags::SEQ_NEEDS_INCREMENTAL_STATE as u32);
-    p
+/// The interning tables, borrowed beside the event being filled in.
+struct Tables<'a> {
+    names: &'a mut Table,
+    cats: &'a mut Table,
+    arg_names: &'a mut Table,
+    arg_values: &'a mut Table,
+    /// What the event adds (written with it).
+    new: &'a mut InternedData,
 }
 
 pub struct PerfettoWriter<W: Write> {
@@ -155,7 +153,11 @@ pub struct PerfettoWriter<W: Write> {
     last_time: u64,
     /// One packet at a time, encoded as a whole `Trace` holding it: the
     /// encodings of one-packet `Trace`s concatenate to the `Trace` of all.
+    /// Its packet is reused for every track event (filled in place: no
+    /// packet-sized moves per event).
     trace: Trace,
+    /// Names the current event interns first.
+    interned: InternedData,
     buf: Vec<u8>,
 }
 
@@ -171,8 +173,13 @@ impl<W: Write> PerfettoWriter<W> {
             vcpus: Vec::new(),
             last_time: 0,
             trace: Trace::new(),
+            interned: InternedData::new(),
             buf: Vec::with_capacity(512),
         };
+        let mut event = on_sequence();
+        event.set_sequence_flags(SequenceFlags::SEQ_NEEDS_INCREMENTAL_STATE as u32);
+        event.set_track_event(TrackEvent::new());
+        w.trace.packet.push(event);
         let mut process = TrackDescriptor::new();
         process.set_uuid(PROCESS_UUID);
         process.set_name(title.to_string());
@@ -188,14 +195,50 @@ impl<W: Write> PerfettoWriter<W> {
         Ok(w)
     }
 
-    /// Write one packet (`Trace.packet`, length-delimited).
-    fn packet(&mut self, p: TracePacket) -> std::io::Result<()> {
-        self.trace.packet.push(p);
+    /// Write `self.trace` (one packet).
+    fn write(&mut self) -> std::io::Result<()> {
         self.buf.clear();
-        let written = self.trace.write_to_vec(&mut self.buf);
-        self.trace.packet.clear();
-        written.map_err(std::io::Error::other)?;
+        self.trace
+            .write_to_vec(&mut self.buf)
+            .map_err(std::io::Error::other)?;
         self.out.write_all(&self.buf)
+    }
+
+    /// Write a packet that is not a track event (the track descriptors).
+    fn packet(&mut self, p: TracePacket) -> std::io::Result<()> {
+        let event = std::mem::replace(&mut self.trace.packet[0], p);
+        let written = self.write();
+        self.trace.packet[0] = event;
+        written
+    }
+
+    /// The reused track-event packet's event, cleared, and the interning
+    /// tables with the list of names this event adds.
+    fn begin(&mut self) -> (&mut TrackEvent, Tables<'_>) {
+        let ev = self.trace.packet[0].mut_track_event();
+        ev.clear();
+        (
+            ev,
+            Tables {
+                names: &mut self.names,
+                cats: &mut self.cats,
+                arg_names: &mut self.arg_names,
+                arg_values: &mut self.arg_values,
+                new: &mut self.interned,
+            },
+        )
+    }
+
+    /// Write the event `begin` gave, at `time_ns`, with the names it interned.
+    fn finish_event(&mut self, time_ns: u64) -> std::io::Result<()> {
+        let p = &mut self.trace.packet[0];
+        p.set_timestamp(time_ns);
+        if !is_empty(&self.interned) {
+            p.interned_data = MessageField::some(std::mem::take(&mut self.interned));
+        }
+        let written = self.write();
+        self.trace.packet[0].interned_data.clear();
+        written
     }
 
     fn track(&mut self, vcpu: u32) -> std::io::Result<()> {
@@ -259,12 +302,11 @@ impl<W: Write> PerfettoWriter<W> {
         name: Option<&str>,
         counter: Option<i64>,
     ) -> std::io::Result<()> {
-        let mut interned = InternedData::new();
-        let mut ev = TrackEvent::new();
+        let (ev, t) = self.begin();
         ev.set_type(kind);
         ev.set_track_uuid(track);
         if let Some(n) = name {
-            match self.names.intern(n, &mut interned.event_names, event_name) {
+            match t.names.intern(n, &mut t.new.event_names, event_name) {
                 Some(id) => ev.set_name_iid(id),
                 None => ev.set_name(n.to_string()),
             }
@@ -272,7 +314,7 @@ impl<W: Write> PerfettoWriter<W> {
         if let Some(v) = counter {
             ev.set_counter_value(v);
         }
-        self.packet(timed(time_ns, ev, interned))
+        self.finish_event(time_ns)
     }
 
     /// The exit-rate counter of `vcpu` for the window `st` counted, then 0
@@ -314,27 +356,31 @@ impl<W: Write> PerfettoWriter<W> {
         cat: &str,
         args: &[(String, Arg)],
     ) -> std::io::Result<()> {
-        let mut interned = InternedData::new();
-        let mut ev = TrackEvent::new();
-        ev.category_iids.extend(self.cats.intern(
-            cat,
-            &mut interned.event_categories,
-            event_category,
-        ));
+        let (ev, t) = self.begin();
+        ev.set_type(Type::TYPE_INSTANT);
+        ev.set_track_uuid(track);
+        match t.names.intern(name, &mut t.new.event_names, event_name) {
+            Some(id) => ev.set_name_iid(id),
+            None => ev.set_name(name.to_string()),
+        }
+        ev.category_iids.extend(
+            t.cats
+                .intern(cat, &mut t.new.event_categories, event_category),
+        );
         ev.debug_annotations.reserve(args.len());
         for (k, v) in args {
             let mut a = DebugAnnotation::new();
-            match self
+            match t
                 .arg_names
-                .intern(k, &mut interned.debug_annotation_names, annotation_name)
+                .intern(k, &mut t.new.debug_annotation_names, annotation_name)
             {
                 Some(id) => a.set_name_iid(id),
                 None => a.set_name(k.clone()),
             }
             match v {
-                Arg::Str(s) => match self.arg_values.intern(
+                Arg::Str(s) => match t.arg_values.intern(
                     s,
-                    &mut interned.debug_annotation_string_values,
+                    &mut t.new.debug_annotation_string_values,
                     interned_string,
                 ) {
                     Some(id) => a.set_string_value_iid(id),
@@ -344,16 +390,7 @@ impl<W: Write> PerfettoWriter<W> {
             }
             ev.debug_annotations.push(a);
         }
-        ev.set_type(Type::TYPE_INSTANT);
-        match self
-            .names
-            .intern(name, &mut interned.event_names, event_name)
-        {
-            Some(id) => ev.set_name_iid(id),
-            None => ev.set_name(name.to_string()),
-        }
-        ev.set_track_uuid(track);
-        self.packet(timed(time_ns, ev, interned))
+        self.finish_event(time_ns)
     }
 }
 
