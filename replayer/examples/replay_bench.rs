@@ -47,9 +47,24 @@ impl Clock {
 use kvmtrace_format::*;
 use kvmtrace_replayer::{Policy, replay_reader};
 
-const EIGHT: [&str; 8] = [
-    "host", "kvm-6.16", "kvm-6.15", "kvm-6.12", "kvm-6.7", "kvm-6.4", "kvm-6.2", "kvm-6.0",
-];
+/// `n` presets that differ pairwise for `header`, as `kvmtrace bench` picks
+/// them (`tools/src/commands/replay.rs` `distinct_policies`): the releases
+/// where rules change, newest first, `host` first.
+fn distinct(header: &TraceHeader, n: usize) -> Vec<String> {
+    let mut names = Policy::milestone_names();
+    names.reverse();
+    let mut chosen: Vec<(String, Policy)> = Vec::new();
+    for name in names {
+        let p = Policy::resolve(&name, header).expect("preset");
+        if chosen.iter().all(|(_, q)| q.first_difference(&p).is_some()) {
+            chosen.push((name, p));
+        }
+        if chosen.len() == n {
+            break;
+        }
+    }
+    chosen.into_iter().map(|(n, _)| n).collect()
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -96,6 +111,9 @@ fn main() {
         }
         w.finish().expect("finish");
     }
+    let eight = distinct(&h, 8);
+    let eight: Vec<&str> = eight.iter().map(String::as_str).collect();
+    println!("policies: {}", eight.join(" "));
     let run = |names: &[&str]| {
         let t = Clock::start();
         let mut r = TraceReader::open(&path).expect("open");
@@ -110,14 +128,14 @@ fn main() {
     let (mut t1, mut t8) = (f64::MAX, f64::MAX);
     for _ in 0..reps {
         if mode != "eight" {
-            let (t, rep) = run(&EIGHT[..1]);
+            let (t, rep) = run(&eight[..1]);
             t1 = t1.min(t);
             if std::env::var_os("SHOW").is_some() {
                 println!("{}", rep.render(3));
             }
         }
         if mode != "one" {
-            let (t, rep) = run(&EIGHT);
+            let (t, rep) = run(&eight);
             t8 = t8.min(t);
             if std::env::var_os("SHOW").is_some() {
                 println!("{}", rep.render(3));
