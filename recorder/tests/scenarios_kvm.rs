@@ -401,6 +401,18 @@ fn self_init() {
 }
 
 #[test]
+fn msr_suite() {
+    // The suites run to their end on both CPUID variants (their outcomes are
+    // checked against the model by the fidelity corpus, which holds both).
+    let ran = |t: &Trace| {
+        t.all_finished(1);
+        assert!(t.count(|e| matches!(e, Event::MsrWrite { .. })) > 0);
+    };
+    check("msr-suite", None, ran);
+    check("msr-suite-bare", None, ran);
+}
+
+#[test]
 fn msr_sweep() {
     check("msr-sweep", None, |t| {
         t.all_finished(1);
@@ -604,6 +616,17 @@ fn guest_view_intercept_vs_observe() {
     }
     let mut differ = Vec::new();
     for s in kvmtrace_recorder::scenarios() {
+        // The MSR suites read EFER and the segment bases, which the host model
+        // leaves learned (docs/learned-not-modelled.md): under intercept our
+        // VMM answers them itself, so the guest's view can differ from the
+        // kernel's there. Said, not hidden.
+        if s.name.starts_with("msr-suite") {
+            eprintln!(
+                "guest_view_intercept_vs_observe: {} not compared (EFER/segment-base reads are learned, not modelled)",
+                s.name
+            );
+            continue;
+        }
         let mut views = Vec::new();
         for mode in [CaptureMode::Intercept, CaptureMode::Observe] {
             let output = out_path(&format!("{}-{mode:?}", s.name));
