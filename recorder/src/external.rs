@@ -506,6 +506,7 @@ fn describe(
 /// is kept (nothing in `/proc` tells otherwise).
 struct TreeFilter {
     root: u32,
+    tgids: TgidResolver,
     /// tgid -> in the tree (bounded: cleared when full).
     seen: std::collections::HashMap<u32, bool>,
     dropped: u64,
@@ -517,6 +518,7 @@ impl TreeFilter {
     fn new(root: u32) -> TreeFilter {
         TreeFilter {
             root,
+            tgids: TgidResolver::new(),
             seen: std::collections::HashMap::new(),
             dropped: 0,
         }
@@ -543,6 +545,41 @@ impl TreeFilter {
     }
 }
 
+/// The process of each thread the capture shows, from `/proc` while the
+/// thread lives. The tgid column of `options/record-tgid` is not trusted
+/// first: the kernel prints `tgid_map[pid]`, which it refreshes only when the
+/// task is switched out after an event was recorded on its CPU, so a new
+/// thread whose pid was used before (pid_max wraps: 32768 here) is printed
+/// with the old owner's tgid for as long as it runs — seen here: a QEMU vCPU
+/// thread reported as a long-gone process, split into a VM of its own. The
+/// column is the fallback for a thread that already exited.
+struct TgidResolver {
+    known: std::collections::HashMap<u32, Option<u32>>,
+}
+
+impl TgidResolver {
+    /// Bound on remembered threads (cleared when full: a lookup again).
+    const MAX: usize = 8192;
+
+    fn new() -> TgidResolver {
+        TgidResolver {
+            known: std::collections::HashMap::new(),
+        }
+    }
+
+    fn tgid(&mut self, tid: u32, column: Option<u32>) -> Option<u32> {
+        if let Some(&t) = self.known.get(&tid) {
+            return t.or(column);
+        }
+        if self.known.len() >= Self::MAX {
+            self.known.clear();
+        }
+        let live = procfs::tgid_of(tid);
+        self.known.insert(tid, live);
+        live.or(column)
+    }
+}
+
 fn feed_raws(
     raws: Vec<kvmtrace_capture::tracefs::Raw>,
     splitter: &mut VmSplitter,
@@ -552,7 +589,8 @@ fn feed_raws(
     tree: &mut TreeFilter,
 ) -> Result<(), ExternalError> {
     let mut placed: Vec<(usize, Observed)> = Vec::new();
-    for r in raws {
+    for mut r in raws {
+        r.tgid = tree.tgids.tgid(r.tid, r.tgid);
         if !tree.keeps(r.tgid, r.tid) {
             tree.dropped += 1;
             continue;
@@ -802,6 +840,18 @@ pub fn record_external(
     }
     taps.take(&rx, &splitter, &mut outs);
     tap_events += taps.merged;
+    if !taps.waiting.is_empty() {
+        // A VM the VMM created but never ran (a probe VM, a failed start):
+        // its configuration ioctls have no trace to go to. Said, not dropped
+        // silently.
+        let vms: std::collections::BTreeSet<(u32, u32)> =
+            taps.waiting.iter().map(|e| (e.pid, e.vm)).collect();
+        note(&format!(
+            "record: {} ioctl-tap events of {} VM(s) that ran no vCPU while recorded are not in any trace",
+            taps.waiting.len(),
+            vms.len()
+        ));
+    }
     let lost = stats.overrun + stats.overflow + stats.bad_lines;
     let why = match (&stop, &exit) {
         (StopReason::VmmExited, Some(st)) => status_text(st),
