@@ -310,7 +310,13 @@ impl Engine {
             return;
         };
         match *set {
-            VmmSet::Sregs { apic_base, cr0, .. } => {
+            VmmSet::Sregs {
+                apic_base,
+                cr0,
+                efer,
+                ..
+            } => {
+                super::common::on_set_sregs(v, efer);
                 let old = if v.unknown & U_APIC_BASE == 0 {
                     v.apic_base
                 } else {
