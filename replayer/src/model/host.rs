@@ -49,6 +49,11 @@ macro_rules! hostrules {
 }
 
 hostrules! {
+    HOST_TSX_CTRL_VMX = "host TSX_CTRL write of RTM_DISABLE/CPUID_CLEAR accepted (vmx_set_msr: no CPUID check for the host; the user-return MSR exists where KVM advertises TSX_CTRL)", "all";
+    HOST_TSX_CTRL_VMX_BITS = "host TSX_CTRL write with bits other than RTM_DISABLE/CPUID_CLEAR refused (vmx_set_msr)", "all";
+    HOST_VIRT_SPEC_CTRL_VMX = "host VIRT_SPEC_CTRL access refused on VMX (no vmx/x86.c case; vmx_has_emulated_msr: AMD only, never advertised, so 6.12's suppression does not apply)", "all";
+    HOST_VIRT_SPEC_CTRL_SVM = "host VIRT_SPEC_CTRL write of 0 or SSBD accepted (svm_set_msr: no CPUID check for the host)", "all";
+    HOST_VIRT_SPEC_CTRL_SVM_BITS = "host VIRT_SPEC_CTRL write with bits other than SSBD refused (svm_set_msr)", "all";
     HOST_TSC_WRITE = "host IA32_TSC write accepted (kvm_set_msr_common: kvm_synchronize_tsc)", "all";
     HOST_HSAVE_WRITE = "host VM_HSAVE_PA write accepted (kvm_set_msr_common; svm_set_msr: no page_address_valid for the host)", "all";
     HOST_TSC_DEADLINE_WRITE = "host TSC_DEADLINE write accepted (kvm_set_msr_common: kvm_set_lapic_tscdeadline_msr)", "all";
@@ -257,6 +262,29 @@ impl Engine {
                 .host
                 .smi_count
                 .map(|x| (R::Ok(x), &HOST_SMI_COUNT_READ, Store::None)),
+            // The speculation-control MSRs QEMU writes (0) and reads at every
+            // vCPU reset, by vendor (the same in 5.10 and 6.18); pvm's own
+            // answer is the vendor table's (`model::pmu`, HostSpecMsrsZero).
+            _ if self.policy.switches.ignore_msrs => None,
+            (0x122, Some(d)) if self.policy.vendor == crate::policy::Vendor::Intel => {
+                if d & !3 != 0 {
+                    Some((R::Fault, &HOST_TSX_CTRL_VMX_BITS, Store::None))
+                } else if self.host_trace.advertises(0x122) {
+                    ok(&HOST_TSX_CTRL_VMX)
+                } else {
+                    None
+                }
+            }
+            (0xc001_011f, _) if self.policy.vendor == crate::policy::Vendor::Intel => {
+                Some((R::Fault, &HOST_VIRT_SPEC_CTRL_VMX, Store::None))
+            }
+            (0xc001_011f, Some(d)) if self.policy.vendor == crate::policy::Vendor::Amd => {
+                if d & !4 != 0 {
+                    Some((R::Fault, &HOST_VIRT_SPEC_CTRL_SVM_BITS, Store::None))
+                } else {
+                    ok(&HOST_VIRT_SPEC_CTRL_SVM)
+                }
+            }
             _ => None,
         }
     }
@@ -1175,5 +1203,52 @@ mod tests {
             "{}",
             d.explanation
         );
+    }
+
+    /// QEMU's host accesses of TSX_CTRL and VIRT_SPEC_CTRL by vendor: the
+    /// same answer in every release (no host-write difference by release).
+    #[test]
+    fn speculation_msrs_by_vendor() {
+        let mut h = wrap(true, 0);
+        h.host.msr_index_list = vec![0x122, 0xc001_011f];
+        for preset in ["kvm-5.10", "kvm-6.0", "kvm-6.12", "kvm-6.18"] {
+            let intel = engine(preset, Vendor::Intel, &h);
+            assert_eq!(
+                intel.msr_write(0, 0x122, 0, H).outcome,
+                Some(MsrOutcome::Ok)
+            );
+            assert_eq!(
+                intel.msr_write(0, 0x122, 3, H).outcome,
+                Some(MsrOutcome::Ok)
+            );
+            assert_eq!(
+                intel.msr_write(0, 0x122, 4, H).outcome,
+                Some(MsrOutcome::InjectGp)
+            );
+            for (i, w) in [(0xc001_011f, Some(0)), (0xc001_011f, None)] {
+                let p = match w {
+                    Some(x) => intel.msr_write(0, i, x, H),
+                    None => intel.msr_read(0, i, H),
+                };
+                assert_eq!(p.outcome, Some(MsrOutcome::InjectGp), "{preset}");
+                assert!(p.rule.name.contains("vmx_has_emulated_msr"), "{}", p.rule);
+            }
+            let amd = engine(preset, Vendor::Amd, &h);
+            assert_eq!(
+                amd.msr_write(0, 0xc001_011f, 0, H).outcome,
+                Some(MsrOutcome::Ok)
+            );
+            assert_eq!(
+                amd.msr_write(0, 0xc001_011f, 4, H).outcome,
+                Some(MsrOutcome::Ok)
+            );
+            assert_eq!(
+                amd.msr_write(0, 0xc001_011f, 1, H).outcome,
+                Some(MsrOutcome::InjectGp)
+            );
+            // Values read back and AMD's TSX_CTRL are not decided here.
+            assert_eq!(amd.msr_read(0, 0xc001_011f, H).outcome, None);
+            assert_eq!(intel.msr_read(0, 0x122, H).outcome, None);
+        }
     }
 }
