@@ -924,6 +924,33 @@ impl Lane {
                 self.engine.apply_init(vcpu, &merged);
                 d
             }
+            Event::VmmState { set, result } => {
+                // The VMM's state ioctl: its result under this policy
+                // (`model::host`), folded as this policy's kernel would.
+                let (po, rule) = self.engine.vmm_state_result(vcpu, set);
+                let Some(po) = po else {
+                    self.engine.apply_config(rec);
+                    return Verdict::Unmodeled;
+                };
+                self.engine.apply_vmm_state(vcpu, set, po);
+                if (po == 0) == (*result == 0) && (po == 0 || po == *result) {
+                    return Verdict::Agree;
+                }
+                let field = format!("{} result", set.ioctl());
+                let view = |r: i32| OutcomeView::State {
+                    field: field.clone(),
+                    value: kvmtrace_format::ioctl_result(r),
+                };
+                Verdict::Diverge(Pending {
+                    views: Views::Built {
+                        recorded: view(*result),
+                        policy: view(po),
+                    },
+                    rule: *rule,
+                    consequence_of: None,
+                    ends_guest: false,
+                })
+            }
             _ => {
                 self.engine.apply_config(rec);
                 Verdict::NoOutcome
