@@ -461,7 +461,7 @@ hostrules! {
 /// Before 6.0 (ed2351174e38) `KVM_VCPUEVENT_VALID_TRIPLE_FAULT` is an unknown
 /// flag: the switch names the change, so the report cites it.
 pub const VMM_EVENTS_NO_TRIPLE_FAULT: Rule = Rule {
-    name: "vcpu_events_triple_fault=false: KVM_SET_VCPU_EVENTS with KVM_VCPUEVENT_VALID_TRIPLE_FAULT (0x20) refused, an unknown flag (kvm_vcpu_ioctl_x86_set_vcpu_events)",
+    name: "vcpu_events_triple_fault=false: KVM_SET_VCPU_EVENTS with KVM_VCPUEVENT_VALID_TRIPLE_FAULT (0x20) refused, an unknown flag (kvm_vcpu_ioctl_x86_set_vcpu_events); a VMM sets it only after KVM_CAP_X86_TRIPLE_FAULT_EVENT (6.0+) is there, so on this kernel it would not have sent it: the missing capability is the difference",
     section: "§0",
     release: "≤5.19",
 };
