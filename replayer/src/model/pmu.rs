@@ -156,9 +156,7 @@ impl Engine {
             // vmx_handle_intel_pt_intr requests a PMI without a counter.
             return true;
         }
-        !self
-            .pmu_shape(v)
-            .is_some_and(|s| s.gp == 0 && s.fixed == 0)
+        !self.pmu_shape(v).is_some_and(|s| s.gp == 0 && s.fixed == 0)
     }
 
     /// `intel_pmu_refresh` / `amd_pmu_refresh`; `None` when a CPUID leaf it
