@@ -97,6 +97,8 @@ pub struct Selection {
     pub vcpu: Option<u32>,
     /// Hand every selected divergence out through `take_stream` (not kept).
     pub stream: bool,
+    /// List the unmodeled outcomes by kind (`PolicyReport::unmodeled_kinds`).
+    pub unmodeled_kinds: bool,
 }
 
 impl Default for Selection {
@@ -107,6 +109,7 @@ impl Default for Selection {
             behaviour: None,
             vcpu: None,
             stream: false,
+            unmodeled_kinds: false,
         }
     }
 }
@@ -179,6 +182,7 @@ impl Replay {
     /// Which divergences to keep in full or stream (counts stay exact).
     pub fn with_selection(mut self, sel: Selection) -> Replay {
         for l in &mut self.lanes {
+            l.unmodeled_kinds = sel.unmodeled_kinds.then(UnmodeledKinds::default);
             l.sel = sel.clone();
         }
         self
@@ -248,9 +252,15 @@ impl Replay {
         self.interesting.clear();
         for (i, r) in records.iter().enumerate() {
             let skippable = match &r.event {
-                Event::MsrRead { index, outcome, .. } => {
+                Event::MsrRead {
+                    index,
+                    outcome,
+                    origin,
+                    ..
+                } => {
                     !self.handles.handles(*index, false)
                         && !matches!(outcome, MsrOutcome::VmFailed { .. })
+                        && crate::model::clock_read_rule(*index, *origin).is_none()
                 }
                 Event::MsrWrite { index, outcome, .. } => {
                     !self.handles.handles(*index, true)
@@ -459,6 +469,65 @@ struct Lane {
     stream: Vec<(usize, Divergence)>,
     /// Tally kernel-decided outcomes per behaviour (`fidelity`).
     kernel_tally: bool,
+    /// Unmodeled outcomes by kind: (count, first seq), when the selection
+    /// asks (`Selection::unmodeled_kinds`).
+    unmodeled_kinds: Option<UnmodeledKinds>,
+}
+
+/// Unmodeled outcomes by kind, bounded: kinds past the bound are counted
+/// together (an adversarial trace can name 2^32 MSRs).
+#[derive(Default)]
+struct UnmodeledKinds {
+    kinds: std::collections::HashMap<String, (u64, u64)>,
+    overflow: (u64, u64),
+}
+
+impl UnmodeledKinds {
+    const MAX_KINDS: usize = 4096;
+
+    fn note(&mut self, rec: &Record) {
+        let what = crate::report::unmodeled_kind(&rec.event);
+        let at_bound = self.kinds.len() >= Self::MAX_KINDS;
+        match self.kinds.get_mut(&what) {
+            Some(k) => k.0 += 1,
+            None if at_bound => {
+                if self.overflow.0 == 0 {
+                    self.overflow.1 = rec.seq;
+                }
+                self.overflow.0 += 1;
+            }
+            None => {
+                self.kinds.insert(what, (1, rec.seq));
+            }
+        }
+    }
+
+    /// Most frequent first; equal counts by first occurrence (deterministic).
+    fn into_list(self) -> Vec<crate::report::UnmodeledKind> {
+        let mut v: Vec<crate::report::UnmodeledKind> = self
+            .kinds
+            .into_iter()
+            .map(|(what, (count, first_seq))| crate::report::UnmodeledKind {
+                what,
+                count,
+                first_seq,
+            })
+            .collect();
+        if self.overflow.0 > 0 {
+            v.push(crate::report::UnmodeledKind {
+                what: format!("(other kinds, past {} listed)", Self::MAX_KINDS),
+                count: self.overflow.0,
+                first_seq: self.overflow.1,
+            });
+        }
+        v.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then(a.first_seq.cmp(&b.first_seq))
+                .then(a.what.cmp(&b.what))
+        });
+        v
+    }
 }
 
 struct Alias {
@@ -512,6 +581,7 @@ impl Lane {
             sel,
             stream: Vec::new(),
             kernel_tally: false,
+            unmodeled_kinds: None,
         }
     }
 
@@ -583,6 +653,11 @@ impl Lane {
         if self.ended.is_none() && self.engine.unknown_msrs_unmodeled() {
             self.report.outcomes += gap;
             self.report.unmodeled += gap;
+            if let Some(k) = &mut self.unmodeled_kinds {
+                for r in &records[from..to] {
+                    k.note(r);
+                }
+            }
             if self.kernel_tally {
                 for r in &records[from..to] {
                     if r.event.decided_by() == Some(DecidedBy::Kernel) {
@@ -626,6 +701,9 @@ impl Lane {
             Verdict::Unmodeled => {
                 self.report.outcomes += 1;
                 self.report.unmodeled += 1;
+                if let Some(k) = &mut self.unmodeled_kinds {
+                    k.note(rec);
+                }
                 self.tally(rec, |t| t.unmodeled += 1);
             }
             Verdict::Diverge(d) => {
@@ -672,6 +750,25 @@ impl Lane {
                 ..
             } => {
                 let (p, _) = self.engine.decide_msr_ref(vcpu, *index, None, *origin);
+                if p.outcome.is_none()
+                    && *p.rule == crate::rules::UNMODELED
+                    && let Some(rule) = crate::model::clock_read_rule(*index, *origin)
+                {
+                    // The read succeeds; its number is the clock's.
+                    return match outcome {
+                        MsrOutcome::Value(_) => Verdict::Agree,
+                        _ => Verdict::Diverge(Pending {
+                            views: Views::Msr {
+                                recorded: *outcome,
+                                policy: MsrOutcome::Value(0),
+                                origin: *origin,
+                            },
+                            rule: *rule,
+                            consequence_of: None,
+                            ends_guest: false,
+                        }),
+                    };
+                }
                 let Some(po) = p.outcome else {
                     match outcome {
                         MsrOutcome::VmFailed { .. } => self.engine.kill(vcpu, rec.seq),
@@ -827,6 +924,33 @@ impl Lane {
                 self.engine.apply_init(vcpu, &merged);
                 d
             }
+            Event::VmmState { set, result } => {
+                // The VMM's state ioctl: its result under this policy
+                // (`model::host`), folded as this policy's kernel would.
+                let (po, rule) = self.engine.vmm_state_result(vcpu, set);
+                let Some(po) = po else {
+                    self.engine.apply_config(rec);
+                    return Verdict::Unmodeled;
+                };
+                self.engine.apply_vmm_state(vcpu, set, po);
+                if (po == 0) == (*result == 0) && (po == 0 || po == *result) {
+                    return Verdict::Agree;
+                }
+                let field = format!("{} result", set.ioctl());
+                let view = |r: i32| OutcomeView::State {
+                    field: field.clone(),
+                    value: kvmtrace_format::ioctl_result(r),
+                };
+                Verdict::Diverge(Pending {
+                    views: Views::Built {
+                        recorded: view(*result),
+                        policy: view(po),
+                    },
+                    rule: *rule,
+                    consequence_of: None,
+                    ends_guest: false,
+                })
+            }
             _ => {
                 self.engine.apply_config(rec);
                 Verdict::NoOutcome
@@ -973,6 +1097,9 @@ impl Lane {
 
     /// The report of this lane's policy, then one per alias.
     fn finish(mut self) -> Vec<PolicyReport> {
+        if let Some(k) = self.unmodeled_kinds.take() {
+            self.report.unmodeled_kinds = k.into_list();
+        }
         let r = &mut self.report;
         r.agreement = if r.modelled == 0 {
             0.0

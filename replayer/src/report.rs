@@ -426,6 +426,79 @@ pub struct PolicyReport {
     /// the replay tallies them (`fidelity`).
     #[serde(skip)]
     pub kernel_decided: [Tally; 7],
+    /// The unmodeled outcomes by kind, most frequent first (only when the
+    /// selection asks: `--unmodeled`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmodeled_kinds: Vec<UnmodeledKind>,
+}
+
+/// Unmodeled outcomes of one kind (`unmodeled_kind`): how many, the first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnmodeledKind {
+    pub what: String,
+    pub count: u64,
+    pub first_seq: u64,
+}
+
+/// What kind of outcome an event is, for the unmodeled listing: the access
+/// and how the recording answered it, without values or addresses (an MSR
+/// read that returned a value is one kind, whatever the value).
+pub fn unmodeled_kind(e: &Event) -> String {
+    let answered = |o: &MsrOutcome, origin: &Origin| match (origin, o) {
+        (_, MsrOutcome::Value(_)) => "value",
+        (Origin::Host, MsrOutcome::Ok) => "accepted",
+        (Origin::Host, MsrOutcome::InjectGp) => "refused",
+        (_, MsrOutcome::Ok) => "ok",
+        (_, MsrOutcome::InjectGp) => "#GP",
+        (_, MsrOutcome::UserExit { .. }) => "exit to user space",
+        (_, MsrOutcome::VmFailed { .. }) => "KVM_RUN failed",
+    };
+    let by = |d: Option<DecidedBy>| match d {
+        Some(DecidedBy::Vmm) => " (the VMM decided)",
+        _ => "",
+    };
+    match e {
+        Event::MsrRead {
+            index,
+            origin,
+            outcome,
+            decided_by,
+            ..
+        } => format!(
+            "{} {} -> {}{}",
+            match origin {
+                Origin::Guest => "guest RDMSR",
+                Origin::Host => "host KVM_GET_MSRS",
+            },
+            msr_label(*index),
+            answered(outcome, origin),
+            by(Some(*decided_by))
+        ),
+        Event::MsrWrite {
+            index,
+            origin,
+            outcome,
+            decided_by,
+            ..
+        } => format!(
+            "{} {} -> {}{}",
+            match origin {
+                Origin::Guest => "guest WRMSR",
+                Origin::Host => "host KVM_SET_MSRS",
+            },
+            msr_label(*index),
+            answered(outcome, origin),
+            by(Some(*decided_by))
+        ),
+        Event::Monitor { .. } => format!("MONITOR{}", by(e.decided_by())),
+        Event::Mwait { .. } => format!("MWAIT{}", by(e.decided_by())),
+        Event::Shutdown { .. } => format!("triple-fault shutdown{}", by(e.decided_by())),
+        _ => {
+            // The rest names no address or value worth hiding.
+            let d = describe_event(e);
+            d.split(':').next().unwrap_or(&d).to_string()
+        }
+    }
 }
 
 impl PolicyReport {
@@ -448,6 +521,7 @@ impl PolicyReport {
             modelled: 0,
             kept: Vec::new(),
             kernel_decided: [Tally::default(); 7],
+            unmodeled_kinds: Vec::new(),
         }
     }
 
@@ -572,6 +646,34 @@ impl ReplayReport {
         }
         o
     }
+}
+
+/// The unmodeled outcomes of a policy by kind (`--unmodeled`), at most
+/// `max` kinds: what no rule of the policy decides, so a user sees where
+/// coverage goes.
+pub fn render_unmodeled(p: &PolicyReport, max: usize) -> String {
+    let mut o = String::new();
+    if p.unmodeled_kinds.is_empty() {
+        return o;
+    }
+    let _ = writeln!(
+        o,
+        "\n{}: unmodeled outcomes by kind ({} outcomes, {} kinds; most frequent first)",
+        p.name,
+        p.unmodeled,
+        p.unmodeled_kinds.len()
+    );
+    for k in p.unmodeled_kinds.iter().take(max) {
+        let _ = writeln!(o, "  {:>8}  {}  (first #{})", k.count, k.what, k.first_seq);
+    }
+    if p.unmodeled_kinds.len() > max {
+        let _ = writeln!(
+            o,
+            "  ... {} more kinds (--limit 0 lists all)",
+            p.unmodeled_kinds.len() - max
+        );
+    }
+    o
 }
 
 /// One divergence in a few lines: where, what, recorded vs policy, why.

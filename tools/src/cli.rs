@@ -196,6 +196,11 @@ pub struct ReplayArgs {
     /// Only divergences on this vCPU.
     #[arg(long)]
     pub vcpu: Option<u32>,
+    /// Also list the outcomes each policy does not model, by kind (MSR and
+    /// how the recording answered, MONITOR, …), most frequent first; --limit
+    /// bounds the kinds shown (JSON: every kind).
+    #[arg(long)]
+    pub unmodeled: bool,
 }
 
 #[derive(Debug, Clone, Args)]

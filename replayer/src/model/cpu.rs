@@ -348,6 +348,9 @@ impl Engine {
             for &(i, x) in &s.msrs {
                 super::common::teach(v, i, x);
             }
+            // The VMM's KVM_SET_SREGS after RESET (untapped in our own
+            // recordings) sets EFER and the segment bases.
+            v.regs_known &= super::REGS_KNOWN_AT_RESET;
         }
     }
 

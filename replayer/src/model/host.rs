@@ -49,12 +49,17 @@ macro_rules! hostrules {
 }
 
 hostrules! {
+    HOST_TSX_CTRL_VMX = "host TSX_CTRL write of RTM_DISABLE/CPUID_CLEAR accepted (vmx_set_msr: no CPUID check for the host; the user-return MSR exists where KVM advertises TSX_CTRL)", "all";
+    HOST_TSX_CTRL_VMX_BITS = "host TSX_CTRL write with bits other than RTM_DISABLE/CPUID_CLEAR refused (vmx_set_msr)", "all";
+    HOST_VIRT_SPEC_CTRL_VMX = "host VIRT_SPEC_CTRL access refused on VMX (no vmx/x86.c case; vmx_has_emulated_msr: AMD only, never advertised, so 6.12's suppression does not apply)", "all";
+    HOST_VIRT_SPEC_CTRL_SVM = "host VIRT_SPEC_CTRL write of 0 or SSBD accepted (svm_set_msr: no CPUID check for the host)", "all";
+    HOST_VIRT_SPEC_CTRL_SVM_BITS = "host VIRT_SPEC_CTRL write with bits other than SSBD refused (svm_set_msr)", "all";
     HOST_TSC_WRITE = "host IA32_TSC write accepted (kvm_set_msr_common: kvm_synchronize_tsc)", "all";
     HOST_HSAVE_WRITE = "host VM_HSAVE_PA write accepted (kvm_set_msr_common; svm_set_msr: no page_address_valid for the host)", "all";
     HOST_TSC_DEADLINE_WRITE = "host TSC_DEADLINE write accepted (kvm_set_msr_common: kvm_set_lapic_tscdeadline_msr)", "all";
-    HOST_TSC_DEADLINE_ZERO = "TSC_DEADLINE reads 0 after a 0 write (kvm_get_lapic_tscdeadline_msr; zeroed on expiry and mode change)", "all";
+    HOST_TSC_DEADLINE_ZERO = "TSC_DEADLINE reads 0 after a 0 write or from vCPU creation with the VMM tapped from its start (kvm_get_lapic_tscdeadline_msr; zeroed on expiry and mode change)", "all";
     HOST_SMI_COUNT_WRITE = "host SMI_COUNT write stored (kvm_set_msr_common: host only)", "all";
-    HOST_SMI_COUNT_READ = "SMI_COUNT holds the value stored: no SMM (KVM_CAP_X86_SMM 0), no SMI (kvm_get_msr_common)", "all";
+    HOST_SMI_COUNT_READ = "SMI_COUNT holds the value stored (0 from vCPU creation with the VMM tapped from its start): no SMM (KVM_CAP_X86_SMM 0), no SMI (kvm_get_msr_common)", "all";
 }
 
 /// A host read, or host write of 0, of an MSR the recording host advertises
@@ -114,6 +119,18 @@ pub struct HostRegs {
     /// The last TSC_DEADLINE write the trace showed stored 0 (or was ignored
     /// outside TSC-deadline mode): the read returns 0.
     pub tsc_deadline_zero: bool,
+}
+
+impl HostRegs {
+    /// At `KVM_CREATE_VCPU`: `smi_count` 0 (the vCPU is zero-allocated, and
+    /// INIT/RESET do not touch it), the TSC deadline 0 (`kvm_create_lapic`;
+    /// and `kvm_get_lapic_tscdeadline_msr` returns 0 outside TSC-deadline mode).
+    pub(crate) fn at_creation() -> HostRegs {
+        HostRegs {
+            smi_count: Some(0),
+            tsc_deadline_zero: true,
+        }
+    }
 }
 
 impl HostTrace {
@@ -257,6 +274,29 @@ impl Engine {
                 .host
                 .smi_count
                 .map(|x| (R::Ok(x), &HOST_SMI_COUNT_READ, Store::None)),
+            // The speculation-control MSRs QEMU writes (0) and reads at every
+            // vCPU reset, by vendor (the same in 5.10 and 6.18); pvm's own
+            // answer is the vendor table's (`model::pmu`, HostSpecMsrsZero).
+            _ if self.policy.switches.ignore_msrs => None,
+            (0x122, Some(d)) if self.policy.vendor == crate::policy::Vendor::Intel => {
+                if d & !3 != 0 {
+                    Some((R::Fault, &HOST_TSX_CTRL_VMX_BITS, Store::None))
+                } else if self.host_trace.advertises(0x122) {
+                    ok(&HOST_TSX_CTRL_VMX)
+                } else {
+                    None
+                }
+            }
+            (0xc001_011f, _) if self.policy.vendor == crate::policy::Vendor::Intel => {
+                Some((R::Fault, &HOST_VIRT_SPEC_CTRL_VMX, Store::None))
+            }
+            (0xc001_011f, Some(d)) if self.policy.vendor == crate::policy::Vendor::Amd => {
+                if d & !4 != 0 {
+                    Some((R::Fault, &HOST_VIRT_SPEC_CTRL_SVM_BITS, Store::None))
+                } else {
+                    ok(&HOST_VIRT_SPEC_CTRL_SVM)
+                }
+            }
             _ => None,
         }
     }
@@ -310,7 +350,13 @@ impl Engine {
             return;
         };
         match *set {
-            VmmSet::Sregs { apic_base, cr0, .. } => {
+            VmmSet::Sregs {
+                apic_base,
+                cr0,
+                efer,
+                ..
+            } => {
+                super::common::on_set_sregs(v, efer);
                 let old = if v.unknown & U_APIC_BASE == 0 {
                     v.apic_base
                 } else {
@@ -328,6 +374,17 @@ impl Engine {
             VmmSet::Lapic(page) => {
                 let x2 = v.unknown & U_APIC_BASE == 0 && v.x2apic_mode();
                 v.lapic.forget_all();
+                if x2 {
+                    // The x2APIC ID after the page (`kvm_apic_state_fixup`):
+                    // with the x2APIC API's 32-bit IDs the page's ID must be
+                    // the vcpu_id; without, 5.10 stores the page's ID >> 24
+                    // and later releases keep the vcpu_id. An xAPIC-layout
+                    // ID of the vcpu_id (or 0 on vCPU 0) gives the vcpu_id
+                    // either way; any other leaves it unknown.
+                    let me = v.id;
+                    v.id_known = v.id_known
+                        && ((me < 256 && page.id == me << 24) || (me == 0 && page.id == 0));
+                }
                 if x2 {
                     for (off, val) in page.regs() {
                         let index = 0x800 + u32::from(off >> 4);
@@ -350,6 +407,207 @@ impl Engine {
             }
             VmmSet::Mce { bank, .. } => forget_mce_bank(v, usize::from(bank)),
             VmmSet::Regs { .. } | VmmSet::VcpuEvents(_) => {}
+        }
+    }
+}
+
+// ---- What the kernel answers a VMM state ioctl (the `result` of `VmmState`) ----
+//
+// Read in 5.10 and 6.18 x86.c/lapic.c (the same failure paths in both unless
+// said): every failure below is -EINVAL.
+// - `KVM_SET_REGS` (`kvm_arch_vcpu_ioctl_set_regs`): no failure path but a
+//   guest with protected state (SEV-ES since 5.11, TDX since 6.16).
+// - `KVM_SET_SREGS`/`SREGS2` (`__set_sregs_common`): `kvm_valid_sregs` /
+//   `kvm_is_valid_sregs` (EFER.LME with CR0.PG needs CR4.PAE and EFER.LMA;
+//   otherwise EFER.LMA and CS.L must be clear; CR4 reserved bits from the
+//   guest CPUID; 5.13+: CR3 legal in long mode; later releases also CR0),
+//   then `kvm_set_apic_base`/`kvm_apic_set_base(.., host_initiated = true)`
+//   (reserved bits, EXTD without EN). The model decides the APIC base as a
+//   host write of MSR 0x1b, predicts a failure of either check, and a success
+//   only for `KVM_SET_SREGS` outside long mode with CR4 in bits 0-10 (never
+//   reserved) and a CR0 every release accepts; `KVM_SET_SREGS2` also fails on
+//   its `flags` (PDPTRS_VALID outside PAE paging), which the trace does not
+//   hold, so its success stays unmodelled.
+// - `KVM_SET_MP_STATE` (`kvm_arch_vcpu_ioctl_set_mpstate`): without an
+//   in-kernel LAPIC only RUNNABLE; INIT_RECEIVED/SIPI_RECEIVED fail while
+//   INIT is latched (SMM, VMX root, GIF=0), decided only on vendor pvm with
+//   `KVM_CAP_X86_SMM` 0; states beyond SIPI_RECEIVED (AP_RESET_HOLD, s390's)
+//   are validated differently across releases (not read): unmodelled.
+// - `KVM_SET_VCPU_EVENTS` (`kvm_vcpu_ioctl_x86_set_vcpu_events`): unknown
+//   flags; TRIPLE_FAULT (0x20) before 6.0 (ed2351174e38) is one, from 6.0 it
+//   needs `KVM_CAP_X86_TRIPLE_FAULT_EVENT` and PAYLOAD (0x10)
+//   `KVM_CAP_EXCEPTION_PAYLOAD`, whose enabling the trace does not hold
+//   (unmodelled); an injected exception with a vector above 31 or NMI (2).
+// - `KVM_SET_LAPIC` (`kvm_vcpu_ioctl_set_lapic`, `kvm_apic_state_fixup`): no
+//   in-kernel LAPIC; in x2APIC mode with the x2APIC API's 32-bit IDs
+//   (`KVM_CAP_X2APIC_API`, not in the trace) an ID other than the vcpu_id. So
+//   a page whose ID is the vcpu_id (or any page in xAPIC mode) is accepted.
+// - `KVM_X86_SET_MCE` (`kvm_vcpu_ioctl_x86_set_mce`): a bank at or beyond
+//   MCG_CAP's count, or a STATUS without VAL (bit 63); otherwise 0 (the
+//   error may be dropped, or end in a triple fault, never an ioctl error).
+
+const EINVAL: i32 = -22;
+
+hostrules! {
+    VMM_REGS_OK = "KVM_SET_REGS accepted (kvm_arch_vcpu_ioctl_set_regs: fails only for a guest with protected state)", "all";
+    VMM_SREGS_APIC_BASE = "KVM_SET_SREGS refused: illegal APIC base (kvm_apic_set_base, host_initiated: reserved bits or EXTD without EN)", "all";
+    VMM_SREGS_LONG_MODE = "KVM_SET_SREGS refused: EFER.LME/LMA, CR0.PG, CR4.PAE and CS.L inconsistent (kvm_is_valid_sregs)", "all";
+    VMM_SREGS_OK = "KVM_SET_SREGS accepted (kvm_is_valid_sregs outside long mode, CR4 bits 0-10 only, legal APIC base)", "all";
+    VMM_MP_STATE_NO_LAPIC = "KVM_SET_MP_STATE refused: only RUNNABLE without an in-kernel LAPIC (kvm_arch_vcpu_ioctl_set_mpstate)", "all";
+    VMM_MP_STATE_OK = "KVM_SET_MP_STATE accepted (kvm_arch_vcpu_ioctl_set_mpstate: a valid state, INIT not latched)", "all";
+    VMM_EVENTS_FLAGS = "KVM_SET_VCPU_EVENTS refused: unknown flags (kvm_vcpu_ioctl_x86_set_vcpu_events)", "all";
+    VMM_EVENTS_VECTOR = "KVM_SET_VCPU_EVENTS refused: injected exception vector > 31 or NMI (kvm_vcpu_ioctl_x86_set_vcpu_events)", "all";
+    VMM_EVENTS_OK = "KVM_SET_VCPU_EVENTS accepted (kvm_vcpu_ioctl_x86_set_vcpu_events: known flags, valid vector)", "all";
+    VMM_LAPIC_NO_LAPIC = "KVM_SET_LAPIC refused: no in-kernel LAPIC (kvm_arch_vcpu_ioctl)", "all";
+    VMM_LAPIC_OK = "KVM_SET_LAPIC accepted (kvm_apic_state_fixup: xAPIC mode, or the page's ID is the vcpu_id)", "all";
+    VMM_MCE_BANK = "KVM_X86_SET_MCE refused: bank beyond MCG_CAP's count or STATUS without VAL (kvm_vcpu_ioctl_x86_set_mce)", "all";
+    VMM_MCE_OK = "KVM_X86_SET_MCE accepted (kvm_vcpu_ioctl_x86_set_mce)", "all";
+}
+
+/// Before 6.0 (ed2351174e38) `KVM_VCPUEVENT_VALID_TRIPLE_FAULT` is an unknown
+/// flag: the switch names the change, so the report cites it.
+pub const VMM_EVENTS_NO_TRIPLE_FAULT: Rule = Rule {
+    name: "vcpu_events_triple_fault=false: KVM_SET_VCPU_EVENTS with KVM_VCPUEVENT_VALID_TRIPLE_FAULT (0x20) refused, an unknown flag (kvm_vcpu_ioctl_x86_set_vcpu_events); a VMM sets it only after KVM_CAP_X86_TRIPLE_FAULT_EVENT (6.0+) is there, so on this kernel it would not have sent it: the missing capability is the difference",
+    section: "§0",
+    release: "≤5.19",
+};
+
+/// `KVM_VCPUEVENT_VALID_*` before 6.0, and the TRIPLE_FAULT flag 6.0 added.
+const EVENTS_VALID_5_10: u32 = 0x1f;
+const EVENTS_TRIPLE_FAULT: u32 = 0x20;
+
+impl Engine {
+    /// What the kernel answers `set` on `vcpu` under this policy: `Some(0)`
+    /// or `Some(-errno)`, with the rule; `None` where the answer depends on
+    /// what the trace does not hold (the module comment above).
+    pub(crate) fn vmm_state_result(&self, vcpu: u32, set: &VmmSet) -> (Option<i32>, RuleRef) {
+        let unmodeled = (None, &crate::rules::UNMODELED);
+        if vcpu as usize >= crate::state::MAX_VCPUS {
+            return unmodeled;
+        }
+        let v = self.vcpu_state(vcpu);
+        let vendor = self.policy.vendor;
+        // A success needs a guest without protected state: no SEV-ES on
+        // vendor amd, no TDX on vendor intel from 6.16, none on pvm.
+        let unprotected = match vendor {
+            crate::policy::Vendor::Pvm => true,
+            crate::policy::Vendor::Intel => {
+                crate::presets::parse_release(&self.policy.release).is_some_and(|r| r < (6, 16))
+            }
+            crate::policy::Vendor::Amd => false,
+        };
+        let ok = |rule| {
+            if unprotected {
+                (Some(0), rule)
+            } else {
+                (None, &crate::rules::UNMODELED)
+            }
+        };
+        let lapic = self.vm.irqchip_known.then(|| self.vm.lapic_in_kernel());
+        match *set {
+            VmmSet::Regs { .. } => ok(&VMM_REGS_OK),
+            VmmSet::Sregs {
+                apic_base,
+                cr0,
+                cr4,
+                efer,
+                cs,
+                sregs2,
+            } => {
+                const LME: u64 = 1 << 8;
+                const LMA: u64 = 1 << 10;
+                const PG: u64 = 1 << 31;
+                const PAE: u64 = 1 << 5;
+                let long = efer & LME != 0 && cr0 & PG != 0;
+                let cs_l = cs.attr & (1 << 13) != 0;
+                if (long && (cr4 & PAE == 0 || efer & LMA == 0))
+                    || (!long && (efer & LMA != 0 || cs_l))
+                {
+                    return (Some(EINVAL), &VMM_SREGS_LONG_MODE);
+                }
+                let (base, _) = self.decide_msr_base(
+                    vcpu,
+                    0x1b,
+                    Some(apic_base),
+                    kvmtrace_format::Origin::Host,
+                );
+                match base.outcome {
+                    Some(kvmtrace_format::MsrOutcome::InjectGp) => {
+                        (Some(EINVAL), &VMM_SREGS_APIC_BASE)
+                    }
+                    Some(kvmtrace_format::MsrOutcome::Ok) => {
+                        // CR0 every release accepts (kvm_is_valid_cr0): no
+                        // bits 63:32, no NW without CD, no PG without PE.
+                        const NW: u64 = 1 << 29;
+                        const CD: u64 = 1 << 30;
+                        let cr0_ok = cr0 >> 32 == 0
+                            && (cr0 & NW == 0 || cr0 & CD != 0)
+                            && (cr0 & PG == 0 || cr0 & 1 != 0);
+                        let amd_svme =
+                            vendor == crate::policy::Vendor::Amd && efer & (1 << 12) != 0;
+                        if !sregs2 && !long && cr0_ok && cr4 & !0x7ff == 0 && !amd_svme {
+                            ok(&VMM_SREGS_OK)
+                        } else {
+                            unmodeled
+                        }
+                    }
+                    _ => unmodeled,
+                }
+            }
+            VmmSet::MpState { mp_state } => match (lapic, mp_state) {
+                (Some(false), 0) => ok(&VMM_MP_STATE_OK),
+                (Some(false), _) => (Some(EINVAL), &VMM_MP_STATE_NO_LAPIC),
+                (Some(true), 0 | 1 | 3) => ok(&VMM_MP_STATE_OK),
+                (Some(true), 2 | 4)
+                    if vendor == crate::policy::Vendor::Pvm && self.host_trace.no_smm =>
+                {
+                    ok(&VMM_MP_STATE_OK)
+                }
+                _ => unmodeled,
+            },
+            VmmSet::VcpuEvents(e) => {
+                if e.flags & !(EVENTS_VALID_5_10 | EVENTS_TRIPLE_FAULT) != 0 {
+                    return (Some(EINVAL), &VMM_EVENTS_FLAGS);
+                }
+                if e.flags & EVENTS_TRIPLE_FAULT != 0 {
+                    return if self.policy.switches.vcpu_events_triple_fault {
+                        unmodeled
+                    } else {
+                        (Some(EINVAL), &VMM_EVENTS_NO_TRIPLE_FAULT)
+                    };
+                }
+                // PAYLOAD (cap not in the trace), SMM (SMM state not recorded).
+                if e.flags & (0x10 | 0x08) != 0 {
+                    return unmodeled;
+                }
+                // Without PAYLOAD, `exception.pending` is cleared first.
+                if e.exception_injected && (e.exception_nr > 31 || e.exception_nr == 2) {
+                    return (Some(EINVAL), &VMM_EVENTS_VECTOR);
+                }
+                ok(&VMM_EVENTS_OK)
+            }
+            VmmSet::Lapic(page) => match lapic {
+                Some(false) => (Some(EINVAL), &VMM_LAPIC_NO_LAPIC),
+                Some(true) => {
+                    let xapic = v.unknown & U_APIC_BASE == 0 && !v.x2apic_mode();
+                    if xapic || (v.id_known && page.id == v.id) {
+                        ok(&VMM_LAPIC_OK)
+                    } else {
+                        unmodeled
+                    }
+                }
+                None => unmodeled,
+            },
+            VmmSet::Mce { bank, status, .. } => {
+                if v.unknown & U_MCG_CAP != 0 {
+                    return unmodeled;
+                }
+                if u64::from(bank) >= v.mcg_cap & 0xff || status >> 63 == 0 {
+                    (Some(EINVAL), &VMM_MCE_BANK)
+                } else {
+                    (Some(0), &VMM_MCE_OK)
+                }
+            }
         }
     }
 }
@@ -671,8 +929,10 @@ mod tests {
                 let guest = matches!(i, 0x10 | 0x6e0).then_some(MsrOutcome::Ok);
                 assert_eq!(e.msr_write(0, i, x, G).outcome, guest, "{i:#x}");
             }
-            assert_eq!(e.msr_read(0, 0x34, H).outcome, None);
-            assert_eq!(e.msr_read(0, 0x6e0, H).outcome, None);
+            // Tapped from the start: the creation values (0) until a fold.
+            let zero = read_known.then_some(MsrOutcome::Value(0));
+            assert_eq!(e.msr_read(0, 0x34, H).outcome, zero);
+            assert_eq!(e.msr_read(0, 0x6e0, H).outcome, Some(MsrOutcome::Value(0)));
             fold(&mut e, 0x34, Some(3), H, MsrOutcome::Ok);
             fold(&mut e, 0x6e0, Some(0), H, MsrOutcome::Ok);
             let want = read_known.then_some(MsrOutcome::Value(3));
@@ -716,5 +976,322 @@ mod tests {
             Some(MsrOutcome::InjectGp)
         );
         assert_eq!(e.msr_write(0, 0x1b, 0xfee0_0900, G).outcome, None);
+    }
+
+    /// A header whose VM has an in-kernel irqchip and a complete CPUID
+    /// (x2APIC, MAXPHYADDR 39): the APIC base is decidable.
+    fn irqchip_header(irqchip: kvmtrace_format::Irqchip) -> TraceHeader {
+        let mut h = header("kvm_intel", false, 1 << 21);
+        h.vm.irqchip = Some(irqchip);
+        h.vm.cpuid.push(kvmtrace_format::CpuidEntry {
+            function: 0x8000_0008,
+            eax: 39,
+            ..Default::default()
+        });
+        h
+    }
+
+    fn events(flags: u32, exception_nr: Option<u8>) -> VmmSet {
+        VmmSet::VcpuEvents(kvmtrace_format::VcpuEventsSet {
+            flags,
+            exception_injected: exception_nr.is_some(),
+            exception_nr: exception_nr.unwrap_or(0),
+            ..Default::default()
+        })
+    }
+
+    /// `kvm_vcpu_ioctl_x86_set_vcpu_events`: QEMU 7.2's flags 0x31 (NMI_PENDING,
+    /// PAYLOAD, TRIPLE_FAULT) are refused before 6.0 (ed2351174e38), and
+    /// depend on caps the trace does not hold from 6.0.
+    #[test]
+    fn vcpu_events_result_by_release() {
+        let h = irqchip_header(kvmtrace_format::Irqchip::Kernel);
+        for (preset, qemu) in [
+            ("kvm-5.10", Some(-22)),
+            ("kvm-5.19", Some(-22)),
+            ("kvm-6.0", None),
+        ] {
+            let e = engine(preset, Vendor::Intel, &h);
+            let (r, rule) = e.vmm_state_result(0, &events(0x31, None));
+            assert_eq!(r, qemu, "{preset}");
+            if r.is_some() {
+                let cite = rule.citation().unwrap();
+                assert!(
+                    cite.contains("ed2351174e38") && cite.contains("(6.0)"),
+                    "{cite}"
+                );
+            }
+            // Known flags, no exception: accepted by every release.
+            assert_eq!(
+                e.vmm_state_result(0, &events(0x3, None)).0,
+                Some(0),
+                "{preset}"
+            );
+            // An unknown flag, an injected NMI or vector 32: refused everywhere.
+            assert_eq!(e.vmm_state_result(0, &events(0x40, None)).0, Some(-22));
+            assert_eq!(e.vmm_state_result(0, &events(0x1, Some(2))).0, Some(-22));
+            assert_eq!(e.vmm_state_result(0, &events(0x1, Some(32))).0, Some(-22));
+            assert_eq!(e.vmm_state_result(0, &events(0x1, Some(14))).0, Some(0));
+            // PAYLOAD or SMM alone: the caps / SMM state are not in the trace.
+            assert_eq!(e.vmm_state_result(0, &events(0x11, None)).0, None);
+            assert_eq!(e.vmm_state_result(0, &events(0x9, None)).0, None);
+        }
+        // A success needs a guest without protected state: never asserted on
+        // vendor amd (SEV-ES), nor on intel from 6.16 (TDX); failures hold.
+        let amd = engine("kvm-6.18", Vendor::Amd, &h);
+        assert_eq!(amd.vmm_state_result(0, &events(0x3, None)).0, None);
+        assert_eq!(amd.vmm_state_result(0, &events(0x40, None)).0, Some(-22));
+        let tdx = engine("kvm-6.16", Vendor::Intel, &h);
+        assert_eq!(tdx.vmm_state_result(0, &events(0x3, None)).0, None);
+        let pvm = engine("kvm-6.18", Vendor::Pvm, &h);
+        assert_eq!(pvm.vmm_state_result(0, &events(0x3, None)).0, Some(0));
+    }
+
+    /// `kvm_arch_vcpu_ioctl_set_mpstate`.
+    #[test]
+    fn mp_state_result() {
+        use kvmtrace_format::Irqchip;
+        let none = engine("kvm-6.12", Vendor::Intel, &irqchip_header(Irqchip::None));
+        let mp = |e: &Engine, s| e.vmm_state_result(0, &VmmSet::MpState { mp_state: s }).0;
+        assert_eq!(mp(&none, 0), Some(0));
+        assert_eq!(mp(&none, 3), Some(-22));
+        assert_eq!(mp(&none, 2), Some(-22));
+        let kernel = engine("kvm-5.10", Vendor::Intel, &irqchip_header(Irqchip::Kernel));
+        for s in [0, 1, 3] {
+            assert_eq!(mp(&kernel, s), Some(0), "{s}");
+        }
+        // INIT may be latched (SMM, VMX root): decided on pvm without SMM only;
+        // states past SIPI_RECEIVED are validated differently by release.
+        assert_eq!(mp(&kernel, 2), None);
+        assert_eq!(mp(&kernel, 9), None);
+        let mut h = irqchip_header(Irqchip::Kernel);
+        h.host.caps.push((117, 0));
+        let pvm = engine("kvm-6.18", Vendor::Pvm, &h);
+        assert_eq!(mp(&pvm, 2), Some(0));
+        assert_eq!(mp(&pvm, 4), Some(0));
+    }
+
+    /// `kvm_vcpu_ioctl_x86_set_mce` needs MCG_CAP: a bank past its count or a
+    /// STATUS without VAL is -EINVAL, anything else 0.
+    #[test]
+    fn set_mce_result() {
+        let mut e = engine("kvm-5.10", Vendor::Intel, &wrap(true, 0));
+        let mce = |bank, status| VmmSet::Mce {
+            bank,
+            status,
+            addr: 0,
+            misc: 0,
+            mcg_status: 5,
+        };
+        assert_eq!(e.vmm_state_result(0, &mce(1, 1 << 63)).0, None);
+        e.apply(&rec(0, Event::SetupMce { mcg_cap: 0x10a }));
+        assert_eq!(
+            e.vmm_state_result(0, &mce(1, 0xbd80_0000_0000_0134)).0,
+            Some(0)
+        );
+        assert_eq!(e.vmm_state_result(0, &mce(9, 1 << 63)).0, Some(0));
+        assert_eq!(e.vmm_state_result(0, &mce(10, 1 << 63)).0, Some(-22));
+        assert_eq!(e.vmm_state_result(0, &mce(1, 0x134)).0, Some(-22));
+    }
+
+    /// `kvm_vcpu_ioctl_set_lapic`: no in-kernel LAPIC; in x2APIC mode an ID
+    /// other than the vcpu_id depends on the x2APIC API (not in the trace).
+    /// The page teaches the x2APIC ID where every release agrees on it.
+    #[test]
+    fn set_lapic_result_and_apic_id() {
+        use kvmtrace_format::{Irqchip, LapicPage};
+        let page = |id| {
+            VmmSet::Lapic(LapicPage {
+                id,
+                svr: 0x1ff,
+                ..Default::default()
+            })
+        };
+        let none = engine("kvm-6.18", Vendor::Intel, &irqchip_header(Irqchip::None));
+        assert_eq!(none.vmm_state_result(0, &page(0)).0, Some(-22));
+        let mut e = engine("kvm-6.18", Vendor::Pvm, &irqchip_header(Irqchip::Kernel));
+        // xAPIC mode: any ID.
+        assert_eq!(e.vmm_state_result(1, &page(0x0500_0000)).0, Some(0));
+        // x2APIC mode on vCPU 1.
+        let mut r = rec(
+            0,
+            Event::msr_access(
+                0x1b,
+                Some(0xfee0_0c00),
+                G,
+                MsrOutcome::Ok,
+                DecidedBy::Kernel,
+                None,
+            ),
+        );
+        r.vcpu = 1;
+        e.apply(&r);
+        assert!(e.vcpu_state(1).x2apic_mode());
+        assert_eq!(e.vmm_state_result(1, &page(1)).0, Some(0));
+        assert_eq!(e.vmm_state_result(1, &page(1 << 24)).0, None);
+        assert_eq!(e.vmm_state_result(1, &page(7)).0, None);
+        // The xAPIC-layout ID of the vcpu_id: the x2APIC ID stays 1.
+        let mut r = rec(1, vmm(page(1 << 24), 0));
+        r.vcpu = 1;
+        e.apply(&r);
+        assert_eq!(e.msr_read(1, 0x802, G).outcome, Some(MsrOutcome::Value(1)));
+        // ID 1 in the 32-bit layout: 5.10 without the x2APIC API stores 0.
+        let mut r = rec(2, vmm(page(1), 0));
+        r.vcpu = 1;
+        e.apply(&r);
+        assert_eq!(e.msr_read(1, 0x802, G).outcome, None);
+    }
+
+    /// `__set_sregs_common`: the checks every release makes; a KVM_SET_SREGS2
+    /// success also depends on its flags, which the trace does not hold.
+    #[test]
+    fn set_sregs_result() {
+        let h = irqchip_header(kvmtrace_format::Irqchip::Kernel);
+        let e = engine("kvm-5.10", Vendor::Intel, &h);
+        let s = |apic_base, cr0, efer, sregs2| VmmSet::Sregs {
+            apic_base,
+            cr0,
+            cr4: 0,
+            efer,
+            cs: Default::default(),
+            sregs2,
+        };
+        let qemu = 0x6000_0010;
+        assert_eq!(
+            e.vmm_state_result(0, &s(0xfee0_0900, qemu, 0, false)).0,
+            Some(0)
+        );
+        assert_eq!(
+            e.vmm_state_result(0, &s(0xfee0_0900, qemu, 0, true)).0,
+            None
+        );
+        // Reserved APIC base bit, EXTD without EN, EFER.LMA outside long mode.
+        for (base, efer) in [(0xfee0_0901, 0), (0xfee0_0500, 0), (0xfee0_0900, 1 << 10)] {
+            for sregs2 in [false, true] {
+                let (r, rule) = e.vmm_state_result(0, &s(base, qemu, efer, sregs2));
+                assert_eq!(r, Some(-22), "{base:#x} {efer:#x}");
+                assert!(
+                    rule.name.starts_with("KVM_SET_SREGS refused"),
+                    "{}",
+                    rule.name
+                );
+            }
+        }
+        // Long mode (CR3 legality) and a CR0 later releases refuse: unmodelled.
+        let long = (1u64 << 8) | (1 << 10);
+        assert_eq!(
+            e.vmm_state_result(0, &s(0xfee0_0900, 0x8000_0011, long, false))
+                .0,
+            Some(-22)
+        );
+        assert_eq!(
+            e.vmm_state_result(0, &s(0xfee0_0900, 0x8000_0001, 0, false))
+                .0,
+            Some(0)
+        );
+        assert_eq!(
+            e.vmm_state_result(0, &s(0xfee0_0900, 0x2000_0000, 0, false))
+                .0,
+            None
+        );
+    }
+
+    /// Replay: a VMM state ioctl the policy's kernel would refuse is a
+    /// divergence citing the change; `host` agrees, and the policy's refusal
+    /// is what it folds.
+    #[test]
+    fn replay_compares_vmm_state_results() {
+        let h = irqchip_header(kvmtrace_format::Irqchip::Kernel);
+        let recs = vec![
+            rec(0, vmm(events(0x31, None), 0)),
+            rec(1, vmm(events(0x1, None), 0)),
+        ];
+        let policies = vec![
+            crate::policy::Policy::preset("kvm-5.19", Vendor::Intel).unwrap(),
+            crate::policy::Policy::preset("kvm-6.0", Vendor::Intel).unwrap(),
+        ];
+        let r = crate::replay::replay(&h, &recs, policies);
+        let (old, new) = (&r.policies[0], &r.policies[1]);
+        assert_eq!((old.divergences, old.modelled, old.unmodeled), (1, 2, 0));
+        assert_eq!((new.divergences, new.modelled, new.unmodeled), (0, 1, 1));
+        let d = old.first.as_ref().unwrap();
+        assert_eq!(d.seq, 0);
+        assert!(d.explanation.contains("ed2351174e38"), "{}", d.explanation);
+        assert!(
+            d.explanation
+                .contains("failed: Invalid argument (errno 22)"),
+            "{}",
+            d.explanation
+        );
+    }
+
+    /// QEMU's host accesses of TSX_CTRL and VIRT_SPEC_CTRL by vendor: the
+    /// same answer in every release (no host-write difference by release).
+    #[test]
+    fn speculation_msrs_by_vendor() {
+        let mut h = wrap(true, 0);
+        h.host.msr_index_list = vec![0x122, 0xc001_011f];
+        for preset in ["kvm-5.10", "kvm-6.0", "kvm-6.12", "kvm-6.18"] {
+            let intel = engine(preset, Vendor::Intel, &h);
+            assert_eq!(
+                intel.msr_write(0, 0x122, 0, H).outcome,
+                Some(MsrOutcome::Ok)
+            );
+            assert_eq!(
+                intel.msr_write(0, 0x122, 3, H).outcome,
+                Some(MsrOutcome::Ok)
+            );
+            assert_eq!(
+                intel.msr_write(0, 0x122, 4, H).outcome,
+                Some(MsrOutcome::InjectGp)
+            );
+            for (i, w) in [(0xc001_011f, Some(0)), (0xc001_011f, None)] {
+                let p = match w {
+                    Some(x) => intel.msr_write(0, i, x, H),
+                    None => intel.msr_read(0, i, H),
+                };
+                assert_eq!(p.outcome, Some(MsrOutcome::InjectGp), "{preset}");
+                assert!(p.rule.name.contains("vmx_has_emulated_msr"), "{}", p.rule);
+            }
+            let amd = engine(preset, Vendor::Amd, &h);
+            assert_eq!(
+                amd.msr_write(0, 0xc001_011f, 0, H).outcome,
+                Some(MsrOutcome::Ok)
+            );
+            assert_eq!(
+                amd.msr_write(0, 0xc001_011f, 4, H).outcome,
+                Some(MsrOutcome::Ok)
+            );
+            assert_eq!(
+                amd.msr_write(0, 0xc001_011f, 1, H).outcome,
+                Some(MsrOutcome::InjectGp)
+            );
+            // Values read back and AMD's TSX_CTRL are not decided here.
+            assert_eq!(amd.msr_read(0, 0xc001_011f, H).outcome, None);
+            assert_eq!(intel.msr_read(0, 0x122, H).outcome, None);
+        }
+    }
+
+    /// With the VMM tapped from its start, the host-only registers hold their
+    /// creation values (SMI_COUNT 0, TSC_DEADLINE 0) until an event shows
+    /// otherwise; without the tap (attach, import) they stay unknown, and a
+    /// lost-events record forgets the deadline.
+    #[test]
+    fn host_only_registers_from_creation() {
+        for tap in [true, false] {
+            let mut e = engine("kvm-6.18", Vendor::Pvm, &wrap(tap, 0));
+            let want = tap.then_some(MsrOutcome::Value(0));
+            assert_eq!(e.msr_read(1, 0x34, H).outcome, want, "tap {tap}");
+            assert_eq!(e.msr_read(1, 0x6e0, H).outcome, want, "tap {tap}");
+            e.apply(&rec(
+                0,
+                Event::Lost {
+                    source: kvmtrace_format::LostSource::Tracefs,
+                    count: 3,
+                },
+            ));
+            assert_eq!(e.msr_read(1, 0x6e0, H).outcome, None);
+            assert_eq!(e.msr_read(1, 0x34, H).outcome, want);
+        }
     }
 }

@@ -43,5 +43,6 @@ pub fn switches() -> Switches {
         lapic_regs: false,
         x2apic_icr_reserved_gp: false,
         cmd_msrs_common: false,
+        vcpu_events_triple_fault: false,
     }
 }

@@ -188,6 +188,7 @@ fn selection(args: &ReplayArgs) -> anyhow::Result<Selection> {
         behaviour,
         vcpu: args.vcpu,
         stream: args.json,
+        unmodeled_kinds: args.unmodeled,
     })
 }
 
@@ -280,6 +281,15 @@ pub fn run(args: &ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
             Some(n) => n,
         };
         out.write_all(r.report.render(shown).as_bytes())?;
+        let kinds = match args.limit {
+            None => 25,
+            Some(0) => usize::MAX,
+            Some(n) => n,
+        };
+        for p in &r.report.policies {
+            let text = kvmtrace_replayer::report::render_unmodeled(p, kinds);
+            out.write_all(text.as_bytes())?;
+        }
         let source = config_source(&args.file);
         if !source.is_exact() {
             writeln!(
