@@ -120,6 +120,7 @@ impl Engine {
             template.cpuid_complete = false;
             template.cpuid.leaves = 0;
         }
+        let host_trace = crate::model::HostTrace::of(header);
         let mut e = Engine {
             policy,
             vm,
@@ -130,7 +131,7 @@ impl Engine {
             header_cpuid: header.vm.cpuid.clone(),
             header_mcg_cap: header.vm.mcg_cap,
             imported,
-            host_trace: crate::model::HostTrace::of(header),
+            host_trace,
             supported: state::CpuidBits::from_entries(&header.host.supported_cpuid),
             hooks: Default::default(),
             header_irqchip_known: header.vm.irqchip.is_some(),
@@ -183,6 +184,12 @@ impl Engine {
             v.unknown = state::U_ALL;
             v.cpuid_complete = false;
             v.cpuid.leaves = 0;
+        }
+        // The ioctl tap saw the VMM from its start: every host write is in
+        // the trace, so the host-only registers hold their creation values
+        // until one shows (`model::host`).
+        if self.host_trace.vmm_msrs_seen {
+            v.host = crate::model::HostRegs::at_creation();
         }
         if !self.header_cpuid.is_empty() {
             set_cpuid_on(
@@ -357,6 +364,12 @@ impl Engine {
             Event::UserSpaceMsr { mask } => self.set_user_space_msr(*mask),
             Event::SetupMce { mcg_cap } => self.setup_mce(rec.vcpu, *mcg_cap),
             Event::VmmState { set, result } => self.apply_vmm_state(rec.vcpu, set, *result),
+            // Events the capture lost may hold a guest TSC_DEADLINE write.
+            Event::Lost { .. } => {
+                for v in &mut self.vcpus {
+                    v.host.tsc_deadline_zero = false;
+                }
+            }
             Event::End {
                 reason: kvmtrace_format::EndReason::VmFailed { .. },
             } => self.kill(rec.vcpu, rec.seq),
@@ -398,6 +411,12 @@ impl Engine {
         outcome: &MsrOutcome,
         store: Store,
     ) {
+        // An MSR write of a vCPU with another vCPU's INIT in flight: whether
+        // it came before or after the INIT is not in the trace, so what it
+        // stored in the LAPIC is not known (model::lapic `PendingInit`).
+        let init_in_flight = self
+            .vcpu_mut(vcpu)
+            .is_some_and(|v| v.lapic.pending.take().is_some());
         match outcome {
             MsrOutcome::Ok if let Store::Lapic(st) = store => self.apply_lapic(vcpu, st),
             MsrOutcome::Ok if let Store::WallClock(x) = store => self.vm.wall_clock = x,
@@ -409,6 +428,9 @@ impl Engine {
             }
             MsrOutcome::VmFailed { .. } => self.kill(vcpu, seq),
             _ => {}
+        }
+        if init_in_flight && let Some(v) = self.vcpu_mut(vcpu) {
+            v.lapic.forget_all();
         }
     }
 

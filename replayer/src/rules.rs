@@ -159,6 +159,9 @@ rules! {
     TABLE_EFER_RESERVED = "EFER bit no KVM enables in efer_reserved_bits (set_efer r=1)", "§0", "6.0+";
     TABLE_EFER_WRITE = "EFER write of SCE/LME/LMA/NX accepted: host, or guest with the CPUID bits and LME unchanged (set_efer)", "§0", "6.0+";
     TABLE_EFER_CPUID = "guest EFER LME/LMA without CPUID LM, NX without NX, SVME without SVM or FFXSR without FFXSR (__kvm_valid_efer / efer_reserved_bits r=1)", "§0", "6.0+";
+    TABLE_EFER_READ = "EFER read returns vcpu->arch.efer: the last accepted write with LMA kept (set_efer, kvm_get_msr_common MSR_EFER)", "§0", "6.0+";
+    TABLE_EFER_LME_PAGING = "guest EFER write changing LME with LMA set, i.e. paging on (set_efer: is_paging r=1)", "§0", "6.0+";
+    TABLE_SEG_BASE_READ = "FS/GS/KERNEL_GS_BASE read returns the value last written (vendor get_msr)", "§0", "6.0+";
     TABLE_TSC_AUX_HIGH = "TSC_AUX bits 63:32 for an Intel-compatible guest", "§0", "6.0+";
     TABLE_UCODE_GUEST = "guest write of UCODE_REV ignored", "§0", "6.0+";
     TABLE_HOST_ONLY = "MSR writable by the host only", "§0", "6.0+";

@@ -32,10 +32,21 @@ use crate::state::{
 use super::msr::{R, Store};
 
 /// Slots of the registers in `VcpuState::regs`.
-pub const NREGS: usize = 41;
-/// EFER as last written or read: only its LME bit is used (LMA follows
-/// CR0.PG, which no event shows; reads are not predicted).
-const SLOT_EFER: usize = 40;
+pub const NREGS: usize = 45;
+/// EFER (`vcpu->arch.efer`) as last written, read or set by `KVM_SET_SREGS`.
+/// Its known bit covers every bit but LMA; LMA follows CR0.PG, which no
+/// event shows, so it has a known bit of its own ([`SLOT_EFER_LMA`]).
+pub(crate) const SLOT_EFER: usize = 40;
+/// Not a register: the known bit of EFER.LMA in `regs[SLOT_EFER]`. Set only
+/// where LMA cannot change without an EFER write the trace shows: LME = LMA
+/// (LME clear: enabling paging leaves LMA clear; both set: long mode is
+/// active and only leaving it, which 64-bit code does not do, clears LMA).
+/// With LME set and LMA clear, the next CR0.PG write sets LMA unseen.
+const SLOT_EFER_LMA: usize = 41;
+/// FS_BASE, GS_BASE, KERNEL_GS_BASE as last written or read. A segment
+/// load or SWAPGS changes them without an exit; a guest that does either
+/// between a write and a read is what the `learned` list warns about.
+const SLOT_FS_BASE: usize = 42;
 /// `vcpu->arch.time`: MSR_KVM_SYSTEM_TIME and _NEW (0 after kvmclock_reset).
 const SLOT_KVM_TIME: usize = 38;
 /// `msr_kvm_poll_control`: 1 from `kvm_arch_vcpu_postcreate` ("poll control
@@ -51,8 +62,17 @@ const SLOT_TSC_AUX: usize = 7;
 /// Registers whose value at RESET (vCPU creation) is 0 in every vendor's
 /// create/reset path: SYSENTER_*, STAR/LSTAR/CSTAR/SFMASK, TSC_AUX, MTRRs.
 /// UCODE_REV and PLATFORM_INFO are vendor/quirk-stuffed: taught only.
-pub const REGS_KNOWN_AT_RESET: u64 =
-    ((1u64 << NREGS) - 1) & !(1 << SLOT_UCODE_REV) & !(1 << SLOT_PLATFORM_INFO);
+/// EFER and the FS/GS bases are not: the VMM sets them with `KVM_SET_SREGS`
+/// before the first run (kvmtrace's own VMM without a `VmmState` event), so
+/// they are known only from a tapped `KVM_SET_SREGS`, a write or a read.
+/// KERNEL_GS_BASE is 0 at RESET and not part of `kvm_sregs`.
+pub const REGS_KNOWN_AT_RESET: u64 = ((1u64 << NREGS) - 1)
+    & !(1 << SLOT_UCODE_REV)
+    & !(1 << SLOT_PLATFORM_INFO)
+    & !(1 << SLOT_EFER)
+    & !(1 << SLOT_EFER_LMA)
+    & !(1 << SLOT_FS_BASE)
+    & !(1 << (SLOT_FS_BASE + 1));
 
 /// The register values at RESET (vCPU creation): 0 but POLL_CONTROL (1).
 pub const REGS_AT_RESET: [u64; NREGS] = {
@@ -82,6 +102,7 @@ pub const fn reg_slot(index: u32) -> Option<usize> {
         0x12 | 0x4b56_4d01 => SLOT_KVM_TIME,
         0x4b56_4d05 => SLOT_POLL_CONTROL,
         0xc000_0080 => SLOT_EFER,
+        0xc000_0100..=0xc000_0102 => SLOT_FS_BASE + (index - 0xc000_0100) as usize,
         _ => return None,
     })
 }
@@ -280,8 +301,22 @@ impl Engine {
                 (R::FaultOrUnknown, &rules::TABLE_NO_HYPERV)
             }
             _ if !in_kvm_ranges(index) => (R::Unknown, &rules::TABLE_UNKNOWN),
-            // EFER.LMA follows CR0.PG (no event): a read teaches, never predicted.
-            0xc000_0080 => return None,
+            // kvm_get_msr_common MSR_EFER: vcpu->arch.efer, where every bit
+            // including LMA is known (see SLOT_EFER_LMA); else a read teaches.
+            0xc000_0080 => {
+                let both = (1 << SLOT_EFER) | (1 << SLOT_EFER_LMA);
+                if v.regs_known & both != both {
+                    return None;
+                }
+                (R::Ok(v.regs[SLOT_EFER]), &rules::TABLE_EFER_READ)
+            }
+            // The vendor's get_msr returns the segment base / kernel_gs_base.
+            0xc000_0100..=0xc000_0102 => match reg_slot(index) {
+                Some(s) if v.regs_known & (1 << s) != 0 => {
+                    (R::Ok(v.regs[s]), &rules::TABLE_SEG_BASE_READ)
+                }
+                _ => return None,
+            },
             _ => match reg_slot(index) {
                 Some(s) if v.regs_known & (1 << s) != 0 => {
                     let rule = if is_mtrr(index) {
@@ -444,7 +479,8 @@ impl Engine {
             // segment loads and SWAPGS change them without an exit.
             0xc000_0100..=0xc000_0102 => {
                 if canonical(data, 48) {
-                    Some((R::Ok(0), &rules::TABLE_SEG_BASE_WRITE, Store::None))
+                    let s = reg_slot(index).unwrap_or(SLOT_FS_BASE);
+                    Some((R::Ok(0), &rules::TABLE_SEG_BASE_WRITE, Store::Reg(s, data)))
                 } else if !canonical(data, 57) {
                     Some((R::Fault, &rules::TABLE_NONCANONICAL, Store::None))
                 } else {
@@ -475,10 +511,18 @@ impl Engine {
             // changes only by EFER writes, so an unchanged LME needs no
             // paging state; a changed one does (CR0.PG: not in the trace).
             0xc000_0080 if data & !EFER_DECIDED == 0 => {
+                // set_efer keeps the old LMA whoever writes (Store::apply
+                // decides whether it is known afterwards).
+                let lma_known = v.regs_known & (1 << SLOT_EFER_LMA) != 0;
+                let old_lma = if lma_known {
+                    v.regs[SLOT_EFER] & EFER_LMA
+                } else {
+                    0
+                };
                 let accept = Some((
                     R::Ok(0),
                     &rules::TABLE_EFER_WRITE,
-                    Store::Reg(SLOT_EFER, data),
+                    Store::Reg(SLOT_EFER, (data & !EFER_LMA) | old_lma),
                 ));
                 if host {
                     return accept;
@@ -492,9 +536,17 @@ impl Engine {
                 }
                 let lm_ok = data & (EFER_LME | EFER_LMA) == 0 || c.lm;
                 let nx_ok = data & EFER_NX == 0 || c.nx;
-                let same_lme = v.regs_known & (1 << SLOT_EFER) != 0
-                    && (v.regs[SLOT_EFER] ^ data) & EFER_LME == 0;
-                (lm_ok && nx_ok && same_lme).then_some(accept).flatten()
+                if !(lm_ok && nx_ok) {
+                    return None;
+                }
+                let lme_known = v.regs_known & (1 << SLOT_EFER) != 0;
+                let lme_changes = (v.regs[SLOT_EFER] ^ data) & EFER_LME != 0;
+                // set_efer: is_paging() && LME changes -> 1. LMA set means
+                // long mode is active, so paging is on.
+                if lme_known && lme_changes && lma_known && old_lma != 0 {
+                    return Some((R::Fault, &rules::TABLE_EFER_LME_PAGING, Store::None));
+                }
+                (lme_known && !lme_changes).then_some(accept).flatten()
             }
             // A Xen guest's hypercall-page MSR can be any index (writes only).
             _ if c.xen => None,
@@ -507,12 +559,57 @@ impl Engine {
     }
 }
 
+/// EFER is known to hold `value` (a read, or a `KVM_SET_SREGS` that set
+/// it): LMA too where it cannot change unseen (LME = LMA, [`SLOT_EFER_LMA`]).
+pub(crate) fn know_efer(v: &mut VcpuState, value: u64) {
+    v.regs[SLOT_EFER] = value;
+    v.regs_known |= 1 << SLOT_EFER;
+    set_efer_lma_known(v, true);
+}
+
+/// After EFER changed to `regs[SLOT_EFER]`: LMA stays known where it was
+/// (`was_known`) and cannot change without an EFER write (LME = LMA).
+fn set_efer_lma_known(v: &mut VcpuState, was_known: bool) {
+    let x = v.regs[SLOT_EFER];
+    let stable = (x & EFER_LME != 0) == (x & EFER_LMA != 0);
+    if was_known && stable {
+        v.regs_known |= 1 << SLOT_EFER_LMA;
+    } else {
+        v.regs_known &= !(1 << SLOT_EFER_LMA);
+    }
+}
+
+/// An accepted EFER write stored `x` (`Store::Reg(SLOT_EFER, _)`, LMA
+/// already taken from the old value where known), or EFER became unknown.
+pub(crate) fn on_efer_store(v: &mut VcpuState, x: Option<u64>) {
+    match x {
+        Some(x) => {
+            let was = v.regs_known & (1 << SLOT_EFER_LMA) != 0;
+            v.regs[SLOT_EFER] = x;
+            v.regs_known |= 1 << SLOT_EFER;
+            set_efer_lma_known(v, was);
+        }
+        None => v.regs_known &= !((1 << SLOT_EFER) | (1 << SLOT_EFER_LMA)),
+    }
+}
+
+/// A successful `KVM_SET_SREGS`/`SREGS2` (`__set_sregs_common`): EFER is
+/// what it passed (`set_efer` of the vendor, LMA included); the FS/GS bases
+/// are the passed segments' bases, which the `VmmState` event does not
+/// carry: unknown until a write or read shows them.
+pub(crate) fn on_set_sregs(v: &mut VcpuState, efer: u64) {
+    know_efer(v, efer);
+    v.regs_known &= !((1 << SLOT_FS_BASE) | (1 << (SLOT_FS_BASE + 1)));
+}
+
 /// A read the model could not predict teaches the register's value.
 /// For an imported trace, it also teaches the §1–§5 state it did not know
 /// (`VcpuState::unknown`).
 pub(crate) fn teach(v: &mut VcpuState, index: u32, value: u64) {
     super::lapic::teach(v, index, value);
-    if let Some(s) = reg_slot(index) {
+    if index == 0xc000_0080 {
+        know_efer(v, value);
+    } else if let Some(s) = reg_slot(index) {
         v.regs[s] = value;
         v.regs_known |= 1 << s;
     }
@@ -650,6 +747,11 @@ mod tests {
                 seen[s] = true;
             }
         }
-        assert!(seen.iter().all(|&x| x));
+        // SLOT_EFER_LMA is a known bit, not a register of its own.
+        assert!(
+            seen.iter()
+                .enumerate()
+                .all(|(s, &x)| x || s == SLOT_EFER_LMA)
+        );
     }
 }

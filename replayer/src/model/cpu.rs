@@ -341,11 +341,16 @@ impl Engine {
             // RESET: the table registers are 0, or what the recording read.
             v.pv = super::PvRegs::created();
             v.spec_ctrl = Some(0);
+            // kvm_lapic_reset(init_event=false): ESR 0 (model::lapic).
+            v.lapic.reset_esr();
             v.regs = super::REGS_AT_RESET;
             v.regs_known = super::REGS_KNOWN_AT_RESET;
             for &(i, x) in &s.msrs {
                 super::common::teach(v, i, x);
             }
+            // The VMM's KVM_SET_SREGS after RESET (untapped in our own
+            // recordings) sets EFER and the segment bases.
+            v.regs_known &= super::REGS_KNOWN_AT_RESET;
         }
     }
 

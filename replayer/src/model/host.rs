@@ -57,9 +57,9 @@ hostrules! {
     HOST_TSC_WRITE = "host IA32_TSC write accepted (kvm_set_msr_common: kvm_synchronize_tsc)", "all";
     HOST_HSAVE_WRITE = "host VM_HSAVE_PA write accepted (kvm_set_msr_common; svm_set_msr: no page_address_valid for the host)", "all";
     HOST_TSC_DEADLINE_WRITE = "host TSC_DEADLINE write accepted (kvm_set_msr_common: kvm_set_lapic_tscdeadline_msr)", "all";
-    HOST_TSC_DEADLINE_ZERO = "TSC_DEADLINE reads 0 after a 0 write (kvm_get_lapic_tscdeadline_msr; zeroed on expiry and mode change)", "all";
+    HOST_TSC_DEADLINE_ZERO = "TSC_DEADLINE reads 0 after a 0 write or from vCPU creation with the VMM tapped from its start (kvm_get_lapic_tscdeadline_msr; zeroed on expiry and mode change)", "all";
     HOST_SMI_COUNT_WRITE = "host SMI_COUNT write stored (kvm_set_msr_common: host only)", "all";
-    HOST_SMI_COUNT_READ = "SMI_COUNT holds the value stored: no SMM (KVM_CAP_X86_SMM 0), no SMI (kvm_get_msr_common)", "all";
+    HOST_SMI_COUNT_READ = "SMI_COUNT holds the value stored (0 from vCPU creation with the VMM tapped from its start): no SMM (KVM_CAP_X86_SMM 0), no SMI (kvm_get_msr_common)", "all";
 }
 
 /// A host read, or host write of 0, of an MSR the recording host advertises
@@ -119,6 +119,18 @@ pub struct HostRegs {
     /// The last TSC_DEADLINE write the trace showed stored 0 (or was ignored
     /// outside TSC-deadline mode): the read returns 0.
     pub tsc_deadline_zero: bool,
+}
+
+impl HostRegs {
+    /// At `KVM_CREATE_VCPU`: `smi_count` 0 (the vCPU is zero-allocated, and
+    /// INIT/RESET do not touch it), the TSC deadline 0 (`kvm_create_lapic`;
+    /// and `kvm_get_lapic_tscdeadline_msr` returns 0 outside TSC-deadline mode).
+    pub(crate) fn at_creation() -> HostRegs {
+        HostRegs {
+            smi_count: Some(0),
+            tsc_deadline_zero: true,
+        }
+    }
 }
 
 impl HostTrace {
@@ -338,7 +350,13 @@ impl Engine {
             return;
         };
         match *set {
-            VmmSet::Sregs { apic_base, cr0, .. } => {
+            VmmSet::Sregs {
+                apic_base,
+                cr0,
+                efer,
+                ..
+            } => {
+                super::common::on_set_sregs(v, efer);
                 let old = if v.unknown & U_APIC_BASE == 0 {
                     v.apic_base
                 } else {
@@ -911,8 +929,10 @@ mod tests {
                 let guest = matches!(i, 0x10 | 0x6e0).then_some(MsrOutcome::Ok);
                 assert_eq!(e.msr_write(0, i, x, G).outcome, guest, "{i:#x}");
             }
-            assert_eq!(e.msr_read(0, 0x34, H).outcome, None);
-            assert_eq!(e.msr_read(0, 0x6e0, H).outcome, None);
+            // Tapped from the start: the creation values (0) until a fold.
+            let zero = read_known.then_some(MsrOutcome::Value(0));
+            assert_eq!(e.msr_read(0, 0x34, H).outcome, zero);
+            assert_eq!(e.msr_read(0, 0x6e0, H).outcome, Some(MsrOutcome::Value(0)));
             fold(&mut e, 0x34, Some(3), H, MsrOutcome::Ok);
             fold(&mut e, 0x6e0, Some(0), H, MsrOutcome::Ok);
             let want = read_known.then_some(MsrOutcome::Value(3));
@@ -1249,6 +1269,29 @@ mod tests {
             // Values read back and AMD's TSX_CTRL are not decided here.
             assert_eq!(amd.msr_read(0, 0xc001_011f, H).outcome, None);
             assert_eq!(intel.msr_read(0, 0x122, H).outcome, None);
+        }
+    }
+
+    /// With the VMM tapped from its start, the host-only registers hold their
+    /// creation values (SMI_COUNT 0, TSC_DEADLINE 0) until an event shows
+    /// otherwise; without the tap (attach, import) they stay unknown, and a
+    /// lost-events record forgets the deadline.
+    #[test]
+    fn host_only_registers_from_creation() {
+        for tap in [true, false] {
+            let mut e = engine("kvm-6.18", Vendor::Pvm, &wrap(tap, 0));
+            let want = tap.then_some(MsrOutcome::Value(0));
+            assert_eq!(e.msr_read(1, 0x34, H).outcome, want, "tap {tap}");
+            assert_eq!(e.msr_read(1, 0x6e0, H).outcome, want, "tap {tap}");
+            e.apply(&rec(
+                0,
+                Event::Lost {
+                    source: kvmtrace_format::LostSource::Tracefs,
+                    count: 3,
+                },
+            ));
+            assert_eq!(e.msr_read(1, 0x6e0, H).outcome, None);
+            assert_eq!(e.msr_read(1, 0x34, H).outcome, want);
         }
     }
 }

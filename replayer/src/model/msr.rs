@@ -156,6 +156,8 @@ impl Store {
                     *b = x;
                 }
             }
+            Store::Reg(super::common::SLOT_EFER, x) => super::common::on_efer_store(v, Some(x)),
+            Store::Forget(super::common::SLOT_EFER) => super::common::on_efer_store(v, None),
             Store::Reg(s, x) => {
                 if s < super::common::NREGS {
                     v.regs[s] = x;

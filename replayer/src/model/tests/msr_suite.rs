@@ -194,8 +194,9 @@ fn tsc_efer_and_segment_bases() {
                 G,
                 GP
             ),
+            // The VMM's KVM_SET_SREGS after RESET may have set LME: unknown.
             case!(
-                "EFER SCE, LME unchanged from RESET",
+                "EFER SCE, LME unknown after RESET",
                 "kvm-6.18",
                 Intel,
                 NONE,
@@ -203,7 +204,7 @@ fn tsc_efer_and_segment_bases() {
                 0xc000_0080,
                 Some(1),
                 G,
-                OK
+                None
             ),
             case!(
                 "EFER LME set: paging unknown",
@@ -217,7 +218,7 @@ fn tsc_efer_and_segment_bases() {
                 None
             ),
             case!(
-                "EFER read never predicted",
+                "EFER read unknown after RESET",
                 "kvm-6.18",
                 Intel,
                 NONE,
@@ -251,12 +252,34 @@ fn tsc_efer_and_segment_bases() {
                 GP
             ),
             case!(
-                "GS_BASE read",
+                "GS_BASE read after a write",
                 "kvm-6.18",
                 Intel,
                 &[(0xc000_0101, 7, G)],
                 0,
                 0xc000_0101,
+                None,
+                G,
+                val(7)
+            ),
+            case!(
+                "KERNEL_GS_BASE read after a host write",
+                "kvm-6.18",
+                Intel,
+                &[(0xc000_0102, 0x1234, H)],
+                0,
+                0xc000_0102,
+                None,
+                G,
+                val(0x1234)
+            ),
+            case!(
+                "FS_BASE read unknown after RESET (KVM_SET_SREGS)",
+                "kvm-6.18",
+                Intel,
+                NONE,
+                0,
+                0xc000_0100,
                 None,
                 G,
                 None
@@ -363,4 +386,65 @@ fn families_that_hold_for_5_10() {
         ],
         &h,
     );
+}
+
+/// set_efer / kvm_get_msr_common MSR_EFER after a read taught EFER: reads
+/// return the last accepted write with LMA kept; LME cannot change while LMA
+/// (paging) is set; setting LME with paging off leaves LMA unknown.
+#[test]
+fn efer_reads_follow_writes_and_lma() {
+    let h = h();
+    let mut e = engine("kvm-6.18", Vendor::Intel, &h);
+    let efer = 0xc000_0080;
+    let read = |e: &mut Engine, value: u64| {
+        e.apply(&rec(
+            1,
+            Event::MsrRead {
+                index: efer,
+                origin: Origin::Guest,
+                outcome: MsrOutcome::Value(value),
+                decided_by: DecidedBy::Kernel,
+                capture: None,
+            },
+        ))
+    };
+    let rd = |e: &Engine| e.msr_read(0, efer, Origin::Guest).outcome;
+    let wr = |e: &Engine, x: u64| e.msr_write(0, efer, x, Origin::Guest).outcome;
+    // Long mode active (LME = LMA = 1): known from the read.
+    assert_eq!(rd(&e), None);
+    read(&mut e, 0x500);
+    assert_eq!(rd(&e), val(0x500));
+    // SCE set: the written LMA bit is ignored, the old one kept.
+    assert_eq!(wr(&e, 0x101), OK);
+    write_ok(&mut e, efer, 0x101, Origin::Guest);
+    assert_eq!(rd(&e), val(0x501));
+    // Clearing LME with paging on: #GP.
+    assert_eq!(wr(&e, 0x400), GP);
+    assert_eq!(wr(&e, 0x1), GP);
+    // Paging off, LME = LMA = 0: LME may be set (paging is not known: no
+    // prediction), and afterwards LMA depends on CR0.PG.
+    let mut e = engine("kvm-6.18", Vendor::Intel, &h);
+    read(&mut e, 0x1);
+    assert_eq!(rd(&e), val(0x1));
+    assert_eq!(wr(&e, 0x101), None);
+    e.apply(&rec(
+        2,
+        Event::MsrWrite {
+            index: efer,
+            value: 0x101,
+            origin: Origin::Guest,
+            outcome: MsrOutcome::Ok,
+            decided_by: DecidedBy::Kernel,
+            capture: None,
+        },
+    ));
+    assert_eq!(rd(&e), None, "LMA follows the next CR0.PG write");
+    // A read with LME set and LMA clear does not make LMA known either.
+    read(&mut e, 0x101);
+    assert_eq!(rd(&e), None);
+    // Host writes keep LMA too (set_efer): known where it was.
+    let mut e = engine("kvm-6.18", Vendor::Intel, &h);
+    read(&mut e, 0x500);
+    write_ok(&mut e, efer, 0x900, Origin::Host);
+    assert_eq!(rd(&e), val(0xd00));
 }
