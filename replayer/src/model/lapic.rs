@@ -532,6 +532,12 @@ impl Engine {
         if !self.lapic_on() || self.kernel_inits_seen || self.accept_irq_traced {
             return;
         }
+        // kvm_apic_ipi fires only in kvm_apic_send_ipi, an in-kernel LAPIC's
+        // ICR write: without one the IPI is the VMM's user-space LAPIC, which
+        // records an `Init` with the registers for each target it INITs.
+        if self.vm.irqchip_known && !self.vm.lapic_in_kernel() {
+            return;
+        }
         let v = self.vcpu_state(src);
         if v.unknown & U_APIC_BASE == 0 && v.x2apic_mode() {
             return;

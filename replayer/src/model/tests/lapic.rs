@@ -569,3 +569,25 @@ fn lvtpc_without_a_pmu() {
     // LVT_MASK | APIC_MODE_MASK (apic_lvt_mask[LVTPC]).
     assert_eq!(rd(&intel(&h), 0, 0x834), val(0x4fe));
 }
+
+/// Without an in-kernel LAPIC an `Ipi` is the VMM's own (user-space LAPIC):
+/// its targets' INITs come as `Init` events, so the IPI itself changes nothing
+/// (kvm_apic_ipi fires only in kvm_apic_send_ipi).
+#[test]
+fn vmm_ipi_without_an_in_kernel_lapic() {
+    let h = header("kvm_pvm", false, 1 << 21);
+    let mut e = engine("kvm-6.18", Vendor::Pvm, &h);
+    assert_eq!(rd(&e, 0, 0x1b), val(0xfee0_0900));
+    e.apply(&Record {
+        seq: 1,
+        vcpu: 0,
+        time_ns: 1,
+        event: Event::Ipi {
+            dst: 1,
+            vector: 0,
+            mode: IpiMode::Init,
+        },
+    });
+    assert_eq!(rd(&e, 0, 0x1b), val(0xfee0_0900));
+    assert_eq!(rd(&e, 1, 0x1b), val(0xfee0_0800));
+}
