@@ -411,6 +411,12 @@ impl Engine {
         outcome: &MsrOutcome,
         store: Store,
     ) {
+        // An MSR write of a vCPU with another vCPU's INIT in flight: whether
+        // it came before or after the INIT is not in the trace, so what it
+        // stored in the LAPIC is not known (model::lapic `PendingInit`).
+        let init_in_flight = self
+            .vcpu_mut(vcpu)
+            .is_some_and(|v| v.lapic.pending.take().is_some());
         match outcome {
             MsrOutcome::Ok if let Store::Lapic(st) = store => self.apply_lapic(vcpu, st),
             MsrOutcome::Ok if let Store::WallClock(x) = store => self.vm.wall_clock = x,
@@ -422,6 +428,9 @@ impl Engine {
             }
             MsrOutcome::VmFailed { .. } => self.kill(vcpu, seq),
             _ => {}
+        }
+        if init_in_flight && let Some(v) = self.vcpu_mut(vcpu) {
+            v.lapic.forget_all();
         }
     }
 

@@ -493,6 +493,11 @@ pub fn unmodeled_kind(e: &Event) -> String {
         Event::Monitor { .. } => format!("MONITOR{}", by(e.decided_by())),
         Event::Mwait { .. } => format!("MWAIT{}", by(e.decided_by())),
         Event::Shutdown { .. } => format!("triple-fault shutdown{}", by(e.decided_by())),
+        Event::VmmState { set, result } => format!(
+            "VMM {} -> {}",
+            set.ioctl(),
+            kvmtrace_format::ioctl_result(*result)
+        ),
         _ => {
             // The rest names no address or value worth hiding.
             let d = describe_event(e);

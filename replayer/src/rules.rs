@@ -78,7 +78,7 @@ rules! {
     DEFLECT = "deflected: reason in user-space MSR mask", "§0 §4", "5.10+";
     IGNORE_MSRS = "ignore_msrs=true (unknown MSR reads 0, writes dropped)", "§0", "all";
     HOST_ZERO_ADVERTISED = "host_zero_write_advertised=true (advertised MSR, host read/write 0)", "§0 §3", "6.12+";
-    CLOCK_READ = "guest IA32_TSC read returns the guest TSC (kvm_get_msr_common MSR_IA32_TSC: no failure path); the value is the clock's, not compared", "§0", "all";
+    CLOCK_READ = "IA32_TSC read (guest RDMSR or host KVM_GET_MSRS) returns the TSC (kvm_get_msr_common MSR_IA32_TSC: no failure path); the value is the clock's, not compared", "§0", "all";
     HOST_UNKNOWN = "host access to MSR unknown to KVM refused", "§0", "all";
     USER_RULE = "policy [[msr]] rule", "-", "policy file";
     // ---- §1 ----

@@ -26,6 +26,10 @@ pub struct FidelityArgs {
     /// Policies to score (default: `host` and every preset).
     #[arg(long = "policy")]
     pub policies: Vec<String>,
+    /// Also list `host`'s unmodeled kernel-decided outcomes by kind over all
+    /// traces (every policy's with --json), most frequent first.
+    #[arg(long)]
+    pub unmodeled: bool,
 }
 
 /// The behaviour an event counts under: the replayer's classification, so
@@ -81,6 +85,9 @@ pub struct PolicyScore {
     pub disagreements: BTreeMap<(&'static str, String), Group>,
     /// Kernel-decided MSR outcomes by MSR class (closed loop, `msr_class`).
     pub by_class: [ClassCell; 7],
+    /// Unmodeled kernel-decided outcomes by kind (`report::unmodeled_kind`):
+    /// count and the first (trace, seq); only with `--unmodeled`.
+    pub unmodeled: BTreeMap<String, (u64, String)>,
 }
 
 /// An empty score for each policy name, in order.
@@ -129,6 +136,7 @@ pub fn score_trace<E: std::fmt::Display>(
     records: impl Iterator<Item = Result<Record, E>>,
     policies: &[String],
     scores: &mut [PolicyScore],
+    unmodeled: Option<&str>,
 ) -> anyhow::Result<()> {
     let mut resolved = Vec::with_capacity(policies.len());
     for p in policies {
@@ -141,6 +149,7 @@ pub fn score_trace<E: std::fmt::Display>(
             keep: 0,
             stream: true,
             direct_only: true,
+            unmodeled_kinds: unmodeled.is_some(),
             ..Selection::default()
         });
     let mut classes: Vec<ClassTally> = policies
@@ -198,6 +207,22 @@ pub fn score_trace<E: std::fmt::Display>(
         }
     }
     let report = replay.finish();
+    if let Some(trace) = unmodeled {
+        for (score, p) in scores.iter_mut().zip(&report.policies) {
+            // Kernel-decided outcomes only, as everything fidelity scores.
+            for k in p
+                .unmodeled_kinds
+                .iter()
+                .filter(|k| !k.what.ends_with(VMM_DECIDED))
+            {
+                let e = score
+                    .unmodeled
+                    .entry(k.what.clone())
+                    .or_insert_with(|| (0, format!("{trace} #{}", k.first_seq)));
+                e.0 += k.count;
+            }
+        }
+    }
     for (score, p) in scores.iter_mut().zip(&report.policies) {
         for (b, t) in Behaviour::ALL.iter().zip(&p.kernel_decided) {
             let c = Cell::of(t);
@@ -210,6 +235,13 @@ pub fn score_trace<E: std::fmt::Display>(
     }
     Ok(())
 }
+
+/// Unmodeled kinds listed over all traces (the rest counted together).
+const MAX_UNMODELED_KINDS: usize = 4096;
+const OTHER_KINDS: &str = "(other kinds, past the listing's bound)";
+
+/// How `report::unmodeled_kind` marks an outcome the VMM decided.
+const VMM_DECIDED: &str = " (the VMM decided)";
 
 /// Records fed to the replay per batch.
 const BATCH: usize = 1 << 14;
@@ -365,6 +397,16 @@ pub fn to_json(traces: &[String], scores: &[PolicyScore]) -> serde_json::Value {
                 .map(|c| c.unseen_cpuid)
                 .sum::<u64>()
                 .into();
+            if !s.unmodeled.is_empty() {
+                v["unmodeled_kinds"] = s
+                    .unmodeled
+                    .iter()
+                    .map(|(w, (count, first))| {
+                        serde_json::json!({ "what": w, "count": count, "first": first })
+                    })
+                    .collect::<Vec<_>>()
+                    .into();
+            }
             v["disagreements"] = s
                 .disagreements
                 .iter()
@@ -395,7 +437,9 @@ pub fn run(args: &FidelityArgs, out: &mut dyn Write, err: &mut dyn Write) -> any
         let mut reader = crate::export::open_trace(path)?;
         let header = reader.header().clone();
         let mut per_trace = empty_scores(scores.iter().map(|s| &s.name));
-        score_trace(&header, reader.records(), &policies, &mut per_trace)?;
+        let trace = path.display().to_string();
+        let kinds = args.unmodeled.then_some(trace.as_str());
+        score_trace(&header, reader.records(), &policies, &mut per_trace, kinds)?;
         if per_trace.iter().all(|s| s.total.counts.total() == 0) {
             writeln!(
                 err,
@@ -411,6 +455,21 @@ pub fn run(args: &FidelityArgs, out: &mut dyn Write, err: &mut dyn Write) -> any
             }
             for (a, b) in s.by_class.iter_mut().zip(&t.by_class) {
                 a.merge(b);
+            }
+            for (what, (count, first)) in t.unmodeled {
+                let full = s.unmodeled.len() >= MAX_UNMODELED_KINDS;
+                match s.unmodeled.get_mut(&what) {
+                    Some(e) => e.0 += count,
+                    None if !full => {
+                        s.unmodeled.insert(what, (count, first));
+                    }
+                    None => {
+                        s.unmodeled
+                            .entry(OTHER_KINDS.to_string())
+                            .or_insert((0, first))
+                            .0 += count;
+                    }
+                }
             }
             for (k, g) in t.disagreements {
                 let full = s.disagreements.len() >= MAX_GROUPS;
@@ -446,8 +505,38 @@ pub fn run(args: &FidelityArgs, out: &mut dyn Write, err: &mut dyn Write) -> any
                 )?;
             }
         }
+        if args.unmodeled
+            && let Some(host) = scores.iter().find(|s| s.name == "host")
+        {
+            write_unmodeled(out, host)?;
+        }
     }
     Ok(0)
+}
+
+/// The most frequent unmodeled kinds of one policy (a bounded listing).
+fn write_unmodeled(out: &mut dyn Write, score: &PolicyScore) -> std::io::Result<()> {
+    const SHOWN: usize = 40;
+    let mut kinds: Vec<(&String, &(u64, String))> = score.unmodeled.iter().collect();
+    kinds.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(b.0)));
+    let total: u64 = kinds.iter().map(|k| k.1.0).sum();
+    writeln!(
+        out,
+        "\n{} unmodeled kernel-decided outcomes by kind ({total} outcomes, {} kinds; most frequent first):",
+        score.name,
+        kinds.len()
+    )?;
+    for (what, (count, first)) in kinds.iter().take(SHOWN) {
+        writeln!(out, "  {count:>8}  {what}  (first: {first})")?;
+    }
+    if kinds.len() > SHOWN {
+        writeln!(
+            out,
+            "  ... {} more kinds (--json lists all)",
+            kinds.len() - SHOWN
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -483,6 +572,7 @@ mod tests {
             recs.iter().map(|r| Ok::<_, String>(r.clone())),
             &policies,
             &mut scores,
+            None,
         )
         .unwrap();
         for s in &scores {
@@ -499,6 +589,51 @@ mod tests {
         write_table(&mut table, &scores).unwrap();
         let table = String::from_utf8(table).unwrap();
         assert!(table.contains("feat_ctl"), "{table}");
+    }
+
+    /// `--unmodeled`: kernel-decided unmodeled outcomes by kind, with the
+    /// first trace and seq; the VMM's answers are not listed.
+    #[test]
+    fn unmodeled_kinds_list_kernel_decided_outcomes_only() {
+        let rec = |seq, decided_by| Record {
+            seq,
+            vcpu: 0,
+            time_ns: seq,
+            event: Event::MsrRead {
+                index: 0x1234,
+                origin: Origin::Guest,
+                outcome: MsrOutcome::InjectGp,
+                decided_by,
+                capture: None,
+            },
+        };
+        let recs = [
+            rec(0, DecidedBy::Vmm),
+            rec(1, DecidedBy::Kernel),
+            rec(2, DecidedBy::Kernel),
+        ];
+        let policies = vec!["host".to_string()];
+        let mut scores = empty_scores(&policies);
+        score_trace(
+            &TraceHeader::default(),
+            recs.iter().map(|r| Ok::<_, String>(r.clone())),
+            &policies,
+            &mut scores,
+            Some("t.kvt"),
+        )
+        .unwrap();
+        let got: Vec<_> = scores[0].unmodeled.iter().collect();
+        assert_eq!(
+            got,
+            vec![(
+                &"guest RDMSR MSR 0x1234 -> #GP".to_string(),
+                &(2, "t.kvt #1".to_string())
+            )]
+        );
+        let mut text = Vec::new();
+        write_unmodeled(&mut text, &scores[0]).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("(2 outcomes, 1 kinds"), "{text}");
     }
 
     #[test]

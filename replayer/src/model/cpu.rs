@@ -341,6 +341,8 @@ impl Engine {
             // RESET: the table registers are 0, or what the recording read.
             v.pv = super::PvRegs::created();
             v.spec_ctrl = Some(0);
+            // kvm_lapic_reset(init_event=false): ESR 0 (model::lapic).
+            v.lapic.reset_esr();
             v.regs = super::REGS_AT_RESET;
             v.regs_known = super::REGS_KNOWN_AT_RESET;
             for &(i, x) in &s.msrs {

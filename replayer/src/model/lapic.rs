@@ -90,6 +90,43 @@ pub struct LapicRegs {
     /// An INIT was applied from an ICR write the model saw (exactly, for a
     /// self-INIT); a target-side `Init` event for it keeps the registers.
     pub init_applied: bool,
+    /// Another vCPU's INIT reached this x2APIC-mode vCPU, and no event has
+    /// shown yet whether it processed it (`kvm_apic_accept_events`): the
+    /// registers are either `pre` or `post`; `known` holds the slots where
+    /// both agree. A read that only `post` explains settles it.
+    pub pending: Option<PendingInit>,
+}
+
+/// The two LAPIC states a vCPU with an INIT in flight may be in
+/// (docs/learned-not-modelled.md, "INIT of another vCPU").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingInit {
+    pub pre_known: u16,
+    pub pre: [u64; 13],
+    pub post_known: u16,
+    pub post: [u64; 13],
+}
+
+impl PendingInit {
+    fn pre(&self, s: usize) -> Option<u64> {
+        (self.pre_known & (1 << s) != 0).then_some(self.pre[s])
+    }
+    fn post(&self, s: usize) -> Option<u64> {
+        (self.post_known & (1 << s) != 0).then_some(self.post[s])
+    }
+    /// The registers known whichever state the vCPU is in.
+    fn common(&self) -> LapicRegs {
+        let mut l = LapicRegs::default();
+        for s in 0..SLOTS.len() {
+            if let (Some(a), Some(b)) = (self.pre(s), self.post(s))
+                && a == b
+            {
+                l.set(s, a);
+            }
+        }
+        l.pending = Some(*self);
+        l
+    }
 }
 
 impl LapicRegs {
@@ -103,9 +140,19 @@ impl LapicRegs {
     fn forget(&mut self, s: usize) {
         self.known &= !(1 << s);
     }
-    /// Everything but the version register (a VM configuration value).
+    /// Everything but the version register (a VM configuration value) and
+    /// ESR: only `kvm_lapic_reset` (0) and `KVM_SET_LAPIC` write ESR; a guest
+    /// write stores nothing (`kvm_lapic_reg_write` `APIC_ESR`), in xAPIC
+    /// mode too. Drops a pending INIT.
     pub fn forget_all(&mut self) {
-        self.known &= 1 << S_LVR;
+        self.known &= (1 << S_LVR) | (1 << S_ESR);
+        self.pending = None;
+    }
+
+    /// `kvm_lapic_reset`: ESR = 0 (RESET; the other registers are reset too,
+    /// but xAPIC-mode MMIO may change them unseen).
+    pub(crate) fn reset_esr(&mut self) {
+        self.set(S_ESR, 0);
     }
 }
 
@@ -212,8 +259,9 @@ impl Engine {
                 None => un,
             },
             // LVTPC: kvm_apic_local_deliver masks it after a PMI for an
-            // Intel-compatible guest (no event): predicted for others only.
-            0x340 if !v.cpuid.known || v.cpuid.intel_compatible => un,
+            // Intel-compatible guest (no event): predicted for others, and
+            // where the vCPU has no PMU counter to overflow (no PMI).
+            0x340 if self.pmi_may_mask_lvtpc(v) => un,
             0xf0 | 0x280 | 0x300 | 0x320..=0x370 | 0x380 | 0x3e0 => match slot(reg) {
                 Some(s) => known(s),
                 None => un,
@@ -484,6 +532,12 @@ impl Engine {
         if !self.lapic_on() || self.kernel_inits_seen || self.accept_irq_traced {
             return;
         }
+        // kvm_apic_ipi fires only in kvm_apic_send_ipi, an in-kernel LAPIC's
+        // ICR write: without one the IPI is the VMM's user-space LAPIC, which
+        // records an `Init` with the registers for each target it INITs.
+        if self.vm.irqchip_known && !self.vm.lapic_in_kernel() {
+            return;
+        }
         let v = self.vcpu_state(src);
         if v.unknown & U_APIC_BASE == 0 && v.x2apic_mode() {
             return;
@@ -539,6 +593,22 @@ impl Engine {
                 v.lapic.init_applied = true;
                 // LVTT masked, one-shot (apic_update_lvtt): tscdeadline is 0.
                 v.host.tsc_deadline_zero = true;
+            } else if !bsp && v.unknown & U_APIC_BASE == 0 && v.x2apic_mode() {
+                // x2APIC mode (kept by INIT): the registers change only by
+                // MSR events of the target, so they are the old ones until
+                // the target processes the INIT, then kvm_lapic_reset's.
+                let pre = match v.lapic.pending {
+                    Some(p) => (p.pre_known, p.pre),
+                    None => (v.lapic.known, v.lapic.vals),
+                };
+                let post = init_regs(v, lint0_quirk);
+                v.lapic = PendingInit {
+                    pre_known: pre.0,
+                    pre: pre.1,
+                    post_known: post.known,
+                    post: post.vals,
+                }
+                .common();
             } else {
                 v.lapic.forget_all();
                 // kvm_lapic_reset(init_event = true) keeps the APIC base, so a
@@ -579,11 +649,18 @@ impl Engine {
 /// `kvm_lapic_reset(init_event=true)` on the tracked registers: the APIC
 /// base (and so the mode) is kept; in xAPIC mode MMIO may follow (forget).
 fn init_lapic(v: &mut VcpuState, lint0_quirk: bool) {
+    v.lapic = init_regs(v, lint0_quirk);
+}
+
+/// The registers `kvm_lapic_reset(init_event=true)` leaves (`init_lapic`).
+fn init_regs(v: &VcpuState, lint0_quirk: bool) -> LapicRegs {
     let lvr = v.lapic.get(S_LVR);
     let mut l = LapicRegs::default();
     if let Some(x) = lvr {
         l.set(S_LVR, x);
     }
+    // ESR = 0 in either mode.
+    l.set(S_ESR, 0);
     if v.unknown & U_APIC_BASE == 0 && v.x2apic_mode() {
         let n = nr_lvt(v);
         for s in [S_LVTT, 5, S_LVTPC, 7, 8, 9] {
@@ -599,12 +676,11 @@ fn init_lapic(v: &mut VcpuState, lint0_quirk: bool) {
             l.set(7, 0x700);
         }
         l.set(S_SPIV, 0xff);
-        l.set(S_ESR, 0);
         l.set(S_ICR, 0);
         l.set(S_TDCR, 0);
         l.set(S_TMICT, 0);
     }
-    v.lapic = l;
+    l
 }
 
 /// An `Init` event with the state read back after it (our VMM): the LAPIC is
@@ -629,8 +705,38 @@ pub(crate) fn teach(v: &mut VcpuState, index: u32, value: u64) {
         v.id_known = true;
     }
     let reg = (index - 0x800) << 4;
-    if let Some(s) = slot(reg) {
+    let Some(s) = slot(reg) else {
+        return;
+    };
+    let Some(mut p) = v.lapic.pending else {
         v.lapic.set(s, value);
+        return;
+    };
+    match (p.pre(s), p.post(s)) {
+        // Known either way: nothing to learn.
+        (Some(a), Some(b)) if a == b => {}
+        // Only the INIT state explains the value: the target processed the
+        // INIT before this read, and no MSR write of its own followed
+        // (`Engine::apply_msr_write` drops a pending INIT): the registers,
+        // PV MSRs and SPEC_CTRL are kvm_vcpu_reset(init_event=true)'s.
+        (Some(_), Some(b)) if value == b => {
+            v.lapic = LapicRegs {
+                known: p.post_known,
+                vals: p.post,
+                ..LapicRegs::default()
+            };
+            v.pv.init(true);
+            v.spec_ctrl = Some(0);
+            v.host.tsc_deadline_zero = true;
+        }
+        // Not the INIT state: not processed yet, this is the old value.
+        (_, Some(b)) if value != b => {
+            p.pre[s] = value;
+            p.pre_known |= 1 << s;
+            v.lapic = p.common();
+        }
+        // The value proves nothing (the old one is unknown, or the INIT's).
+        _ => {}
     }
 }
 

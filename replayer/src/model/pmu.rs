@@ -141,6 +141,24 @@ impl Engine {
         }
     }
 
+    /// Whether a PMI may have masked LVTPC unseen: `kvm_apic_local_deliver`
+    /// sets its mask bit after delivering a PMI to an Intel-compatible guest
+    /// (6.10+, `guest_cpuid_is_intel_compatible`). A PMI needs a counter to
+    /// overflow (`__kvm_perf_overflow`, `kvm_pmu_incr_counter` request
+    /// `KVM_REQ_PMI`; the VMX-only Intel PT PMI aside), so a vCPU whose PMU
+    /// has no counter (`pmu_shape`: `enable_pmu=0`, or none in CPUID) gets
+    /// none. `true` when unknown.
+    pub(crate) fn pmi_may_mask_lvtpc(&self, v: &VcpuState) -> bool {
+        if v.cpuid.known && !v.cpuid.intel_compatible {
+            return false;
+        }
+        if self.policy.vendor == Vendor::Intel {
+            // vmx_handle_intel_pt_intr requests a PMI without a counter.
+            return true;
+        }
+        !self.pmu_shape(v).is_some_and(|s| s.gp == 0 && s.fixed == 0)
+    }
+
     /// `intel_pmu_refresh` / `amd_pmu_refresh`; `None` when a CPUID leaf it
     /// reads has not been seen, or the vendor's PMU code is not known (pvm
     /// with a PMU).

@@ -429,3 +429,165 @@ fn bsp_self_init_then_the_vmm_reset() {
     assert_eq!(rd(&e, 0, 0x1b), val(0xfee0_0900));
     assert_eq!(rd(&e, 0, 0x802), GP);
 }
+
+/// Fold a read with the value the kernel returned (it teaches what the model
+/// left unmodeled).
+fn rd_seen(e: &mut Engine, vcpu: u32, index: u32, value: u64) -> Option<MsrOutcome> {
+    let p = rd(e, vcpu, index);
+    e.apply(&Record {
+        seq: 2,
+        vcpu,
+        time_ns: 2,
+        event: Event::MsrRead {
+            index,
+            origin: Origin::Guest,
+            outcome: MsrOutcome::Value(value),
+            decided_by: DecidedBy::Kernel,
+            capture: None,
+        },
+    });
+    p
+}
+
+/// vCPU 1 in x2APIC mode with SPIV 0x1ff and the registers an exact
+/// self-INIT (`kvm_lapic_reset(init_event=true)`) leaves, then INITed by
+/// vCPU 0 through the ICR (physical, dest 1).
+fn init_in_flight() -> Engine {
+    let mut e = x2_engine();
+    assert_eq!(wr(&mut e, 1, 0x830, 0x4_0500), OK);
+    assert_eq!(wr(&mut e, 1, 0x80f, 0x1ff), OK);
+    assert_eq!(wr(&mut e, 0, 0x830, 0x1_0000_4500), OK);
+    e
+}
+
+/// kvm_apic_accept_events runs on the target when it next enters the guest,
+/// which no event shows: registers INIT leaves as they were are known either
+/// way; the others are settled by the first read only the INIT state
+/// (kvm_lapic_reset) explains.
+#[test]
+fn init_of_another_vcpu_settled_by_a_read() {
+    let mut e = init_in_flight();
+    // LVT1, TMICT, TDCR, ICR were already the INIT values: known either way.
+    assert_eq!(rd(&e, 1, 0x836), val(0x1_0000));
+    assert_eq!(rd(&e, 1, 0x838), val(0));
+    assert_eq!(rd(&e, 1, 0x83e), val(0));
+    // SPIV 0x1ff before, 0xff after: not predicted.
+    assert_eq!(rd(&e, 1, 0x80f), None);
+    // A read of the old value: not processed yet, still in flight.
+    assert_eq!(rd_seen(&mut e, 1, 0x80f, 0x1ff), None);
+    assert_eq!(rd(&e, 1, 0x80f), None);
+    // The INIT state's value: processed; every register is kvm_lapic_reset's.
+    assert_eq!(rd_seen(&mut e, 1, 0x80f, 0xff), None);
+    assert_eq!(rd(&e, 1, 0x80f), val(0xff));
+    assert_eq!(rd(&e, 1, 0x835), val(0x1_0000));
+    assert_eq!(rd(&e, 1, 0x828), val(0));
+    // The APIC base and the sender are untouched.
+    assert_eq!(rd(&e, 1, 0x1b), val(0xfee0_0c00));
+    assert_eq!(rd(&e, 0, 0x1b), val(0xfee0_0d00));
+}
+
+/// A write of the target while the INIT is in flight may come before or after
+/// it: the LAPIC registers are unknown (ESR aside) until taught.
+#[test]
+fn write_of_the_target_with_an_init_in_flight() {
+    let mut e = init_in_flight();
+    assert_eq!(wr(&mut e, 1, 0x808, 0x20), OK);
+    assert_eq!(rd(&e, 1, 0x836), None);
+    assert_eq!(rd(&e, 1, 0x828), val(0));
+    // No INIT is pending any more: a read teaches as usual.
+    assert_eq!(rd_seen(&mut e, 1, 0x80f, 0xff), None);
+    assert_eq!(rd(&e, 1, 0x80f), val(0xff));
+    assert_eq!(rd(&e, 1, 0x836), None);
+}
+
+/// ESR is written only by kvm_lapic_reset (0) and KVM_SET_LAPIC: a guest
+/// write stores nothing (kvm_lapic_reg_write APIC_ESR), in xAPIC mode too,
+/// so it stays known across an xAPIC stretch.
+#[test]
+fn esr_is_zero_from_reset() {
+    let mut e = x2_engine();
+    // x2_engine starts without a Reset event: ESR not known.
+    assert_eq!(rd(&e, 0, 0x828), None);
+    e.apply(&Record {
+        seq: 3,
+        vcpu: 0,
+        time_ns: 3,
+        event: Event::Reset {
+            state: Box::new(ArchState {
+                cr0: 0x6000_0010,
+                apic_base: 0xfee0_0900,
+                ..ArchState::default()
+            }),
+            decided_by: DecidedBy::Kernel,
+        },
+    });
+    assert_eq!(wr(&mut e, 0, 0x1b, 0xfee0_0d00), OK);
+    assert_eq!(rd(&e, 0, 0x828), val(0));
+    assert_eq!(rd(&e, 0, 0x80f), None);
+    // x2APIC -> disabled -> xAPIC (MMIO unseen) -> x2APIC.
+    assert_eq!(wr(&mut e, 0, 0x1b, 0xfee0_0100), OK);
+    assert_eq!(wr(&mut e, 0, 0x1b, 0xfee0_0900), OK);
+    assert_eq!(wr(&mut e, 0, 0x1b, 0xfee0_0d00), OK);
+    assert_eq!(rd(&e, 0, 0x828), val(0));
+    // x2APIC ESR takes only 0 (kvm_lapic_reg_write).
+    assert_eq!(wr(&mut e, 0, 0x828, 1), GP);
+    assert_eq!(wr(&mut e, 0, 0x828, 0), OK);
+    assert_eq!(rd(&e, 0, 0x828), val(0));
+}
+
+/// LVTPC: kvm_apic_local_deliver masks it after a PMI for an Intel-compatible
+/// guest; with KVM's PMU off (supported CPUID leaf 0xA zero, `enable_pmu=0`)
+/// no counter can overflow, so no PMI masks it.
+#[test]
+fn lvtpc_without_a_pmu() {
+    // An AMD guest: never masked by a PMI (x2_engine).
+    let mut e = x2_engine();
+    assert_eq!(wr(&mut e, 0, 0x80f, 0x1ff), OK);
+    assert_eq!(wr(&mut e, 0, 0x834, 0x4fe), OK);
+    assert_eq!(rd(&e, 0, 0x834), val(0x4fe));
+
+    // A GenuineIntel guest.
+    let mut h = header("kvm_pvm", false, 1 << 21);
+    h.vm.irqchip = Some(Irqchip::Kernel);
+    let intel = |h: &TraceHeader| {
+        let mut e = engine("kvm-6.18", Vendor::Pvm, h);
+        assert_eq!(wr(&mut e, 0, 0x1b, 0xfee0_0d00), OK);
+        assert_eq!(wr(&mut e, 0, 0x80f, 0x1ff), OK);
+        assert_eq!(wr(&mut e, 0, 0x834, 0x4fe), OK);
+        e
+    };
+    // KVM's supported CPUID not known: a PMI may have masked it.
+    assert_eq!(rd(&intel(&h), 0, 0x834), None);
+    let l0 = h.vm.cpuid[0];
+    h.host.supported_cpuid = vec![
+        l0,
+        CpuidEntry {
+            function: 0xa,
+            ..Default::default()
+        },
+    ];
+    // LVT_MASK | APIC_MODE_MASK (apic_lvt_mask[LVTPC]).
+    assert_eq!(rd(&intel(&h), 0, 0x834), val(0x4fe));
+}
+
+/// Without an in-kernel LAPIC an `Ipi` is the VMM's own (user-space LAPIC):
+/// its targets' INITs come as `Init` events, so the IPI itself changes nothing
+/// (kvm_apic_ipi fires only in kvm_apic_send_ipi).
+#[test]
+fn vmm_ipi_without_an_in_kernel_lapic() {
+    let h = header("kvm_pvm", false, 1 << 21);
+    let mut e = engine("kvm-6.18", Vendor::Pvm, &h);
+    assert_eq!(rd(&e, 0, 0x1b), val(0xfee0_0900));
+    e.apply(&Record {
+        seq: 1,
+        vcpu: 0,
+        time_ns: 1,
+        event: Event::Ipi {
+            dst: 1,
+            vector: 0,
+            mode: IpiMode::Init,
+        },
+    });
+    assert_eq!(rd(&e, 0, 0x1b), val(0xfee0_0900));
+    assert_eq!(rd(&e, 1, 0x1b), val(0xfee0_0800));
+}
