@@ -591,3 +591,30 @@ fn vmm_ipi_without_an_in_kernel_lapic() {
     assert_eq!(rd(&e, 0, 0x1b), val(0xfee0_0900));
     assert_eq!(rd(&e, 1, 0x1b), val(0xfee0_0800));
 }
+
+/// apic_get_tmcct of a one-shot timer: once a read shows 0 (the target
+/// expiration passed; apic_timer_fn does not restart a one-shot timer) TMCCT
+/// stays 0 until TMICT, TDCR or LVTT is written. A periodic timer reloads.
+#[test]
+fn tmcct_of_an_expired_one_shot_timer() {
+    let mut e = x2_engine();
+    assert_eq!(wr(&mut e, 0, 0x80f, 0x1ff), OK);
+    // One-shot, vector 0xee; TMICT 0x999999 starts it.
+    assert_eq!(wr(&mut e, 0, 0x832, 0xee), OK);
+    assert_eq!(wr(&mut e, 0, 0x838, 0x99_9999), OK);
+    assert_eq!(rd_seen(&mut e, 0, 0x839, 0x50_0000), None);
+    assert_eq!(rd(&e, 0, 0x839), None);
+    assert_eq!(rd_seen(&mut e, 0, 0x839, 0), None);
+    assert_eq!(rd(&e, 0, 0x839), val(0));
+    // A TMICT write restarts it.
+    assert_eq!(wr(&mut e, 0, 0x838, 0x99_9999), OK);
+    assert_eq!(rd(&e, 0, 0x839), None);
+    assert_eq!(rd_seen(&mut e, 0, 0x839, 0), None);
+    assert_eq!(rd(&e, 0, 0x839), val(0));
+    // So does an LVTT write (conservatively: a mode change keeps the count).
+    assert_eq!(wr(&mut e, 0, 0x832, 0x2_00ee), OK);
+    assert_eq!(rd(&e, 0, 0x839), None);
+    // Periodic: a 0 read is passing.
+    assert_eq!(rd_seen(&mut e, 0, 0x839, 0), None);
+    assert_eq!(rd(&e, 0, 0x839), None);
+}
