@@ -37,7 +37,7 @@ lrules! {
     X2APIC_UNREADABLE = "x2APIC read of a write-only/reserved register (kvm_lapic_readable_reg_mask)", "6.0+";
     X2APIC_REG_VALUE = "x2APIC register holds the value stored (kvm_lapic_reg_write/kvm_lapic_reset)", "6.0+";
     X2APIC_TMCCT_ZERO = "TMCCT reads 0: TMICT 0 or TSC-deadline mode (apic_get_tmcct)", "6.0+";
-    X2APIC_TMCCT_EXPIRED = "TMCCT stays 0 once an expired one-shot timer read 0 (apic_get_tmcct: target_expiration passed, apic_timer_fn NORESTART)", "6.0+";
+    X2APIC_TMCCT_EXPIRED = "TMCCT stays 0 once an expired one-shot timer read 0, until TMICT/TDCR is written (apic_get_tmcct: target_expiration passed, apic_timer_fn NORESTART; apic_update_lvtt restarts nothing)", "6.0+";
     X2APIC_HIGH_BITS = "x2APIC write with bits 63:32 set (kvm_lapic_msr_write)", "6.0+";
     X2APIC_ICR_RSVD = "x2apic_icr_reserved_gp=true: ICR reserved bits (kvm_x2apic_icr_write)", "6.12+";
     X2APIC_ICR_WRITE = "x2APIC ICR write sends the IPI (kvm_x2apic_icr_write)", "6.0+";
@@ -97,7 +97,7 @@ pub struct LapicRegs {
     /// both agree. A read that only `post` explains settles it.
     pub pending: Option<PendingInit>,
     /// A TMCCT read returned 0 in one-shot mode: the timer has expired, and
-    /// TMCCT stays 0 until TMICT, LVTT or TDCR is written (`apic_get_tmcct`).
+    /// TMCCT stays 0 until TMICT or TDCR is written (`apic_get_tmcct`).
     pub tmcct_expired: bool,
 }
 
@@ -385,9 +385,12 @@ impl Engine {
         if v.apic_base & crate::state::APIC_BASE_EN == 0 {
             return zero;
         }
+        // lapic_timer.tscdeadline known to be 0: 0 in either mode.
+        if v.host.tsc_deadline_zero {
+            return zero;
+        }
         match v.lapic.get(S_LVTT) {
             Some(t) if (t >> TIMER_MODE_SHIFT) & 3 != 2 => zero,
-            Some(_) if v.host.tsc_deadline_zero => zero,
             _ => None,
         }
     }
@@ -429,14 +432,14 @@ impl Engine {
             v.host.tsc_deadline_zero = true;
         }
         let l = &mut v.lapic;
-        // A TMICT write restarts the timer, TDCR restarts it with a new
-        // target, LVTT may change its mode: TMCCT is time again.
+        // A TMICT write restarts the timer, a TDCR write restarts it with a
+        // new target (update_target_expiration, restart_apic_timer): TMCCT
+        // is time again. An LVTT write restarts nothing (apic_update_lvtt:
+        // one-shot <-> periodic keeps the expired target; to or from
+        // TSC-deadline zeroes TMICT, and TMCCT reads 0 anyway).
         if matches!(
             st,
-            LapicStore::Lvtt(_)
-                | LapicStore::Tmict(_)
-                | LapicStore::ForgetAll
-                | LapicStore::Reg(S_TDCR | S_TMICT, _)
+            LapicStore::Tmict(_) | LapicStore::ForgetAll | LapicStore::Reg(S_TDCR | S_TMICT, _)
         ) {
             l.tmcct_expired = false;
         }
