@@ -34,7 +34,7 @@ const FLOORS: &[(&str, f64)] = &[
     ("qemu-init-bsp.kvt", 0.85),
     ("observe-guest.kvt", 0.9),
     // The msr-loop part of the tour reads the TSC 100 times: a value no model
-    // can know (the MSR-class table's "other": 0.184). 0.994 today (0.329
+    // can know (the MSR-class table's "other": 0.184). 0.994 today (0.981
     // before the VMM's own INIT IPIs, irqchip none, stopped making the BSP's
     // APIC base and PV MSRs unknown).
     ("observe-tour.kvt", 0.95),
