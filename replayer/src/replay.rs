@@ -252,15 +252,10 @@ impl Replay {
         self.interesting.clear();
         for (i, r) in records.iter().enumerate() {
             let skippable = match &r.event {
-                Event::MsrRead {
-                    index,
-                    outcome,
-                    origin,
-                    ..
-                } => {
+                Event::MsrRead { index, outcome, .. } => {
                     !self.handles.handles(*index, false)
                         && !matches!(outcome, MsrOutcome::VmFailed { .. })
-                        && crate::model::clock_read_rule(*index, *origin).is_none()
+                        && crate::model::clock_read_rule(*index).is_none()
                 }
                 Event::MsrWrite { index, outcome, .. } => {
                     !self.handles.handles(*index, true)
@@ -752,7 +747,7 @@ impl Lane {
                 let (p, _) = self.engine.decide_msr_ref(vcpu, *index, None, *origin);
                 if p.outcome.is_none()
                     && *p.rule == crate::rules::UNMODELED
-                    && let Some(rule) = crate::model::clock_read_rule(*index, *origin)
+                    && let Some(rule) = crate::model::clock_read_rule(*index)
                 {
                     // The read succeeds; its number is the clock's.
                     return match outcome {

@@ -78,7 +78,7 @@ rules! {
     DEFLECT = "deflected: reason in user-space MSR mask", "§0 §4", "5.10+";
     IGNORE_MSRS = "ignore_msrs=true (unknown MSR reads 0, writes dropped)", "§0", "all";
     HOST_ZERO_ADVERTISED = "host_zero_write_advertised=true (advertised MSR, host read/write 0)", "§0 §3", "6.12+";
-    CLOCK_READ = "guest IA32_TSC read returns the guest TSC (kvm_get_msr_common MSR_IA32_TSC: no failure path); the value is the clock's, not compared", "§0", "all";
+    CLOCK_READ = "IA32_TSC read (guest RDMSR or host KVM_GET_MSRS) returns the TSC (kvm_get_msr_common MSR_IA32_TSC: no failure path); the value is the clock's, not compared", "§0", "all";
     HOST_UNKNOWN = "host access to MSR unknown to KVM refused", "§0", "all";
     USER_RULE = "policy [[msr]] rule", "-", "policy file";
     // ---- §1 ----
@@ -162,6 +162,8 @@ rules! {
     TABLE_EFER_READ = "EFER read returns vcpu->arch.efer: the last accepted write with LMA kept (set_efer, kvm_get_msr_common MSR_EFER)", "§0", "6.0+";
     TABLE_EFER_LME_PAGING = "guest EFER write changing LME with LMA set, i.e. paging on (set_efer: is_paging r=1)", "§0", "6.0+";
     TABLE_SEG_BASE_READ = "FS/GS/KERNEL_GS_BASE read returns the value last written (vendor get_msr)", "§0", "6.0+";
+    TABLE_MISC_FEATURES = "MISC_FEATURES_ENABLES: only CPUID_FAULT (bit 0), and only with PLATFORM_INFO.CPUID_FAULT (kvm_set_msr_common, supports_cpuid_fault)", "§0", "6.0+";
+    MCG_CAP_NO_WRITE = "MCG_CAP has no write case (kvm_set_msr_common default: r=2)", "§5", "all";
     TABLE_TSC_AUX_HIGH = "TSC_AUX bits 63:32 for an Intel-compatible guest", "§0", "6.0+";
     TABLE_UCODE_GUEST = "guest write of UCODE_REV ignored", "§0", "6.0+";
     TABLE_HOST_ONLY = "MSR writable by the host only", "§0", "6.0+";

@@ -52,6 +52,13 @@ fn tsc_read_agrees_on_any_value_and_diverges_on_gp() {
         false,
     );
     assert_eq!((ok.unmodeled, ok.divergences, ok.coverage), (0, 0, 1.0));
+    // A host KVM_GET_MSRS of IA32_TSC likewise (the L1 TSC, no failure path).
+    let mut host = rd(0, 0x10, MsrOutcome::Value(7));
+    if let Event::MsrRead { origin, .. } = &mut host.event {
+        *origin = Origin::Host;
+    }
+    let h = replay(&[host], false);
+    assert_eq!((h.unmodeled, h.divergences), (0, 0));
     let gp = replay(&[rd(0, 0x10, MsrOutcome::InjectGp)], false);
     assert_eq!(gp.divergences, 1);
     let first = gp.first.expect("a divergence");

@@ -223,10 +223,10 @@ fn live_fidelity_corpus_meets_the_same_thresholds() {
     ] {
         let out = d.join(name);
         // Like the stored corpus, with the ioctl tap: QEMU's host
-        // KVM_GET/SET_MSRS entries are scored too (`model::host`). Known
-        // flake on a shared machine: a VM another process runs meanwhile
-        // can land in OUT (seen 2026-12-03 with a concurrent `bench`), with
-        // tracepoint-only coverage below these floors.
+        // KVM_GET/SET_MSRS entries are scored too (`model::host`). (A flake
+        // once blamed on another process's VM was the kernel's stale tgid
+        // column for a reused pid splitting QEMU's own VM: fixed in f8ea63a,
+        // docs/vmm-threads.md.)
         wrap_record(&qemu, &args, &out);
         traces.push(out);
     }

@@ -32,7 +32,7 @@ use crate::state::{
 use super::msr::{R, Store};
 
 /// Slots of the registers in `VcpuState::regs`.
-pub const NREGS: usize = 45;
+pub const NREGS: usize = 46;
 /// EFER (`vcpu->arch.efer`) as last written, read or set by `KVM_SET_SREGS`.
 /// Its known bit covers every bit but LMA; LMA follows CR0.PG, which no
 /// event shows, so it has a known bit of its own ([`SLOT_EFER_LMA`]).
@@ -47,6 +47,10 @@ const SLOT_EFER_LMA: usize = 41;
 /// load or SWAPGS changes them without an exit; a guest that does either
 /// between a write and a read is what the `learned` list warns about.
 const SLOT_FS_BASE: usize = 42;
+/// MSR_MISC_FEATURES_ENABLES (`msr_misc_features_enables`, 0 at RESET).
+const SLOT_MISC_FEATURES: usize = 45;
+/// MSR_PLATFORM_INFO bit 31 (`supports_cpuid_fault`).
+const PLATFORM_INFO_CPUID_FAULT: u64 = 1 << 31;
 /// `vcpu->arch.time`: MSR_KVM_SYSTEM_TIME and _NEW (0 after kvmclock_reset).
 const SLOT_KVM_TIME: usize = 38;
 /// `msr_kvm_poll_control`: 1 from `kvm_arch_vcpu_postcreate` ("poll control
@@ -103,6 +107,7 @@ pub const fn reg_slot(index: u32) -> Option<usize> {
         0x4b56_4d05 => SLOT_POLL_CONTROL,
         0xc000_0080 => SLOT_EFER,
         0xc000_0100..=0xc000_0102 => SLOT_FS_BASE + (index - 0xc000_0100) as usize,
+        0x140 => SLOT_MISC_FEATURES,
         _ => return None,
     })
 }
@@ -160,6 +165,7 @@ pub(crate) const fn table_handles(index: u32) -> bool {
         || matches!(
             index,
             0x0 | 0x1
+                | 0x34
                 | 0xc000_0080
                 | 0xc000_0100..=0xc000_0102
                 | 0x11
@@ -301,6 +307,13 @@ impl Engine {
                 (R::FaultOrUnknown, &rules::TABLE_NO_HYPERV)
             }
             _ if !in_kvm_ranges(index) => (R::Unknown, &rules::TABLE_UNKNOWN),
+            // kvm_get_msr_common MSR_SMI_COUNT: vcpu->arch.smi_count for
+            // guest and host alike; 0 from kvm_vcpu_reset, changed only by a
+            // host write or an SMI, and no SMI enters without SMM support.
+            0x34 if self.host_trace.no_smm => match v.host.smi_count {
+                Some(x) => (R::Ok(x), &super::host::HOST_SMI_COUNT_READ),
+                None => return None,
+            },
             // kvm_get_msr_common MSR_EFER: vcpu->arch.efer, where every bit
             // including LMA is known (see SLOT_EFER_LMA); else a read teaches.
             0xc000_0080 => {
@@ -409,6 +422,37 @@ impl Engine {
             } else {
                 store(SLOT_POLL_CONTROL, data)
             }),
+            // kvm_set_msr_common MSR_MISC_FEATURES_ENABLES (pvm_set_msr
+            // calls it too): bits other than CPUID_FAULT, or CPUID_FAULT
+            // without PLATFORM_INFO.CPUID_FAULT, fail (host too).
+            0x140 => {
+                let platform_known = v.regs_known & (1 << SLOT_PLATFORM_INFO) != 0;
+                let fault = Some((R::Fault, &rules::TABLE_MISC_FEATURES, Store::None));
+                if data & !1 != 0 {
+                    // kvm_pvm stored 0x2 here (observe bit-probe, seq 709):
+                    // not the common code's check; left to the recording.
+                    if self.policy.vendor == crate::policy::Vendor::Pvm {
+                        return None;
+                    }
+                    fault
+                } else if data == 0 {
+                    Some((
+                        R::Ok(0),
+                        &rules::TABLE_MISC_FEATURES,
+                        Store::Reg(SLOT_MISC_FEATURES, 0),
+                    ))
+                } else if !platform_known {
+                    None
+                } else if v.regs[SLOT_PLATFORM_INFO] & PLATFORM_INFO_CPUID_FAULT == 0 {
+                    fault
+                } else {
+                    Some((
+                        R::Ok(0),
+                        &rules::TABLE_MISC_FEATURES,
+                        Store::Reg(SLOT_MISC_FEATURES, 1),
+                    ))
+                }
+            }
             // kvm_set_msr_common MSR_IA32_UCODE_REV: a guest write is dropped.
             0x8b if !host => Some((R::Ok(0), &rules::TABLE_UCODE_GUEST, Store::None)),
             // ...a host write is stored (microcode_version); unlike the other
@@ -416,8 +460,9 @@ impl Engine {
             // (kvm_is_immutable_feature_msr: "all feature MSRs except uCode
             // revID").
             0x8b => Some(store(SLOT_UCODE_REV, data)),
-            // MSR_PLATFORM_INFO and MSR_IA32_ARCH_CAPABILITIES: host only.
-            0xce | 0x10a if !host => Some((R::Fault, &rules::TABLE_HOST_ONLY, Store::None)),
+            // MSR_PLATFORM_INFO, MSR_IA32_ARCH_CAPABILITIES and (every
+            // release) MSR_SMI_COUNT: host only.
+            0x34 | 0xce | 0x10a if !host => Some((R::Fault, &rules::TABLE_HOST_ONLY, Store::None)),
             // PERF_CAPABILITIES: a guest write fails (1 or 2 by release).
             0x345 if !host => Some((R::FaultOrUnknown, &rules::TABLE_HOST_ONLY, Store::None)),
             0xda0 if !host && absent(c, sup, LEAF_D1, |x| x.xsaves) => {

@@ -351,6 +351,8 @@ impl Engine {
             // The VMM's KVM_SET_SREGS after RESET (untapped in our own
             // recordings) sets EFER and the segment bases.
             v.regs_known &= super::REGS_KNOWN_AT_RESET;
+            // kvm_vcpu_reset (RESET and INIT): smi_count = 0.
+            v.host.smi_count = Some(0);
         }
     }
 
@@ -374,6 +376,8 @@ impl Engine {
             // vmx/svm vcpu_reset: spec_ctrl = 0 at RESET and INIT.
             v.spec_ctrl = Some(0);
             v.pv.init(true);
+            // kvm_vcpu_reset: smi_count = 0 at INIT too.
+            v.host.smi_count = Some(0);
             super::lapic::init_seen(v, lint0);
         }
     }

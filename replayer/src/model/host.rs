@@ -336,6 +336,8 @@ impl Engine {
             if let VmmSet::Sregs { sregs2: true, .. } = set
                 && let Some(v) = self.vcpu_mut(vcpu)
             {
+                // __set_sregs_common set EFER before the PDPTR check failed.
+                super::common::on_efer_store(v, None);
                 v.unknown |= U_APIC_BASE;
                 v.lapic.forget_all();
             }
@@ -925,8 +927,13 @@ mod tests {
                 );
                 // Guest accesses are left to other rules (a guest TSC
                 // write: model::pv, accepted; a guest TSC_DEADLINE write
-                // never fails: model::lapic).
-                let guest = matches!(i, 0x10 | 0x6e0).then_some(MsrOutcome::Ok);
+                // never fails: model::lapic; a guest SMI_COUNT write fails:
+                // host only, model::common).
+                let guest = match i {
+                    0x10 | 0x6e0 => Some(MsrOutcome::Ok),
+                    0x34 => Some(MsrOutcome::InjectGp),
+                    _ => None,
+                };
                 assert_eq!(e.msr_write(0, i, x, G).outcome, guest, "{i:#x}");
             }
             // Tapped from the start: the creation values (0) until a fold.

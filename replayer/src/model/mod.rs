@@ -23,14 +23,13 @@ pub use pv::PvRegs;
 #[cfg(test)]
 mod tests;
 
-/// A guest RDMSR whose success a rule decides but whose value is the guest's
+/// An RDMSR (guest) or KVM_GET_MSRS entry (host) whose success a rule decides but whose value is the guest's
 /// clock (IA32_TSC: `kvm_get_msr_common` returns the guest TSC, with no
 /// failure path in any release; filter and deflection come first and are
 /// decided by the pipeline): the replay predicts "a value" and compares the
 /// kind of outcome, never the number. Only where no handler predicted.
-pub(crate) fn clock_read_rule(
-    index: u32,
-    origin: kvmtrace_format::Origin,
-) -> Option<&'static crate::rules::Rule> {
-    (index == 0x10 && origin == kvmtrace_format::Origin::Guest).then_some(&crate::rules::CLOCK_READ)
+pub(crate) fn clock_read_rule(index: u32) -> Option<&'static crate::rules::Rule> {
+    // Host reads too: `kvm_get_msr_common` returns the L1 TSC for a
+    // host-initiated read, with no failure path either.
+    (index == 0x10).then_some(&crate::rules::CLOCK_READ)
 }

@@ -711,6 +711,9 @@ impl Engine {
                 Store::None,
             )),
             // ---- §5 MCE (set_msr_mce) ----
+            // kvm_set_msr_common hands MCG_CTL/STATUS and the banks to
+            // set_msr_mce; MCG_CAP has no case (KVM_X86_SETUP_MCE sets it).
+            MSR_IA32_MCG_CAP => (R::Unknown, &rules::MCG_CAP_NO_WRITE, Store::None),
             MSR_IA32_MCG_STATUS => (R::Ok(0), &rules::MCE_WRITE, Store::McgStatus(data)),
             MSR_IA32_MCG_CTL => {
                 if v.mcg_cap & MCG_CTL_P == 0 && (data != 0 || !host) {

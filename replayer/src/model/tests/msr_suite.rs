@@ -448,3 +448,165 @@ fn efer_reads_follow_writes_and_lma() {
     write_ok(&mut e, efer, 0x900, Origin::Host);
     assert_eq!(rd(&e), val(0xd00));
 }
+
+/// MCG_CAP has no write case (kvm_set_msr_common default, r=2);
+/// MISC_FEATURES_ENABLES takes CPUID_FAULT only with PLATFORM_INFO's bit
+/// (kvm_set_msr_common, supports_cpuid_fault); on pvm other bits are left to
+/// the recording (measured stored, observe bit-probe).
+#[test]
+fn mcg_cap_write_and_misc_features() {
+    let h = h();
+    run(
+        &[
+            case!(
+                "MCG_CAP guest write",
+                "kvm-6.18",
+                Intel,
+                NONE,
+                0,
+                0x179,
+                Some(0),
+                G,
+                GP
+            ),
+            case!(
+                "MCG_CAP guest write, UNKNOWN deflected",
+                "kvm-6.18",
+                Intel,
+                NONE,
+                2,
+                0x179,
+                Some(0x10a),
+                G,
+                ux(MsrExitReason::Unknown)
+            ),
+            case!(
+                "MISC_FEATURES 0 at RESET",
+                "kvm-6.18",
+                Intel,
+                NONE,
+                0,
+                0x140,
+                None,
+                G,
+                val(0)
+            ),
+            case!(
+                "MISC_FEATURES bit 1",
+                "kvm-6.18",
+                Intel,
+                NONE,
+                0,
+                0x140,
+                Some(2),
+                G,
+                GP
+            ),
+            case!(
+                "MISC_FEATURES bit 1 on pvm: left to the recording",
+                "kvm-6.18",
+                Pvm,
+                NONE,
+                0,
+                0x140,
+                Some(2),
+                G,
+                None
+            ),
+            case!(
+                "MISC_FEATURES CPUID_FAULT, PLATFORM_INFO unknown",
+                "kvm-6.18",
+                Intel,
+                NONE,
+                0,
+                0x140,
+                Some(1),
+                G,
+                None
+            ),
+            case!(
+                "MISC_FEATURES 0 then read",
+                "kvm-6.18",
+                Pvm,
+                &[(0x140, 0, G)],
+                0,
+                0x140,
+                None,
+                G,
+                val(0)
+            ),
+            case!(
+                "SMI_COUNT guest write: host only",
+                "kvm-6.18",
+                Intel,
+                NONE,
+                0,
+                0x34,
+                Some(0),
+                G,
+                GP
+            ),
+        ],
+        &h,
+    );
+}
+
+/// kvm_get_msr_common MSR_SMI_COUNT for a guest read: 0 from kvm_vcpu_reset
+/// (RESET and INIT) where no SMI can enter (KVM_CAP_X86_SMM 0).
+#[test]
+fn smi_count_read_after_reset_without_smm() {
+    let mut h = h();
+    let mut e = engine("kvm-6.18", Vendor::Intel, &h);
+    e.apply(&rec(
+        0,
+        Event::Reset {
+            state: Box::default(),
+            decided_by: DecidedBy::Kernel,
+        },
+    ));
+    assert_eq!(
+        e.msr_read(0, 0x34, G).outcome,
+        None,
+        "SMM support not known"
+    );
+    h.host.caps.push((117, 0));
+    let mut e = engine("kvm-6.18", Vendor::Intel, &h);
+    assert_eq!(e.msr_read(0, 0x34, G).outcome, None, "before RESET");
+    e.apply(&rec(
+        0,
+        Event::Reset {
+            state: Box::default(),
+            decided_by: DecidedBy::Kernel,
+        },
+    ));
+    assert_eq!(e.msr_read(0, 0x34, G).outcome, val(0));
+    write_ok(&mut e, 0x34, 5, H);
+    assert_eq!(e.msr_read(0, 0x34, G).outcome, val(5));
+}
+
+/// A tapped KVM_SET_SREGS sets EFER (LMA included) and the segment bases
+/// (which its event does not carry).
+#[test]
+fn set_sregs_sets_efer_and_forgets_segment_bases() {
+    let h = h();
+    let mut e = engine("kvm-6.18", Vendor::Intel, &h);
+    write_ok(&mut e, 0xc000_0101, 0x1000, G);
+    assert_eq!(e.msr_read(0, 0xc000_0101, G).outcome, val(0x1000));
+    e.apply(&rec(
+        1,
+        Event::VmmState {
+            set: Box::new(VmmSet::Sregs {
+                apic_base: 0xfee0_0900,
+                cr0: 0x8000_0011,
+                cr4: 0x20,
+                efer: 0x500,
+                cs: Segment::default(),
+                sregs2: false,
+            }),
+            result: 0,
+        },
+    ));
+    assert_eq!(e.msr_read(0, 0xc000_0080, G).outcome, val(0x500));
+    assert_eq!(e.msr_read(0, 0xc000_0101, G).outcome, None);
+    assert_eq!(e.msr_write(0, 0xc000_0080, 0x1, G).outcome, GP);
+}
