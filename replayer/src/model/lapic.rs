@@ -37,6 +37,7 @@ lrules! {
     X2APIC_UNREADABLE = "x2APIC read of a write-only/reserved register (kvm_lapic_readable_reg_mask)", "6.0+";
     X2APIC_REG_VALUE = "x2APIC register holds the value stored (kvm_lapic_reg_write/kvm_lapic_reset)", "6.0+";
     X2APIC_TMCCT_ZERO = "TMCCT reads 0: TMICT 0 or TSC-deadline mode (apic_get_tmcct)", "6.0+";
+    X2APIC_TMCCT_EXPIRED = "TMCCT stays 0 once an expired one-shot timer read 0, until TMICT/TDCR is written (apic_get_tmcct: target_expiration passed, apic_timer_fn NORESTART; apic_update_lvtt restarts nothing)", "6.0+";
     X2APIC_HIGH_BITS = "x2APIC write with bits 63:32 set (kvm_lapic_msr_write)", "6.0+";
     X2APIC_ICR_RSVD = "x2apic_icr_reserved_gp=true: ICR reserved bits (kvm_x2apic_icr_write)", "6.12+";
     X2APIC_ICR_WRITE = "x2APIC ICR write sends the IPI (kvm_x2apic_icr_write)", "6.0+";
@@ -95,6 +96,9 @@ pub struct LapicRegs {
     /// registers are either `pre` or `post`; `known` holds the slots where
     /// both agree. A read that only `post` explains settles it.
     pub pending: Option<PendingInit>,
+    /// A TMCCT read returned 0 in one-shot mode: the timer has expired, and
+    /// TMCCT stays 0 until TMICT or TDCR is written (`apic_get_tmcct`).
+    pub tmcct_expired: bool,
 }
 
 /// The two LAPIC states a vCPU with an INIT in flight may be in
@@ -147,6 +151,7 @@ impl LapicRegs {
     pub fn forget_all(&mut self) {
         self.known &= (1 << S_LVR) | (1 << S_ESR);
         self.pending = None;
+        self.tmcct_expired = false;
     }
 
     /// `kvm_lapic_reset`: ESR = 0 (RESET; the other registers are reset too,
@@ -272,6 +277,8 @@ impl Engine {
                     .is_some_and(|x| (x >> TIMER_MODE_SHIFT) & 3 == 2);
                 if deadline || l.get(S_TMICT) == Some(0) {
                     (R::Ok(0), &X2APIC_TMCCT_ZERO)
+                } else if l.tmcct_expired {
+                    (R::Ok(0), &X2APIC_TMCCT_EXPIRED)
                 } else {
                     un
                 }
@@ -378,9 +385,12 @@ impl Engine {
         if v.apic_base & crate::state::APIC_BASE_EN == 0 {
             return zero;
         }
+        // lapic_timer.tscdeadline known to be 0: 0 in either mode.
+        if v.host.tsc_deadline_zero {
+            return zero;
+        }
         match v.lapic.get(S_LVTT) {
             Some(t) if (t >> TIMER_MODE_SHIFT) & 3 != 2 => zero,
-            Some(_) if v.host.tsc_deadline_zero => zero,
             _ => None,
         }
     }
@@ -422,6 +432,17 @@ impl Engine {
             v.host.tsc_deadline_zero = true;
         }
         let l = &mut v.lapic;
+        // A TMICT write restarts the timer, a TDCR write restarts it with a
+        // new target (update_target_expiration, restart_apic_timer): TMCCT
+        // is time again. An LVTT write restarts nothing (apic_update_lvtt:
+        // one-shot <-> periodic keeps the expired target; to or from
+        // TSC-deadline zeroes TMICT, and TMCCT reads 0 anyway).
+        if matches!(
+            st,
+            LapicStore::Tmict(_) | LapicStore::ForgetAll | LapicStore::Reg(S_TDCR | S_TMICT, _)
+        ) {
+            l.tmcct_expired = false;
+        }
         match st {
             LapicStore::Reg(s, Some(x)) => l.set(s, x),
             LapicStore::Reg(s, None) => l.forget(s),
@@ -705,6 +726,20 @@ pub(crate) fn teach(v: &mut VcpuState, index: u32, value: u64) {
         v.id_known = true;
     }
     let reg = (index - 0x800) << 4;
+    if reg == 0x390 {
+        // apic_get_tmcct of a one-shot timer: the remaining time only
+        // falls, and once the target expiration has passed it is 0 (the
+        // hrtimer does not restart, apic_timer_fn HRTIMER_NORESTART). In
+        // periodic mode a 0 is passing (the counter reloads).
+        let one_shot = v
+            .lapic
+            .get(S_LVTT)
+            .is_some_and(|t| (t >> TIMER_MODE_SHIFT) & 3 == 0);
+        if value == 0 && one_shot && v.lapic.pending.is_none() {
+            v.lapic.tmcct_expired = true;
+        }
+        return;
+    }
     let Some(s) = slot(reg) else {
         return;
     };

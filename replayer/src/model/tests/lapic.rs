@@ -591,3 +591,52 @@ fn vmm_ipi_without_an_in_kernel_lapic() {
     assert_eq!(rd(&e, 0, 0x1b), val(0xfee0_0900));
     assert_eq!(rd(&e, 1, 0x1b), val(0xfee0_0800));
 }
+
+/// apic_get_tmcct of a one-shot timer: once a read shows 0 (the target
+/// expiration passed; apic_timer_fn does not restart a one-shot timer) TMCCT
+/// stays 0 until TMICT or TDCR is written; an LVTT write restarts nothing
+/// (apic_update_lvtt). A periodic timer reloads: its 0 is passing.
+#[test]
+fn tmcct_of_an_expired_one_shot_timer() {
+    let mut e = x2_engine();
+    assert_eq!(wr(&mut e, 0, 0x80f, 0x1ff), OK);
+    // One-shot, vector 0xee; TMICT 0x999999 starts it.
+    assert_eq!(wr(&mut e, 0, 0x832, 0xee), OK);
+    assert_eq!(wr(&mut e, 0, 0x838, 0x99_9999), OK);
+    assert_eq!(rd_seen(&mut e, 0, 0x839, 0x50_0000), None);
+    assert_eq!(rd(&e, 0, 0x839), None);
+    assert_eq!(rd_seen(&mut e, 0, 0x839, 0), None);
+    assert_eq!(rd(&e, 0, 0x839), val(0));
+    // A TMICT write restarts it.
+    assert_eq!(wr(&mut e, 0, 0x838, 0x99_9999), OK);
+    assert_eq!(rd(&e, 0, 0x839), None);
+    assert_eq!(rd_seen(&mut e, 0, 0x839, 0), None);
+    assert_eq!(rd(&e, 0, 0x839), val(0));
+    // One-shot -> periodic: the expired timer stays stopped.
+    assert_eq!(wr(&mut e, 0, 0x832, 0x2_00ee), OK);
+    assert_eq!(rd(&e, 0, 0x839), val(0));
+    // A TDCR write restarts it with a new target.
+    assert_eq!(wr(&mut e, 0, 0x83e, 0x3), OK);
+    assert_eq!(rd(&e, 0, 0x839), None);
+    // Periodic: a 0 read is passing.
+    assert_eq!(rd_seen(&mut e, 0, 0x839, 0), None);
+    assert_eq!(rd(&e, 0, 0x839), None);
+}
+
+/// kvm_get_lapic_tscdeadline_msr returns lapic_timer.tscdeadline in
+/// TSC-deadline mode and 0 otherwise: while the deadline is known to be 0
+/// (a read showed it, or a 0 write) the read is 0 whatever LVTT holds, also
+/// when an xAPIC stretch left LVTT unknown.
+#[test]
+fn tsc_deadline_zero_with_lvtt_unknown() {
+    let mut h = header("kvm_pvm", true, 1 << 21 | 1 << 24);
+    h.vm.irqchip = Some(Irqchip::Kernel);
+    let mut e = engine("kvm-6.18", Vendor::Pvm, &h);
+    assert_eq!(wr(&mut e, 0, 0x1b, 0xfee0_0d00), OK);
+    assert_eq!(rd(&e, 0, 0x832), None);
+    assert_eq!(rd_seen(&mut e, 0, 0x6e0, 0), None);
+    assert_eq!(rd(&e, 0, 0x6e0), val(0));
+    // A nonzero write whose mode is unknown: stored or ignored.
+    assert_eq!(wr(&mut e, 0, 0x6e0, 0x1234), OK);
+    assert_eq!(rd(&e, 0, 0x6e0), None);
+}
