@@ -3,7 +3,9 @@
 //! written here from the architecture and KVM's documentation (no code of any
 //! such suite): speculation control (SPEC_CTRL values, PRED_CMD/FLUSH_CMD with
 //! every single bit), EFER, the segment-base and SYSCALL MSRs with canonical
-//! and non-canonical values, TSC_ADJUST and a guest TSC write, TSC_AUX, the
+//! and non-canonical values (also as a register table read, written with
+//! bits kept from the original, read back and restored, and GS_BASE saved
+//! and restored as a boot does around segment loads), TSC_ADJUST and a guest TSC write, TSC_AUX, the
 //! kvmclock, async-PF, steal-time, PV-EOI and poll-control MSRs, the MTRRs
 //! (MTRRcap, deftype, fixed and variable ranges, valid and invalid types and
 //! reserved bits), PMU MSRs (counters, event selects, global controls) and
@@ -233,6 +235,71 @@ fn vmm_steps(tsc_adjust: u64) -> HostStep {
     HostStep::Seq(s)
 }
 
+/// An MSR test's read/write/read/restore of one register: read the original,
+/// write `value` with the `keep` bits taken from the original (`keep` all
+/// ones ORs `value` into it), read back, write the original back.
+fn rw_keep(g: &mut Guest, index: u32, value: u64, keep: u64) -> R {
+    use iced_x86::code_asm::{rax, rdx};
+    g.rdmsr(index)?;
+    g.a.push(rax)?;
+    g.a.push(rdx)?;
+    g.a.shl(rdx, 32u32)?;
+    g.a.or(rax, rdx)?;
+    // (orig | set) & !clear = (value & !keep) | (orig & keep); keep = !0
+    // means value | orig.
+    let (set, clear) = if keep == !0 {
+        (value, 0)
+    } else {
+        (value & !keep, !keep & !value)
+    };
+    if set != 0 {
+        g.a.mov(rdx, set)?;
+        g.a.or(rax, rdx)?;
+    }
+    if clear != 0 {
+        g.a.mov(rdx, !clear)?;
+        g.a.and(rax, rdx)?;
+    }
+    g.a.mov(rdx, rax)?;
+    g.a.shr(rdx, 32u32)?;
+    g.wrmsr_edx_eax(index)?;
+    g.rdmsr(index)?;
+    g.a.pop(rdx)?;
+    g.a.pop(rax)?;
+    g.wrmsr_edx_eax(index)
+}
+
+/// The register table of a public MSR test (value, bits kept from the
+/// original; EFER ORs its value in), then a non-canonical write to the
+/// address MSRs; and a boot's save/restore of GS_BASE around segment loads.
+const RW_TABLE: &[(u32, u64, u64)] = &[
+    (0x174, 0x1234, 0),
+    (0x175, ADDR, 0),
+    (0x176, ADDR, 0),
+    (0x1a0, 0x4_00c5_0809, 0x1880),
+    (0x277, 0x0707_0707, 0),
+    (0xc000_0100, ADDR, 0),
+    (0xc000_0101, ADDR, 0),
+    (0xc000_0102, ADDR, 0),
+    (0xc000_0080, 1, !0),
+    (0xc000_0082, ADDR, 0),
+    (0xc000_0083, ADDR, 0),
+    (0xc000_0084, 0xffff_ffff, 0),
+];
+
+fn rw_table(g: &mut Guest) -> R {
+    g.clear_fault()?;
+    for &(index, value, keep) in RW_TABLE {
+        rw_keep(g, index, value, keep)?;
+        if value == ADDR && index >= 0xc000_0000 {
+            g.wrmsr(index, NONCANON)?;
+        }
+    }
+    // Save GS_BASE, (segment loads), restore it.
+    rw_keep(g, 0xc000_0101, 0, !0)?;
+    g.report_fault()
+}
+
 fn run(g: &mut Guest, list: &[Access]) -> R {
     g.clear_fault()?;
     for &(index, v) in list {
@@ -302,6 +369,7 @@ pub fn body(g: &mut Guest) -> R {
             w(0x277, 0x0007_0406_0007_0406),
         ],
     )?;
+    rw_table(g)?;
     run(g, TSC)?;
     run(g, PV)?;
     run(g, MTRR)?;
