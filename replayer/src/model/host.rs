@@ -376,6 +376,8 @@ impl Engine {
             VmmSet::Lapic(page) => {
                 let x2 = v.unknown & U_APIC_BASE == 0 && v.x2apic_mode();
                 v.lapic.forget_all();
+                // kvm_apic_set_state copies the page: ESR in either mode.
+                v.lapic.set_esr(page.esr.into());
                 if x2 {
                     // The x2APIC ID after the page (`kvm_apic_state_fixup`):
                     // with the x2APIC API's 32-bit IDs the page's ID must be

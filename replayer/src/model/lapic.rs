@@ -159,6 +159,11 @@ impl LapicRegs {
     pub(crate) fn reset_esr(&mut self) {
         self.set(S_ESR, 0);
     }
+
+    /// `KVM_SET_LAPIC` (`kvm_apic_set_state` copies the whole page).
+    pub(crate) fn set_esr(&mut self, x: u64) {
+        self.set(S_ESR, x);
+    }
 }
 
 /// `nr_lvt_entries`: 7 with MCG_CMCI_P (`kvm_apic_calc_nr_lvt_entries`);

@@ -640,3 +640,29 @@ fn tsc_deadline_zero_with_lvtt_unknown() {
     assert_eq!(wr(&mut e, 0, 0x6e0, 0x1234), OK);
     assert_eq!(rd(&e, 0, 0x6e0), None);
 }
+
+/// KVM_SET_LAPIC copies the whole page (kvm_apic_set_state): ESR is the
+/// page's, also in xAPIC mode, where the other registers stay unknown.
+#[test]
+fn set_lapic_sets_esr_in_either_mode() {
+    let mut h = header("kvm_pvm", true, 1 << 21);
+    h.vm.irqchip = Some(Irqchip::Kernel);
+    let mut e = engine("kvm-6.18", Vendor::Pvm, &h);
+    let page = LapicPage {
+        esr: 0x40,
+        svr: 0x1ff,
+        ..LapicPage::default()
+    };
+    e.apply(&Record {
+        seq: 1,
+        vcpu: 0,
+        time_ns: 1,
+        event: Event::VmmState {
+            set: Box::new(VmmSet::Lapic(page)),
+            result: 0,
+        },
+    });
+    assert_eq!(wr(&mut e, 0, 0x1b, 0xfee0_0d00), OK);
+    assert_eq!(rd(&e, 0, 0x828), val(0x40));
+    assert_eq!(rd(&e, 0, 0x80f), None);
+}
