@@ -604,8 +604,8 @@ impl Engine {
         let lint0_quirk = self.vm.quirk(crate::quirks::LINT0_REENABLED);
         let mut system_reset = false;
         if let Some(v) = self.vcpu_mut(t) {
-            // Which table registers INIT clears differs by vendor (cpu.rs).
-            v.regs_known = 0;
+            // Table registers: kept, set or forgotten (model::common).
+            super::common::on_init(v, exact);
             // The BSP bit where known, else the reset BSP (bsp_vcpu_id 0).
             let bsp = if v.unknown & U_APIC_BASE == 0 {
                 v.apic_base & crate::state::APIC_BASE_BSP != 0
@@ -660,10 +660,16 @@ impl Engine {
         let vmm_msrs_seen = self.host_trace.vmm_msrs_seen;
         for v in &mut self.vcpus {
             super::host::forget_at_system_reset(v, vmm_msrs_seen);
-            v.regs_known = 0;
             v.lapic = LapicRegs::default();
-            v.spec_ctrl = None;
-            v.pv = super::PvRegs::default();
+            // With the VMM's MSR ioctls tapped, every MSR it sets is in the
+            // trace and the kernel resets nothing else on a VMM's system
+            // reset (EFER and segment bases come with a tapped
+            // KVM_SET_SREGS): MSR-held state stays known.
+            if !vmm_msrs_seen {
+                v.regs_known = 0;
+                v.spec_ctrl = None;
+                v.pv = super::PvRegs::default();
+            }
         }
         // kvm->arch.wall_clock changes only by an MSR write (tapped or not).
         if !vmm_msrs_seen {

@@ -610,3 +610,25 @@ fn set_sregs_sets_efer_and_forgets_segment_bases() {
     assert_eq!(e.msr_read(0, 0xc000_0101, G).outcome, None);
     assert_eq!(e.msr_write(0, 0xc000_0080, 0x1, G).outcome, GP);
 }
+
+/// kvm_vcpu_reset(init_event = true): MTRRs, MISC_FEATURES_ENABLES kept;
+/// EFER and the kvmclock set to 0 (set_efer, kvmclock_reset); the vendor's
+/// registers (SYSENTER_CS here) forgotten. An INIT whose moment is unknown
+/// keeps what INIT keeps and leaves the rest unknown.
+#[test]
+fn init_keeps_common_registers() {
+    let h = h();
+    let mut e = engine("kvm-6.18", Vendor::Intel, &h);
+    write_ok(&mut e, 0x2ff, 0xc06, G);
+    write_ok(&mut e, 0x174, 0x10, G);
+    write_ok(&mut e, 0x140, 0, G);
+    e.deliver_init(0, true);
+    assert_eq!(e.msr_read(0, 0x2ff, H).outcome, val(0xc06));
+    assert_eq!(e.msr_read(0, 0x140, G).outcome, val(0));
+    assert_eq!(e.msr_read(0, 0x174, G).outcome, None);
+    assert_eq!(e.msr_read(0, 0xc000_0080, G).outcome, val(0));
+    assert_eq!(e.msr_read(0, 0x12, H).outcome, val(0));
+    e.deliver_init(0, false);
+    assert_eq!(e.msr_read(0, 0x2ff, H).outcome, val(0xc06));
+    assert_eq!(e.msr_read(0, 0xc000_0080, G).outcome, None);
+}
