@@ -711,3 +711,30 @@ fn lost_events_forget_the_registers() {
     assert_eq!(rd(&e, 0, 0x839), None);
     assert_eq!(rd(&e, 0, 0x803), val(0x50014));
 }
+
+/// INIT to all including self (shorthand 2, kvm_apic_match_dest): the sender
+/// resets at once (it processes the INIT before its next event), the other
+/// x2APIC vCPU has it in flight; a logical destination (x2APIC cluster 0,
+/// bit 1) reaches vCPU 1 only.
+#[test]
+fn init_all_including_self_and_logical() {
+    let mut e = x2_engine();
+    for vcpu in [0, 1] {
+        assert_eq!(wr(&mut e, vcpu, 0x80f, 0x1ff), OK);
+        assert_eq!(wr(&mut e, vcpu, 0x832, 0x1_00ee), OK);
+        assert_eq!(wr(&mut e, vcpu, 0x838, 0), OK);
+    }
+    assert_eq!(wr(&mut e, 0, 0x830, 0x8_4500), OK);
+    assert_eq!(rd(&e, 0, 0x80f), val(0xff));
+    assert_eq!(rd(&e, 1, 0x80f), None);
+    assert_eq!(rd(&e, 1, 0x838), val(0));
+
+    let mut e = x2_engine();
+    for vcpu in [0, 1] {
+        assert_eq!(wr(&mut e, vcpu, 0x80f, 0x1ff), OK);
+    }
+    // Logical (bit 11), dest cluster 0 bitmap 0b10 = x2APIC ID 1.
+    assert_eq!(wr(&mut e, 0, 0x830, (2u64 << 32) | 0x4d00), OK);
+    assert_eq!(rd(&e, 0, 0x80f), val(0x1ff));
+    assert_eq!(rd(&e, 1, 0x80f), None);
+}
