@@ -364,10 +364,12 @@ impl Engine {
             Event::UserSpaceMsr { mask } => self.set_user_space_msr(*mask),
             Event::SetupMce { mcg_cap } => self.setup_mce(rec.vcpu, *mcg_cap),
             Event::VmmState { set, result } => self.apply_vmm_state(rec.vcpu, set, *result),
-            // Events the capture lost may hold a guest TSC_DEADLINE write.
+            // Events the capture lost may hold a guest TSC_DEADLINE write,
+            // or x2APIC register writes (a TMICT write restarts the timer).
             Event::Lost { .. } => {
                 for v in &mut self.vcpus {
                     v.host.tsc_deadline_zero = false;
+                    v.lapic.forget_all();
                 }
             }
             Event::End {
