@@ -632,3 +632,28 @@ fn init_keeps_common_registers() {
     assert_eq!(e.msr_read(0, 0x2ff, H).outcome, val(0xc06));
     assert_eq!(e.msr_read(0, 0xc000_0080, G).outcome, None);
 }
+
+/// A BSP INIT in a recording of another VMM: the VMM then resets the
+/// machine. With its MSR ioctls tapped (`ConfigSource::VmmIoctls`) those
+/// writes are in the trace, so MSR-held state INIT keeps (MTRRs) stays known;
+/// without the tap every table register becomes unknown.
+#[test]
+fn bsp_init_in_a_tapped_recording_keeps_msr_state() {
+    for (tap, want) in [(true, val(0xc06)), (false, None)] {
+        let mut h = h();
+        h.capture.mode = CaptureMode::External;
+        h.vm.irqchip = Some(Irqchip::Kernel);
+        h.config_source = if tap {
+            ConfigSource::VmmIoctls
+        } else {
+            ConfigSource::Unknown { why: "test".into() }
+        };
+        let mut e = engine("kvm-6.18", Vendor::Intel, &h);
+        write_ok(&mut e, 0x2ff, 0xc06, H);
+        write_ok(&mut e, 0x174, 0x10, H);
+        assert_eq!(e.msr_read(0, 0x2ff, H).outcome, val(0xc06));
+        e.deliver_init(0, false);
+        assert_eq!(e.msr_read(0, 0x2ff, H).outcome, want, "tap {tap}");
+        assert_eq!(e.msr_read(0, 0x174, H).outcome, None, "tap {tap}");
+    }
+}
