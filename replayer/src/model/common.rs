@@ -586,11 +586,9 @@ impl Engine {
                 }
                 let lme_known = v.regs_known & (1 << SLOT_EFER) != 0;
                 let lme_changes = (v.regs[SLOT_EFER] ^ data) & EFER_LME != 0;
-                // set_efer: is_paging() && LME changes -> 1. LMA set means
-                // long mode is active, so paging is on.
-                if lme_known && lme_changes && lma_known && old_lma != 0 {
-                    return Some((R::Fault, &rules::TABLE_EFER_LME_PAGING, Store::None));
-                }
+                // set_efer: is_paging() && LME changes -> 1. Paging (CR0.PG)
+                // is never known (docs/learned-not-modelled.md): an LME
+                // change is learned.
                 (lme_known && !lme_changes).then_some(accept).flatten()
             }
             // A Xen guest's hypercall-page MSR can be any index (writes only).
@@ -616,7 +614,11 @@ pub(crate) fn know_efer(v: &mut VcpuState, value: u64) {
 /// (`was_known`) and cannot change without an EFER write (LME = LMA).
 fn set_efer_lma_known(v: &mut VcpuState, was_known: bool) {
     let x = v.regs[SLOT_EFER];
-    let stable = (x & EFER_LME != 0) == (x & EFER_LMA != 0);
+    // LME clear: LMA is clear and stays so (paging without LME is not long
+    // mode; a write setting LME is seen). LME set: CR0.PG decides LMA, and a
+    // guest may leave long mode unseen (kvm-unit-tests' 5-level-paging
+    // switch turns paging off and on), so LMA is not known.
+    let stable = x & (EFER_LME | EFER_LMA) == 0;
     if was_known && stable {
         v.regs_known |= 1 << SLOT_EFER_LMA;
     } else {
