@@ -38,6 +38,10 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
                 *vmm_state.entry(set.ioctl()).or_default() += 1;
                 vmm_refused += u64::from(*result != 0);
             }
+            Event::CapEnabled { result, .. } => {
+                *vmm_state.entry("KVM_ENABLE_CAP").or_default() += 1;
+                vmm_refused += u64::from(*result != 0);
+            }
             Event::VcpuThread {
                 identity: VcpuIdentity::FirstSeen,
                 ..
