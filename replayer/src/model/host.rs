@@ -1400,6 +1400,151 @@ mod tests {
         );
     }
 
+    fn cap(cap: u32, arg0: u64, result: i32) -> Event {
+        Event::CapEnabled {
+            cap,
+            args: Box::new([arg0, 0, 0, 0]),
+            vcpu_scope: false,
+            result,
+        }
+    }
+
+    /// `kvm_vm_ioctl_enable_cap` per release: a capability the release lacks
+    /// is -EINVAL citing the change that added it; args validated where known.
+    #[test]
+    fn cap_enable_result_by_release() {
+        use kvmtrace_format::{
+            KVM_CAP_DISABLE_QUIRKS2, KVM_CAP_EXCEPTION_PAYLOAD, KVM_CAP_X2APIC_API,
+            KVM_CAP_X86_TRIPLE_FAULT_EVENT, KVM_CAP_X86_USER_SPACE_MSR,
+        };
+        let h = wrap(true, 0);
+        let r = |preset: &str, c: u32, a: u64| {
+            let e = engine(preset, Vendor::Intel, &h);
+            let (r, rule) = e.cap_enable_result(c, &[a, 0, 0, 0], false);
+            (r, rule.citation().unwrap_or_default())
+        };
+        // KVM_CAP_X86_TRIPLE_FAULT_EVENT: 6.0 (ed2351174e38).
+        for p in ["kvm-5.10", "kvm-5.19"] {
+            let (res, cite) = r(p, KVM_CAP_X86_TRIPLE_FAULT_EVENT, 1);
+            assert_eq!(res, Some(-22), "{p}");
+            assert!(cite.contains("ed2351174e38") && cite.contains("(6.0)"), "{cite}");
+        }
+        for p in ["kvm-6.0", "kvm-6.18"] {
+            assert_eq!(r(p, KVM_CAP_X86_TRIPLE_FAULT_EVENT, 1).0, Some(0), "{p}");
+        }
+        // KVM_CAP_DISABLE_QUIRKS2: 5.18 (6d8491910fcd), valid mask checked.
+        let (res, cite) = r("kvm-5.17", KVM_CAP_DISABLE_QUIRKS2, 1);
+        assert_eq!(res, Some(-22));
+        assert!(cite.contains("6d8491910fcd") && cite.contains("(5.18)"), "{cite}");
+        assert_eq!(r("kvm-5.18", KVM_CAP_DISABLE_QUIRKS2, 0x1f).0, Some(0));
+        assert_eq!(r("kvm-5.18", KVM_CAP_DISABLE_QUIRKS2, 0x20).0, Some(-22));
+        // Older than every preset: accepted with valid args.
+        for p in ["kvm-5.10", "kvm-6.18"] {
+            assert_eq!(r(p, KVM_CAP_EXCEPTION_PAYLOAD, 1).0, Some(0));
+            assert_eq!(r(p, KVM_CAP_X2APIC_API, 3).0, Some(0));
+            assert_eq!(r(p, KVM_CAP_X2APIC_API, 4).0, None);
+            assert_eq!(r(p, KVM_CAP_X86_USER_SPACE_MSR, 4).0, Some(0));
+        }
+        // USER_SPACE_MSR's unknown bits: refused from 5.19 only.
+        assert_eq!(r("kvm-5.18", KVM_CAP_X86_USER_SPACE_MSR, 8).0, None);
+        assert_eq!(r("kvm-5.19", KVM_CAP_X86_USER_SPACE_MSR, 8).0, Some(-22));
+        // Not in the table (KVM_CAP_MAX_VCPU_ID), and vCPU-scope enables.
+        assert_eq!(r("kvm-6.18", 128, 2).0, None);
+        let e = engine("kvm-6.18", Vendor::Intel, &h);
+        assert_eq!(
+            e.cap_enable_result(KVM_CAP_EXCEPTION_PAYLOAD, &[1, 0, 0, 0], true)
+                .0,
+            None
+        );
+    }
+
+    /// `kvm_vcpu_ioctl_x86_set_vcpu_events` from 6.0: PAYLOAD needs
+    /// `exception_payload_enabled`, TRIPLE_FAULT `triple_fault_event`, known
+    /// from the trace's `CapEnabled` events with the tap's configuration.
+    #[test]
+    fn vcpu_events_decided_from_enabled_caps() {
+        use kvmtrace_format::{KVM_CAP_EXCEPTION_PAYLOAD, KVM_CAP_X86_TRIPLE_FAULT_EVENT};
+        let mut h = wrap(true, 0);
+        h.vm.irqchip = Some(kvmtrace_format::Irqchip::Kernel);
+        let qemu = events(0x31, None);
+        // No CapEnabled seen (a 1.3 trace): unknown.
+        let e = engine("kvm-6.6", Vendor::Intel, &h);
+        assert_eq!(e.vmm_state_result(0, &qemu).0, None);
+        // Both enabled: accepted.
+        let mut e = engine("kvm-6.6", Vendor::Intel, &h);
+        e.apply(&rec(0, cap(KVM_CAP_EXCEPTION_PAYLOAD, 1, 0)));
+        e.apply(&rec(0, cap(KVM_CAP_X86_TRIPLE_FAULT_EVENT, 1, 0)));
+        let (r, rule) = e.vmm_state_result(0, &qemu);
+        assert_eq!(r, Some(0));
+        assert_eq!(*rule, super::VMM_EVENTS_PAYLOAD_OK);
+        // PAYLOAD with a pending #PF is checked too; an NMI vector is refused.
+        let mut pending = events(0x11, None);
+        if let VmmSet::VcpuEvents(ev) = &mut pending {
+            ev.exception_pending = true;
+            ev.exception_nr = 2;
+        }
+        assert_eq!(e.vmm_state_result(0, &pending).0, Some(-22));
+        // Only PAYLOAD enabled: TRIPLE_FAULT refused, PAYLOAD alone accepted.
+        let mut e = engine("kvm-6.6", Vendor::Intel, &h);
+        e.apply(&rec(0, cap(KVM_CAP_EXCEPTION_PAYLOAD, 1, 0)));
+        let (r, rule) = e.vmm_state_result(0, &qemu);
+        assert_eq!(r, Some(-22));
+        assert_eq!(*rule, super::VMM_EVENTS_TRIPLE_FAULT_OFF);
+        assert_eq!(e.vmm_state_result(0, &events(0x11, None)).0, Some(0));
+        // The enable failed (recorded): off; args[0] 0 disables.
+        let mut e = engine("kvm-6.6", Vendor::Intel, &h);
+        e.apply(&rec(0, cap(KVM_CAP_EXCEPTION_PAYLOAD, 1, -22)));
+        e.apply(&rec(0, cap(KVM_CAP_X86_TRIPLE_FAULT_EVENT, 0, 0)));
+        let (r, rule) = e.vmm_state_result(0, &events(0x11, None));
+        assert_eq!((r, *rule), (Some(-22), super::VMM_EVENTS_PAYLOAD_OFF));
+        assert_eq!(e.vmm_state_result(0, &events(0x21, None)).0, Some(-22));
+        // Without the tap's configuration a cap never seen stays unknown.
+        let mut e = engine("kvm-6.6", Vendor::Intel, &wrap(false, 0));
+        e.apply(&rec(0, cap(KVM_CAP_EXCEPTION_PAYLOAD, 1, 0)));
+        assert_eq!(e.vmm_state_result(0, &events(0x21, None)).0, None);
+        // Before 6.0 TRIPLE_FAULT is an unknown flag whatever was enabled.
+        let mut e = engine("kvm-5.19", Vendor::Intel, &h);
+        e.apply(&rec(0, cap(KVM_CAP_X86_TRIPLE_FAULT_EVENT, 1, 0)));
+        assert_eq!(
+            *e.vmm_state_result(0, &qemu).1,
+            super::VMM_EVENTS_NO_TRIPLE_FAULT
+        );
+    }
+
+    /// Replay of QEMU's start-up under 5.19: the enable of
+    /// KVM_CAP_X86_TRIPLE_FAULT_EVENT is the direct divergence (citing
+    /// ed2351174e38); the refused KVM_SET_VCPU_EVENTS its consequence. `host`
+    /// (6.18 on pvm) models and agrees with both.
+    #[test]
+    fn replay_refused_cap_makes_vcpu_events_a_consequence() {
+        use kvmtrace_format::{KVM_CAP_EXCEPTION_PAYLOAD, KVM_CAP_X86_TRIPLE_FAULT_EVENT};
+        let mut h = wrap(true, 0);
+        h.vm.irqchip = Some(kvmtrace_format::Irqchip::Kernel);
+        let mut recs = vec![
+            rec(0, cap(KVM_CAP_EXCEPTION_PAYLOAD, 1, 0)),
+            rec(0, cap(KVM_CAP_X86_TRIPLE_FAULT_EVENT, 1, 0)),
+            rec(0, vmm(events(0x31, None), 0)),
+            rec(1, vmm(events(0x31, None), 0)),
+        ];
+        for (i, r) in recs.iter_mut().enumerate() {
+            r.seq = i as u64;
+        }
+        let policies = vec![
+            crate::policy::Policy::preset("kvm-5.19", Vendor::Intel).unwrap(),
+            crate::policy::Policy::preset("kvm-6.6", Vendor::Intel).unwrap(),
+        ];
+        let r = crate::replay::replay(&h, &recs, policies);
+        let (old, new) = (&r.policies[0], &r.policies[1]);
+        assert_eq!((old.divergences, old.direct, old.modelled), (3, 1, 4));
+        assert_eq!((new.divergences, new.modelled, new.unmodeled), (0, 4, 0));
+        let first = old.first.as_ref().unwrap();
+        assert_eq!(first.seq, 1);
+        assert!(first.explanation.contains("ed2351174e38"), "{}", first.explanation);
+        let later: Vec<_> = old.kept.iter().filter(|d| d.seq >= 2).collect();
+        assert_eq!(later.len(), 2);
+        assert!(later.iter().all(|d| d.consequence_of == Some(1)));
+    }
+
     /// QEMU's host accesses of TSX_CTRL and VIRT_SPEC_CTRL by vendor: the
     /// same answer in every release (no host-write difference by release).
     #[test]
