@@ -1427,7 +1427,10 @@ mod tests {
         for p in ["kvm-5.10", "kvm-5.19"] {
             let (res, cite) = r(p, KVM_CAP_X86_TRIPLE_FAULT_EVENT, 1);
             assert_eq!(res, Some(-22), "{p}");
-            assert!(cite.contains("ed2351174e38") && cite.contains("(6.0)"), "{cite}");
+            assert!(
+                cite.contains("ed2351174e38") && cite.contains("(6.0)"),
+                "{cite}"
+            );
         }
         for p in ["kvm-6.0", "kvm-6.18"] {
             assert_eq!(r(p, KVM_CAP_X86_TRIPLE_FAULT_EVENT, 1).0, Some(0), "{p}");
@@ -1435,7 +1438,10 @@ mod tests {
         // KVM_CAP_DISABLE_QUIRKS2: 5.18 (6d8491910fcd), valid mask checked.
         let (res, cite) = r("kvm-5.17", KVM_CAP_DISABLE_QUIRKS2, 1);
         assert_eq!(res, Some(-22));
-        assert!(cite.contains("6d8491910fcd") && cite.contains("(5.18)"), "{cite}");
+        assert!(
+            cite.contains("6d8491910fcd") && cite.contains("(5.18)"),
+            "{cite}"
+        );
         assert_eq!(r("kvm-5.18", KVM_CAP_DISABLE_QUIRKS2, 0x1f).0, Some(0));
         assert_eq!(r("kvm-5.18", KVM_CAP_DISABLE_QUIRKS2, 0x20).0, Some(-22));
         // Older than every preset: accepted with valid args.
@@ -1539,7 +1545,11 @@ mod tests {
         assert_eq!((new.divergences, new.modelled, new.unmodeled), (0, 4, 0));
         let first = old.first.as_ref().unwrap();
         assert_eq!(first.seq, 1);
-        assert!(first.explanation.contains("ed2351174e38"), "{}", first.explanation);
+        assert!(
+            first.explanation.contains("ed2351174e38"),
+            "{}",
+            first.explanation
+        );
         let later: Vec<_> = old.kept.iter().filter(|d| d.seq >= 2).collect();
         assert_eq!(later.len(), 2);
         assert!(later.iter().all(|d| d.consequence_of == Some(1)));
