@@ -373,10 +373,12 @@ impl Engine {
                 vcpu_scope,
                 result,
             } => self.apply_cap_enabled(*cap, args, *vcpu_scope, *result),
-            // Events the capture lost may hold a guest TSC_DEADLINE write.
+            // Events the capture lost may hold a guest TSC_DEADLINE write,
+            // or x2APIC register writes (a TMICT write restarts the timer).
             Event::Lost { .. } => {
                 for v in &mut self.vcpus {
                     v.host.tsc_deadline_zero = false;
+                    v.lapic.forget_all();
                 }
             }
             Event::End {

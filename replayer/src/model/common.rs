@@ -638,6 +638,36 @@ pub(crate) fn on_efer_store(v: &mut VcpuState, x: Option<u64>) {
     }
 }
 
+/// The table registers `kvm_vcpu_reset(init_event = true)` leaves alone:
+/// the MTRRs (mtrr.c state, reset nowhere), UCODE_REV, PLATFORM_INFO and
+/// POLL_CONTROL (set at vCPU creation only) and MISC_FEATURES_ENABLES
+/// (zeroed only when `!init_event`). The vendor's `vcpu_reset` owns the
+/// others (SYSENTER/SYSCALL MSRs, TSC_AUX, segment bases): forgotten.
+const INIT_KEPT: u64 = (((1u64 << 38) - 1) & !((1u64 << 10) - 1))
+    | (1 << SLOT_UCODE_REV)
+    | (1 << SLOT_PLATFORM_INFO)
+    | (1 << SLOT_POLL_CONTROL)
+    | (1 << SLOT_MISC_FEATURES);
+
+/// INIT reached `v` (`kvm_vcpu_reset(init_event = true)`, x86.c 6.18): the
+/// registers of [`INIT_KEPT`] keep their values; `exact` (the model knows
+/// INIT happened before the vCPU's next event) also sets what INIT sets in
+/// common code: EFER 0 (`set_efer(vcpu, 0)`), `vcpu->arch.time` 0
+/// (`kvmclock_reset`), `smi_count` 0. Otherwise those are unknown until INIT
+/// shows (a 0 stays 0).
+pub(crate) fn on_init(v: &mut VcpuState, exact: bool) {
+    v.regs_known &= INIT_KEPT;
+    if exact {
+        for s in [SLOT_EFER, SLOT_KVM_TIME] {
+            v.regs[s] = 0;
+        }
+        v.regs_known |= (1 << SLOT_EFER) | (1 << SLOT_EFER_LMA) | (1 << SLOT_KVM_TIME);
+        v.host.smi_count = Some(0);
+    } else if v.host.smi_count != Some(0) {
+        v.host.smi_count = None;
+    }
+}
+
 /// A successful `KVM_SET_SREGS`/`SREGS2` (`__set_sregs_common`): EFER is
 /// what it passed (`set_efer` of the vendor, LMA included); the FS/GS bases
 /// are the passed segments' bases, which the `VmmState` event does not

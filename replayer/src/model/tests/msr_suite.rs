@@ -610,3 +610,50 @@ fn set_sregs_sets_efer_and_forgets_segment_bases() {
     assert_eq!(e.msr_read(0, 0xc000_0101, G).outcome, None);
     assert_eq!(e.msr_write(0, 0xc000_0080, 0x1, G).outcome, GP);
 }
+
+/// kvm_vcpu_reset(init_event = true): MTRRs, MISC_FEATURES_ENABLES kept;
+/// EFER and the kvmclock set to 0 (set_efer, kvmclock_reset); the vendor's
+/// registers (SYSENTER_CS here) forgotten. An INIT whose moment is unknown
+/// keeps what INIT keeps and leaves the rest unknown.
+#[test]
+fn init_keeps_common_registers() {
+    let h = h();
+    let mut e = engine("kvm-6.18", Vendor::Intel, &h);
+    write_ok(&mut e, 0x2ff, 0xc06, G);
+    write_ok(&mut e, 0x174, 0x10, G);
+    write_ok(&mut e, 0x140, 0, G);
+    e.deliver_init(0, true);
+    assert_eq!(e.msr_read(0, 0x2ff, H).outcome, val(0xc06));
+    assert_eq!(e.msr_read(0, 0x140, G).outcome, val(0));
+    assert_eq!(e.msr_read(0, 0x174, G).outcome, None);
+    assert_eq!(e.msr_read(0, 0xc000_0080, G).outcome, val(0));
+    assert_eq!(e.msr_read(0, 0x12, H).outcome, val(0));
+    e.deliver_init(0, false);
+    assert_eq!(e.msr_read(0, 0x2ff, H).outcome, val(0xc06));
+    assert_eq!(e.msr_read(0, 0xc000_0080, G).outcome, None);
+}
+
+/// A BSP INIT in a recording of another VMM: the VMM then resets the
+/// machine. With its MSR ioctls tapped (`ConfigSource::VmmIoctls`) those
+/// writes are in the trace, so MSR-held state INIT keeps (MTRRs) stays known;
+/// without the tap every table register becomes unknown.
+#[test]
+fn bsp_init_in_a_tapped_recording_keeps_msr_state() {
+    for (tap, want) in [(true, val(0xc06)), (false, None)] {
+        let mut h = h();
+        h.capture.mode = CaptureMode::External;
+        h.vm.irqchip = Some(Irqchip::Kernel);
+        h.config_source = if tap {
+            ConfigSource::VmmIoctls
+        } else {
+            ConfigSource::Unknown { why: "test".into() }
+        };
+        let mut e = engine("kvm-6.18", Vendor::Intel, &h);
+        write_ok(&mut e, 0x2ff, 0xc06, H);
+        write_ok(&mut e, 0x174, 0x10, H);
+        assert_eq!(e.msr_read(0, 0x2ff, H).outcome, val(0xc06));
+        e.deliver_init(0, false);
+        assert_eq!(e.msr_read(0, 0x2ff, H).outcome, want, "tap {tap}");
+        assert_eq!(e.msr_read(0, 0x174, H).outcome, None, "tap {tap}");
+    }
+}
