@@ -254,6 +254,16 @@ pub fn describe_event(e: &Event) -> String {
             set.describe(),
             kvmtrace_format::ioctl_result(*result)
         ),
+        Event::CapEnabled {
+            cap,
+            args,
+            vcpu_scope,
+            result,
+        } => format!(
+            "VMM KVM_ENABLE_CAP {} ({})",
+            kvmtrace_format::describe_cap_enable(*cap, args, *vcpu_scope),
+            kvmtrace_format::ioctl_result(*result)
+        ),
         Event::KernelReset { .. } => "RESET state (registers not seen)".to_string(),
         Event::KernelInit { from, .. } => match from {
             Some(f) => format!("INIT (in-kernel LAPIC, IPI from vCPU {f}; registers not seen)"),
@@ -502,6 +512,11 @@ pub fn unmodeled_kind(e: &Event) -> String {
         Event::VmmState { set, result } => format!(
             "VMM {} -> {}",
             set.ioctl(),
+            kvmtrace_format::ioctl_result(*result)
+        ),
+        Event::CapEnabled { cap, result, .. } => format!(
+            "VMM KVM_ENABLE_CAP {} -> {}",
+            kvmtrace_format::cap_name(*cap),
             kvmtrace_format::ioctl_result(*result)
         ),
         _ => {
