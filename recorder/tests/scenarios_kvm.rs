@@ -616,13 +616,13 @@ fn guest_view_intercept_vs_observe() {
     }
     let mut differ = Vec::new();
     for s in kvmtrace_recorder::scenarios() {
-        // The MSR suites read EFER and the segment bases, which the host model
-        // leaves learned (docs/learned-not-modelled.md): under intercept our
-        // VMM answers them itself, so the guest's view can differ from the
-        // kernel's there. Said, not hidden.
+        // The MSR suites read EFER in long mode, which the host model leaves
+        // learned (LMA follows CR0.PG, unseen; docs/learned-not-modelled.md):
+        // under intercept our VMM answers those reads itself, so the guest's
+        // view can differ from the kernel's there. Said, not hidden.
         if s.name.starts_with("msr-suite") {
             eprintln!(
-                "guest_view_intercept_vs_observe: {} not compared (EFER/segment-base reads are learned, not modelled)",
+                "guest_view_intercept_vs_observe: {} not compared (EFER reads with LME set are learned, not modelled)",
                 s.name
             );
             continue;

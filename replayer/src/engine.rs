@@ -90,6 +90,8 @@ pub struct Engine {
     /// `kvm_apic_accept_irq` for INIT, so every accepted INIT comes as a
     /// `KernelInit` of its target after the sender's `Ipi` (`model::lapic`).
     pub(crate) accept_irq_traced: bool,
+    /// The VMM's `KVM_ENABLE_CAP`s as this policy answered them (`model::host`).
+    pub(crate) vmm_caps: crate::model::VmmCaps,
 }
 
 impl Engine {
@@ -137,6 +139,7 @@ impl Engine {
             header_irqchip_known: header.vm.irqchip.is_some(),
             kernel_inits_seen: false,
             accept_irq_traced: header.capture.mode == kvmtrace_format::CaptureMode::External,
+            vmm_caps: Default::default(),
         };
         // The scenario's configuration, in the order a VMM applies it: quirks,
         // user-space MSR mask and filter (VM ioctls), then per vCPU CPUID and MCE.
@@ -364,10 +367,18 @@ impl Engine {
             Event::UserSpaceMsr { mask } => self.set_user_space_msr(*mask),
             Event::SetupMce { mcg_cap } => self.setup_mce(rec.vcpu, *mcg_cap),
             Event::VmmState { set, result } => self.apply_vmm_state(rec.vcpu, set, *result),
-            // Events the capture lost may hold a guest TSC_DEADLINE write.
+            Event::CapEnabled {
+                cap,
+                args,
+                vcpu_scope,
+                result,
+            } => self.apply_cap_enabled(*cap, args, *vcpu_scope, *result),
+            // Events the capture lost may hold a guest TSC_DEADLINE write,
+            // or x2APIC register writes (a TMICT write restarts the timer).
             Event::Lost { .. } => {
                 for v in &mut self.vcpus {
                     v.host.tsc_deadline_zero = false;
+                    v.lapic.forget_all();
                 }
             }
             Event::End {

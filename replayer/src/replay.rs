@@ -457,6 +457,10 @@ struct Lane {
     /// later event of the VM is unreachable under this policy.
     ended: Option<(u64, Behaviour)>,
     taint: Vec<Taint>,
+    /// The VMM's `KVM_ENABLE_CAP`s the recording's kernel accepted and this
+    /// policy refuses: (cap, seq of that divergence). A later ioctl that needs
+    /// the cap diverges as its consequence (`model::host`).
+    caps_refused: Vec<(u32, u64)>,
     report: PolicyReport,
     matching: u64,
     sel: Selection,
@@ -571,6 +575,7 @@ impl Lane {
             aliases: Vec::new(),
             ended: None,
             taint: Vec::new(),
+            caps_refused: Vec::new(),
             report: PolicyReport::empty(name),
             matching: 0,
             sel,
@@ -932,6 +937,59 @@ impl Lane {
                     return Verdict::Agree;
                 }
                 let field = format!("{} result", set.ioctl());
+                let view = |r: i32| OutcomeView::State {
+                    field: field.clone(),
+                    value: kvmtrace_format::ioctl_result(r),
+                };
+                // A flag whose capability this policy refused to enable: the
+                // VMM would not have set it (QEMU sets TRIPLE_FAULT/PAYLOAD
+                // only after their KVM_ENABLE_CAP succeeded).
+                let consequence_of = match &**set {
+                    kvmtrace_format::VmmSet::VcpuEvents(e) => {
+                        let needs = [
+                            (0x20, kvmtrace_format::KVM_CAP_X86_TRIPLE_FAULT_EVENT),
+                            (0x10, kvmtrace_format::KVM_CAP_EXCEPTION_PAYLOAD),
+                        ];
+                        needs
+                            .iter()
+                            .filter(|(flag, _)| e.flags & flag != 0)
+                            .filter_map(|(_, cap)| self.caps_refused.iter().find(|(c, _)| c == cap))
+                            .map(|&(_, seq)| seq)
+                            .min()
+                    }
+                    _ => None,
+                };
+                Verdict::Diverge(Pending {
+                    views: Views::Built {
+                        recorded: view(*result),
+                        policy: view(po),
+                    },
+                    rule: *rule,
+                    consequence_of,
+                    ends_guest: false,
+                })
+            }
+            Event::CapEnabled {
+                cap,
+                args,
+                vcpu_scope,
+                result,
+            } => {
+                // The VMM's KVM_ENABLE_CAP: its result under this policy
+                // (`model::host`), folded as this policy's kernel answered.
+                let (po, rule) = self.engine.cap_enable_result(*cap, args, *vcpu_scope);
+                let Some(po) = po else {
+                    self.engine.apply_config(rec);
+                    return Verdict::Unmodeled;
+                };
+                self.engine.apply_cap_enabled(*cap, args, *vcpu_scope, po);
+                if (po == 0) == (*result == 0) && (po == 0 || po == *result) {
+                    return Verdict::Agree;
+                }
+                if po != 0 && *result == 0 && !self.caps_refused.iter().any(|(c, _)| c == cap) {
+                    self.caps_refused.push((*cap, rec.seq));
+                }
+                let field = format!("KVM_ENABLE_CAP({}) result", kvmtrace_format::cap_name(*cap));
                 let view = |r: i32| OutcomeView::State {
                     field: field.clone(),
                     value: kvmtrace_format::ioctl_result(r),

@@ -254,6 +254,16 @@ pub fn describe_event(e: &Event) -> String {
             set.describe(),
             kvmtrace_format::ioctl_result(*result)
         ),
+        Event::CapEnabled {
+            cap,
+            args,
+            vcpu_scope,
+            result,
+        } => format!(
+            "VMM KVM_ENABLE_CAP {} ({})",
+            kvmtrace_format::describe_cap_enable(*cap, args, *vcpu_scope),
+            kvmtrace_format::ioctl_result(*result)
+        ),
         Event::KernelReset { .. } => "RESET state (registers not seen)".to_string(),
         Event::KernelInit { from, .. } => match from {
             Some(f) => format!("INIT (in-kernel LAPIC, IPI from vCPU {f}; registers not seen)"),
@@ -457,6 +467,18 @@ pub fn unmodeled_kind(e: &Event) -> String {
         Some(DecidedBy::Vmm) => " (the VMM decided)",
         _ => "",
     };
+    let msr = |op: &str, index: &u32, origin: &Origin, outcome: &MsrOutcome, d: &DecidedBy| {
+        let who = match origin {
+            Origin::Guest => "guest",
+            Origin::Host => "host",
+        };
+        format!(
+            "{who} {op} {} -> {}{}",
+            msr_label(*index),
+            answered(outcome, origin),
+            by(Some(*d))
+        )
+    };
     match e {
         Event::MsrRead {
             index,
@@ -464,38 +486,37 @@ pub fn unmodeled_kind(e: &Event) -> String {
             outcome,
             decided_by,
             ..
-        } => format!(
-            "{} {} -> {}{}",
-            match origin {
-                Origin::Guest => "guest RDMSR",
-                Origin::Host => "host KVM_GET_MSRS",
-            },
-            msr_label(*index),
-            answered(outcome, origin),
-            by(Some(*decided_by))
-        ),
+        } => {
+            let op = match origin {
+                Origin::Guest => "RDMSR",
+                Origin::Host => "KVM_GET_MSRS",
+            };
+            msr(op, index, origin, outcome, decided_by)
+        }
         Event::MsrWrite {
             index,
             origin,
             outcome,
             decided_by,
             ..
-        } => format!(
-            "{} {} -> {}{}",
-            match origin {
-                Origin::Guest => "guest WRMSR",
-                Origin::Host => "host KVM_SET_MSRS",
-            },
-            msr_label(*index),
-            answered(outcome, origin),
-            by(Some(*decided_by))
-        ),
+        } => {
+            let op = match origin {
+                Origin::Guest => "WRMSR",
+                Origin::Host => "KVM_SET_MSRS",
+            };
+            msr(op, index, origin, outcome, decided_by)
+        }
         Event::Monitor { .. } => format!("MONITOR{}", by(e.decided_by())),
         Event::Mwait { .. } => format!("MWAIT{}", by(e.decided_by())),
         Event::Shutdown { .. } => format!("triple-fault shutdown{}", by(e.decided_by())),
         Event::VmmState { set, result } => format!(
             "VMM {} -> {}",
             set.ioctl(),
+            kvmtrace_format::ioctl_result(*result)
+        ),
+        Event::CapEnabled { cap, result, .. } => format!(
+            "VMM KVM_ENABLE_CAP {} -> {}",
+            kvmtrace_format::cap_name(*cap),
             kvmtrace_format::ioctl_result(*result)
         ),
         _ => {

@@ -160,7 +160,6 @@ rules! {
     TABLE_EFER_WRITE = "EFER write of SCE/LME/LMA/NX accepted: host, or guest with the CPUID bits and LME unchanged (set_efer)", "§0", "6.0+";
     TABLE_EFER_CPUID = "guest EFER LME/LMA without CPUID LM, NX without NX, SVME without SVM or FFXSR without FFXSR (__kvm_valid_efer / efer_reserved_bits r=1)", "§0", "6.0+";
     TABLE_EFER_READ = "EFER read returns vcpu->arch.efer: the last accepted write with LMA kept (set_efer, kvm_get_msr_common MSR_EFER)", "§0", "6.0+";
-    TABLE_EFER_LME_PAGING = "guest EFER write changing LME with LMA set, i.e. paging on (set_efer: is_paging r=1)", "§0", "6.0+";
     TABLE_SEG_BASE_READ = "FS/GS/KERNEL_GS_BASE read returns the value last written (vendor get_msr)", "§0", "6.0+";
     TABLE_MISC_FEATURES = "MISC_FEATURES_ENABLES: only CPUID_FAULT (bit 0), and only with PLATFORM_INFO.CPUID_FAULT (kvm_set_msr_common, supports_cpuid_fault)", "§0", "6.0+";
     MCG_CAP_NO_WRITE = "MCG_CAP has no write case (kvm_set_msr_common default: r=2)", "§5", "all";

@@ -1,5 +1,5 @@
 //! The golden trace of every released format version. The newest
-//! (`tests/golden/v1.3.kvt`) is written by this test with `KVMTRACE_BLESS=1` and
+//! (`tests/golden/v1.4.kvt`) is written by this test with `KVMTRACE_BLESS=1` and
 //! otherwise compared byte for byte: its bytes change only with a format version
 //! bump (then add the next file and keep reading the older ones, `v1.kvt` = 1.0
 //! included: readers read every older version).
@@ -21,7 +21,7 @@ fn bless() -> bool {
     std::env::var_os("KVMTRACE_BLESS").is_some_and(|v| v == "1")
 }
 
-/// Format 1.0's golden file still reads as it did (this writer now writes 1.3).
+/// Format 1.0's golden file still reads as it did (this writer now writes 1.4).
 #[test]
 fn golden_v1() {
     let (recs, breaks) = golden_records_v1_0();
@@ -75,15 +75,32 @@ fn golden_v1_2() {
     assert!(verify(&kvt_path).unwrap().is_ok());
 }
 
+/// Format 1.3's golden file still reads as it did.
+#[test]
+fn golden_v1_3() {
+    let (recs, breaks) = golden_records_v1_3();
+    let dump = render(&full_header(), &recs);
+    let (kvt_path, dump_path) = (golden("v1.3.kvt"), golden("v1.3.dump"));
+    let mut r = TraceReader::open(&kvt_path).unwrap();
+    assert_eq!((r.version().major, r.version().minor), (1, 3));
+    let back = r.read_all().unwrap();
+    let got = render(r.header(), &back);
+    let want = std::fs::read_to_string(&dump_path).unwrap();
+    assert_eq!(got, want, "{} renders differently", kvt_path.display());
+    assert_eq!(got, dump, "v1.3.kvt no longer holds the 1.3 golden records");
+    assert_eq!(r.chunk_count(), breaks.len() + 1);
+    assert!(verify(&kvt_path).unwrap().is_ok());
+}
+
 /// The current version's golden file: written with `KVMTRACE_BLESS=1`,
 /// otherwise compared byte for byte.
 #[test]
-fn golden_v1_3() {
+fn golden_v1_4() {
     let (recs, breaks) = golden_records();
     let h = full_header();
     let bytes = write_with_breaks(&h, &recs, &breaks);
     let dump = render(&h, &recs);
-    let (kvt_path, dump_path) = (golden("v1.3.kvt"), golden("v1.3.dump"));
+    let (kvt_path, dump_path) = (golden("v1.4.kvt"), golden("v1.4.dump"));
     if bless() {
         std::fs::create_dir_all(kvt_path.parent().unwrap()).unwrap();
         std::fs::write(&kvt_path, &bytes).unwrap();
@@ -92,7 +109,7 @@ fn golden_v1_3() {
     }
     // The checked-in file reads back as the expected rendering...
     let mut r = TraceReader::open(&kvt_path).unwrap();
-    assert_eq!((r.version().major, r.version().minor), (1, 3));
+    assert_eq!((r.version().major, r.version().minor), (1, 4));
     let back = r.read_all().unwrap();
     let got = render(r.header(), &back);
     let want = std::fs::read_to_string(&dump_path).unwrap();

@@ -545,6 +545,20 @@ mod tests {
 
     use super::*;
 
+    fn scored(recs: &[Record], policies: &[String], kinds: Option<&str>) -> Vec<PolicyScore> {
+        let mut scores = empty_scores(policies);
+        let records = recs.iter().map(|r| Ok::<_, String>(r.clone()));
+        score_trace(
+            &TraceHeader::default(),
+            records,
+            policies,
+            &mut scores,
+            kinds,
+        )
+        .unwrap();
+        scores
+    }
+
     #[test]
     fn only_kernel_decided_outcomes_are_scored() {
         let rec = |decided_by| Record {
@@ -566,15 +580,7 @@ mod tests {
         ];
         let policies = default_policies();
         assert_eq!(policies[0], "host");
-        let mut scores = empty_scores(&policies);
-        score_trace(
-            &TraceHeader::default(),
-            recs.iter().map(|r| Ok::<_, String>(r.clone())),
-            &policies,
-            &mut scores,
-            None,
-        )
-        .unwrap();
+        let scores = scored(&recs, &policies, None);
         for s in &scores {
             assert_eq!(s.total.counts.total(), 2, "{}", s.name);
             assert_eq!(s.by_behaviour["feat_ctl"].counts.total(), 2);
@@ -612,16 +618,7 @@ mod tests {
             rec(1, DecidedBy::Kernel),
             rec(2, DecidedBy::Kernel),
         ];
-        let policies = vec!["host".to_string()];
-        let mut scores = empty_scores(&policies);
-        score_trace(
-            &TraceHeader::default(),
-            recs.iter().map(|r| Ok::<_, String>(r.clone())),
-            &policies,
-            &mut scores,
-            Some("t.kvt"),
-        )
-        .unwrap();
+        let scores = scored(&recs, &["host".to_string()], Some("t.kvt"));
         let got: Vec<_> = scores[0].unmodeled.iter().collect();
         assert_eq!(
             got,

@@ -70,6 +70,7 @@ pub const fn kind_code(k: EventKind) -> u8 {
         EventKind::KernelInit => 21,
         EventKind::VcpuThread => 22,
         EventKind::VmmState => 23,
+        EventKind::CapEnabled => 24,
     }
 }
 

@@ -471,6 +471,22 @@ pub enum Event {
     /// model tracks). The VMM's own resets (QEMU sets the APIC base with
     /// `KVM_SET_SREGS2` at every reset) and restores.
     VmmState { set: Box<VmmSet>, result: i32 },
+
+    // ---- Format 1.4: every KVM_ENABLE_CAP of the VMM (ioctl tap) ----
+    /// A `KVM_ENABLE_CAP` of another VMM, seen by wrap mode's ioctl tap, on
+    /// the VM fd (`vcpu_scope` false; the record's vCPU is then 0) or on a
+    /// vCPU fd (`vcpu_scope` true): the capability number (`KVM_CAP_*`), its
+    /// four `args` exactly as passed, and the ioctl's result (0, or -errno:
+    /// the kernel refused to enable it). Every enable is recorded, also the
+    /// ones that have a configuration event of their own (`QuirksDisabled`,
+    /// `UserSpaceMsr`), so replay can tell which capabilities a release lacks
+    /// and what later ioctls depended on them.
+    CapEnabled {
+        cap: u32,
+        args: Box<[u64; 4]>,
+        vcpu_scope: bool,
+        result: i32,
+    },
 }
 
 /// What a VMM's vCPU state ioctl set (format 1.3, [`Event::VmmState`]): only
@@ -712,6 +728,78 @@ fn errno_text(e: i32) -> String {
     }
 }
 
+/// A `CapEnabled` event's enable in words:
+/// `KVM_CAP_X86_TRIPLE_FAULT_EVENT args [0x1, 0, 0, 0] on the VM`.
+pub fn describe_cap_enable(cap: u32, args: &[u64; 4], vcpu_scope: bool) -> String {
+    format!(
+        "{} args [{:#x}, {:#x}, {:#x}, {:#x}] on the {}",
+        cap_name(cap),
+        args[0],
+        args[1],
+        args[2],
+        args[3],
+        if vcpu_scope { "vCPU" } else { "VM" }
+    )
+}
+
+/// `KVM_CAP_*` by name, for the capabilities VMMs enable (uapi numbers from
+/// include/uapi/linux/kvm.h); others as `KVM_CAP_<number>`.
+pub fn cap_name(cap: u32) -> String {
+    let name = match cap {
+        KVM_CAP_SPLIT_IRQCHIP => "KVM_CAP_SPLIT_IRQCHIP",
+        KVM_CAP_X2APIC_API => "KVM_CAP_X2APIC_API",
+        KVM_CAP_HYPERV_SYNIC => "KVM_CAP_HYPERV_SYNIC",
+        KVM_CAP_HYPERV_SYNIC2 => "KVM_CAP_HYPERV_SYNIC2",
+        KVM_CAP_HYPERV_ENLIGHTENED_VMCS => "KVM_CAP_HYPERV_ENLIGHTENED_VMCS",
+        KVM_CAP_HYPERV_DIRECT_TLBFLUSH => "KVM_CAP_HYPERV_DIRECT_TLBFLUSH",
+        KVM_CAP_HYPERV_ENFORCE_CPUID => "KVM_CAP_HYPERV_ENFORCE_CPUID",
+        KVM_CAP_EXCEPTION_PAYLOAD => "KVM_CAP_EXCEPTION_PAYLOAD",
+        KVM_CAP_X86_USER_SPACE_MSR => "KVM_CAP_X86_USER_SPACE_MSR",
+        KVM_CAP_X86_BUS_LOCK_EXIT => "KVM_CAP_X86_BUS_LOCK_EXIT",
+        KVM_CAP_DISABLE_QUIRKS => "KVM_CAP_DISABLE_QUIRKS",
+        KVM_CAP_DISABLE_QUIRKS2 => "KVM_CAP_DISABLE_QUIRKS2",
+        KVM_CAP_X86_TRIPLE_FAULT_EVENT => "KVM_CAP_X86_TRIPLE_FAULT_EVENT",
+        KVM_CAP_X86_NOTIFY_VMEXIT => "KVM_CAP_X86_NOTIFY_VMEXIT",
+        KVM_CAP_X86_DISABLE_EXITS => "KVM_CAP_X86_DISABLE_EXITS",
+        KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 => "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2",
+        _ => return format!("KVM_CAP_{cap}"),
+    };
+    name.into()
+}
+
+/// `KVM_CAP_X86_DISABLE_EXITS` (include/uapi/linux/kvm.h).
+pub const KVM_CAP_X86_DISABLE_EXITS: u32 = 143;
+/// `KVM_CAP_SPLIT_IRQCHIP`.
+pub const KVM_CAP_SPLIT_IRQCHIP: u32 = 121;
+/// `KVM_CAP_HYPERV_SYNIC`.
+pub const KVM_CAP_HYPERV_SYNIC: u32 = 123;
+/// `KVM_CAP_X2APIC_API`.
+pub const KVM_CAP_X2APIC_API: u32 = 129;
+/// `KVM_CAP_HYPERV_SYNIC2`.
+pub const KVM_CAP_HYPERV_SYNIC2: u32 = 148;
+/// `KVM_CAP_HYPERV_ENLIGHTENED_VMCS`.
+pub const KVM_CAP_HYPERV_ENLIGHTENED_VMCS: u32 = 163;
+/// `KVM_CAP_EXCEPTION_PAYLOAD`.
+pub const KVM_CAP_EXCEPTION_PAYLOAD: u32 = 164;
+/// `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2`.
+pub const KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: u32 = 168;
+/// `KVM_CAP_HYPERV_DIRECT_TLBFLUSH`.
+pub const KVM_CAP_HYPERV_DIRECT_TLBFLUSH: u32 = 175;
+/// `KVM_CAP_X86_USER_SPACE_MSR`.
+pub const KVM_CAP_X86_USER_SPACE_MSR: u32 = 188;
+/// `KVM_CAP_X86_BUS_LOCK_EXIT`.
+pub const KVM_CAP_X86_BUS_LOCK_EXIT: u32 = 193;
+/// `KVM_CAP_HYPERV_ENFORCE_CPUID`.
+pub const KVM_CAP_HYPERV_ENFORCE_CPUID: u32 = 199;
+/// `KVM_CAP_DISABLE_QUIRKS`.
+pub const KVM_CAP_DISABLE_QUIRKS: u32 = 116;
+/// `KVM_CAP_DISABLE_QUIRKS2`.
+pub const KVM_CAP_DISABLE_QUIRKS2: u32 = 213;
+/// `KVM_CAP_X86_TRIPLE_FAULT_EVENT`.
+pub const KVM_CAP_X86_TRIPLE_FAULT_EVENT: u32 = 218;
+/// `KVM_CAP_X86_NOTIFY_VMEXIT`.
+pub const KVM_CAP_X86_NOTIFY_VMEXIT: u32 = 219;
+
 /// `KVM_MP_STATE_*` by name.
 pub fn mp_state_name(mp_state: u32) -> String {
     match mp_state {
@@ -806,10 +894,11 @@ pub enum EventKind {
     KernelInit,
     VcpuThread,
     VmmState,
+    CapEnabled,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 24] = [
+    pub const ALL: [EventKind; 25] = [
         EventKind::MsrRead,
         EventKind::MsrWrite,
         EventKind::Monitor,
@@ -834,6 +923,7 @@ impl EventKind {
         EventKind::KernelInit,
         EventKind::VcpuThread,
         EventKind::VmmState,
+        EventKind::CapEnabled,
     ];
 
     /// The snake_case name used in JSON and on the command line.
@@ -863,6 +953,7 @@ impl EventKind {
             EventKind::KernelInit => "kernel_init",
             EventKind::VcpuThread => "vcpu_thread",
             EventKind::VmmState => "vmm_state",
+            EventKind::CapEnabled => "cap_enabled",
         }
     }
 }
@@ -927,6 +1018,7 @@ impl Event {
             Event::KernelInit { .. } => EventKind::KernelInit,
             Event::VcpuThread { .. } => EventKind::VcpuThread,
             Event::VmmState { .. } => EventKind::VmmState,
+            Event::CapEnabled { .. } => EventKind::CapEnabled,
         }
     }
 

@@ -8,7 +8,7 @@ use crate::error::human_bytes;
 pub const MAGIC: [u8; 8] = *b"KVMTRACE";
 /// The format version this crate writes (and the newest it reads fully).
 pub const FORMAT_MAJOR: u16 = 1;
-pub const FORMAT_MINOR: u16 = 3;
+pub const FORMAT_MINOR: u16 = 4;
 /// The oldest reader version that can read what this crate writes (rr's
 /// forward-compatibility number): a reader of version R reads any file whose
 /// oldest-reader number is <= R, whatever its own version.

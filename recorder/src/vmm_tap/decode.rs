@@ -332,6 +332,21 @@ pub fn state_event(arg: &Arg, ret: i64) -> Option<Event> {
     }
 }
 
+/// The `CapEnabled` event of a `KVM_ENABLE_CAP` that returned `ret` (0 or
+/// -errno), on a vCPU fd when `vcpu_scope`: every enable, accepted or not
+/// (format 1.4), beside the configuration event [`config_event`] adds.
+pub fn cap_event(arg: &Arg, ret: i64, vcpu_scope: bool) -> Option<Event> {
+    match *arg {
+        Arg::EnableCap { cap, args } => Some(Event::CapEnabled {
+            cap,
+            args: Box::new(args),
+            vcpu_scope,
+            result: ret.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+        }),
+        _ => None,
+    }
+}
+
 /// The configuration event a successful ioctl adds (none for the MSR ioctls,
 /// which [`msr_events`] turns into accesses).
 pub fn config_event(req: u32, arg: &Arg) -> Option<Event> {
@@ -618,6 +633,27 @@ mod tests {
             bytes: cap,
         };
         let arg = read_arg(&mem, f::KVM_ENABLE_CAP, 0).unwrap();
+        // Every enable is a CapEnabled event with its result, accepted or
+        // refused, VM or vCPU scope.
+        assert_eq!(
+            cap_event(&arg, 0, false),
+            Some(Event::CapEnabled {
+                cap: 213,
+                args: Box::new([0x7f, 0, 0, 0]),
+                vcpu_scope: false,
+                result: 0
+            })
+        );
+        assert!(matches!(
+            cap_event(&arg, -22, true),
+            Some(Event::CapEnabled {
+                cap: 213,
+                vcpu_scope: true,
+                result: -22,
+                ..
+            })
+        ));
+        assert_eq!(cap_event(&Arg::Mce(0), 0, false), None);
         assert_eq!(
             config_event(f::KVM_ENABLE_CAP, &arg),
             Some(Event::QuirksDisabled {

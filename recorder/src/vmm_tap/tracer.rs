@@ -256,7 +256,11 @@ impl Tracer {
                 return;
             }
         };
-        let mut events = Vec::new();
+        // Every KVM_ENABLE_CAP, with its result (format 1.4 `CapEnabled`);
+        // the configuration events some caps add follow it.
+        let mut events: Vec<kvmtrace_format::Event> = decode::cap_event(&arg, ret, vcpu.is_some())
+            .into_iter()
+            .collect();
         match (&arg, p.req) {
             (Arg::State(_), _) => events.extend(decode::state_event(&arg, ret)),
             (Arg::Msrs(entries), f::KVM_SET_MSRS) => {

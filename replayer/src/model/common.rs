@@ -586,11 +586,9 @@ impl Engine {
                 }
                 let lme_known = v.regs_known & (1 << SLOT_EFER) != 0;
                 let lme_changes = (v.regs[SLOT_EFER] ^ data) & EFER_LME != 0;
-                // set_efer: is_paging() && LME changes -> 1. LMA set means
-                // long mode is active, so paging is on.
-                if lme_known && lme_changes && lma_known && old_lma != 0 {
-                    return Some((R::Fault, &rules::TABLE_EFER_LME_PAGING, Store::None));
-                }
+                // set_efer: is_paging() && LME changes -> 1. Paging (CR0.PG)
+                // is never known (docs/learned-not-modelled.md): an LME
+                // change is learned.
                 (lme_known && !lme_changes).then_some(accept).flatten()
             }
             // A Xen guest's hypercall-page MSR can be any index (writes only).
@@ -616,7 +614,11 @@ pub(crate) fn know_efer(v: &mut VcpuState, value: u64) {
 /// (`was_known`) and cannot change without an EFER write (LME = LMA).
 fn set_efer_lma_known(v: &mut VcpuState, was_known: bool) {
     let x = v.regs[SLOT_EFER];
-    let stable = (x & EFER_LME != 0) == (x & EFER_LMA != 0);
+    // LME clear: LMA is clear and stays so (paging without LME is not long
+    // mode; a write setting LME is seen). LME set: CR0.PG decides LMA, and a
+    // guest may leave long mode unseen (kvm-unit-tests' 5-level-paging
+    // switch turns paging off and on), so LMA is not known.
+    let stable = x & (EFER_LME | EFER_LMA) == 0;
     if was_known && stable {
         v.regs_known |= 1 << SLOT_EFER_LMA;
     } else {
@@ -635,6 +637,36 @@ pub(crate) fn on_efer_store(v: &mut VcpuState, x: Option<u64>) {
             set_efer_lma_known(v, was);
         }
         None => v.regs_known &= !((1 << SLOT_EFER) | (1 << SLOT_EFER_LMA)),
+    }
+}
+
+/// The table registers `kvm_vcpu_reset(init_event = true)` leaves alone:
+/// the MTRRs (mtrr.c state, reset nowhere), UCODE_REV, PLATFORM_INFO and
+/// POLL_CONTROL (set at vCPU creation only) and MISC_FEATURES_ENABLES
+/// (zeroed only when `!init_event`). The vendor's `vcpu_reset` owns the
+/// others (SYSENTER/SYSCALL MSRs, TSC_AUX, segment bases): forgotten.
+const INIT_KEPT: u64 = (((1u64 << 38) - 1) & !((1u64 << 10) - 1))
+    | (1 << SLOT_UCODE_REV)
+    | (1 << SLOT_PLATFORM_INFO)
+    | (1 << SLOT_POLL_CONTROL)
+    | (1 << SLOT_MISC_FEATURES);
+
+/// INIT reached `v` (`kvm_vcpu_reset(init_event = true)`, x86.c 6.18): the
+/// registers of [`INIT_KEPT`] keep their values; `exact` (the model knows
+/// INIT happened before the vCPU's next event) also sets what INIT sets in
+/// common code: EFER 0 (`set_efer(vcpu, 0)`), `vcpu->arch.time` 0
+/// (`kvmclock_reset`), `smi_count` 0. Otherwise those are unknown until INIT
+/// shows (a 0 stays 0).
+pub(crate) fn on_init(v: &mut VcpuState, exact: bool) {
+    v.regs_known &= INIT_KEPT;
+    if exact {
+        for s in [SLOT_EFER, SLOT_KVM_TIME] {
+            v.regs[s] = 0;
+        }
+        v.regs_known |= (1 << SLOT_EFER) | (1 << SLOT_EFER_LMA) | (1 << SLOT_KVM_TIME);
+        v.host.smi_count = Some(0);
+    } else if v.host.smi_count != Some(0) {
+        v.host.smi_count = None;
     }
 }
 

@@ -367,8 +367,9 @@ impl Engine {
         }
         let lint0 = self.vm.quirk(crate::quirks::LINT0_REENABLED);
         if let Some(v) = self.vcpu_mut(vcpu) {
-            // Which table registers INIT clears differs by vendor: forget them.
-            v.regs_known = 0;
+            // Common code keeps or sets some table registers; the vendor's
+            // (which differ) are forgotten.
+            super::common::on_init(v, true);
             v.apic_base = s.apic_base;
             v.unknown &= !crate::state::U_APIC_BASE;
             v.cr0 = s.cr0;
@@ -376,8 +377,6 @@ impl Engine {
             // vmx/svm vcpu_reset: spec_ctrl = 0 at RESET and INIT.
             v.spec_ctrl = Some(0);
             v.pv.init(true);
-            // kvm_vcpu_reset: smi_count = 0 at INIT too.
-            v.host.smi_count = Some(0);
             super::lapic::init_seen(v, lint0);
         }
     }

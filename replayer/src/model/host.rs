@@ -439,9 +439,11 @@ impl Engine {
 //   are validated differently across releases (not read): unmodelled.
 // - `KVM_SET_VCPU_EVENTS` (`kvm_vcpu_ioctl_x86_set_vcpu_events`): unknown
 //   flags; TRIPLE_FAULT (0x20) before 6.0 (ed2351174e38) is one, from 6.0 it
-//   needs `KVM_CAP_X86_TRIPLE_FAULT_EVENT` and PAYLOAD (0x10)
-//   `KVM_CAP_EXCEPTION_PAYLOAD`, whose enabling the trace does not hold
-//   (unmodelled); an injected exception with a vector above 31 or NMI (2).
+//   needs `KVM_CAP_X86_TRIPLE_FAULT_EVENT` enabled and PAYLOAD (0x10)
+//   `KVM_CAP_EXCEPTION_PAYLOAD` (the `CapEnabled` events of a format 1.4
+//   trace: the section on KVM_ENABLE_CAP below; unmodelled without them);
+//   an injected (with PAYLOAD also a pending) exception with a vector above
+//   31 or NMI (2).
 // - `KVM_SET_LAPIC` (`kvm_vcpu_ioctl_set_lapic`, `kvm_apic_state_fixup`): no
 //   in-kernel LAPIC; in x2APIC mode with the x2APIC API's 32-bit IDs
 //   (`KVM_CAP_X2APIC_API`, not in the trace) an ID other than the vcpu_id. So
@@ -570,25 +572,44 @@ impl Engine {
                 _ => unmodeled,
             },
             VmmSet::VcpuEvents(e) => {
+                use kvmtrace_format::{KVM_CAP_EXCEPTION_PAYLOAD, KVM_CAP_X86_TRIPLE_FAULT_EVENT};
                 if e.flags & !(EVENTS_VALID_5_10 | EVENTS_TRIPLE_FAULT) != 0 {
                     return (Some(EINVAL), &VMM_EVENTS_FLAGS);
                 }
-                if e.flags & EVENTS_TRIPLE_FAULT != 0 {
-                    return if self.policy.switches.vcpu_events_triple_fault {
-                        unmodeled
-                    } else {
-                        (Some(EINVAL), &VMM_EVENTS_NO_TRIPLE_FAULT)
-                    };
+                let tf = e.flags & EVENTS_TRIPLE_FAULT != 0;
+                if tf && !self.policy.switches.vcpu_events_triple_fault {
+                    return (Some(EINVAL), &VMM_EVENTS_NO_TRIPLE_FAULT);
                 }
-                // PAYLOAD (cap not in the trace), SMM (SMM state not recorded).
-                if e.flags & (0x10 | 0x08) != 0 {
+                // SMM (SMM state not recorded).
+                if e.flags & 0x08 != 0 {
                     return unmodeled;
                 }
+                // The kernel's order: PAYLOAD, the vector, (SMM), TRIPLE_FAULT.
+                let payload = e.flags & 0x10 != 0;
+                if payload {
+                    match self.cap_on(KVM_CAP_EXCEPTION_PAYLOAD) {
+                        Some(true) => {}
+                        Some(false) => return (Some(EINVAL), &VMM_EVENTS_PAYLOAD_OFF),
+                        None => return unmodeled,
+                    }
+                }
                 // Without PAYLOAD, `exception.pending` is cleared first.
-                if e.exception_injected && (e.exception_nr > 31 || e.exception_nr == 2) {
+                let exception = e.exception_injected || (payload && e.exception_pending);
+                if exception && (e.exception_nr > 31 || e.exception_nr == 2) {
                     return (Some(EINVAL), &VMM_EVENTS_VECTOR);
                 }
-                ok(&VMM_EVENTS_OK)
+                if tf {
+                    match self.cap_on(KVM_CAP_X86_TRIPLE_FAULT_EVENT) {
+                        Some(true) => {}
+                        Some(false) => return (Some(EINVAL), &VMM_EVENTS_TRIPLE_FAULT_OFF),
+                        None => return unmodeled,
+                    }
+                }
+                ok(if payload || tf {
+                    &VMM_EVENTS_PAYLOAD_OK
+                } else {
+                    &VMM_EVENTS_OK
+                })
             }
             VmmSet::Lapic(page) => match lapic {
                 Some(false) => (Some(EINVAL), &VMM_LAPIC_NO_LAPIC),
@@ -613,6 +634,151 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+// ---- The VMM's KVM_ENABLE_CAPs (format 1.4 `CapEnabled`, ioctl tap) ----
+//
+// Read in x86.c `kvm_vm_ioctl_enable_cap` (VM fd; kvm_main.c
+// `kvm_vm_ioctl_enable_cap_generic` first for the generic caps) and
+// `kvm_vcpu_ioctl_enable_cap` (vCPU fd): a capability the release does not
+// know falls to `default: r = -EINVAL`. The table below holds the caps QEMU
+// 7.2 and Firecracker enable whose answer the model knows:
+// - `KVM_CAP_X86_TRIPLE_FAULT_EVENT` (218): 6.0, ed2351174e38 (the
+//   `vcpu_events_triple_fault` switch); sets `kvm->arch.triple_fault_event =
+//   args[0]`, no failure path; before 6.0 -EINVAL.
+// - `KVM_CAP_DISABLE_QUIRKS2` (213): 5.18, 6d8491910fcd (the `quirk_api`
+//   switch); -EINVAL for bits outside the valid mask; before 5.18 -EINVAL.
+// - `KVM_CAP_EXCEPTION_PAYLOAD` (164): older than every preset (5.10);
+//   `kvm->arch.exception_payload_enabled = args[0]`, no failure path.
+// - `KVM_CAP_X2APIC_API` (129): older than every preset; -EINVAL for flags
+//   outside USE_32BIT_IDS | DISABLE_BROADCAST_QUIRK (later releases add
+//   flags: other bits unmodelled).
+// - `KVM_CAP_X86_USER_SPACE_MSR` (188): 5.10 (every preset); from 5.19
+//   (`msr_flags_validated`) -EINVAL for bits outside INVAL|UNKNOWN|FILTER.
+// Not modelled (their answer depends on what the trace does not hold, or the
+// release that added them is not established here): KVM_CAP_SPLIT_IRQCHIP
+// (irqchip and vCPUs created before it), KVM_CAP_X86_NOTIFY_VMEXIT (hardware
+// support), KVM_CAP_MAX_VCPU_ID, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+// KVM_CAP_X86_BUS_LOCK_EXIT, KVM_CAP_HYPERV_* (QEMU 7.2 enables none of them
+// without hv-* CPU flags).
+//
+// What an enabled cap decides later (`kvm_vcpu_ioctl_x86_set_vcpu_events`,
+// 6.0+): KVM_VCPUEVENT_VALID_PAYLOAD needs `exception_payload_enabled`,
+// KVM_VCPUEVENT_VALID_TRIPLE_FAULT needs `triple_fault_event`; otherwise
+// -EINVAL. Where the tap recorded every enable (format 1.4: the trace holds
+// `CapEnabled` events and the configuration source is the VMM's ioctls), a
+// cap never enabled is known off.
+
+hostrules! {
+    VMM_CAP_ON = "KVM_ENABLE_CAP accepted (kvm_vm_ioctl_enable_cap: the release has the capability, valid args)", "all";
+    VMM_CAP_ARGS = "KVM_ENABLE_CAP refused: args outside the capability's valid flags (kvm_vm_ioctl_enable_cap)", "all";
+    VMM_EVENTS_PAYLOAD_OFF = "KVM_SET_VCPU_EVENTS refused: KVM_VCPUEVENT_VALID_PAYLOAD without KVM_CAP_EXCEPTION_PAYLOAD enabled (kvm_vcpu_ioctl_x86_set_vcpu_events)", "all";
+    VMM_EVENTS_PAYLOAD_OK = "KVM_SET_VCPU_EVENTS accepted: PAYLOAD with KVM_CAP_EXCEPTION_PAYLOAD enabled, TRIPLE_FAULT with KVM_CAP_X86_TRIPLE_FAULT_EVENT enabled (kvm_vcpu_ioctl_x86_set_vcpu_events)", "6.0+";
+}
+
+/// `KVM_CAP_X86_TRIPLE_FAULT_EVENT` before 6.0 (ed2351174e38): no such
+/// capability, so `KVM_ENABLE_CAP` fails; the switch names the change.
+pub const VMM_CAP_NO_TRIPLE_FAULT: Rule = Rule {
+    name: "vcpu_events_triple_fault=false: KVM_ENABLE_CAP(KVM_CAP_X86_TRIPLE_FAULT_EVENT) refused, no such capability (kvm_vm_ioctl_enable_cap: default -EINVAL)",
+    section: "§0",
+    release: "≤5.19",
+};
+
+/// `KVM_CAP_DISABLE_QUIRKS2` before 5.18 (6d8491910fcd).
+pub const VMM_CAP_NO_QUIRKS2: Rule = Rule {
+    name: "quirk_api=v1-assign: KVM_ENABLE_CAP(KVM_CAP_DISABLE_QUIRKS2) refused, no such capability (kvm_vm_ioctl_enable_cap: default -EINVAL)",
+    section: "§6",
+    release: "≤5.17",
+};
+
+/// `KVM_CAP_TRIPLE_FAULT_EVENT` with `triple_fault_event` off (6.0+).
+pub const VMM_EVENTS_TRIPLE_FAULT_OFF: Rule = Rule {
+    name: "vcpu_events_triple_fault=true: KVM_SET_VCPU_EVENTS refused: KVM_VCPUEVENT_VALID_TRIPLE_FAULT without KVM_CAP_X86_TRIPLE_FAULT_EVENT enabled (kvm_vcpu_ioctl_x86_set_vcpu_events)",
+    section: "§0",
+    release: "6.0+",
+};
+
+/// The caps the VMM enabled, as this policy's kernel answered them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VmmCaps {
+    /// A `CapEnabled` event was seen: the trace records every enable
+    /// (format 1.4), so with the tap's configuration a cap never enabled is off.
+    pub seen: bool,
+    /// (cap, args[0]) of each enable this policy accepted, the last per cap.
+    pub on: Vec<(u32, u64)>,
+}
+
+impl VmmCaps {
+    /// Whether `cap` is enabled with a nonzero `args[0]`: `Some` where known.
+    fn enabled(&self, cap: u32, exact: bool) -> Option<bool> {
+        match self.on.iter().find(|(c, _)| *c == cap) {
+            Some(&(_, a)) => Some(a != 0),
+            None => (self.seen && exact).then_some(false),
+        }
+    }
+}
+
+impl Engine {
+    /// What the kernel answers `KVM_ENABLE_CAP(cap, args)` under this policy:
+    /// `Some(0)` or `Some(-errno)` with the rule, `None` where unmodelled.
+    pub(crate) fn cap_enable_result(
+        &self,
+        cap: u32,
+        args: &[u64; 4],
+        vcpu_scope: bool,
+    ) -> (Option<i32>, RuleRef) {
+        use kvmtrace_format::{
+            KVM_CAP_DISABLE_QUIRKS2, KVM_CAP_EXCEPTION_PAYLOAD, KVM_CAP_X2APIC_API,
+            KVM_CAP_X86_TRIPLE_FAULT_EVENT, KVM_CAP_X86_USER_SPACE_MSR,
+        };
+        let unmodeled = (None, &crate::rules::UNMODELED);
+        if vcpu_scope {
+            // kvm_vcpu_ioctl_enable_cap: Hyper-V SynIC and eVMCS, PMU caps;
+            // none in the table.
+            return unmodeled;
+        }
+        let s = &self.policy.switches;
+        match cap {
+            KVM_CAP_X86_TRIPLE_FAULT_EVENT => {
+                if s.vcpu_events_triple_fault {
+                    (Some(0), &VMM_CAP_ON)
+                } else {
+                    (Some(EINVAL), &VMM_CAP_NO_TRIPLE_FAULT)
+                }
+            }
+            KVM_CAP_DISABLE_QUIRKS2 => match s.quirk_api {
+                crate::policy::QuirkApi::V1Assign => (Some(EINVAL), &VMM_CAP_NO_QUIRKS2),
+                _ if s.valid_quirks.allows(args[0]) => (Some(0), &VMM_CAP_ON),
+                _ => (Some(EINVAL), &VMM_CAP_ARGS),
+            },
+            KVM_CAP_EXCEPTION_PAYLOAD => (Some(0), &VMM_CAP_ON),
+            KVM_CAP_X2APIC_API if args[0] & !3 == 0 => (Some(0), &VMM_CAP_ON),
+            KVM_CAP_X86_USER_SPACE_MSR if args[0] & !7 == 0 => (Some(0), &VMM_CAP_ON),
+            KVM_CAP_X86_USER_SPACE_MSR if s.msr_flags_validated => (Some(EINVAL), &VMM_CAP_ARGS),
+            _ => unmodeled,
+        }
+    }
+
+    /// Fold a `CapEnabled` whose result under this policy is `result`.
+    pub(crate) fn apply_cap_enabled(
+        &mut self,
+        cap: u32,
+        args: &[u64; 4],
+        vcpu_scope: bool,
+        result: i32,
+    ) {
+        self.vmm_caps.seen = true;
+        if result != 0 || vcpu_scope {
+            return;
+        }
+        self.vmm_caps.on.retain(|(c, _)| *c != cap);
+        self.vmm_caps.on.push((cap, args[0]));
+    }
+
+    /// Whether the VM has `cap` enabled (nonzero `args[0]`), where known.
+    pub(crate) fn cap_on(&self, cap: u32) -> Option<bool> {
+        self.vmm_caps.enabled(cap, self.host_trace.vmm_msrs_seen)
     }
 }
 
@@ -1232,6 +1398,161 @@ mod tests {
             "{}",
             d.explanation
         );
+    }
+
+    fn cap(cap: u32, arg0: u64, result: i32) -> Event {
+        Event::CapEnabled {
+            cap,
+            args: Box::new([arg0, 0, 0, 0]),
+            vcpu_scope: false,
+            result,
+        }
+    }
+
+    /// `kvm_vm_ioctl_enable_cap` per release: a capability the release lacks
+    /// is -EINVAL citing the change that added it; args validated where known.
+    #[test]
+    fn cap_enable_result_by_release() {
+        use kvmtrace_format::{
+            KVM_CAP_DISABLE_QUIRKS2, KVM_CAP_EXCEPTION_PAYLOAD, KVM_CAP_X2APIC_API,
+            KVM_CAP_X86_TRIPLE_FAULT_EVENT, KVM_CAP_X86_USER_SPACE_MSR,
+        };
+        let h = wrap(true, 0);
+        let r = |preset: &str, c: u32, a: u64| {
+            let e = engine(preset, Vendor::Intel, &h);
+            let (r, rule) = e.cap_enable_result(c, &[a, 0, 0, 0], false);
+            (r, rule.citation().unwrap_or_default())
+        };
+        // KVM_CAP_X86_TRIPLE_FAULT_EVENT: 6.0 (ed2351174e38).
+        for p in ["kvm-5.10", "kvm-5.19"] {
+            let (res, cite) = r(p, KVM_CAP_X86_TRIPLE_FAULT_EVENT, 1);
+            assert_eq!(res, Some(-22), "{p}");
+            assert!(
+                cite.contains("ed2351174e38") && cite.contains("(6.0)"),
+                "{cite}"
+            );
+        }
+        for p in ["kvm-6.0", "kvm-6.18"] {
+            assert_eq!(r(p, KVM_CAP_X86_TRIPLE_FAULT_EVENT, 1).0, Some(0), "{p}");
+        }
+        // KVM_CAP_DISABLE_QUIRKS2: 5.18 (6d8491910fcd), valid mask checked.
+        let (res, cite) = r("kvm-5.17", KVM_CAP_DISABLE_QUIRKS2, 1);
+        assert_eq!(res, Some(-22));
+        assert!(
+            cite.contains("6d8491910fcd") && cite.contains("(5.18)"),
+            "{cite}"
+        );
+        assert_eq!(r("kvm-5.18", KVM_CAP_DISABLE_QUIRKS2, 0x1f).0, Some(0));
+        assert_eq!(r("kvm-5.18", KVM_CAP_DISABLE_QUIRKS2, 0x20).0, Some(-22));
+        // Older than every preset: accepted with valid args.
+        for p in ["kvm-5.10", "kvm-6.18"] {
+            assert_eq!(r(p, KVM_CAP_EXCEPTION_PAYLOAD, 1).0, Some(0));
+            assert_eq!(r(p, KVM_CAP_X2APIC_API, 3).0, Some(0));
+            assert_eq!(r(p, KVM_CAP_X2APIC_API, 4).0, None);
+            assert_eq!(r(p, KVM_CAP_X86_USER_SPACE_MSR, 4).0, Some(0));
+        }
+        // USER_SPACE_MSR's unknown bits: refused from 5.19 only.
+        assert_eq!(r("kvm-5.18", KVM_CAP_X86_USER_SPACE_MSR, 8).0, None);
+        assert_eq!(r("kvm-5.19", KVM_CAP_X86_USER_SPACE_MSR, 8).0, Some(-22));
+        // Not in the table (KVM_CAP_MAX_VCPU_ID), and vCPU-scope enables.
+        assert_eq!(r("kvm-6.18", 128, 2).0, None);
+        let e = engine("kvm-6.18", Vendor::Intel, &h);
+        assert_eq!(
+            e.cap_enable_result(KVM_CAP_EXCEPTION_PAYLOAD, &[1, 0, 0, 0], true)
+                .0,
+            None
+        );
+    }
+
+    /// `kvm_vcpu_ioctl_x86_set_vcpu_events` from 6.0: PAYLOAD needs
+    /// `exception_payload_enabled`, TRIPLE_FAULT `triple_fault_event`, known
+    /// from the trace's `CapEnabled` events with the tap's configuration.
+    #[test]
+    fn vcpu_events_decided_from_enabled_caps() {
+        use kvmtrace_format::{KVM_CAP_EXCEPTION_PAYLOAD, KVM_CAP_X86_TRIPLE_FAULT_EVENT};
+        let mut h = wrap(true, 0);
+        h.vm.irqchip = Some(kvmtrace_format::Irqchip::Kernel);
+        let qemu = events(0x31, None);
+        // No CapEnabled seen (a 1.3 trace): unknown.
+        let e = engine("kvm-6.6", Vendor::Intel, &h);
+        assert_eq!(e.vmm_state_result(0, &qemu).0, None);
+        // Both enabled: accepted.
+        let mut e = engine("kvm-6.6", Vendor::Intel, &h);
+        e.apply(&rec(0, cap(KVM_CAP_EXCEPTION_PAYLOAD, 1, 0)));
+        e.apply(&rec(0, cap(KVM_CAP_X86_TRIPLE_FAULT_EVENT, 1, 0)));
+        let (r, rule) = e.vmm_state_result(0, &qemu);
+        assert_eq!(r, Some(0));
+        assert_eq!(*rule, super::VMM_EVENTS_PAYLOAD_OK);
+        // PAYLOAD with a pending #PF is checked too; an NMI vector is refused.
+        let mut pending = events(0x11, None);
+        if let VmmSet::VcpuEvents(ev) = &mut pending {
+            ev.exception_pending = true;
+            ev.exception_nr = 2;
+        }
+        assert_eq!(e.vmm_state_result(0, &pending).0, Some(-22));
+        // Only PAYLOAD enabled: TRIPLE_FAULT refused, PAYLOAD alone accepted.
+        let mut e = engine("kvm-6.6", Vendor::Intel, &h);
+        e.apply(&rec(0, cap(KVM_CAP_EXCEPTION_PAYLOAD, 1, 0)));
+        let (r, rule) = e.vmm_state_result(0, &qemu);
+        assert_eq!(r, Some(-22));
+        assert_eq!(*rule, super::VMM_EVENTS_TRIPLE_FAULT_OFF);
+        assert_eq!(e.vmm_state_result(0, &events(0x11, None)).0, Some(0));
+        // The enable failed (recorded): off; args[0] 0 disables.
+        let mut e = engine("kvm-6.6", Vendor::Intel, &h);
+        e.apply(&rec(0, cap(KVM_CAP_EXCEPTION_PAYLOAD, 1, -22)));
+        e.apply(&rec(0, cap(KVM_CAP_X86_TRIPLE_FAULT_EVENT, 0, 0)));
+        let (r, rule) = e.vmm_state_result(0, &events(0x11, None));
+        assert_eq!((r, *rule), (Some(-22), super::VMM_EVENTS_PAYLOAD_OFF));
+        assert_eq!(e.vmm_state_result(0, &events(0x21, None)).0, Some(-22));
+        // Without the tap's configuration a cap never seen stays unknown.
+        let mut e = engine("kvm-6.6", Vendor::Intel, &wrap(false, 0));
+        e.apply(&rec(0, cap(KVM_CAP_EXCEPTION_PAYLOAD, 1, 0)));
+        assert_eq!(e.vmm_state_result(0, &events(0x21, None)).0, None);
+        // Before 6.0 TRIPLE_FAULT is an unknown flag whatever was enabled.
+        let mut e = engine("kvm-5.19", Vendor::Intel, &h);
+        e.apply(&rec(0, cap(KVM_CAP_X86_TRIPLE_FAULT_EVENT, 1, 0)));
+        assert_eq!(
+            *e.vmm_state_result(0, &qemu).1,
+            super::VMM_EVENTS_NO_TRIPLE_FAULT
+        );
+    }
+
+    /// Replay of QEMU's start-up under 5.19: the enable of
+    /// KVM_CAP_X86_TRIPLE_FAULT_EVENT is the direct divergence (citing
+    /// ed2351174e38); the refused KVM_SET_VCPU_EVENTS its consequence. `host`
+    /// (6.18 on pvm) models and agrees with both.
+    #[test]
+    fn replay_refused_cap_makes_vcpu_events_a_consequence() {
+        use kvmtrace_format::{KVM_CAP_EXCEPTION_PAYLOAD, KVM_CAP_X86_TRIPLE_FAULT_EVENT};
+        let mut h = wrap(true, 0);
+        h.vm.irqchip = Some(kvmtrace_format::Irqchip::Kernel);
+        let mut recs = vec![
+            rec(0, cap(KVM_CAP_EXCEPTION_PAYLOAD, 1, 0)),
+            rec(0, cap(KVM_CAP_X86_TRIPLE_FAULT_EVENT, 1, 0)),
+            rec(0, vmm(events(0x31, None), 0)),
+            rec(1, vmm(events(0x31, None), 0)),
+        ];
+        for (i, r) in recs.iter_mut().enumerate() {
+            r.seq = i as u64;
+        }
+        let policies = vec![
+            crate::policy::Policy::preset("kvm-5.19", Vendor::Intel).unwrap(),
+            crate::policy::Policy::preset("kvm-6.6", Vendor::Intel).unwrap(),
+        ];
+        let r = crate::replay::replay(&h, &recs, policies);
+        let (old, new) = (&r.policies[0], &r.policies[1]);
+        assert_eq!((old.divergences, old.direct, old.modelled), (3, 1, 4));
+        assert_eq!((new.divergences, new.modelled, new.unmodeled), (0, 4, 0));
+        let first = old.first.as_ref().unwrap();
+        assert_eq!(first.seq, 1);
+        assert!(
+            first.explanation.contains("ed2351174e38"),
+            "{}",
+            first.explanation
+        );
+        let later: Vec<_> = old.kept.iter().filter(|d| d.seq >= 2).collect();
+        assert_eq!(later.len(), 2);
+        assert!(later.iter().all(|d| d.consequence_of == Some(1)));
     }
 
     /// QEMU's host accesses of TSX_CTRL and VIRT_SPEC_CTRL by vendor: the

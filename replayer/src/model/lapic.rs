@@ -99,6 +99,10 @@ pub struct LapicRegs {
     /// A TMCCT read returned 0 in one-shot mode: the timer has expired, and
     /// TMCCT stays 0 until TMICT or TDCR is written (`apic_get_tmcct`).
     pub tmcct_expired: bool,
+    /// ESR was kept across an xAPIC stretch: exact without APIC
+    /// virtualization (pvm); with APICv/AVIC a trap-like APIC-write exit
+    /// comes after the hardware stored the guest's ESR write in the page.
+    pub esr_after_xapic: bool,
 }
 
 /// The two LAPIC states a vCPU with an INIT in flight may be in
@@ -140,6 +144,9 @@ impl LapicRegs {
     fn set(&mut self, s: usize, x: u64) {
         self.vals[s] = x;
         self.known |= 1 << s;
+        if s == S_ESR {
+            self.esr_after_xapic = false;
+        }
     }
     fn forget(&mut self, s: usize) {
         self.known &= !(1 << s);
@@ -152,6 +159,7 @@ impl LapicRegs {
         self.known &= (1 << S_LVR) | (1 << S_ESR);
         self.pending = None;
         self.tmcct_expired = false;
+        self.esr_after_xapic = true;
     }
 
     /// `kvm_lapic_reset`: ESR = 0 (RESET; the other registers are reset too,
@@ -272,6 +280,7 @@ impl Engine {
             // Intel-compatible guest (no event): predicted for others, and
             // where the vCPU has no PMU counter to overflow (no PMI).
             0x340 if self.pmi_may_mask_lvtpc(v) => un,
+            0x280 if l.esr_after_xapic && self.policy.vendor != Vendor::Pvm => un,
             0xf0 | 0x280 | 0x300 | 0x320..=0x370 | 0x380 | 0x3e0 => match slot(reg) {
                 Some(s) => known(s),
                 None => un,
@@ -601,11 +610,12 @@ impl Engine {
     /// unknown until a target-side `Init` event or a read shows it.
     pub(crate) fn deliver_init(&mut self, t: u32, exact: bool) {
         let imported = self.imported;
+        let pvm = self.policy.vendor == Vendor::Pvm;
         let lint0_quirk = self.vm.quirk(crate::quirks::LINT0_REENABLED);
         let mut system_reset = false;
         if let Some(v) = self.vcpu_mut(t) {
-            // Which table registers INIT clears differs by vendor (cpu.rs).
-            v.regs_known = 0;
+            // Table registers: kept, set or forgotten (model::common).
+            super::common::on_init(v, exact);
             // The BSP bit where known, else the reset BSP (bsp_vcpu_id 0).
             let bsp = if v.unknown & U_APIC_BASE == 0 {
                 v.apic_base & crate::state::APIC_BASE_BSP != 0
@@ -623,10 +633,13 @@ impl Engine {
                 // x2APIC mode (kept by INIT): the registers change only by
                 // MSR events of the target, so they are the old ones until
                 // the target processes the INIT, then kvm_lapic_reset's.
-                let pre = match v.lapic.pending {
+                let mut pre = match v.lapic.pending {
                     Some(p) => (p.pre_known, p.pre),
                     None => (v.lapic.known, v.lapic.vals),
                 };
+                if v.lapic.esr_after_xapic && !pvm {
+                    pre.0 &= !(1 << S_ESR);
+                }
                 let post = init_regs(v, lint0_quirk);
                 v.lapic = PendingInit {
                     pre_known: pre.0,
@@ -660,10 +673,16 @@ impl Engine {
         let vmm_msrs_seen = self.host_trace.vmm_msrs_seen;
         for v in &mut self.vcpus {
             super::host::forget_at_system_reset(v, vmm_msrs_seen);
-            v.regs_known = 0;
             v.lapic = LapicRegs::default();
-            v.spec_ctrl = None;
-            v.pv = super::PvRegs::default();
+            // With the VMM's MSR ioctls tapped, every MSR it sets is in the
+            // trace and the kernel resets nothing else on a VMM's system
+            // reset (EFER and segment bases come with a tapped
+            // KVM_SET_SREGS): MSR-held state stays known.
+            if !vmm_msrs_seen {
+                v.regs_known = 0;
+                v.spec_ctrl = None;
+                v.pv = super::PvRegs::default();
+            }
         }
         // kvm->arch.wall_clock changes only by an MSR write (tapped or not).
         if !vmm_msrs_seen {

@@ -14,7 +14,7 @@ mod pv;
 pub use common::{NREGS, REGS_AT_RESET, REGS_KNOWN_AT_RESET};
 pub(crate) use common::{reg_slot, teach};
 pub use cpu::compare_state;
-pub use host::{HostRegs, HostTrace};
+pub use host::{HostRegs, HostTrace, VmmCaps};
 pub(crate) use host::{on_setup_mce, on_write as host_on_write};
 pub use lapic::LapicRegs;
 pub(crate) use msr::{Store, model_handles_access};

@@ -292,6 +292,8 @@ pub fn event() -> impl Strategy<Value = Event> {
             .prop_map(|(source, count)| Event::Lost { source, count }),
         1 => end_reason().prop_map(|reason| Event::End { reason }),
         1 => (vmm_set(), any::<i32>()).prop_map(|(set, result)| Event::VmmState { set: Box::new(set), result }),
+        1 => (any::<u32>(), any::<[u64; 4]>(), any::<bool>(), any::<i32>())
+            .prop_map(|(cap, args, vcpu_scope, result)| Event::CapEnabled { cap, args: Box::new(args), vcpu_scope, result }),
     ]
 }
 
@@ -419,6 +421,44 @@ fn state(rip: u64) -> Box<ArchState> {
 /// chunks: what the newest golden file holds. Returns records and the chunk breaks
 /// (flush after these indices).
 pub fn golden_records() -> (Vec<Record>, Vec<usize>) {
+    let (mut out, breaks) = golden_records_v1_3();
+    let mut seq = out.len() as u64;
+    let mut t = out.last().map_or(0, |r| r.time_ns);
+    // Format 1.4: every KVM_ENABLE_CAP of the VMM (ioctl tap), VM and vCPU
+    // scope, accepted and refused.
+    let mut push = |vcpu: u32, event: Event| {
+        t += 3;
+        out.push(Record {
+            seq,
+            vcpu,
+            time_ns: t,
+            event,
+        });
+        seq += 1;
+    };
+    for (vcpu, cap, args, vcpu_scope, result) in [
+        (0, KVM_CAP_X86_TRIPLE_FAULT_EVENT, [1, 0, 0, 0], false, 0),
+        (0, KVM_CAP_EXCEPTION_PAYLOAD, [1, 0, 0, 0], false, 0),
+        (0, KVM_CAP_SPLIT_IRQCHIP, [24, 0, 0, 0], false, 0),
+        (0, KVM_CAP_X2APIC_API, [3, 0, 0, 0], false, -22),
+        (2, KVM_CAP_HYPERV_SYNIC2, [0, 0, 0, 0], true, 0),
+        (0, 999, [u64::MAX, 1 << 40, 7, 0], false, -22),
+    ] {
+        push(
+            vcpu,
+            Event::CapEnabled {
+                cap,
+                args: Box::new(args),
+                vcpu_scope,
+                result,
+            },
+        );
+    }
+    (out, breaks)
+}
+
+/// The golden records of format 1.3 (`tests/golden/v1.3.kvt`).
+pub fn golden_records_v1_3() -> (Vec<Record>, Vec<usize>) {
     let (mut out, breaks) = golden_records_v1_2();
     let mut seq = out.len() as u64;
     let mut t = out.last().map_or(0, |r| r.time_ns);

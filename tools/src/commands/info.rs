@@ -22,6 +22,9 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
     // The VMM's vCPU state ioctls (format 1.3): count by ioctl, and refused.
     let mut vmm_state: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut vmm_refused = 0u64;
+    // The VMM's KVM_ENABLE_CAPs (format 1.4): by cap name, and refused.
+    let mut vmm_caps: BTreeMap<String, u64> = BTreeMap::new();
+    let mut caps_refused = 0u64;
     for rec in t.records() {
         let rec = rec?;
         events += 1;
@@ -37,6 +40,12 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
             Event::VmmState { set, result } => {
                 *vmm_state.entry(set.ioctl()).or_default() += 1;
                 vmm_refused += u64::from(*result != 0);
+            }
+            Event::CapEnabled { cap, result, .. } => {
+                if vmm_caps.len() < 256 || vmm_caps.contains_key(&kvmtrace_format::cap_name(*cap)) {
+                    *vmm_caps.entry(kvmtrace_format::cap_name(*cap)).or_default() += 1;
+                }
+                caps_refused += u64::from(*result != 0);
             }
             Event::VcpuThread {
                 identity: VcpuIdentity::FirstSeen,
@@ -74,6 +83,7 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
         v["lost"] = serde_json::json!(lost);
         v["ends"] = serde_json::to_value(&ends)?;
         v["vmm_state"] = serde_json::json!({ "by_ioctl": vmm_state, "refused": vmm_refused });
+        v["vmm_caps"] = serde_json::json!({ "by_cap": vmm_caps, "refused": caps_refused });
         super::write_json(out, &v)?;
         return Ok(0);
     }
@@ -163,6 +173,15 @@ pub fn run(args: &FileJsonArgs, out: &mut dyn Write, _err: &mut dyn Write) -> an
         writeln!(
             out,
             "vmm state     {total} vCPU state ioctls of the VMM ({}), {vmm_refused} refused",
+            by.join(", ")
+        )?;
+    }
+    if !vmm_caps.is_empty() {
+        let total: u64 = vmm_caps.values().sum();
+        let by: Vec<String> = vmm_caps.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        writeln!(
+            out,
+            "vmm caps      {total} KVM_ENABLE_CAP of the VMM ({}), {caps_refused} refused",
             by.join(", ")
         )?;
     }

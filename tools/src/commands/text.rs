@@ -243,6 +243,16 @@ pub fn describe(e: &Event) -> String {
             set.describe(),
             kvmtrace_format::ioctl_result(*result)
         ),
+        Event::CapEnabled {
+            cap,
+            args,
+            vcpu_scope,
+            result,
+        } => format!(
+            "vmm KVM_ENABLE_CAP {}: {}",
+            kvmtrace_format::describe_cap_enable(*cap, args, *vcpu_scope),
+            kvmtrace_format::ioctl_result(*result)
+        ),
         Event::KernelReset { known } => format!("reset {}", known_state(known)),
         Event::KernelInit { from, known } => format!(
             "init by the in-kernel lapic{} {}",

@@ -128,12 +128,13 @@ mod tests {
     fn mixed_has_every_event_kind() {
         let (h, recs) = generate_vec(Pattern::Mixed, 400, 9).unwrap();
         // Synth traces are our own VMM's recordings (intercept mode); the
-        // kinds only a capture of another VMM has (formats 1.1, 1.3) are not in them.
+        // kinds only a capture of another VMM has (formats 1.1, 1.3, 1.4) are not in them.
         let foreign = [
             EventKind::KernelReset,
             EventKind::KernelInit,
             EventKind::VcpuThread,
             EventKind::VmmState,
+            EventKind::CapEnabled,
         ];
         for k in EventKind::ALL.into_iter().filter(|k| !foreign.contains(k)) {
             assert!(

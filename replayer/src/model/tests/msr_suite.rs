@@ -410,17 +410,23 @@ fn efer_reads_follow_writes_and_lma() {
     };
     let rd = |e: &Engine| e.msr_read(0, efer, Origin::Guest).outcome;
     let wr = |e: &Engine, x: u64| e.msr_write(0, efer, x, Origin::Guest).outcome;
-    // Long mode active (LME = LMA = 1): known from the read.
+    // LME set: LMA follows CR0.PG, which a guest may clear unseen (leaving
+    // long mode, as kvm-unit-tests' 5-level-paging switch does): a read
+    // does not make it known, nor whether paging is on.
     assert_eq!(rd(&e), None);
     read(&mut e, 0x500);
-    assert_eq!(rd(&e), val(0x500));
-    // SCE set: the written LMA bit is ignored, the old one kept.
-    assert_eq!(wr(&e, 0x101), OK);
-    write_ok(&mut e, efer, 0x101, Origin::Guest);
-    assert_eq!(rd(&e), val(0x501));
-    // Clearing LME with paging on: #GP.
-    assert_eq!(wr(&e, 0x400), GP);
-    assert_eq!(wr(&e, 0x1), GP);
+    assert_eq!(rd(&e), None);
+    // SCE set, LME unchanged: accepted whatever paging is.
+    assert_eq!(wr(&e, 0x501), OK);
+    // Clearing LME: #GP with paging on, accepted with it off: unknown.
+    assert_eq!(wr(&e, 0x400), None);
+    assert_eq!(wr(&e, 0x1), None);
+    // LME clear: LMA is clear too, and a read is the value.
+    let mut e = engine("kvm-6.18", Vendor::Intel, &h);
+    read(&mut e, 0x801);
+    assert_eq!(rd(&e), val(0x801));
+    write_ok(&mut e, efer, 0x1, Origin::Guest);
+    assert_eq!(rd(&e), val(0x1));
     // Paging off, LME = LMA = 0: LME may be set (paging is not known: no
     // prediction), and afterwards LMA depends on CR0.PG.
     let mut e = engine("kvm-6.18", Vendor::Intel, &h);
@@ -442,11 +448,11 @@ fn efer_reads_follow_writes_and_lma() {
     // A read with LME set and LMA clear does not make LMA known either.
     read(&mut e, 0x101);
     assert_eq!(rd(&e), None);
-    // Host writes keep LMA too (set_efer): known where it was.
+    // Host writes keep LMA too (set_efer): known where it was (LME clear).
     let mut e = engine("kvm-6.18", Vendor::Intel, &h);
-    read(&mut e, 0x500);
-    write_ok(&mut e, efer, 0x900, Origin::Host);
-    assert_eq!(rd(&e), val(0xd00));
+    read(&mut e, 0x1);
+    write_ok(&mut e, efer, 0x801, Origin::Host);
+    assert_eq!(rd(&e), val(0x801));
 }
 
 /// MCG_CAP has no write case (kvm_set_msr_common default, r=2);
@@ -606,7 +612,55 @@ fn set_sregs_sets_efer_and_forgets_segment_bases() {
             result: 0,
         },
     ));
-    assert_eq!(e.msr_read(0, 0xc000_0080, G).outcome, val(0x500));
+    // EFER known but LMA (LME set): the guest may leave long mode unseen.
+    assert_eq!(e.msr_read(0, 0xc000_0080, G).outcome, None);
     assert_eq!(e.msr_read(0, 0xc000_0101, G).outcome, None);
-    assert_eq!(e.msr_write(0, 0xc000_0080, 0x1, G).outcome, GP);
+    assert_eq!(e.msr_write(0, 0xc000_0080, 0x501, G).outcome, OK);
+}
+
+/// kvm_vcpu_reset(init_event = true): MTRRs, MISC_FEATURES_ENABLES kept;
+/// EFER and the kvmclock set to 0 (set_efer, kvmclock_reset); the vendor's
+/// registers (SYSENTER_CS here) forgotten. An INIT whose moment is unknown
+/// keeps what INIT keeps and leaves the rest unknown.
+#[test]
+fn init_keeps_common_registers() {
+    let h = h();
+    let mut e = engine("kvm-6.18", Vendor::Intel, &h);
+    write_ok(&mut e, 0x2ff, 0xc06, G);
+    write_ok(&mut e, 0x174, 0x10, G);
+    write_ok(&mut e, 0x140, 0, G);
+    e.deliver_init(0, true);
+    assert_eq!(e.msr_read(0, 0x2ff, H).outcome, val(0xc06));
+    assert_eq!(e.msr_read(0, 0x140, G).outcome, val(0));
+    assert_eq!(e.msr_read(0, 0x174, G).outcome, None);
+    assert_eq!(e.msr_read(0, 0xc000_0080, G).outcome, val(0));
+    assert_eq!(e.msr_read(0, 0x12, H).outcome, val(0));
+    e.deliver_init(0, false);
+    assert_eq!(e.msr_read(0, 0x2ff, H).outcome, val(0xc06));
+    assert_eq!(e.msr_read(0, 0xc000_0080, G).outcome, None);
+}
+
+/// A BSP INIT in a recording of another VMM: the VMM then resets the
+/// machine. With its MSR ioctls tapped (`ConfigSource::VmmIoctls`) those
+/// writes are in the trace, so MSR-held state INIT keeps (MTRRs) stays known;
+/// without the tap every table register becomes unknown.
+#[test]
+fn bsp_init_in_a_tapped_recording_keeps_msr_state() {
+    for (tap, want) in [(true, val(0xc06)), (false, None)] {
+        let mut h = h();
+        h.capture.mode = CaptureMode::External;
+        h.vm.irqchip = Some(Irqchip::Kernel);
+        h.config_source = if tap {
+            ConfigSource::VmmIoctls
+        } else {
+            ConfigSource::Unknown { why: "test".into() }
+        };
+        let mut e = engine("kvm-6.18", Vendor::Intel, &h);
+        write_ok(&mut e, 0x2ff, 0xc06, H);
+        write_ok(&mut e, 0x174, 0x10, H);
+        assert_eq!(e.msr_read(0, 0x2ff, H).outcome, val(0xc06));
+        e.deliver_init(0, false);
+        assert_eq!(e.msr_read(0, 0x2ff, H).outcome, want, "tap {tap}");
+        assert_eq!(e.msr_read(0, 0x174, H).outcome, None, "tap {tap}");
+    }
 }
