@@ -747,6 +747,7 @@ pub fn describe_cap_enable(cap: u32, args: &[u64; 4], vcpu_scope: bool) -> Strin
 pub fn cap_name(cap: u32) -> String {
     let name = match cap {
         KVM_CAP_SPLIT_IRQCHIP => "KVM_CAP_SPLIT_IRQCHIP",
+        KVM_CAP_MAX_VCPU_ID => "KVM_CAP_MAX_VCPU_ID",
         KVM_CAP_X2APIC_API => "KVM_CAP_X2APIC_API",
         KVM_CAP_HYPERV_SYNIC => "KVM_CAP_HYPERV_SYNIC",
         KVM_CAP_HYPERV_SYNIC2 => "KVM_CAP_HYPERV_SYNIC2",
@@ -773,6 +774,8 @@ pub const KVM_CAP_X86_DISABLE_EXITS: u32 = 143;
 pub const KVM_CAP_SPLIT_IRQCHIP: u32 = 121;
 /// `KVM_CAP_HYPERV_SYNIC`.
 pub const KVM_CAP_HYPERV_SYNIC: u32 = 123;
+/// `KVM_CAP_MAX_VCPU_ID` (QEMU 7.2 enables it on every VM).
+pub const KVM_CAP_MAX_VCPU_ID: u32 = 128;
 /// `KVM_CAP_X2APIC_API`.
 pub const KVM_CAP_X2APIC_API: u32 = 129;
 /// `KVM_CAP_HYPERV_SYNIC2`.

@@ -295,5 +295,10 @@ mod tests {
         assert_eq!(super::kvm_cap_name(213), Some("DISABLE_QUIRKS2"));
         assert_eq!(super::kvm_cap_name(188), Some("X86_USER_SPACE_MSR"));
         assert_eq!(super::kvm_cap_name(1), None);
+        // The enabled-cap names of the VMM's KVM_ENABLE_CAPs (QEMU 7.2 enables
+        // KVM_CAP_MAX_VCPU_ID = 128 on every VM; include/uapi/linux/kvm.h).
+        assert_eq!(crate::cap_name(128), "KVM_CAP_MAX_VCPU_ID");
+        assert_eq!(crate::cap_name(121), "KVM_CAP_SPLIT_IRQCHIP");
+        assert_eq!(crate::cap_name(1), "KVM_CAP_1");
     }
 }
