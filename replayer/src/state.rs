@@ -115,7 +115,8 @@ pub struct CpuidBits {
     /// `LEAF_*` bits of the leaves present.
     pub leaves: u32,
     /// Vendor GenuineIntel, CentaurHauls or "  Shanghai  "
-    /// (`guest_cpuid_is_intel_compatible`).
+    /// (`guest_cpuid_is_intel_compatible` before fd706c9b1674, 6.9; since
+    /// then it is !AMD/Hygon, so a vendor in neither set differs by release).
     pub intel_compatible: bool,
     /// CPUID.7.0:EDX[29] ARCH_CAPABILITIES.
     pub arch_capabilities: bool,

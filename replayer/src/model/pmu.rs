@@ -149,7 +149,9 @@ impl Engine {
     /// has no counter (`pmu_shape`: `enable_pmu=0`, or none in CPUID) gets
     /// none. `true` when unknown.
     pub(crate) fn pmi_may_mask_lvtpc(&self, v: &VcpuState) -> bool {
-        if v.cpuid.known && !v.cpuid.intel_compatible {
+        // 6.10+ `guest_cpuid_is_intel_compatible` is !AMD/Hygon
+        // (fd706c9b1674): an unknown vendor, or no leaf 0, is Intel-compatible.
+        if v.cpuid.amd_or_hygon {
             return false;
         }
         if self.policy.vendor == Vendor::Intel {

@@ -156,3 +156,22 @@ fn pv_msrs() {
     write_ok(&mut e, 0x4b56_4d00, 0x5000, G);
     assert_eq!(e.msr_read(1, 0x11, G).outcome, val(0x5000));
 }
+
+/// `kvm_apic_local_deliver` masks LVTPC after a PMI for an Intel-compatible
+/// guest (6.10+): since fd706c9b1674 anything but AMD/Hygon, so an unknown
+/// vendor may have LVTPC masked unseen, an AMD one may not.
+#[test]
+fn pmi_lvtpc_mask_by_guest_vendor() {
+    for (ebx, edx, ecx, may) in [
+        (0x6874_7541, 0x6974_6e65, 0x444d_4163, false), // AuthenticAMD
+        (0x4b4d_564b, 0x0000_004d, 0x564b_4d56, true),  // KVMKVMKVM
+        (0x756e_6547, 0x4965_6e69, 0x6c65_746e, true),  // GenuineIntel
+    ] {
+        let mut h = super::header("kvm_intel", false, 0);
+        h.vm.cpuid[0].ebx = ebx;
+        h.vm.cpuid[0].edx = edx;
+        h.vm.cpuid[0].ecx = ecx;
+        let e = super::engine("kvm-6.18", crate::policy::Vendor::Intel, &h);
+        assert_eq!(e.pmi_may_mask_lvtpc(e.vcpu_state(0)), may, "{ebx:#x}");
+    }
+}
