@@ -163,7 +163,7 @@ fn same_guest_under_qemu_and_our_vmm_observe_mode_sees_the_same_outcomes() {
 /// every kernel outcome, and `fidelity` models at least the floor (0.995 /
 /// 0.97 for section D, measured 0.996 / 0.982 on 2026-12-03; `xapic` below;
 /// hyperv_* do not
-/// run here: this host refuses QEMU's HV_VP_INDEX and HV_X64_MSR_TSC_INVARIANT).
+/// run here: QEMU aborts before any vCPU runs: no KVM_CAP_HYPERV_VP_INDEX, and KVM_SET_MSRS of HV_X64_MSR_REFERENCE_TSC 0x40000021 refused).
 #[test]
 fn kvm_unit_tests_qemu_option_sets_replay_with_host_agreement_1() {
     let Some(qemu) =
