@@ -781,10 +781,13 @@ pub(crate) fn needs_unknown(
             let in_range = ((index - 0x400) / 4) < (v.mcg_cap & 0xff) as u32;
             u & U_MCG_CAP != 0
                 || (!w && in_range && u & U_BANKS != 0)
+                // can_set_mci_status reads HWCR only for an AMD/Hygon guest
+                // vendor (the CPUID is known here: see `cpuid_missing`).
                 || (write.is_some_and(|d| d != 0)
                     && !host
                     && (index - 0x400) % 4 == 1
-                    && u & U_HWCR != 0)
+                    && u & U_HWCR != 0
+                    && v.cpuid.amd_or_hygon)
         }
         0x280..=0x29f => {
             // A guest read without MCG_CMCI_P faults whatever the value.
@@ -799,6 +802,28 @@ pub(crate) fn needs_unknown(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A guest MCi_STATUS write of nonzero data needs HWCR only for an
+    /// AMD/Hygon guest vendor (`can_set_mci_status`); an Intel one `#GP`s
+    /// whatever HWCR holds, so an unknown HWCR does not leave it unmodelled.
+    #[test]
+    fn mci_status_write_needs_hwcr_only_for_amd_guests() {
+        use crate::state::{U_ALL, U_BANKS, U_HWCR, U_MCG_CAP};
+        for amd in [false, true] {
+            let mut v = VcpuState::created(0, 1, kvmtrace_format::Irqchip::Kernel);
+            v.cpuid.known = true;
+            v.cpuid.amd_or_hygon = amd;
+            v.mcg_cap = 0x10a;
+            v.unknown = U_ALL & !(U_MCG_CAP | U_BANKS);
+            assert_eq!(
+                needs_unknown(&v, 0x401, Some(1), false, false, true, true),
+                amd,
+                "amd {amd}"
+            );
+            v.unknown &= !U_HWCR;
+            assert!(!needs_unknown(&v, 0x401, Some(1), false, false, true, true));
+        }
+    }
 
     #[test]
     fn canonical_and_mtrr_types() {
