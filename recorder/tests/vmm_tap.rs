@@ -178,6 +178,24 @@ fn tap_captures_config_and_host_msrs() {
         run_tapped("tap_captures_config_and_host_msrs", SpawnOptions::default());
     assert_eq!(code, 7, "exit status passes through");
     assert_eq!(t.tap_status(), TapStatus::Active);
+    // Every KVM_ENABLE_CAP is recorded as it is (format 1.4), besides the
+    // configuration events the known caps fold into.
+    let caps: Vec<(u32, i32)> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::CapEnabled { cap, result, .. } => Some((*cap, *result)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        caps,
+        [(213, 0), (188, 0)],
+        "DISABLE_QUIRKS2, X86_USER_SPACE_MSR"
+    );
+    let events: Vec<_> = events
+        .into_iter()
+        .filter(|e| !matches!(e.event, Event::CapEnabled { .. }))
+        .collect();
     let kinds: Vec<_> = events
         .iter()
         .map(|e| (e.vcpu, e.event.kind().name()))
@@ -456,7 +474,9 @@ fn vmm_behind_a_forking_shell() {
     let events: Vec<_> = rx.iter().collect();
     assert_eq!(code, Some(7));
     assert_eq!(t.tap_status(), TapStatus::Active);
-    assert_eq!(events.len(), 11, "{events:#?}");
+    // 11 configuration and MSR events, 2 of them KVM_ENABLE_CAPs recorded
+    // also as `CapEnabled` (format 1.4).
+    assert_eq!(events.len(), 13, "{events:#?}");
     assert!(
         events.iter().all(|e| e.pid != t.pid()),
         "the ioctls came from the forked child"
