@@ -467,45 +467,38 @@ pub fn unmodeled_kind(e: &Event) -> String {
         Some(DecidedBy::Vmm) => " (the VMM decided)",
         _ => "",
     };
-    let msr = |op: &str, index: &u32, origin: &Origin, outcome: &MsrOutcome, d: &DecidedBy| {
-        let who = match origin {
-            Origin::Guest => "guest",
-            Origin::Host => "host",
-        };
-        format!(
-            "{who} {op} {} -> {}{}",
-            msr_label(*index),
-            answered(outcome, origin),
-            by(Some(*d))
-        )
-    };
-    match e {
+    let access = match e {
         Event::MsrRead {
             index,
             origin,
             outcome,
             decided_by,
             ..
-        } => {
-            let op = match origin {
-                Origin::Guest => "RDMSR",
-                Origin::Host => "KVM_GET_MSRS",
-            };
-            msr(op, index, origin, outcome, decided_by)
-        }
+        } => Some((false, index, origin, outcome, decided_by)),
         Event::MsrWrite {
             index,
             origin,
             outcome,
             decided_by,
             ..
-        } => {
-            let op = match origin {
-                Origin::Guest => "WRMSR",
-                Origin::Host => "KVM_SET_MSRS",
-            };
-            msr(op, index, origin, outcome, decided_by)
-        }
+        } => Some((true, index, origin, outcome, decided_by)),
+        _ => None,
+    };
+    if let Some((write, index, origin, outcome, d)) = access {
+        let op = match (origin, write) {
+            (Origin::Guest, false) => "guest RDMSR",
+            (Origin::Guest, true) => "guest WRMSR",
+            (Origin::Host, false) => "host KVM_GET_MSRS",
+            (Origin::Host, true) => "host KVM_SET_MSRS",
+        };
+        return format!(
+            "{op} {} -> {}{}",
+            msr_label(*index),
+            answered(outcome, origin),
+            by(Some(*d))
+        );
+    }
+    match e {
         Event::Monitor { .. } => format!("MONITOR{}", by(e.decided_by())),
         Event::Mwait { .. } => format!("MWAIT{}", by(e.decided_by())),
         Event::Shutdown { .. } => format!("triple-fault shutdown{}", by(e.decided_by())),
